@@ -1,0 +1,103 @@
+"""butler: store and load Python objects by (type, format, storage).
+
+Formats and storages come from plugins discovered through the ``butler`` entry-point
+group; ``import butler`` and discovery import none of the heavy libraries they wrap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._abc import DataclassLike
+from ._butler import Butler, VerifyReport, open_storage
+from ._config import Config
+from ._errors import (
+    ButlerError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DatasetTypeError,
+    DuplicateSerializerError,
+    FormatError,
+    InvalidDataIdError,
+    NoSerializerError,
+    PluginError,
+    StorageError,
+    UnsafeFormatError,
+)
+from ._location import ButlerLocation
+from ._mapper import Mapper, TemplateMapper
+from ._plugins import (
+    Conflict,
+    PluginInfo,
+    default_registry,
+    discovery,
+    plugins,
+    refresh_plugins,
+)
+from ._policy import DatasetType
+from ._registry import KNOWN_PLUGINS, Registry
+from ._specs import FormatDescriptor, Serializer, StorageSpec
+from ._storage import ProgressCallback, Storage
+from .hookspecs import hookimpl, hookspec
+
+__all__ = [
+    "KNOWN_PLUGINS",
+    "Butler",
+    "ButlerError",
+    "ButlerLocation",
+    "Config",
+    "Conflict",
+    "DataclassLike",
+    "DatasetExistsError",
+    "DatasetNotFoundError",
+    "DatasetType",
+    "DatasetTypeError",
+    "DuplicateSerializerError",
+    "FormatDescriptor",
+    "FormatError",
+    "InvalidDataIdError",
+    "Mapper",
+    "NoSerializerError",
+    "PluginError",
+    "PluginInfo",
+    "ProgressCallback",
+    "Registry",
+    "Serializer",
+    "Storage",
+    "StorageError",
+    "StorageSpec",
+    "TemplateMapper",
+    "UnsafeFormatError",
+    "VerifyReport",
+    "default_registry",
+    "discovery",
+    "hookimpl",
+    "hookspec",
+    "open_storage",
+    "plugins",
+    "refresh_plugins",
+    "register",
+]
+
+
+def register(
+    python_type: type | str,
+    storage: str,
+    format: str,
+    write: Any,
+    read: Any,
+    *,
+    overwrite: bool = False,
+) -> Serializer:
+    """Register a serializer in the process-wide registry (see `Registry.register`)."""
+    return default_registry().register(
+        python_type, storage, format, write, read, overwrite=overwrite
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":  # lazy: importlib.metadata costs import time
+        from importlib.metadata import version
+
+        return version("butler-core")
+    raise AttributeError(f"module 'butler' has no attribute {name!r}")

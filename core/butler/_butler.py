@@ -1,0 +1,486 @@
+"""`Butler`: put and get Python objects by dataset type and data ID."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import (
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DatasetTypeError,
+    InvalidDataIdError,
+    StorageError,
+)
+from ._location import ButlerLocation
+from ._mapper import Mapper, TemplateMapper, template_dimensions, validate_template
+from ._policy import (
+    DatasetType,
+    RepositoryPolicy,
+    normalise_dimensions,
+    python_type_name,
+    validate_dataset_type_name,
+)
+from ._registry import Registry
+from ._storage import COPY_CHUNK, ProgressCallback, Storage
+from ._types import import_type, loaded_type, type_name
+
+__all__ = ["Butler", "VerifyReport", "open_storage"]
+
+
+def open_storage(root: str, registry: Registry, **options: Any) -> Storage:
+    """Instantiate the storage serving ``root`` (a path or a URI).
+
+    Plain paths and ``file://`` are posix, ``memory://`` is memory, other schemes whatever
+    plugin registered them.
+
+    Raises
+    ------
+    StorageError
+        If no installed storage serves the URI's scheme (naming what to install).
+    """
+    root = str(root)
+    scheme = root.split("://", 1)[0].lower() if "://" in root else "file"
+    spec = registry.storage_spec_for_scheme(scheme, root)
+    cls = spec.load()
+    return cls(root, **options)  # type: ignore[no-any-return]
+
+
+@dataclass
+class VerifyReport:
+    """What `Butler.verify` found, as lists of human-readable dataset descriptions."""
+
+    checked: int = 0
+    ok: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)
+    corrupted: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """True when nothing is missing, truncated or corrupted."""
+        return not (self.missing or self.truncated or self.corrupted)
+
+
+class Butler:
+    """A data repository: typed datasets addressed by dataset type and data ID.
+
+    Parameters
+    ----------
+    root
+        Path or URI of an existing repository (``"./repo"``, ``"memory://x"``,
+        ``"s3://bucket/prefix"``, ``"sqlite:///repo.db"``...). Use `Butler.create` for a new one.
+    registry
+        Serializer registry; defaults to the process-wide one filled by installed plugins.
+    mapper
+        Maps (dataset type, data ID) to storage keys; defaults to `TemplateMapper`.
+    allow_pickle
+        Allow reading pickles in this session even if the repository does not.
+    **storage_options
+        Passed to the storage (credentials, endpoints); never written to the repository.
+
+    Examples
+    --------
+    >>> b = Butler.create("memory://doc")
+    >>> b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int})
+    >>> b.put({"gain": 1.5}, "cfg", visit=1)
+    >>> b.get("cfg", visit=1)
+    {'gain': 1.5}
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        registry: Registry | None = None,
+        mapper: Mapper | None = None,
+        allow_pickle: bool | None = None,
+        **storage_options: Any,
+    ) -> None:
+        if registry is None:
+            from ._plugins import default_registry
+
+            registry = default_registry()
+        self.registry = registry
+        self.mapper = mapper or TemplateMapper()
+        self.storage = open_storage(root, registry, **storage_options)
+        self._lock = threading.RLock()
+        self._policy = self._load_policy()
+        self._allow_pickle = allow_pickle
+
+    @classmethod
+    def create(
+        cls,
+        root: str,
+        *,
+        registry: Registry | None = None,
+        mapper: Mapper | None = None,
+        checksum: bool = False,
+        allow_pickle: bool = False,
+        **storage_options: Any,
+    ) -> Butler:
+        """Create a repository at ``root`` (or open it, if it exists) and return a Butler.
+
+        Parameters
+        ----------
+        checksum
+            Keep a sha256 per dataset (computed while writing) so `verify` finds corruption.
+        allow_pickle
+            Let every reader of this repository unpickle without opting in per call.
+        """
+        if registry is None:
+            from ._plugins import default_registry
+
+            registry = default_registry()
+        storage = open_storage(root, registry, **storage_options)
+        storage.initialize()
+        if storage.read_policy() is None:
+            policy = RepositoryPolicy(
+                storage=storage.type_name, checksum=checksum, allow_pickle=allow_pickle
+            )
+            storage.write_policy(policy.to_dict())
+        storage.close()
+        return cls(root, registry=registry, mapper=mapper, **storage_options)
+
+    def _load_policy(self) -> RepositoryPolicy:
+        data = self.storage.read_policy()
+        if data is None:
+            raise StorageError(
+                f"no butler repository at {self.storage.uri()!r}; create one with "
+                f"Butler.create({self.storage.uri()!r}) or 'butler init'"
+            )
+        return RepositoryPolicy.from_dict(data)
+
+    def close(self) -> None:
+        """Close the storage's connections."""
+        self.storage.close()
+
+    def __enter__(self) -> Butler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Butler({self.storage.uri()!r}, storage={self.storage.type_name!r})"
+
+    # -- dataset types -----------------------------------------------------------------
+
+    @property
+    def policy(self) -> RepositoryPolicy:
+        """The repository policy as last read."""
+        return self._policy
+
+    @property
+    def dataset_types(self) -> Mapping[str, DatasetType]:
+        """Dataset types defined in the repository."""
+        return dict(self._policy.dataset_types)
+
+    def register_dataset_type(
+        self,
+        name: str,
+        python_type: type | str,
+        format: str,
+        template: str | None = None,
+        *,
+        dimensions: Mapping[str, Any] | Sequence[str] | None = None,
+        serializer_args: Mapping[str, Any] | None = None,
+        additional_data: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> DatasetType:
+        """Define (and persist in the repository) a dataset type.
+
+        Parameters
+        ----------
+        name
+            Dataset type name.
+        python_type
+            Class or dotted name of the objects stored (subclasses are accepted on put).
+        format
+            Format of new datasets; changing it later (``overwrite=True``) still reads old
+            datasets in the format they were written in.
+        template
+            Key template such as ``"calexp/{visit:06d}/{ccd}.fits"``. Default:
+            ``"{name}/{dim1}/{dim2}<ext>"`` from ``dimensions``.
+        dimensions
+            Data ID keys, as a list (string values) or a mapping to ``int``/``str``.
+            Derived from the template when omitted (``:d``-style specs are integers).
+        serializer_args
+            Keyword arguments for the serializer (``{"compress": "RICE_1"}``); put
+            per-storage ones under ``"per_storage": {"s3": {...}}``.
+        additional_data
+            Format-specific location details (``{"hdu": 1}``).
+        overwrite
+            Replace a different existing definition.
+
+        Raises
+        ------
+        DatasetTypeError
+            Invalid name, template or dimensions, or a conflicting existing definition.
+        NoSerializerError
+            Unknown format (naming the distribution that provides it).
+        """
+        validate_dataset_type_name(name)
+        descriptor = self.registry.format(format)
+        dims = normalise_dimensions(dimensions)
+        if template is None:
+            fields = [f"{{{d}:d}}" if k == "int" else f"{{{d}}}" for d, k in dims.items()]
+            template = "/".join([name, *fields]) + descriptor.extension
+        fields_in_template = validate_template(template)
+        if dimensions is None:
+            dims = template_dimensions(template)
+        elif set(dims) != set(fields_in_template):
+            raise DatasetTypeError(
+                f"dataset type {name!r}: template {template!r} uses {fields_in_template} but the "
+                f"dimensions are {list(dims)}"
+            )
+        new = DatasetType(
+            name=name,
+            python_type=python_type_name(python_type),
+            format=format,
+            template=template,
+            dimensions=dims,
+            serializer_args=dict(serializer_args or {}),
+            additional_data=dict(additional_data or {}),
+        )
+        with self._lock:
+            self._policy = self._load_policy()  # merge with other processes' changes
+            old = self._policy.dataset_types.get(name)
+            if old is not None and old.to_dict() == new.to_dict():
+                return old
+            if old is not None and not overwrite:
+                raise DatasetTypeError(
+                    f"dataset type {name!r} is already defined as {old.to_dict()}; pass "
+                    f"overwrite=True to redefine it"
+                )
+            self._policy.dataset_types[name] = new
+            self.storage.write_policy(self._policy.to_dict())
+        return new
+
+    def dataset_type(self, name: str) -> DatasetType:
+        """The definition of a dataset type (re-reading the policy once if unknown)."""
+        found = self._policy.dataset_types.get(name)
+        if found is None:
+            with self._lock:
+                self._policy = self._load_policy()
+            found = self._policy.dataset_types.get(name)
+        if found is None:
+            known = sorted(self._policy.dataset_types) or "none"
+            raise DatasetTypeError(
+                f"unknown dataset type {name!r} in {self.storage.uri()!r}; defined: {known}. "
+                f"Define it with register_dataset_type()"
+            )
+        return found
+
+    # -- locations ---------------------------------------------------------------------
+
+    def location(
+        self,
+        dataset_type: str,
+        data_id: Mapping[str, Any] | None = None,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        allow_pickle: bool | None = None,
+        progress: ProgressCallback | None = None,
+        **data_id_kw: Any,
+    ) -> ButlerLocation:
+        """The `ButlerLocation` the mapper gives for a dataset (nothing is read or written)."""
+        dt = self.dataset_type(dataset_type)
+        merged = _merge_data_id(data_id, data_id_kw)
+        key = self.mapper.key_for(dt, merged)
+        normal = self.mapper.data_id_for(dt, key) or merged
+        if allow_pickle is None:
+            allow_pickle = bool(self._allow_pickle) or self._policy.allow_pickle
+        return ButlerLocation(
+            locations=[key],
+            storage=self.storage,
+            format=dt.format,
+            python_type=dt.python_type,
+            dataset_type=dt.name,
+            data_id=normal,
+            additional_data=dict(dt.additional_data),
+            parameters=dict(parameters or {}),
+            serializer_args=dt.args_for(self.storage.type_name),
+            registry=self.registry,
+            overwrite=overwrite,
+            checksum=self._policy.checksum,
+            allow_pickle=allow_pickle,
+            progress=progress,
+        )
+
+    # -- put / get ---------------------------------------------------------------------
+
+    def put(
+        self,
+        obj: Any,
+        dataset_type: str,
+        data_id: Mapping[str, Any] | None = None,
+        *,
+        overwrite: bool = False,
+        progress: ProgressCallback | None = None,
+        **data_id_kw: Any,
+    ) -> ButlerLocation:
+        """Store ``obj`` as a dataset; atomic: readers see the old or the new dataset.
+
+        Raises
+        ------
+        DatasetExistsError
+            If the dataset exists and ``overwrite`` is false (also when another writer
+            creates it concurrently: exactly one of them wins).
+        DatasetTypeError
+            If ``obj`` is not an instance of the dataset type's python type.
+        InvalidDataIdError, NoSerializerError, FormatError, StorageError
+        """
+        location = self.location(
+            dataset_type, data_id, overwrite=overwrite, progress=progress, **data_id_kw
+        )
+        expected = loaded_type(location.python_type) or import_type(location.python_type)
+        if not isinstance(obj, expected):
+            raise DatasetTypeError(
+                f"cannot put a {type_name(type(obj))!r} as dataset type {dataset_type!r}, "
+                f"whose python type is {location.python_type!r}"
+            )
+        if not overwrite and self.storage.exists(location.key):
+            raise self._exists_error(location)
+        try:
+            location.write(obj)
+        except DatasetExistsError:
+            raise self._exists_error(location) from None
+        return location
+
+    @staticmethod
+    def _exists_error(location: ButlerLocation) -> DatasetExistsError:
+        return DatasetExistsError(
+            f"{location.describe()} already exists; pass overwrite=True to replace it"
+        )
+
+    def get(
+        self,
+        dataset_type: str,
+        data_id: Mapping[str, Any] | None = None,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        allow_pickle: bool | None = None,
+        progress: ProgressCallback | None = None,
+        **data_id_kw: Any,
+    ) -> Any:
+        """Read a dataset, as the concrete (sub)class it was written as.
+
+        Parameters
+        ----------
+        parameters
+            Read-time selection understood by the format (``{"section": ...}``,
+            ``{"columns": [...]}``).
+        allow_pickle
+            Opt in to unpickling for this call.
+
+        Raises
+        ------
+        DatasetNotFoundError
+            If there is no such dataset.
+        FormatError
+            If the stored bytes are corrupt or unreadable.
+        """
+        location = self.location(
+            dataset_type,
+            data_id,
+            parameters=parameters,
+            allow_pickle=allow_pickle,
+            progress=progress,
+            **data_id_kw,
+        )
+        self._load_stored(location)
+        return location.read()
+
+    def _load_stored(self, location: ButlerLocation) -> None:
+        try:
+            location.stored = self.storage.metadata(location.key)
+        except DatasetNotFoundError:
+            raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
+        # Old datasets keep the format they were written in.
+        location.format = location.stored.get("format", location.format)
+
+    def exists(
+        self, dataset_type: str, data_id: Mapping[str, Any] | None = None, **kw: Any
+    ) -> bool:
+        """True when the dataset is stored."""
+        return self.storage.exists(self.location(dataset_type, data_id, **kw).key)
+
+    def remove(
+        self, dataset_type: str, data_id: Mapping[str, Any] | None = None, **kw: Any
+    ) -> None:
+        """Delete a dataset. Raises `DatasetNotFoundError` if it does not exist."""
+        location = self.location(dataset_type, data_id, **kw)
+        try:
+            self.storage.remove(location.key)
+        except DatasetNotFoundError:
+            raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
+
+    def datasets(self, dataset_type: str, **partial_data_id: Any) -> Iterator[dict[str, Any]]:
+        """Yield the data IDs of stored datasets of a type matching a partial data ID."""
+        dt = self.dataset_type(dataset_type)
+        unknown = [k for k in partial_data_id if k not in dt.dimensions]
+        if unknown:
+            raise InvalidDataIdError(
+                f"unknown data ID keys {unknown} for dataset type {dataset_type!r}; its "
+                f"dimensions are {list(dt.dimensions)}"
+            )
+        prefix = self.mapper.prefix_for(dt, partial_data_id)
+        wanted = {
+            k: int(v) if dt.dimensions[k] == "int" else str(v) for k, v in partial_data_id.items()
+        }
+        for key in self.storage.list(prefix):
+            data_id = self.mapper.data_id_for(dt, key)
+            if data_id is not None and all(data_id[k] == v for k, v in wanted.items()):
+                yield data_id
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def verify(self, dataset_type: str | None = None) -> VerifyReport:
+        """Check every dataset's recorded size (and checksum, when kept) against its bytes."""
+        report = VerifyReport()
+        names = [dataset_type] if dataset_type else sorted(self._policy.dataset_types)
+        for name in names:
+            for data_id in self.datasets(name):
+                location = self.location(name, data_id)
+                report.checked += 1
+                self._verify_one(location, report)
+        return report
+
+    def _verify_one(self, location: ButlerLocation, report: VerifyReport) -> None:
+        what = location.describe()
+        try:
+            meta = self.storage.metadata(location.key)
+            actual = self.storage.size(location.key)
+        except DatasetNotFoundError:
+            report.missing.append(what)
+            return
+        if "size" not in meta:
+            report.unrecorded.append(what)
+            return
+        if actual != meta["size"]:
+            report.truncated.append(f"{what}: {actual} bytes, recorded {meta['size']}")
+            return
+        if "sha256" in meta:
+            digest = hashlib.sha256()
+            with self.storage.open(location.key) as f:
+                while chunk := f.read(COPY_CHUNK):
+                    digest.update(chunk)
+            if digest.hexdigest() != meta["sha256"]:
+                report.corrupted.append(f"{what}: sha256 mismatch")
+                return
+        report.ok.append(what)
+
+
+def _merge_data_id(data_id: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(data_id or {})
+    clash = [k for k in extra if k in merged and merged[k] != extra[k]]
+    if clash:
+        raise InvalidDataIdError(f"data ID keys {clash} given twice with different values")
+    merged.update(extra)
+    return merged

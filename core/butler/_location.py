@@ -1,0 +1,218 @@
+"""`ButlerLocation`: everything a serializer needs to read or write one dataset."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ._errors import ButlerError, FormatError, StorageError
+from ._storage import ProgressCallback, Storage
+from ._types import import_type, resolve_subclass, type_name
+
+if TYPE_CHECKING:
+    from ._registry import Registry
+    from ._specs import Serializer
+
+__all__ = ["ButlerLocation"]
+
+
+@dataclass
+class ButlerLocation:
+    """One dataset's place, format and options, handed to its serializer.
+
+    Serializers never talk to the repository: they use this object's file helpers
+    (`open_read`, `open_write`, `local_path`, `local_path_for_write`), which go through the
+    storage's atomic writes, and `read_type` to restore the concrete class that was written.
+
+    Attributes
+    ----------
+    locations
+        Storage keys (relative paths) of the dataset; most formats use only ``key``.
+    storage
+        The `Storage` holding the bytes.
+    format
+        Format name (on read: the format the dataset was *written* in).
+    python_type
+        Dotted name of the dataset type's python type.
+    dataset_type, data_id
+        What the user asked for; used in every error message.
+    additional_data
+        Format-specific location details from the policy (``hdu``, ``path``...).
+    parameters
+        Read-time selections (``section``, ``columns``, ``slice``...).
+    serializer_args
+        Keyword arguments for the serializer, from the dataset type's policy.
+    """
+
+    locations: list[str]
+    storage: Storage
+    format: str
+    python_type: str
+    dataset_type: str = ""
+    data_id: Mapping[str, Any] = field(default_factory=dict)
+    additional_data: Mapping[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    serializer_args: Mapping[str, Any] = field(default_factory=dict)
+    registry: Registry | None = field(default=None, repr=False)
+    overwrite: bool = False
+    checksum: bool = False
+    allow_pickle: bool = False
+    progress: ProgressCallback | None = field(default=None, repr=False)
+    #: Metadata stored with the dataset (read side); fetched from the storage when needed.
+    stored: Mapping[str, Any] | None = field(default=None, repr=False)
+    _written_type: str | None = field(default=None, repr=False)
+
+    # -- description -------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        """The primary storage key."""
+        return self.locations[0]
+
+    @property
+    def uri(self) -> str:
+        """Displayable URI of the primary key (no secrets)."""
+        return self.storage.uri(self.key)
+
+    def describe(self) -> str:
+        """``dataset 'calexp' {'visit': 1} at /repo/calexp/000001.fits`` for messages."""
+        data_id = dict(self.data_id)
+        return f"dataset {self.dataset_type!r} {data_id} at {self.uri!r}"
+
+    # -- files for serializers ---------------------------------------------------------
+
+    def write_metadata(self) -> dict[str, Any]:
+        """Metadata committed with the bytes: format, concrete type, dataset type, data ID."""
+        return {
+            "format": self.format,
+            "python_type": self._written_type or self.python_type,
+            "dataset_type": self.dataset_type,
+            "data_id": dict(self.data_id),
+            "created": time.time(),
+        }
+
+    def open_write(self) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Binary file whose content replaces the dataset atomically when the block succeeds."""
+        return self.storage.atomic_write(
+            self.key,
+            metadata=self.write_metadata(),
+            overwrite=self.overwrite,
+            checksum=self.checksum,
+            progress=self.progress,
+        )
+
+    def local_path_for_write(self) -> contextlib.AbstractContextManager[str]:
+        """Local path to write (for libraries that need one); committed atomically on success."""
+        return self.storage.atomic_local_path(
+            self.key,
+            metadata=self.write_metadata(),
+            overwrite=self.overwrite,
+            checksum=self.checksum,
+            progress=self.progress,
+        )
+
+    def open_read(self) -> BinaryIO:
+        """Binary file object (seekable where the storage allows) of the stored dataset."""
+        return self.storage.open(self.key, progress=self.progress)
+
+    def local_path(self) -> contextlib.AbstractContextManager[str]:
+        """Local path of the stored dataset; downloaded to a temporary file if need be."""
+        return self.storage.local_path(self.key)
+
+    # -- types -------------------------------------------------------------------------
+
+    def stored_metadata(self) -> Mapping[str, Any]:
+        """Metadata committed with the stored dataset (fetched once)."""
+        if self.stored is None:
+            self.stored = self.storage.metadata(self.key)
+        return self.stored
+
+    def expected_type(self) -> type:
+        """The dataset type's python type (imported if need be)."""
+        return import_type(self.python_type)
+
+    def read_type(self, recorded: str | None = None) -> type:
+        """Class to rebuild the dataset as: the recorded concrete type when it is a subclass of
+        the dataset type's python type.
+
+        Parameters
+        ----------
+        recorded
+            Type name recorded inside the file by the serializer itself; defaults to the
+            one in the storage metadata.
+
+        Raises
+        ------
+        FormatError
+            If the recorded type is not a subclass of the dataset type's python type.
+        """
+        if recorded is None:
+            recorded = self.stored_metadata().get("python_type")
+        return resolve_subclass(recorded, self.expected_type(), what=self.describe())
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def _registry(self) -> Registry:
+        if self.registry is None:
+            from ._plugins import default_registry
+
+            self.registry = default_registry()
+        return self.registry
+
+    def serializer(self, python_type: type) -> Serializer:
+        """The serializer for ``python_type`` in this location's format and storage."""
+        return self._registry().find(python_type, self.format, self.storage.type_name)
+
+    def write(self, obj: Any) -> None:
+        """Write ``obj`` with the serializer registered for its type.
+
+        Raises
+        ------
+        FormatError
+            If the serializer fails on the object; `StorageError` if the storage does.
+        """
+        cls = type(obj)
+        serializer = self.serializer(cls)
+        self._written_type = type_name(cls)
+        with self._translate_errors("write"):
+            serializer.write(obj, self, **self.serializer_args)
+
+    def read(self) -> Any:
+        """Read the dataset with the serializer for its recorded type and format.
+
+        Raises
+        ------
+        FormatError
+            If the bytes are corrupt, truncated or not in the recorded format.
+        """
+        serializer = self.serializer(self.read_type())
+        with self._translate_errors("read"):
+            return serializer.read(self, **self.serializer_args)
+
+    @contextlib.contextmanager
+    def _translate_errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except ButlerError:
+            raise
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except OSError as exc:
+            # A real OS failure carries an errno; libraries (astropy, h5py) report corrupt
+            # files as errno-less OSErrors, which are format errors.
+            if exc.errno is not None:
+                raise StorageError(f"cannot {action} {self.describe()}: {exc}") from exc
+            raise FormatError(
+                f"cannot {action} {self.describe()} as {self.format!r}: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise FormatError(
+                f"cannot {action} {self.describe()} as {self.format!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def format_error(self, message: str) -> FormatError:
+        """A `FormatError` naming this dataset, for serializers' own checks."""
+        return FormatError(f"{self.describe()}: {message}")

@@ -1,0 +1,224 @@
+"""Mappers turn (dataset type, data ID) into storage keys and back.
+
+The default `TemplateMapper` uses ``str.format`` templates (``"calexp/{visit:06d}/{ccd}.fits"``).
+Data ID values are validated *before* anything is written: nothing a user passes can make
+a key leave the repository root.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import DatasetTypeError, InvalidDataIdError
+from ._policy import DatasetType
+
+__all__ = [
+    "Mapper",
+    "TemplateMapper",
+    "template_dimensions",
+    "template_fields",
+    "validate_template",
+]
+
+_MAX_VALUE_LEN = 200
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SPEC = re.compile(r"^[0-9<>^=+\- #,._a-zA-Z]*$")
+_INT_SPEC = re.compile(r".*[dnxXob]$")
+
+
+def template_dimensions(template: str) -> dict[str, str]:
+    """Dimensions implied by a template: ``:d``-style fields are ``int``, others ``str``."""
+    dims: dict[str, str] = {}
+    for _, name, spec in template_fields(template):
+        if name and name not in dims:
+            dims[name] = "int" if _INT_SPEC.match(spec) else "str"
+    return dims
+
+
+def template_fields(template: str) -> list[tuple[str, str, str]]:
+    """Parse a template into (literal, field, spec) triples (field may be empty).
+
+    Raises
+    ------
+    DatasetTypeError
+        For attribute/index access, conversions, nested fields or unbalanced braces: a
+        template can only place data ID values.
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise DatasetTypeError(f"malformed template {template!r}: {exc}") from exc
+    result = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None:
+            if not _FIELD.match(name):
+                raise DatasetTypeError(
+                    f"template {template!r}: field {{{name}}} must be a plain identifier "
+                    f"(no attribute access, indexing or positional fields)"
+                )
+            if conversion is not None:
+                raise DatasetTypeError(
+                    f"template {template!r}: conversions like !r are not allowed"
+                )
+            if spec and ("{" in spec or not _SPEC.match(spec)):
+                raise DatasetTypeError(f"template {template!r}: invalid format spec {spec!r}")
+        result.append((literal, name or "", spec or ""))
+    return result
+
+
+def validate_template(template: str) -> list[str]:
+    """Check that a template yields relative keys inside the root; return its field names."""
+    if not isinstance(template, str) or not template.strip():
+        raise DatasetTypeError(f"template must be a non-empty string, not {template!r}")
+    parts = template_fields(template)
+    literal = "".join(p[0] for p in parts)
+    if template.startswith("/") or "\\" in literal or "\0" in template:
+        raise DatasetTypeError(f"template {template!r} must be a relative '/'-separated path")
+    segments = template.split("/")
+    if any(seg in ("", ".", "..") for seg in segments):
+        raise DatasetTypeError(f"template {template!r} has an empty, '.' or '..' path segment")
+    if any(seg.startswith(".") for seg in segments):
+        raise DatasetTypeError(f"template {template!r}: path segments may not start with '.'")
+    names = [name for _, name, _ in parts if name]
+    if not names and template.endswith("/"):
+        raise DatasetTypeError(f"template {template!r} names a directory, not a file")
+    return list(dict.fromkeys(names))
+
+
+class Mapper:
+    """Interface of mappers; subclass it to lay datasets out differently.
+
+    A mapper is stateless apart from its configuration and must be consistent:
+    ``data_id_for(dt, key_for(dt, data_id)) == normalised data_id``.
+    """
+
+    def key_for(self, dataset_type: DatasetType, data_id: Mapping[str, Any]) -> str:
+        """Storage key of a dataset. Raises `InvalidDataIdError` for bad data IDs."""
+        raise NotImplementedError
+
+    def data_id_for(self, dataset_type: DatasetType, key: str) -> dict[str, Any] | None:
+        """The data ID stored under ``key``, or ``None`` if the key is not of this type."""
+        raise NotImplementedError
+
+    def prefix_for(self, dataset_type: DatasetType, partial: Mapping[str, Any]) -> str:
+        """Longest key prefix shared by all datasets matching a partial data ID."""
+        return ""
+
+
+class TemplateMapper(Mapper):
+    """The default mapper: keys from ``str.format`` templates, parsed back with a regex."""
+
+    def __init__(self) -> None:
+        self._regex_cache: dict[str, re.Pattern[str]] = {}
+
+    def normalise(self, dataset_type: DatasetType, data_id: Mapping[str, Any]) -> dict[str, Any]:
+        """Check keys against the dimensions and coerce and validate each value."""
+        dims = dataset_type.dimensions
+        missing = [d for d in dims if d not in data_id]
+        extra = [k for k in data_id if k not in dims]
+        if missing or extra:
+            problems = []
+            if missing:
+                problems.append(f"missing {missing}")
+            if extra:
+                problems.append(f"unknown {extra}")
+            raise InvalidDataIdError(
+                f"data ID {dict(data_id)} for dataset type {dataset_type.name!r}: "
+                f"{' and '.join(problems)}; its dimensions are {list(dims)}"
+            )
+        return {d: _coerce(dataset_type.name, d, data_id[d], kind) for d, kind in dims.items()}
+
+    def key_for(self, dataset_type: DatasetType, data_id: Mapping[str, Any]) -> str:
+        normal = self.normalise(dataset_type, data_id)
+        try:
+            key = dataset_type.template.format(**normal)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise InvalidDataIdError(
+                f"data ID {normal} does not fit template {dataset_type.template!r} of dataset "
+                f"type {dataset_type.name!r}: {exc}"
+            ) from exc
+        if posixpath.normpath(key) != key or key.startswith(("/", "../")) or key == "..":
+            raise InvalidDataIdError(f"data ID {normal} gives key {key!r} outside the repository")
+        # Ambiguous templates ("{a}_{b}" with a="x_y") must not alias another data ID.
+        if self.data_id_for(dataset_type, key) != normal:
+            raise InvalidDataIdError(
+                f"data ID {normal} of dataset type {dataset_type.name!r} gives key {key!r}, "
+                f"which reads back as a different data ID; use values without the template's "
+                f"separators"
+            )
+        return key
+
+    def _regex(self, template: str, dims: Mapping[str, str]) -> re.Pattern[str]:
+        cached = self._regex_cache.get(template)
+        if cached is None:
+            pattern, seen = [], set()
+            for literal, name, spec in template_fields(template):
+                pattern.append(re.escape(literal))
+                if not name:
+                    continue
+                if name in seen:
+                    pattern.append(f"(?P={name})")
+                    continue
+                seen.add(name)
+                body = r"[+-]?\d+" if dims.get(name) == "int" else r"[^/]+?"
+                pattern.append(f"(?P<{name}>{body})")
+            cached = re.compile("".join(pattern) + r"\Z")
+            self._regex_cache[template] = cached
+        return cached
+
+    def data_id_for(self, dataset_type: DatasetType, key: str) -> dict[str, Any] | None:
+        match = self._regex(dataset_type.template, dataset_type.dimensions).match(key)
+        if match is None:
+            return None
+        found = match.groupdict()
+        return {
+            d: int(found[d]) if kind == "int" else found[d]
+            for d, kind in dataset_type.dimensions.items()
+        }
+
+    def prefix_for(self, dataset_type: DatasetType, partial: Mapping[str, Any]) -> str:
+        prefix = []
+        for literal, name, spec in template_fields(dataset_type.template):
+            prefix.append(literal)
+            if not name:
+                continue
+            if name not in partial:
+                break
+            value = _coerce(dataset_type.name, name, partial[name], dataset_type.dimensions[name])
+            prefix.append(format(value, spec))
+        return "".join(prefix)
+
+
+def _coerce(dataset_type: str, key: str, value: Any, kind: str) -> Any:
+    where = f"data ID value {key}={value!r} of dataset type {dataset_type!r}"
+    if kind == "int":
+        if isinstance(value, bool):
+            raise InvalidDataIdError(f"{where} must be an integer, not a bool")
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,30}", value.strip()):
+            return int(value)
+        if hasattr(value, "__index__"):  # numpy integers
+            return int(value.__index__())
+        raise InvalidDataIdError(f"{where} must be an integer")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidDataIdError(f"{where} must be a string or an integer")
+    text = str(value)
+    if not text or len(text) > _MAX_VALUE_LEN:
+        raise InvalidDataIdError(f"{where} must have 1 to {_MAX_VALUE_LEN} characters")
+    if text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text:
+        raise InvalidDataIdError(
+            f"{where} could leave the repository root or hide the dataset: no '/', '\\' or "
+            f"leading '.' allowed"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidDataIdError(f"{where} contains control characters (NUL, newline, ...)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidDataIdError(f"{where} is not valid Unicode: {exc}") from exc
+    return text

@@ -1,0 +1,180 @@
+"""Dataset types and the repository policy persisted in the repository (``butler.yaml``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._errors import DatasetTypeError
+from ._types import type_name
+
+__all__ = ["POLICY_VERSION", "DatasetType", "RepositoryPolicy"]
+
+POLICY_VERSION = 1
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+
+#: Dimension value types a policy may declare.
+DIMENSION_TYPES = {"int": int, "str": str}
+
+
+def validate_dataset_type_name(name: Any) -> str:
+    """Return ``name`` if it is a valid dataset type name, else raise `DatasetTypeError`."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DatasetTypeError(
+            f"invalid dataset type name {name!r}: use 1-128 letters, digits, '_', '.', '-', "
+            f"starting with a letter or '_'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class DatasetType:
+    """A named kind of dataset: its python type, format, storage template and options.
+
+    Parameters
+    ----------
+    name
+        Dataset type name (``"calexp"``).
+    python_type
+        Dotted name of the python type stored (``"numpy.ndarray"``).
+    format
+        Default format for new datasets (old datasets keep the format they were written in).
+    template
+        ``str.format`` template of the storage key (``"calexp/{visit:06d}/{ccd}.fits"``).
+    dimensions
+        Data ID keys and their types (``{"visit": "int"}``); derived from the template when
+        not given (``:d`` specs are ints, other fields strings).
+    serializer_args
+        Keyword arguments for the serializer; a nested ``per_storage`` mapping
+        (``{"per_storage": {"s3": {...}}}``) adds arguments for one storage type only.
+    additional_data
+        Format-specific location details (``{"hdu": 1}``).
+    """
+
+    name: str
+    python_type: str
+    format: str
+    template: str
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+    serializer_args: Mapping[str, Any] = field(default_factory=dict)
+    additional_data: Mapping[str, Any] = field(default_factory=dict)
+
+    def args_for(self, storage: str) -> dict[str, Any]:
+        """Serializer keyword arguments for one storage type."""
+        args = {k: v for k, v in self.serializer_args.items() if k != "per_storage"}
+        args.update(self.serializer_args.get("per_storage", {}).get(storage, {}))
+        return args
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for ``butler.yaml``."""
+        return {
+            "python_type": self.python_type,
+            "format": self.format,
+            "template": self.template,
+            "dimensions": dict(self.dimensions),
+            "serializer_args": _plain(self.serializer_args),
+            "additional_data": _plain(self.additional_data),
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> DatasetType:
+        """Rebuild from `to_dict` output, validating it."""
+        try:
+            return cls(
+                name=validate_dataset_type_name(name),
+                python_type=str(data["python_type"]),
+                format=str(data["format"]),
+                template=str(data["template"]),
+                dimensions=dict(data.get("dimensions") or {}),
+                serializer_args=dict(data.get("serializer_args") or {}),
+                additional_data=dict(data.get("additional_data") or {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise DatasetTypeError(f"malformed definition of dataset type {name!r}: {exc}") from exc
+
+    def with_changes(self, **changes: Any) -> DatasetType:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as plain dicts/lists (tuples of slices are not policy data)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class RepositoryPolicy:
+    """Repository-wide settings and the dataset types, as stored in the repository."""
+
+    storage: str
+    dataset_types: dict[str, DatasetType] = field(default_factory=dict)
+    checksum: bool = False
+    allow_pickle: bool = False
+    version: int = POLICY_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for ``butler.yaml`` (never holds credentials)."""
+        return {
+            "butler": {
+                "version": self.version,
+                "storage": self.storage,
+                "checksum": self.checksum,
+                "allow_pickle": self.allow_pickle,
+            },
+            "dataset_types": {n: d.to_dict() for n, d in sorted(self.dataset_types.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RepositoryPolicy:
+        """Parse a stored policy."""
+        head = data.get("butler")
+        if not isinstance(head, Mapping):
+            raise DatasetTypeError("repository policy has no 'butler' section")
+        version = int(head.get("version", POLICY_VERSION))
+        if version > POLICY_VERSION:
+            raise DatasetTypeError(
+                f"repository policy version {version} is newer than this butler understands "
+                f"({POLICY_VERSION}); upgrade butler-core"
+            )
+        types = data.get("dataset_types") or {}
+        return cls(
+            storage=str(head.get("storage", "")),
+            dataset_types={n: DatasetType.from_dict(n, d) for n, d in types.items()},
+            checksum=bool(head.get("checksum", False)),
+            allow_pickle=bool(head.get("allow_pickle", False)),
+            version=version,
+        )
+
+
+def normalise_dimensions(dimensions: Mapping[str, Any] | Sequence[str] | None) -> dict[str, str]:
+    """``["visit"]`` or ``{"visit": int}`` → ``{"visit": "int"}``-style mapping."""
+    if dimensions is None:
+        return {}
+    if isinstance(dimensions, Mapping):
+        items = list(dimensions.items())
+    else:
+        items = [(d, "str") for d in dimensions]
+    result = {}
+    for key, kind in items:
+        kind_name = kind.__name__ if isinstance(kind, type) else str(kind)
+        if kind_name not in DIMENSION_TYPES:
+            raise DatasetTypeError(
+                f"dimension {key!r} has type {kind_name!r}; supported: {sorted(DIMENSION_TYPES)}"
+            )
+        result[str(key)] = kind_name
+    return result
+
+
+def python_type_name(python_type: type | str) -> str:
+    """Dotted name of a class or string, validated for shape only (nothing imported)."""
+    name = type_name(python_type)
+    if not re.match(r"^[A-Za-z_][\w.]*$", name):
+        raise DatasetTypeError(f"invalid python type name {name!r}")
+    return name

@@ -1,0 +1,375 @@
+"""The (python type, storage, format) → serializer registry.
+
+Lookup follows `functools.singledispatch`: the class's MRO, extended with the registered
+abstract base classes it satisfies, most derived first; at each class an exact storage
+beats ``"*"``. String-registered types are matched against ``sys.modules`` only, so
+registering ``"astropy.table.Table"`` never imports astropy.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+import warnings
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from ._errors import DuplicateSerializerError, FormatError, NoSerializerError, StorageError
+from ._specs import FormatDescriptor, Serializer, StorageSpec, make_serializer
+from ._types import loaded_type, type_name
+
+__all__ = ["KNOWN_PLUGINS", "Registry"]
+
+#: First-party distributions that add a format or storage, keyed by its name. Kept
+#: alphabetical (checked below) so a miss can tell the user what to install.
+KNOWN_PLUGINS: Mapping[str, str] = MappingProxyType(
+    {
+        "database": "butler-db",
+        "fits": "butler-fits",
+        "hdf5": "butler-hdf5",
+        "s3": "butler-s3",
+        "sql-table": "butler-db",
+    }
+)
+assert list(KNOWN_PLUGINS) == sorted(KNOWN_PLUGINS), "keep KNOWN_PLUGINS alphabetical"
+
+#: URI schemes served by first-party plugins, for the "install X" hint.
+KNOWN_SCHEMES: Mapping[str, str] = MappingProxyType(
+    {
+        "mariadb": "butler-db",
+        "mysql": "butler-db",
+        "postgres": "butler-db",
+        "postgresql": "butler-db",
+        "s3": "butler-s3",
+        "sqlite": "butler-db",
+    }
+)
+
+ANY_STORAGE = "*"
+
+
+def install_hint(name: str) -> str:
+    """Return "install X to ..." text for a first-party format/storage/scheme, or ''."""
+    dist = KNOWN_PLUGINS.get(name) or KNOWN_SCHEMES.get(name)
+    return f"Install {dist!r} (pip install {dist}) to add {name!r}." if dist else ""
+
+
+class Registry:
+    """Serializers, storages and formats known to one process or one embedding.
+
+    `butler.default_registry` returns the process-wide instance filled by plugin discovery;
+    ``Registry()`` builds an empty, independent one (tests, embedding).
+
+    Examples
+    --------
+    >>> reg = Registry()
+    >>> reg.register(dict, "*", "json", "json:dump", "json:load")
+    >>> reg.find(dict, "json", "posix").format
+    'json'
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        # python type name -> {(storage, format): Serializer}
+        self._by_type: dict[str, dict[tuple[str, str], Serializer]] = {}
+        self._cache: dict[tuple[type, str, str], Serializer] = {}
+        # module names of string-registered types not yet imported; when one appears in
+        # sys.modules the cache may be stale (a new ABC or alias became matchable).
+        self._pending_modules: set[str] = set()
+        self._storages: dict[str, StorageSpec] = {}
+        self._schemes: dict[str, str] = {}
+        self._formats: dict[str, FormatDescriptor] = {}
+        #: Set by plugin discovery: a callable returning plugin status lines for errors.
+        self.plugin_failures: list[str] = []
+
+    # -- serializers -------------------------------------------------------------------
+
+    def register(
+        self,
+        python_type: type | str,
+        storage: str,
+        format: str,
+        write: Any,
+        read: Any,
+        *,
+        overwrite: bool = False,
+        priority: int = 0,
+        distribution: str = "user",
+    ) -> Serializer:
+        """Register ``write``/``read`` for (python type, storage, format).
+
+        Parameters
+        ----------
+        python_type
+            A class, or a dotted string such as ``"astropy.table.Table"`` matched without
+            importing anything.
+        storage
+            Storage type name (``"posix"``, ``"s3"``, ...), or ``"*"`` for serializers that
+            work on any storage through `ButlerLocation` file helpers.
+        format
+            Format name (``"json"``, ``"fits"``, ...).
+        write, read
+            ``write(obj, location, **serializer_args)`` and
+            ``read(location, **serializer_args)``: callables or ``"module:function"``.
+        overwrite
+            Replace an existing registration for the same key instead of raising.
+        priority, distribution
+            Recorded for plugin conflict resolution and reporting.
+
+        Returns
+        -------
+        Serializer
+            The registered (or already present, identical) entry.
+
+        Raises
+        ------
+        DuplicateSerializerError
+            If the key is taken by different callables and ``overwrite`` is false.
+        """
+        new = make_serializer(
+            python_type, storage, format, write, read, priority=priority, distribution=distribution
+        )
+        with self._lock:
+            table = self._by_type.setdefault(new.python_type, {})
+            old = table.get((storage, format))
+            if old is not None and not overwrite:
+                if old.same_callables(new):
+                    return old  # re-importing a module that registers is harmless
+                raise DuplicateSerializerError(
+                    f"a serializer for type {new.python_type!r}, storage {storage!r} and format "
+                    f"{format!r} is already registered by {old.distribution!r} ({old!r}); "
+                    f"pass overwrite=True to replace it"
+                )
+            table[(storage, format)] = new
+            if isinstance(python_type, str) and loaded_type(new.python_type) is None:
+                self._pending_modules.add(new.python_type.rsplit(".", 1)[0])
+            self._cache.clear()
+        return new
+
+    def unregister(self, python_type: type | str, storage: str, format: str) -> None:
+        """Remove a registration (missing keys are ignored)."""
+        with self._lock:
+            self._by_type.get(type_name(python_type), {}).pop((storage, format), None)
+            self._cache.clear()
+
+    @property
+    def serializers(self) -> Mapping[tuple[str, str, str], Serializer]:
+        """Read-only snapshot of every registration, keyed by (type, storage, format)."""
+        return MappingProxyType(
+            {s.key: s for table in self._by_type.values() for s in table.values()}
+        )
+
+    def find(self, python_type: type, format: str, storage: str) -> Serializer:
+        """Return the serializer for a class, a format and a storage type.
+
+        Raises
+        ------
+        NoSerializerError
+            Naming the type, format and storage, listing what is registered for the type
+            and which distribution would add a missing format or storage.
+        """
+        key = (python_type, format, storage)
+        if self._pending_modules:
+            self._refresh_pending()
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._lookup(python_type, format, storage)
+        if found is None:
+            raise NoSerializerError(self._miss_message(python_type, format, storage))
+        self._cache[key] = found
+        return found
+
+    def _refresh_pending(self) -> None:
+        modules = sys.modules
+        loaded = [m for m in self._pending_modules if m in modules]
+        if loaded:
+            with self._lock:
+                self._pending_modules.difference_update(loaded)
+                self._cache.clear()
+
+    def _resolved_types(self) -> dict[type, str]:
+        """Registered type names that currently resolve to a class (no import)."""
+        resolved: dict[type, str] = {}
+        for name in list(self._by_type):
+            cls = loaded_type(name)
+            if cls is not None:
+                resolved.setdefault(cls, name)
+        return resolved
+
+    def _lookup(self, python_type: type, format: str, storage: str) -> Serializer | None:
+        resolved = self._resolved_types()
+        # singledispatch's own MRO composition: the class's MRO plus the registered ABCs it
+        # satisfies (explicitly, virtually or via __subclasshook__), in dispatch order.
+        mro = functools._compose_mro(python_type, list(resolved))  # type: ignore[attr-defined]
+        for cls in mro:
+            name = resolved.get(cls)
+            if name is None:
+                continue
+            table = self._by_type.get(name, {})
+            for candidate in (storage, ANY_STORAGE):
+                entry = table.get((candidate, format))
+                if entry is not None:
+                    return entry
+        return None
+
+    def _miss_message(self, python_type: type, format: str, storage: str) -> str:
+        name = type_name(python_type)
+        lines = [f"No serializer for type {name!r} in format {format!r} on storage {storage!r}."]
+        resolved = self._resolved_types()
+        mro = functools._compose_mro(python_type, list(resolved))  # type: ignore[attr-defined]
+        available = sorted(
+            (entry.format, entry.storage, entry.python_type, entry.distribution)
+            for cls in mro
+            if cls in resolved
+            for entry in self._by_type.get(resolved[cls], {}).values()
+        )
+        if available:
+            lines.append(f"Registered for {name!r} and its bases (format / storage / type / from):")
+            lines += [f"  {f:<10} {s:<9} {t}  [{d}]" for f, s, t, d in available]
+        else:
+            lines.append(f"Nothing is registered for {name!r} or any of its bases.")
+        for missing in (format, storage):
+            hint = install_hint(missing)
+            if hint and not self._knows(missing):
+                lines.append(hint)
+        if self.plugin_failures:
+            lines.append("Plugins that failed to load: " + "; ".join(self.plugin_failures))
+        return "\n".join(lines)
+
+    def _knows(self, name: str) -> bool:
+        return (
+            name in self._formats
+            or name in self._storages
+            or any(
+                (s.format == name or s.storage == name)
+                for table in self._by_type.values()
+                for s in table.values()
+            )
+        )
+
+    def formats_for(self, python_type: type, storage: str) -> list[str]:
+        """Formats in which objects of ``python_type`` can be written to ``storage``."""
+        resolved = self._resolved_types()
+        mro = functools._compose_mro(python_type, list(resolved))  # type: ignore[attr-defined]
+        found: list[str] = []
+        for cls in mro:
+            for entry in self._by_type.get(resolved.get(cls, ""), {}).values():
+                if entry.storage in (storage, ANY_STORAGE) and entry.format not in found:
+                    found.append(entry.format)
+        return found
+
+    # -- storages ---------------------------------------------------------------------
+
+    def register_storage(self, spec: StorageSpec, *, overwrite: bool = False) -> None:
+        """Register a storage type and the URI schemes it serves."""
+        with self._lock:
+            old = self._storages.get(spec.type_name)
+            if old is not None and old != spec and not overwrite:
+                raise DuplicateSerializerError(
+                    f"storage {spec.type_name!r} is already registered by {old.distribution!r}"
+                )
+            self._storages[spec.type_name] = spec
+            for scheme in spec.schemes:
+                self._schemes[scheme] = spec.type_name
+
+    @property
+    def storages(self) -> Mapping[str, StorageSpec]:
+        """Read-only view of the registered storage types."""
+        return MappingProxyType(self._storages)
+
+    def storage_spec_for_scheme(self, scheme: str, uri: str) -> StorageSpec:
+        """Return the storage type serving a URI scheme.
+
+        Raises
+        ------
+        StorageError
+            Naming the scheme, the known schemes and the distribution to install.
+        """
+        base = scheme.split("+", 1)[0]
+        name = self._schemes.get(scheme) or self._schemes.get(base)
+        if name is None:
+            known = ", ".join(sorted(self._schemes)) or "none"
+            hint = install_hint(base)
+            raise StorageError(
+                f"No storage serves the URI scheme {scheme!r} in {uri!r} (known schemes: "
+                f"{known}).{' ' + hint if hint else ''}"
+            )
+        return self._storages[name]
+
+    # -- formats ----------------------------------------------------------------------
+
+    def register_format(self, descriptor: FormatDescriptor, *, overwrite: bool = False) -> None:
+        """Register a format descriptor (name, extensions, identification)."""
+        with self._lock:
+            old = self._formats.get(descriptor.name)
+            if old is not None and old != descriptor and not overwrite:
+                raise DuplicateSerializerError(
+                    f"format {descriptor.name!r} is already registered by {old.distribution!r}"
+                )
+            self._formats[descriptor.name] = descriptor
+
+    @property
+    def formats(self) -> Mapping[str, FormatDescriptor]:
+        """Read-only view of the registered format descriptors."""
+        return MappingProxyType(self._formats)
+
+    def format(self, name: str) -> FormatDescriptor:
+        """Return the descriptor of a format, or raise `NoSerializerError` with a hint."""
+        try:
+            return self._formats[name]
+        except KeyError:
+            hint = install_hint(name)
+            known = ", ".join(sorted(self._formats)) or "none"
+            raise NoSerializerError(
+                f"Unknown format {name!r} (known formats: {known}).{' ' + hint if hint else ''}"
+            ) from None
+
+    def identify_format(self, name: str, first_bytes: bytes | None = None) -> str:
+        """Guess a file's format from its first bytes, then from its name.
+
+        A descriptor whose ``identify`` raises is warned about and skipped.
+
+        Raises
+        ------
+        FormatError
+            If no format recognises the file.
+        """
+        if first_bytes:
+            for descriptor in self._sorted_formats():
+                try:
+                    if descriptor.matches_bytes(first_bytes):
+                        return descriptor.name
+                except Exception as exc:
+                    warnings.warn(
+                        f"format {descriptor.name!r} identify() failed: {exc!r}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+        # The longest matching extension wins: ".fits.gz" is FITS, not gzip.
+        best = max(
+            (
+                (len(ext), d.name)
+                for d in self._sorted_formats()
+                for ext in d.extensions
+                if name.lower().endswith(ext)
+            ),
+            default=None,
+        )
+        if best is not None:
+            return best[1]
+        known = ", ".join(f"{d.name} ({' '.join(d.extensions)})" for d in self._sorted_formats())
+        raise FormatError(f"cannot identify the format of {name!r}; known formats: {known}")
+
+    def _sorted_formats(self) -> Iterable[FormatDescriptor]:
+        return [self._formats[k] for k in sorted(self._formats)]
+
+    def __repr__(self) -> str:
+        n = sum(len(t) for t in self._by_type.values())
+        return (
+            f"<Registry: {n} serializers, formats {sorted(self._formats)}, "
+            f"storages {sorted(self._storages)}>"
+        )

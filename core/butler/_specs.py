@@ -1,0 +1,204 @@
+"""What plugins declare: serializers, storages and format descriptors.
+
+Each declaration may name its callables and classes as ``"module:attribute"`` strings, so a
+plugin's entry-point module costs nothing until a dataset of its kind is actually touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import PluginError
+from ._types import type_name
+
+__all__ = ["FormatDescriptor", "Serializer", "StorageSpec", "resolve_reference"]
+
+
+def resolve_reference(ref: Any) -> Any:
+    """Return ``ref`` itself, or the object named by a ``"module:attribute"`` string.
+
+    Raises
+    ------
+    PluginError
+        If the string is malformed or the module/attribute cannot be imported.
+    """
+    if not isinstance(ref, str):
+        return ref
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise PluginError(f"reference {ref!r} is not of the form 'module:attribute'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(f"cannot load {ref!r}: {exc}") from exc
+    return obj
+
+
+class _LazyRef:
+    """A callable reference resolved (thread-safely) on first use and then kept."""
+
+    __slots__ = ("_lock", "_obj", "ref")
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+        self._obj = None if isinstance(ref, str) else ref
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if self._obj is None:
+            with self._lock:
+                if self._obj is None:
+                    self._obj = resolve_reference(self.ref)
+        return self._obj
+
+    def describe(self) -> str:
+        if isinstance(self.ref, str):
+            return self.ref
+        return (
+            f"{getattr(self.ref, '__module__', '?')}:{getattr(self.ref, '__qualname__', self.ref)}"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Serializer:
+    """A (write, read) pair registered for one (python type, storage, format) key.
+
+    ``write(obj, location, **serializer_args)`` and ``read(location, **serializer_args)``
+    may be callables or ``"module:function"`` strings resolved on first use.
+    """
+
+    python_type: str  # a class is accepted and stored by its dotted name
+    storage: str
+    format: str
+    write_ref: Any
+    read_ref: Any
+    priority: int = 0
+    distribution: str = "user"
+    _write: _LazyRef = field(init=False, repr=False)
+    _read: _LazyRef = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "python_type", type_name(self.python_type))
+        object.__setattr__(self, "_write", _LazyRef(self.write_ref))
+        object.__setattr__(self, "_read", _LazyRef(self.read_ref))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The registry key ``(python_type, storage, format)``."""
+        return (self.python_type, self.storage, self.format)
+
+    @property
+    def write(self) -> Callable[..., None]:
+        """The write callable, imported on first access."""
+        return self._write.get()  # type: ignore[no-any-return]
+
+    @property
+    def read(self) -> Callable[..., Any]:
+        """The read callable, imported on first access."""
+        return self._read.get()  # type: ignore[no-any-return]
+
+    def same_callables(self, other: Serializer) -> bool:
+        """True when ``other`` names the very same write and read functions."""
+        return (
+            self._write.describe() == other._write.describe()
+            and self._read.describe() == other._read.describe()
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Serializer(type={self.python_type!r}, storage={self.storage!r}, "
+            f"format={self.format!r}, write={self._write.describe()!r}, "
+            f"read={self._read.describe()!r}, distribution={self.distribution!r})"
+        )
+
+
+def make_serializer(
+    python_type: type | str,
+    storage: str,
+    format: str,
+    write: Any,
+    read: Any,
+    *,
+    priority: int = 0,
+    distribution: str = "user",
+) -> Serializer:
+    """Validate arguments and build a `Serializer`."""
+    if not isinstance(python_type, type | str) or not python_type:
+        raise TypeError(f"python_type must be a class or a dotted string, not {python_type!r}")
+    for what, value in (("storage", storage), ("format", format)):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{what} must be a non-empty string, not {value!r}")
+    for what, value in (("write", write), ("read", read)):
+        if not (callable(value) or isinstance(value, str)):
+            raise TypeError(
+                f"{what} must be a callable or a 'module:function' string, not {value!r}"
+            )
+    return Serializer(type_name(python_type), storage, format, write, read, priority, distribution)
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A storage type: its name, the URI schemes it serves and its `Storage` class.
+
+    ``cls`` may be a class or a ``"module:Class"`` string (imported on first use).
+    """
+
+    type_name: str
+    schemes: tuple[str, ...]
+    cls: Any
+    description: str = ""
+    distribution: str = "user"
+
+    def load(self) -> Any:
+        """Import and return the `Storage` subclass."""
+        return resolve_reference(self.cls)
+
+
+@dataclass(frozen=True)
+class FormatDescriptor:
+    """A format: its name, file extensions and how to recognise its bytes.
+
+    Parameters
+    ----------
+    name
+        Format name used in dataset type definitions (``"fits"``).
+    extensions
+        File extensions, the first one being the default (``(".fits", ".fit")``).
+    magic
+        Bytes a file of this format starts with, if it has a signature.
+    identify
+        Optional ``identify(first_bytes) -> bool`` callable or ``"module:function"`` string,
+        for formats a fixed prefix cannot recognise.
+    """
+
+    name: str
+    extensions: tuple[str, ...] = ()
+    magic: bytes | None = None
+    identify: Any = None
+    description: str = ""
+    url: str = ""
+    distribution: str = "user"
+
+    @property
+    def extension(self) -> str:
+        """The default file extension (empty when the format declares none)."""
+        return self.extensions[0] if self.extensions else ""
+
+    def matches_bytes(self, first_bytes: bytes) -> bool:
+        """True when ``first_bytes`` look like this format (magic prefix or ``identify``)."""
+        if self.magic is not None and first_bytes.startswith(self.magic):
+            return True
+        if self.identify is not None:
+            return bool(resolve_reference(self.identify)(first_bytes))
+        return False
+
+    def matches_name(self, name: str) -> bool:
+        """True when a file name ends with one of this format's extensions."""
+        lowered = name.lower()
+        return any(lowered.endswith(ext) for ext in self.extensions)

@@ -1,0 +1,322 @@
+"""The `Storage` base class: one kind of place where datasets' bytes live.
+
+A storage moves bytes by key (a relative, ``/``-separated path under the repository root);
+it never serializes. Serializers reach it through `ButlerLocation`'s file helpers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any, BinaryIO, ClassVar
+
+import yaml
+
+from ._errors import DatasetNotFoundError, FormatError, StorageError
+
+__all__ = ["POLICY_KEY", "ProgressCallback", "Storage"]
+
+#: ``progress(bytes_done, bytes_total_or_None)``, called as bytes move.
+ProgressCallback = Callable[[int, "int | None"], None]
+
+#: Where the repository policy lives in storages that keep it as a file.
+POLICY_KEY = "butler.yaml"
+
+#: Chunk size for copies between file objects.
+COPY_CHUNK = 8 * 1024 * 1024
+
+
+class CountingWriter(io.RawIOBase):
+    """A write-only file wrapper that counts bytes, optionally hashes them, and reports progress.
+
+    The hash is computed while the bytes stream, so a checksum costs no second pass.
+    """
+
+    def __init__(
+        self, raw: IO[bytes], *, checksum: bool = False, progress: ProgressCallback | None = None
+    ) -> None:
+        super().__init__()
+        self.raw = raw
+        self.size = 0
+        self._hash = hashlib.sha256() if checksum else None
+        self._progress = progress
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        written = self.raw.write(view)
+        n = len(view) if written is None else written
+        if self._hash is not None:
+            self._hash.update(view[:n])
+        self.size += n
+        if self._progress is not None:
+            self._progress(self.size, None)
+        return n
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    @property
+    def sha256(self) -> str | None:
+        """Hex digest of everything written, when checksumming."""
+        return None if self._hash is None else self._hash.hexdigest()
+
+    def close(self) -> None:  # the storage owns (and closes) ``raw``
+        super().close()
+
+
+class ProgressReader(io.RawIOBase):
+    """A read-only wrapper reporting progress; seeks and tells pass through."""
+
+    def __init__(self, raw: IO[bytes], total: int | None, progress: ProgressCallback) -> None:
+        super().__init__()
+        self.raw = raw
+        self.total = total
+        self._progress = progress
+        self._done = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self.raw.seekable()
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._done += n
+            self._progress(self._done, self.total)
+        return n or 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.raw.close()
+        super().close()
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Storage:
+    """Base class of storages. Subclasses set `type_name` and `schemes` and implement the I/O.
+
+    Parameters
+    ----------
+    root
+        The repository root as given by the user (path or URI).
+    **options
+        Storage-specific connection options (credentials, endpoints). They are kept in
+        memory only and never written to the repository policy.
+
+    Notes
+    -----
+    Keys are relative ``/``-separated paths. Every write goes through `atomic_write` or
+    `atomic_local_path`: readers see the complete old dataset or the complete new one,
+    and ``metadata`` is committed together with the bytes.
+    """
+
+    #: Storage type name used in serializer registrations (``"posix"``).
+    type_name: ClassVar[str] = ""
+    #: URI schemes this storage serves (``("file",)``).
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: One line shown by ``butler plugins``.
+    description: ClassVar[str] = ""
+    #: True when `local_path` returns the dataset's real file without copying.
+    has_local_paths: ClassVar[bool] = False
+
+    def __init__(self, root: str, **options: Any) -> None:
+        self.root = root
+        self.options = options
+
+    # -- repository lifecycle ---------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Create whatever the repository needs (directory, bucket prefix, schema)."""
+
+    def close(self) -> None:
+        """Release connections. The storage may not be used afterwards."""
+
+    def read_policy(self) -> dict[str, Any] | None:
+        """Return the stored repository policy, or ``None`` if there is no repository."""
+        if not self.exists(POLICY_KEY):
+            return None
+        with self.open(POLICY_KEY) as f:
+            data = yaml.safe_load(f)
+        if not isinstance(data, dict):
+            raise FormatError(f"repository policy {self.uri(POLICY_KEY)!r} is not a mapping")
+        return data
+
+    def write_policy(self, policy: Mapping[str, Any]) -> None:
+        """Atomically replace the repository policy."""
+        text = yaml.safe_dump(dict(policy), sort_keys=False).encode()
+        with self.atomic_write(POLICY_KEY) as f:
+            f.write(text)
+
+    # -- dataset I/O (subclasses implement) -------------------------------------------
+
+    def exists(self, key: str) -> bool:
+        """True when a dataset is stored under ``key``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement exists()")
+
+    def open(
+        self, key: str, mode: str = "rb", *, progress: ProgressCallback | None = None
+    ) -> BinaryIO:
+        """Open a stored dataset for binary reading (seekable where the storage allows).
+
+        ``progress`` is called as bytes are read.
+
+        Raises
+        ------
+        DatasetNotFoundError
+            If nothing is stored under ``key``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement open()")
+
+    def atomic_write(
+        self,
+        key: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+        checksum: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Context manager yielding a binary file; its bytes become visible only on success.
+
+        On an exception (or a killed process) the previous dataset stays intact and nothing
+        partial is visible. ``metadata`` (plus ``size`` and, with ``checksum``, ``sha256``)
+        is committed with the bytes.
+
+        Raises
+        ------
+        DatasetExistsError
+            At commit, if ``overwrite`` is false and ``key`` exists (even if another process
+            created it meanwhile).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement atomic_write()")
+
+    def metadata(self, key: str) -> dict[str, Any]:
+        """The metadata committed with a dataset (``{}`` for foreign files)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement metadata()")
+
+    def size(self, key: str) -> int:
+        """Size of a stored dataset in bytes."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement size()")
+
+    def remove(self, key: str) -> None:
+        """Delete a dataset. Raises `DatasetNotFoundError` if it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement remove()")
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield the keys of stored datasets under ``prefix`` (never temporary files)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement list()")
+
+    def uri(self, key: str = "") -> str:
+        """A displayable URI for a key (never containing secrets)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement uri()")
+
+    # -- local paths (generic versions; posix overrides with real paths) --------------
+
+    @contextlib.contextmanager
+    def local_path(self, key: str) -> Iterator[str]:
+        """Yield a local file path holding the dataset, for libraries that insist on one.
+
+        The generic version downloads to a temporary file removed afterwards.
+        """
+        suffix = _suffix(key)
+        fd, path = tempfile.mkstemp(prefix="butler-", suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as dst, self.open(key) as src:
+                shutil.copyfileobj(src, dst, COPY_CHUNK)
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    @contextlib.contextmanager
+    def atomic_local_path(
+        self,
+        key: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+        checksum: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[str]:
+        """Yield a local path to write; on success its content is committed atomically.
+
+        The generic version writes to a local temporary file and then streams it through
+        `atomic_write`; the temporary file is removed in every case.
+        """
+        fd, path = tempfile.mkstemp(prefix="butler-", suffix=_suffix(key))
+        os.close(fd)
+        try:
+            yield path
+            with (
+                open(path, "rb") as src,
+                self.atomic_write(
+                    key,
+                    metadata=metadata,
+                    overwrite=overwrite,
+                    checksum=checksum,
+                    progress=progress,
+                ) as dst,
+            ):
+                shutil.copyfileobj(src, dst, COPY_CHUNK)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    # -- conveniences -----------------------------------------------------------------
+
+    def read_bytes(self, key: str) -> bytes:
+        """Return a whole dataset's bytes."""
+        with self.open(key) as f:
+            return f.read()
+
+    def write_bytes(self, key: str, data: bytes, **kwargs: Any) -> None:
+        """Atomically write ``data`` under ``key`` (keyword arguments as `atomic_write`)."""
+        with self.atomic_write(key, **kwargs) as f:
+            f.write(data)
+
+    def not_found(self, key: str) -> DatasetNotFoundError:
+        """The error to raise for a missing key."""
+        return DatasetNotFoundError(f"no dataset at {self.uri(key)!r}")
+
+    def wrap_os_error(self, exc: OSError, action: str, key: str) -> StorageError:
+        """Translate an `OSError` into a `StorageError` naming the action and location."""
+        return StorageError(f"cannot {action} {self.uri(key)!r}: {exc.strerror or exc}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri()!r})"
+
+
+def _suffix(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    dot = name.find(".")
+    return name[dot:] if dot > 0 else ""

@@ -1,0 +1,76 @@
+"""Dataclasses to and from plain data (dicts, lists, scalars), without ``eval``.
+
+Field types are read from ``dataclasses.fields``; string annotations (``from __future__
+import annotations``) are resolved by plain name lookup in the class's module, never evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["from_plain", "to_plain"]
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def to_plain(obj: Any, where: str = "value") -> Any:
+    """Convert dataclasses, mappings, lists and tuples to JSON/YAML-ready plain data.
+
+    Raises
+    ------
+    TypeError
+        Naming the field whose value is not plain data.
+    """
+    if isinstance(obj, _SCALARS):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: to_plain(getattr(obj, f.name), f"{where}.{f.name}")
+            for f in dataclasses.fields(obj)
+        }
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} has a non-string key {key!r}")
+            out[key] = to_plain(value, f"{where}[{key!r}]")
+        return out
+    if isinstance(obj, list | tuple):
+        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise TypeError(f"{where} is a {type(obj).__name__!r}, which is not plain data")
+
+
+def _field_type(cls: type, annotation: Any) -> Any:
+    if isinstance(annotation, str):
+        module = sys.modules.get(cls.__module__)
+        return getattr(module, annotation, None) if module is not None else None
+    return annotation
+
+
+def from_plain(cls: type, data: Any) -> Any:
+    """Rebuild a dataclass (recursively for dataclass-typed fields) from plain data."""
+    if not dataclasses.is_dataclass(cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise TypeError(f"expected a mapping for {cls.__qualname__}, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TypeError(f"{cls.__qualname__} has no fields {unknown}")
+    kwargs = {}
+    for name, value in data.items():
+        kind = _field_type(cls, fields[name].type)
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            value = from_plain(kind, value)
+        elif typing.get_origin(kind) is tuple or kind is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    init_fields = {n for n, f in fields.items() if f.init}
+    obj = cls(**{k: v for k, v in kwargs.items() if k in init_fields})
+    for name in set(kwargs) - init_fields:
+        object.__setattr__(obj, name, kwargs[name])
+    return obj

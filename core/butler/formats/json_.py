@@ -1,0 +1,47 @@
+"""The ``json`` format: dicts, lists, strings, numbers, bools, None and dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .._location import ButlerLocation
+from ._plain import from_plain, to_plain
+
+__all__ = ["read", "write"]
+
+
+def write(obj: Any, location: ButlerLocation, *, indent: int | None = None) -> None:
+    """Write ``obj`` as UTF-8 JSON (dataclasses as objects of their fields)."""
+    data = json.dumps(to_plain(obj), indent=indent, ensure_ascii=False).encode()
+    with location.open_write() as f:
+        f.write(data)
+
+
+def read(location: ButlerLocation, **_: Any) -> Any:
+    """Read JSON and rebuild the recorded (sub)class."""
+    with location.open_read() as f:
+        data = json.load(f)
+    cls = location.read_type()
+    return rebuild(cls, data, location)
+
+
+def rebuild(cls: type, data: Any, location: ButlerLocation) -> Any:
+    """Give plain ``data`` the class ``cls`` (dataclass, mapping/list subclass or scalar)."""
+    if dataclasses.is_dataclass(cls):
+        return from_plain(cls, data)
+    if cls is object or (isinstance(data, cls) and type(data) is cls):
+        return data
+    if issubclass(cls, Mapping) and isinstance(data, dict):
+        return cls(data)
+    if issubclass(cls, list) and isinstance(data, list):
+        return cls(data)
+    if isinstance(data, cls):
+        return data
+    if cls is float and isinstance(data, int):
+        return float(data)
+    raise location.format_error(
+        f"holds a {type(data).__name__!r}, not the expected {cls.__qualname__!r}"
+    )

@@ -1,0 +1,55 @@
+"""Hook specifications of the ``butler`` plugin system (pluggy). Public contract.
+
+A plugin is a module named by an entry point in the ``butler`` group::
+
+    [project.entry-points.butler]
+    fits = "butler_fits._plugin"
+
+and implements any of these hooks with ``@butler.hookimpl``. Hooks return *declarations*
+whose callables and classes may be ``"module:attribute"`` strings, so that discovering a
+plugin imports nothing heavy::
+
+    import butler
+
+    @butler.hookimpl
+    def butler_serializers():
+        return [butler.Serializer("astropy.table.Table", "*", "csv",
+                                      "butler_csv._csv:write", "butler_csv._csv:read")]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ._specs import FormatDescriptor, Serializer, StorageSpec
+
+__all__ = ["hookimpl", "hookspec"]
+
+#: Project name shared by the markers and the entry-point group.
+PROJECT = "butler"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def butler_serializers() -> list[Serializer]:
+    """Return serializer declarations (`butler.Serializer`) this plugin provides.
+
+    Each names a python type (class or dotted string), a storage type (or ``"*"``), a
+    format and ``write``/``read`` callables or ``"module:function"`` strings. Set
+    ``priority`` to win conflicts with another plugin registering the same key.
+    """
+
+
+@hookspec
+def butler_storages() -> list[StorageSpec]:
+    """Return storage declarations (`butler.StorageSpec`): type name, URI schemes, class."""
+
+
+@hookspec
+def butler_formats() -> list[FormatDescriptor]:
+    """Return format descriptors (`butler.FormatDescriptor`): name, extensions, identify."""

@@ -1,0 +1,1 @@
+"""The storages shipped with butler-core: ``posix`` (local disk) and ``memory``."""
