@@ -322,10 +322,15 @@ class Butler:
         data_id: Mapping[str, Any] | None = None,
         *,
         overwrite: bool = False,
+        parameters: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
         **data_id_kw: Any,
     ) -> ButlerLocation:
         """Store ``obj`` as a dataset; atomic: readers see the old or the new dataset.
+
+        ``parameters`` are write-time options understood by the format. A ``mode`` parameter
+        (``{"mode": "append"}`` for ``sql-table``) lets the format merge into an existing
+        dataset, so the existence check is then left to the format.
 
         Raises
         ------
@@ -337,7 +342,12 @@ class Butler:
         InvalidDataIdError, NoSerializerError, FormatError, StorageError
         """
         location = self.location(
-            dataset_type, data_id, overwrite=overwrite, progress=progress, **data_id_kw
+            dataset_type,
+            data_id,
+            parameters=parameters,
+            overwrite=overwrite,
+            progress=progress,
+            **data_id_kw,
         )
         expected = loaded_type(location.python_type) or import_type(location.python_type)
         if not isinstance(obj, expected):
@@ -345,7 +355,8 @@ class Butler:
                 f"cannot put a {type_name(type(obj))!r} as dataset type {dataset_type!r}, "
                 f"whose python type is {location.python_type!r}"
             )
-        if not overwrite and self.storage.exists(location.key):
+        merging = "mode" in location.parameters
+        if not overwrite and not merging and self.storage.exists(location.key):
             raise self._exists_error(location)
         try:
             location.write(obj)
