@@ -75,6 +75,10 @@ class Registry:
         # python type name -> {(storage, format): Serializer}
         self._by_type: dict[str, dict[tuple[str, str], Serializer]] = {}
         self._cache: dict[tuple[type, str, str], Serializer] = {}
+        self._generation = 0  # bumped on every change, so a racing lookup never caches stale
+        # Classes registered as classes: local and dynamically created classes cannot be
+        # found again by their dotted name.
+        self._classes: dict[str, type] = {}
         # module names of string-registered types not yet imported; when one appears in
         # sys.modules the cache may be stale (a new ABC or alias became matchable).
         self._pending_modules: set[str] = set()
@@ -143,16 +147,18 @@ class Registry:
                     f"pass overwrite=True to replace it"
                 )
             table[(storage, format)] = new
-            if isinstance(python_type, str) and loaded_type(new.python_type) is None:
+            if isinstance(python_type, type):
+                self._classes[new.python_type] = python_type
+            elif loaded_type(new.python_type) is None:
                 self._pending_modules.add(new.python_type.rsplit(".", 1)[0])
-            self._cache.clear()
+            self._changed()
         return new
 
     def unregister(self, python_type: type | str, storage: str, format: str) -> None:
         """Remove a registration (missing keys are ignored)."""
         with self._lock:
             self._by_type.get(type_name(python_type), {}).pop((storage, format), None)
-            self._cache.clear()
+            self._changed()
 
     @property
     def serializers(self) -> Mapping[tuple[str, str, str], Serializer]:
@@ -177,11 +183,19 @@ class Registry:
             return self._cache[key]
         except KeyError:
             pass
+        generation = self._generation
         found = self._lookup(python_type, format, storage)
         if found is None:
             raise NoSerializerError(self._miss_message(python_type, format, storage))
-        self._cache[key] = found
+        with self._lock:
+            if generation == self._generation:
+                self._cache[key] = found
         return found
+
+    def _changed(self) -> None:
+        """Invalidate cached lookups (caller holds the lock)."""
+        self._generation += 1
+        self._cache.clear()
 
     def _refresh_pending(self) -> None:
         modules = sys.modules
@@ -189,13 +203,13 @@ class Registry:
         if loaded:
             with self._lock:
                 self._pending_modules.difference_update(loaded)
-                self._cache.clear()
+                self._changed()
 
     def _resolved_types(self) -> dict[type, str]:
         """Registered type names that currently resolve to a class (no import)."""
         resolved: dict[type, str] = {}
         for name in list(self._by_type):
-            cls = loaded_type(name)
+            cls = self._classes.get(name) or loaded_type(name)
             if cls is not None:
                 resolved.setdefault(cls, name)
         return resolved
