@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
-from .._errors import DatasetExistsError, InvalidDataIdError, StorageError
+from .._errors import ButlerError, DatasetExistsError, InvalidDataIdError, StorageError
 from .._storage import CountingWriter, ProgressCallback, ProgressReader, Storage, file_sha256
 
 __all__ = ["PosixStorage"]
@@ -208,11 +208,13 @@ class PosixStorage(Storage):
                     self._set_metadata(raw.fileno(), meta)
                     if self.durable:
                         os.fsync(raw.fileno())
+            except ButlerError:  # some are OSErrors too: never re-wrap them
+                raise
             except OSError as exc:
                 raise self.wrap_os_error(exc, "write", key) from exc
             self._commit(tmp, final, key, overwrite, meta)
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or the fs is read-only
                 os.unlink(tmp)
 
     @contextlib.contextmanager
@@ -242,13 +244,15 @@ class PosixStorage(Storage):
                     os.close(fd)
             except FileNotFoundError as exc:
                 raise StorageError(f"the serializer wrote nothing for {self.uri(key)!r}") from exc
+            except ButlerError:
+                raise
             except OSError as exc:
                 raise self.wrap_os_error(exc, "write", key) from exc
             if progress is not None:
                 progress(size, size)
             self._commit(tmp, final, key, overwrite, meta)
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or the fs is read-only
                 os.unlink(tmp)
 
     def _open_tmp_dir(self, final: str, key: str) -> str:
@@ -289,6 +293,8 @@ class PosixStorage(Storage):
                     ) from None
             if self.durable:
                 self._fsync_dir(os.path.dirname(final))
+        except ButlerError:
+            raise
         except OSError as exc:
             raise self.wrap_os_error(exc, "commit", key) from exc
 
