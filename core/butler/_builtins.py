@@ -12,7 +12,7 @@ _JSON_TYPES = (
     "builtins.int",
     "builtins.float",
     "builtins.bool",
-    "builtins.NoneType",
+    "types.NoneType",
     "butler._abc.DataclassLike",
 )
 _CONFIG_TYPES = ("butler._config.Config", "butler._abc.DataclassLike", "builtins.dict")

@@ -31,6 +31,8 @@ def type_name(cls: type | str) -> str:
     """
     if isinstance(cls, str):
         return _BUILTIN_NAMES.get(cls, cls)
+    if cls is type(None):  # reports module "builtins" but only lives in "types"
+        return "types.NoneType"
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

@@ -6,6 +6,7 @@ import annotations``) are resolved by plain name lookup in the class's module, n
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import sys
 import typing
@@ -45,10 +46,25 @@ def to_plain(obj: Any, where: str = "value") -> Any:
 
 
 def _field_type(cls: type, annotation: Any) -> Any:
-    if isinstance(annotation, str):
-        module = sys.modules.get(cls.__module__)
-        return getattr(module, annotation, None) if module is not None else None
-    return annotation
+    """The class a field's annotation names (``Inner``, ``tuple[str, ...]``, ``Inner | None``).
+
+    String annotations are looked up by name in the class's module and in builtins, never
+    evaluated.
+    """
+    if not isinstance(annotation, str):
+        return annotation
+    candidates = [a.strip() for a in annotation.split("|")]
+    names = [c for c in candidates if c != "None"]
+    if len(names) != 1:
+        return None
+    name = names[0]
+    for wrapper in ("Optional[", "typing.Optional["):
+        if name.startswith(wrapper) and name.endswith("]"):
+            name = name[len(wrapper) : -1]
+    base = name.split("[", 1)[0].strip()
+    module = sys.modules.get(cls.__module__)
+    found = getattr(module, base, None) if module is not None else None
+    return found if found is not None else getattr(builtins, base, None)
 
 
 def from_plain(cls: type, data: Any) -> Any:
@@ -64,7 +80,9 @@ def from_plain(cls: type, data: Any) -> Any:
     kwargs = {}
     for name, value in data.items():
         kind = _field_type(cls, fields[name].type)
-        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        if value is None:
+            pass
+        elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
             value = from_plain(kind, value)
         elif typing.get_origin(kind) is tuple or kind is tuple:
             value = tuple(value)

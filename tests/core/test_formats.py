@@ -1,0 +1,263 @@
+"""Core formats (json, pickle, npy, config) through the Butler, on posix and memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import yaml
+
+from butler import (
+    Butler,
+    Config,
+    DatasetTypeError,
+    FormatError,
+    NoSerializerError,
+    UnsafeFormatError,
+)
+
+
+@dataclasses.dataclass
+class Inner:
+    x: int
+    tags: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Outer:
+    name: str
+    inner: Inner
+    values: list[float] = dataclasses.field(default_factory=list)
+
+
+class IsrConfig(Config):
+    defaults = {"gain": 1.0, "overscan": True}
+
+
+class FancyIsrConfig(IsrConfig):
+    defaults = {**IsrConfig.defaults, "fancy": "yes"}
+
+
+class Unrelated(Config):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, "b": [1.5, None, True], "c": {"d": "é"}},
+        [1, 2, 3],
+        "text ✓",
+        42,
+        2.5,
+        True,
+        None,
+    ],
+)
+def test_json_round_trip(repo: Butler, value: object) -> None:
+    python_type = "object" if value is None else type(value)
+    repo.register_dataset_type("j", python_type, "json", dimensions=["n"])
+    repo.put(value, "j", n="x")
+    got = repo.get("j", n="x")
+    assert got == value and type(got) is type(value)
+
+
+def test_json_dataclass_round_trip(repo: Butler) -> None:
+    repo.register_dataset_type("dc", Outer, "json", dimensions=["n"])
+    value = Outer("a", Inner(3, ("p", "q")), [1.0, 2.5])
+    repo.put(value, "dc", n="x")
+    got = repo.get("dc", n="x")
+    assert got == value and isinstance(got.inner, Inner) and got.inner.tags == ("p", "q")
+
+
+def test_json_file_is_plain_json(posix_repo: Butler) -> None:
+    posix_repo.register_dataset_type("j", dict, "json", template="j/{visit:04d}.json")
+    posix_repo.put({"k": [1, 2]}, "j", visit=7)
+    path = Path(posix_repo.location("j", visit=7).uri)
+    assert path.name == "0007.json" and json.loads(path.read_text()) == {"k": [1, 2]}
+
+
+def test_json_unserializable_value_is_format_error(repo: Butler) -> None:
+    repo.register_dataset_type("j", dict, "json", dimensions=["n"])
+    with pytest.raises(FormatError, match=r"'j'.*not plain data"):
+        repo.put({"a": object()}, "j", n="x")
+    assert not repo.exists("j", n="x")
+
+
+def test_corrupt_json_is_format_error_naming_dataset(posix_repo: Butler) -> None:
+    posix_repo.register_dataset_type("j", dict, "json", dimensions=["n"])
+    posix_repo.put({"a": 1}, "j", n="x")
+    path = posix_repo.location("j", n="x").uri
+    with open(path, "r+b") as f:
+        f.truncate(3)
+    with pytest.raises(FormatError, match=r"dataset 'j' \{'n': 'x'\}"):
+        posix_repo.get("j", n="x")
+
+
+def test_no_serializer_for_type_in_format(repo: Butler) -> None:
+    repo.register_dataset_type("s", object, "json", dimensions=["n"])
+    with pytest.raises(NoSerializerError, match=r"'builtins.set'.*'json'"):
+        repo.put({1, 2}, "s", n="x")
+
+
+class Payload:
+    """Unpickling this would create a file: proof of code execution."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_needs_opt_in_and_never_runs_payload(repo: Butler, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    repo.register_dataset_type("p", object, "pickle", dimensions=["n"])
+    repo.put(Payload(str(marker)), "p", n="evil")
+    with pytest.raises(UnsafeFormatError, match=r"'p'.*allow_pickle=True"):
+        repo.get("p", n="evil")
+    assert not marker.exists()
+
+
+def test_pickle_round_trip_with_opt_in(repo: Butler) -> None:
+    repo.register_dataset_type("p", object, "pickle", dimensions=["n"])
+    value = {"set": {1, 2}, "tuple": (1, "a")}
+    repo.put(value, "p", n="ok")
+    assert repo.get("p", n="ok", allow_pickle=True) == value
+
+
+def test_repository_level_pickle_opt_in(tmp_path: Path) -> None:
+    b = Butler.create(str(tmp_path / "r"), allow_pickle=True)
+    b.register_dataset_type("p", object, "pickle", dimensions=["n"])
+    b.put({1, 2}, "p", n="a")
+    assert Butler(str(tmp_path / "r")).get("p", n="a") == {1, 2}
+
+
+def test_pickle_file_is_a_real_pickle(posix_repo: Butler) -> None:
+    posix_repo.register_dataset_type("p", object, "pickle", dimensions=["n"])
+    posix_repo.put([1, 2], "p", n="a")
+    with open(posix_repo.location("p", n="a").uri, "rb") as f:
+        assert pickle.load(f) == [1, 2]
+
+
+np = pytest.importorskip("numpy")
+
+
+class Tagged(np.ndarray):
+    pass
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(24, dtype=">f8").reshape(2, 3, 4),
+        np.array([1.0, np.nan, -np.inf], dtype="<f4"),
+        np.array([], dtype=np.int16),
+        np.array([True, False]),
+        np.array([1 + 2j]),
+        np.zeros(3, dtype=[("a", "<i4"), ("b", "S3")]),
+    ],
+)
+def test_npy_round_trip(repo: Butler, array) -> None:
+    repo.register_dataset_type("a", "numpy.ndarray", "npy", dimensions=["n"])
+    repo.put(array, "a", n="x")
+    got = repo.get("a", n="x")
+    assert got.dtype == array.dtype and got.shape == array.shape
+    np.testing.assert_array_equal(got, array)
+
+
+def test_npy_file_is_readable_by_numpy(posix_repo: Butler) -> None:
+    posix_repo.register_dataset_type("a", "numpy.ndarray", "npy", dimensions=["n"])
+    posix_repo.put(np.arange(5), "a", n="x")
+    np.testing.assert_array_equal(np.load(posix_repo.location("a", n="x").uri), np.arange(5))
+
+
+def test_npy_slice_equals_slice_of_full_read(repo: Butler) -> None:
+    repo.register_dataset_type("a", "numpy.ndarray", "npy", dimensions=["n"])
+    array = np.arange(10000, dtype=np.float32).reshape(100, 100)
+    repo.put(array, "a", n="x")
+    cut = (slice(10, 20), slice(5, 50, 5))
+    np.testing.assert_array_equal(repo.get("a", n="x", parameters={"slice": cut}), array[cut])
+
+
+def test_npy_subclass_comes_back_as_itself(repo: Butler) -> None:
+    repo.register_dataset_type("a", "numpy.ndarray", "npy", dimensions=["n"])
+    repo.put(np.arange(3).view(Tagged), "a", n="x")
+    got = repo.get("a", n="x")
+    assert type(got) is Tagged and got.tolist() == [0, 1, 2]
+
+
+def test_npy_refuses_object_and_masked_arrays(repo: Butler) -> None:
+    repo.register_dataset_type("a", "numpy.ndarray", "npy", dimensions=["n"])
+    with pytest.raises(FormatError, match="'a'"):
+        repo.put(np.array([object()]), "a", n="x")
+    with pytest.raises(FormatError, match="mask"):
+        repo.put(np.ma.masked_array([1, 2], mask=[0, 1]), "a", n="x")
+    assert not repo.exists("a", n="x")
+
+
+def test_truncated_npy_is_format_error(posix_repo: Butler) -> None:
+    posix_repo.register_dataset_type("a", "numpy.ndarray", "npy", dimensions=["n"])
+    posix_repo.put(np.arange(1000), "a", n="x")
+    path = posix_repo.location("a", n="x").uri
+    os.truncate(path, 200)
+    with pytest.raises(FormatError, match=r"dataset 'a'"):
+        posix_repo.get("a", n="x")
+
+
+def test_config_subclass_round_trip(repo: Butler) -> None:
+    repo.register_dataset_type("c", IsrConfig, "config", dimensions=["n"])
+    repo.put(FancyIsrConfig(gain=2.0), "c", n="x")
+    got = repo.get("c", n="x")
+    assert type(got) is FancyIsrConfig
+    assert got == {"gain": 2.0, "overscan": True, "fancy": "yes"} and got.gain == 2.0
+
+
+def test_config_dataclass_round_trip(repo: Butler) -> None:
+    repo.register_dataset_type("c", Outer, "config", dimensions=["n"])
+    value = Outer("cfg", Inner(1), [0.5])
+    repo.put(value, "c", n="x")
+    assert repo.get("c", n="x") == value
+
+
+def _write_config(b: Butler, name: str, document: object) -> None:
+    location = b.location(name, n="x")
+    with b.storage.atomic_write(location.key, metadata={"format": "config"}) as f:
+        f.write(yaml.safe_dump(document).encode())
+
+
+def test_config_non_subclass_is_refused(repo: Butler) -> None:
+    repo.register_dataset_type("c", IsrConfig, "config", dimensions=["n"])
+    doc = {"python_type": f"{Unrelated.__module__}.Unrelated", "data": {}}
+    _write_config(repo, "c", doc)
+    with pytest.raises(FormatError, match=r"not a subclass of the dataset type's python type"):
+        repo.get("c", n="x")
+
+
+def test_config_never_executes_or_imports(repo: Butler, tmp_path: Path) -> None:
+    repo.register_dataset_type("c", dict, "config", dimensions=["n"])
+    location = repo.location("c", n="x")
+    marker = tmp_path / "executed"
+    evil = f"!!python/object/apply:os.system ['touch {marker}']\n"
+    with repo.storage.atomic_write(location.key, metadata={"format": "config"}) as f:
+        f.write(evil.encode())
+    with pytest.raises(FormatError, match="'c'"):
+        repo.get("c", n="x")
+    assert not marker.exists()
+    # a recorded type in a module nobody imported is not imported by butler
+    _write_config(repo, "c", {"python_type": "antigravity.Thing", "data": {}})
+    with pytest.raises(FormatError, match="never imports modules named by data"):
+        repo.get("c", n="x")
+    import sys
+
+    assert "antigravity" not in sys.modules
+
+
+def test_wrong_python_type_for_dataset_type(repo: Butler) -> None:
+    repo.register_dataset_type("c", IsrConfig, "config", dimensions=["n"])
+    with pytest.raises(DatasetTypeError, match=r"'builtins.dict'.*'c'.*IsrConfig"):
+        repo.put({"a": 1}, "c", n="x")
