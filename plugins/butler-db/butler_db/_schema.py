@@ -1,0 +1,82 @@
+"""The tables of a database repository (SQLAlchemy Core definitions).
+
+``butler_repository``
+    Key/value rows: ``schema_version`` and ``policy`` (the repository policy as JSON).
+``butler_datasets``
+    One row per dataset: key (unique through ``key_hash``), dataset type, data ID (JSON),
+    format, concrete python type, size, sha256, creation time, the full metadata (JSON),
+    and either the ``blob_id`` of its bytes or the ``table_name`` of its SQL table.
+``butler_chunks``
+    The bytes of blob datasets, ``chunk_size`` bytes per row, ordered by ``seq``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "chunks",
+    "datasets",
+    "key_hash",
+    "metadata",
+    "repository",
+]
+
+#: Version of this layout, recorded in ``butler_repository``.
+SCHEMA_VERSION = 1
+
+#: MySQL/MariaDB: utf8mb4 everywhere, so any Unicode key or string column fits.
+MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
+
+#: Binary column large enough for a chunk on every backend (BLOB is 64 KiB on MySQL).
+Blob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+#: Long text (JSON documents, keys) on every backend.
+LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+metadata = sa.MetaData()
+
+repository = sa.Table(
+    "butler_repository",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", LongText, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+datasets = sa.Table(
+    "butler_datasets",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("key", LongText, nullable=False),
+    sa.Column("dataset_type", sa.String(128), nullable=False, index=True),
+    sa.Column("data_id", LongText, nullable=False),
+    sa.Column("format", sa.String(64), nullable=False),
+    sa.Column("python_type", sa.String(512), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("metadata", LongText, nullable=False),
+    sa.Column("blob_id", sa.String(32)),
+    sa.Column("chunk_size", sa.Integer),
+    sa.Column("table_name", sa.String(64)),
+    **MYSQL_TABLE_ARGS,
+)
+
+chunks = sa.Table(
+    "butler_chunks",
+    metadata,
+    sa.Column("blob_id", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", Blob, nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+
+def key_hash(key: str) -> str:
+    """The unique, fixed-width index value of a storage key."""
+    return hashlib.sha256(key.encode()).hexdigest()

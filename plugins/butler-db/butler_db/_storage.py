@@ -1,0 +1,401 @@
+"""`DatabaseStorage`: a butler repository inside a SQL database (SQLite, PostgreSQL, MariaDB).
+
+Every dataset is one row of ``butler_datasets``; its bytes are ~1 MiB rows of
+``butler_chunks`` (any format works through file objects), or, for the ``sql-table``
+format, a real SQL table named in the row. A write is one transaction: the chunks are
+streamed in, then the dataset row is inserted (or swapped, when overwriting) and the
+transaction commits — readers see the old dataset or the new one, never a part, and a
+killed writer's transaction is rolled back by the server (or by SQLite's WAL recovery).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, BinaryIO
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from butler import DatasetExistsError, FormatError, Storage, StorageError
+from butler._storage import CountingWriter, ProgressCallback, ProgressReader
+
+from . import _schema as schema
+from ._blob import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter
+from ._tables import DROP_AFTER_COMMIT, drop_table, drop_table_now
+from ._engine_ import create_engine, is_unique_violation, normalise_url, safe_url, translate
+
+__all__ = ["DatabaseStorage"]
+
+#: Attempts at swapping a dataset row when concurrent overwriters collide.
+_SWAP_ATTEMPTS = 8
+
+#: Metadata keys kept in their own columns of ``butler_datasets``.
+_COLUMNS = ("format", "python_type", "dataset_type", "data_id", "created", "size", "sha256")
+
+
+class DatabaseStorage(Storage):
+    """Datasets in a SQL database reached through SQLAlchemy.
+
+    Parameters
+    ----------
+    root
+        Database URL: ``sqlite:///path/repo.db``, ``postgresql+psycopg://user@host/db``
+        (``postgresql://`` uses psycopg), ``mysql+pymysql://user@host/db`` (``mysql://`` and
+        ``mariadb://`` use PyMySQL).
+    password
+        Password to connect with, instead of (or overriding) the one in the URL. Like any
+        password in the URL it is used for connecting only and never shown.
+    chunk_size
+        Bytes per chunk row for new datasets (default 1 MiB).
+    engine_options
+        Extra keyword arguments for `sqlalchemy.create_engine` (``pool_size``...).
+    """
+
+    type_name = "database"
+    schemes = ("sqlite", "postgresql", "mysql", "mariadb")
+    description = "SQL database via SQLAlchemy (SQLite, PostgreSQL, MariaDB)"
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        password: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        engine_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        url = normalise_url(str(root), password)
+        super().__init__(safe_url(url), **options)
+        self.url = url  # holds the password; never displayed (SQLAlchemy masks it in repr)
+        self.backend = url.get_backend_name()
+        if chunk_size < 1:
+            raise StorageError(f"chunk_size must be positive, not {chunk_size!r}")
+        self.chunk_size = int(chunk_size)
+        self._password = url.password if isinstance(url.password, str) else None
+        with self._translate("connect to"):
+            try:
+                self.engine = create_engine(url, **dict(engine_options or {}))
+            except ImportError as e:
+                raise StorageError(
+                    f"cannot open {self.root!r}: the database driver is not installed ({e}); "
+                    f"install butler-db[postgresql] or butler-db[mysql]"
+                ) from None
+        self._schema_checked = False
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def uri(self, key: str = "") -> str:
+        return f"{self.root}#{key}" if key else self.root
+
+    def __repr__(self) -> str:
+        return f"DatabaseStorage({self.root!r})"
+
+    def _translate(self, action: str, key: str = "", **kw: Any) -> Any:
+        return translate(action, self.uri(key), self._password, **kw)
+
+    @contextlib.contextmanager
+    def _write_transaction(self, action: str, key: str = "", **kw: Any) -> Iterator[sa.Connection]:
+        """A connection in a write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on
+        success and rolled back on any error."""
+        with self._translate(action, key, **kw), self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                pending = conn.info.pop(DROP_AFTER_COMMIT, [])
+            # MySQL commits implicitly on DROP TABLE, so tables are dropped after the commit.
+            for name in pending:
+                drop_table_now(conn, name)
+
+    @contextlib.contextmanager
+    def _read(self, action: str, key: str = "") -> Iterator[sa.Connection]:
+        with self._translate(action, key), self.engine.connect() as conn:
+            yield conn
+
+    def _row(self, conn: sa.Connection, key: str, *, lock: bool = False) -> Any:
+        query = sa.select(schema.datasets).where(schema.datasets.c.key_hash == schema.key_hash(key))
+        if lock and self.backend != "sqlite":
+            query = query.with_for_update()
+        return conn.execute(query).first()
+
+    def _require(self, conn: sa.Connection, key: str, *, lock: bool = False) -> Any:
+        row = self._row(conn, key, lock=lock)
+        if row is None:
+            raise self.not_found(key)
+        return row
+
+    def storage_error(self, action: str, key: str, error: BaseException) -> StorageError:
+        """A password-free `StorageError` for a failure of ``action`` on ``key``."""
+        from ._engine_ import _message
+
+        return StorageError(f"cannot {action} {self.uri(key)!r}: {_message(error, self._password)}")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Create the schema (idempotent, safe against concurrent creators) and record its
+        version."""
+        if self.backend == "sqlite":
+            directory = os.path.dirname(self.url.database or "")
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                raise StorageError(f"cannot create {directory!r} for {self.root!r}: {e}") from e
+        for attempt in range(3):
+            try:
+                with self._write_transaction("create the schema of") as conn:
+                    schema.metadata.create_all(conn, checkfirst=True)
+                break
+            except StorageError:
+                if attempt == 2:  # another process creating the same tables: check again
+                    raise
+                time.sleep(0.2)
+        with contextlib.suppress(DatasetExistsError):
+            with self._write_transaction("record the schema version of", exists="") as conn:
+                if self._get_value(conn, "schema_version") is None:
+                    conn.execute(
+                        schema.repository.insert(),
+                        {"name": "schema_version", "value": str(schema.SCHEMA_VERSION)},
+                    )
+        self._check_schema()
+
+    def _check_schema(self) -> bool:
+        """True when the repository tables exist; refuses a newer schema version."""
+        if self._schema_checked:
+            return True
+        with self._read("open") as conn:
+            if not sa.inspect(conn).has_table(schema.repository.name):
+                return False
+            version = self._get_value(conn, "schema_version")
+        if version is not None and int(version) > schema.SCHEMA_VERSION:
+            raise StorageError(
+                f"the repository {self.root!r} has schema version {version}, newer than this "
+                f"butler-db understands ({schema.SCHEMA_VERSION}); upgrade butler-db"
+            )
+        self._schema_checked = True
+        return True
+
+    @staticmethod
+    def _get_value(conn: sa.Connection, name: str) -> str | None:
+        return conn.execute(
+            sa.select(schema.repository.c.value).where(schema.repository.c.name == name)
+        ).scalar()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def read_policy(self) -> dict[str, Any] | None:
+        if not self._check_schema():
+            return None
+        with self._read("read the policy of") as conn:
+            text = self._get_value(conn, "policy")
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise FormatError(f"repository policy in {self.root!r} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise FormatError(f"repository policy in {self.root!r} is not a mapping")
+        return data
+
+    def write_policy(self, policy: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(policy), sort_keys=False)
+        table = schema.repository
+        for _ in range(_SWAP_ATTEMPTS):
+            try:
+                with self._write_transaction("write the policy of", exists="") as conn:
+                    done = conn.execute(
+                        table.update().where(table.c.name == "policy").values(value=text)
+                    ).rowcount
+                    if not done:
+                        conn.execute(table.insert(), {"name": "policy", "value": text})
+                return
+            except DatasetExistsError:  # a concurrent first write: update it instead
+                continue
+        raise StorageError(f"cannot write the policy of {self.root!r}: too much contention")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def exists(self, key: str) -> bool:
+        with self._read("look up", key) as conn:
+            return self._row(conn, key) is not None
+
+    def metadata(self, key: str) -> dict[str, Any]:
+        with self._read("read the metadata of", key) as conn:
+            row = self._require(conn, key)
+        return _row_metadata(row)
+
+    def size(self, key: str) -> int:
+        with self._read("read the size of", key) as conn:
+            return int(self._require(conn, key).size)
+
+    def table_name(self, key: str) -> str | None:
+        """The SQL table holding a ``sql-table`` dataset (``None`` for blob datasets)."""
+        with self._read("look up", key) as conn:
+            return self._require(conn, key).table_name  # type: ignore[no-any-return]
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        query = sa.select(schema.datasets.c.key).order_by(schema.datasets.c.key)
+        if prefix:
+            query = query.where(schema.datasets.c.key.startswith(prefix, autoescape=True))
+        with self._read("list", prefix) as conn:
+            keys = [row[0] for row in conn.execute(query)]
+        # MySQL's case-insensitive collations match more than the prefix; filter exactly.
+        yield from (k for k in keys if k.startswith(prefix))
+
+    def open(
+        self, key: str, mode: str = "rb", *, progress: ProgressCallback | None = None
+    ) -> BinaryIO:
+        if mode != "rb":
+            raise ValueError("DatabaseStorage.open() only reads; write with atomic_write()")
+        on_error: Callable[[Exception], Exception] = lambda e: self.storage_error("read", key, e)  # noqa: E731
+        with self._translate("open", key):
+            conn = self.engine.connect()
+        try:
+            with self._translate("open", key):
+                if self.backend != "sqlite":
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                conn.begin()
+                row = self._require(conn, key)
+                if row.blob_id is None:
+                    raise FormatError(
+                        f"{self.uri(key)!r} is a SQL table ({row.format!r}), not a byte stream; "
+                        f"read it with the sql-table format"
+                    )
+                first = b""
+                if row.size:
+                    first = conn.execute(
+                        sa.select(schema.chunks.c.data).where(
+                            schema.chunks.c.blob_id == row.blob_id, schema.chunks.c.seq == 0
+                        )
+                    ).scalar()
+                    if first is None:
+                        raise StorageError(f"the bytes of {self.uri(key)!r} are missing")
+                    first = bytes(first)
+        except BaseException:
+            conn.close()
+            raise
+        if int(row.size) <= row.chunk_size:  # everything is in hand: free the connection
+            conn.rollback()
+            conn.close()
+            reader = ChunkReader(None, row.blob_id, int(row.size), row.chunk_size, first, on_error)
+        else:
+            reader = ChunkReader(conn, row.blob_id, int(row.size), row.chunk_size, first, on_error)
+        if progress is None:
+            return reader  # type: ignore[return-value]
+        return ProgressReader(reader, int(row.size), progress)  # type: ignore[return-value]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def atomic_write(
+        self,
+        key: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+        checksum: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[BinaryIO]:
+        blob_id = secrets.token_hex(16)
+        with self._write_transaction("write", key) as conn:
+            raw = ChunkWriter(conn, blob_id, self.chunk_size)
+            writer = CountingWriter(raw, checksum=checksum, progress=progress)
+            yield writer  # type: ignore[misc]
+            raw.finish()
+            meta = dict(metadata or {})
+            meta["size"] = writer.size
+            if writer.sha256 is not None:
+                meta["sha256"] = writer.sha256
+            values = {"blob_id": blob_id, "chunk_size": self.chunk_size, "table_name": None}
+            self.commit_dataset(conn, key, meta, values, overwrite=overwrite)
+
+    def commit_dataset(
+        self,
+        conn: sa.Connection,
+        key: str,
+        meta: Mapping[str, Any],
+        values: Mapping[str, Any],
+        *,
+        overwrite: bool,
+    ) -> None:
+        """Insert the dataset row of ``key`` (or swap it for the old one when overwriting)
+        inside the caller's transaction, then drop what the old row pointed to.
+
+        Raises
+        ------
+        DatasetExistsError
+            If ``key`` exists (or is created concurrently) and ``overwrite`` is false.
+        """
+        row = _dataset_values(key, meta)
+        row.update(values)
+        table = schema.datasets
+        for _ in range(_SWAP_ATTEMPTS):
+            try:
+                with conn.begin_nested():
+                    old = self._row(conn, key, lock=True) if overwrite else None
+                    if old is None:
+                        conn.execute(table.insert(), row)
+                    else:
+                        conn.execute(table.update().where(table.c.id == old.id).values(**row))
+                        self.drop_contents(conn, old)
+                return
+            except exc.IntegrityError as e:
+                if not is_unique_violation(e):
+                    raise
+                if not overwrite:
+                    raise DatasetExistsError(
+                        f"a dataset already exists at {self.uri(key)!r}"
+                    ) from None
+                # a concurrent writer created it between our look-up and insert: swap again
+        raise StorageError(f"cannot write {self.uri(key)!r}: too many concurrent overwrites")
+
+    def drop_contents(self, conn: sa.Connection, row: Any) -> None:
+        """Delete the chunks or drop the SQL table a dataset row points to."""
+        if row.blob_id is not None:
+            conn.execute(schema.chunks.delete().where(schema.chunks.c.blob_id == row.blob_id))
+        if row.table_name:
+            drop_table(conn, row.table_name)
+
+    def remove(self, key: str) -> None:
+        with self._write_transaction("remove", key) as conn:
+            row = self._require(conn, key, lock=True)
+            conn.execute(schema.datasets.delete().where(schema.datasets.c.id == row.id))
+            self.drop_contents(conn, row)
+
+
+def _dataset_values(key: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Column values of a ``butler_datasets`` row from the metadata of a write."""
+    return {
+        "key_hash": schema.key_hash(key),
+        "key": key,
+        "dataset_type": str(meta.get("dataset_type", "")),
+        "data_id": json.dumps(meta.get("data_id", {}), sort_keys=True, default=str),
+        "format": str(meta.get("format", "")),
+        "python_type": str(meta.get("python_type", "")),
+        "size": int(meta.get("size", 0)),
+        "sha256": meta.get("sha256"),
+        "created": float(meta.get("created") or time.time()),
+        "metadata": json.dumps(dict(meta), default=str),
+    }
+
+
+def _row_metadata(row: Any) -> dict[str, Any]:
+    """The metadata committed with a dataset (the JSON document, size and sha256)."""
+    try:
+        meta = json.loads(row.metadata)
+    except ValueError:
+        meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
+    meta["size"] = int(row.size)
+    if row.sha256 is not None:
+        meta["sha256"] = row.sha256
+    return meta
