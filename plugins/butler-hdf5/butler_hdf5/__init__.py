@@ -1,0 +1,18 @@
+"""butler-hdf5: the ``hdf5`` format for butler, through h5py.
+
+Importing this package imports neither h5py nor numpy: the serializers live in
+``butler_hdf5._arrays``, ``butler_hdf5._mapping`` and ``butler_hdf5.astropy_`` and are
+named by ``"module:function"`` strings in ``butler_hdf5._plugin``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FORMAT", "HDF5_MAGIC", "__version__"]
+
+__version__ = "0.1.0"
+
+#: Format name used in dataset type definitions.
+FORMAT = "hdf5"
+
+#: The HDF5 superblock signature.
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

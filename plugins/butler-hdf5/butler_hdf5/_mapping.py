@@ -1,0 +1,229 @@
+"""``dict``: nested mappings as HDF5 groups, their values as datasets.
+
+Every node records what it holds in a ``butler.kind`` attribute, so the read gives back the
+same nested dict with the same Python types:
+
+=============================  ==============================  ======================
+value                          HDF5                            ``butler.kind``
+=============================  ==============================  ======================
+mapping (string keys)          group (creation order kept)     ``dict``
+`numpy.ndarray`                dataset (filters applied)       ``ndarray``
+numpy scalar                   scalar dataset                  ``numpy``
+``bool``, ``int``, ``float``   scalar dataset                  ``bool``/``int``/``float``
+``complex``                    scalar dataset                  ``complex``
+``str`` / ``bytes``            UTF-8 string / uint8 array      ``str`` / ``bytes``
+``None``                       empty dataset                   ``none``
+list or tuple of numbers,      1-d dataset (per-item kinds     ``list`` / ``tuple``
+bools or strings               kept for int/float mixes)
+=============================  ==============================  ======================
+
+Files written by other programs read as dicts too: groups become dicts, datasets arrays
+(scalar datasets numpy scalars, text ``str``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+from butler import ButlerLocation
+from butler._types import type_name
+
+from . import _arrays, _dtypes, h5py_
+
+__all__ = ["read", "read_group", "read_posix", "read_s3", "write", "write_group"]
+
+#: Where a dict is stored inside the file when ``additional_data`` names no ``path``.
+DEFAULT_PATH = "/"
+_ITEM_KINDS = "butler.item_kinds"  # "ifb..." per item of a list mixing ints and floats
+_INT64 = np.iinfo(np.int64)
+
+
+def _check_key(key: Any, where: str) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"the hdf5 format needs string keys; {where} has the key {key!r}")
+    if not key or key in (".", "..") or "/" in key:
+        raise ValueError(f"{where}: {key!r} cannot be an HDF5 name (empty, '.', or has '/')")
+    return key
+
+
+def _list_values(value: Sequence[Any], where: str) -> tuple[np.ndarray, str | None]:
+    """The array storing a flat list, and the per-item kinds when ints and floats mix."""
+    items = list(value)
+    if not items:
+        return np.zeros(0, dtype=np.float64), None
+    if all(isinstance(x, str) for x in items):
+        return np.array(items, dtype=str), None
+    if all(isinstance(x, bool) for x in items):
+        return np.array(items, dtype=bool), None
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+        try:
+            return np.array(items, dtype=np.int64), None
+        except OverflowError:
+            raise OverflowError(f"{where}: a list item does not fit a 64-bit integer") from None
+    if all(isinstance(x, (int, float)) for x in items):
+        kinds = "".join(
+            "b" if isinstance(x, bool) else "i" if isinstance(x, int) else "f" for x in items
+        )
+        for x in items:
+            if isinstance(x, int) and abs(x) > 2**53:
+                raise OverflowError(f"{where}: {x} mixed with floats would lose precision")
+        return np.array(items, dtype=np.float64), (None if set(kinds) == {"f"} else kinds)
+    if all(isinstance(x, complex | int | float) for x in items):
+        return np.array(items, dtype=np.complex128), None
+    raise TypeError(
+        f"{where}: the hdf5 format stores lists of numbers, bools or strings only; store "
+        f"other sequences as numpy arrays or nested dicts"
+    )
+
+
+def _scalar(group: h5py.Group, name: str, value: Any, kind: str, dtype: Any = None) -> None:
+    dataset = group.create_dataset(name, data=value, dtype=dtype)
+    dataset.attrs[h5py_.ATTR_KIND] = kind
+
+
+def write_group(
+    group: h5py.Group, mapping: Mapping[Any, Any], options: dict[str, Any], where: str = "/"
+) -> None:
+    """Write the items of ``mapping`` into ``group`` (recursively).
+
+    Raises
+    ------
+    TypeError, ValueError, OverflowError
+        For keys or values the format cannot store faithfully (naming their place).
+    """
+    for key, value in mapping.items():
+        name = _check_key(key, where)
+        path = f"{where.rstrip('/')}/{name}"
+        if isinstance(value, Mapping):
+            sub = group.create_group(name, track_order=True)
+            sub.attrs[h5py_.ATTR_KIND] = "dict"
+            write_group(sub, value, options, path)
+        elif isinstance(value, np.ndarray):
+            try:
+                dataset = _arrays.create_array(group, name, value, options, strict=False)
+            except TypeError as exc:
+                raise TypeError(f"{path}: {exc}") from None
+            dataset.attrs[h5py_.ATTR_KIND] = "ndarray"
+        elif isinstance(value, bool):
+            _scalar(group, name, value, "bool", np.bool_)
+        elif isinstance(value, np.generic) and not isinstance(value, str | bytes):
+            stored, original = _dtypes.to_storable(np.asarray(value))
+            _scalar(group, name, stored, "numpy")
+            if original is not None:
+                group[name].attrs[h5py_.ATTR_DTYPE] = _dtypes.encode_dtype(original)
+        elif isinstance(value, int):
+            if not _INT64.min <= value <= _INT64.max:
+                raise OverflowError(f"{path}: {value} does not fit a 64-bit integer")
+            _scalar(group, name, value, "int", np.int64)
+        elif isinstance(value, float):
+            _scalar(group, name, value, "float", np.float64)
+        elif isinstance(value, complex):
+            _scalar(group, name, value, "complex", np.complex128)
+        elif isinstance(value, str):
+            _scalar(group, name, value, "str", h5py.string_dtype("utf-8"))
+        elif isinstance(value, bytes):
+            _scalar(group, name, np.frombuffer(value, dtype=np.uint8), "bytes")
+        elif value is None:
+            _scalar(group, name, h5py.Empty("i1"), "none")
+        elif isinstance(value, list | tuple):
+            values, kinds = _list_values(value, path)
+            dataset = _arrays.create_array(group, name, values, options, strict=False)
+            dataset.attrs[h5py_.ATTR_KIND] = "tuple" if isinstance(value, tuple) else "list"
+            if kinds is not None:
+                dataset.attrs[_ITEM_KINDS] = kinds
+        else:
+            raise TypeError(
+                f"{path}: the hdf5 format cannot store a {type_name(type(value))!r} inside a "
+                f"dict (arrays, numbers, strings, bytes, None, lists and dicts only)"
+            )
+
+
+def _read_dataset(dataset: h5py.Dataset) -> Any:
+    kind = dataset.attrs.get(h5py_.ATTR_KIND)
+    if kind == "none":
+        return None
+    if kind == "str":
+        return dataset.asstr()[()]
+    if kind == "bytes":
+        return np.asarray(dataset[()], dtype=np.uint8).tobytes()
+    if kind in ("bool", "int", "float", "complex"):
+        return {"bool": bool, "int": int, "float": float, "complex": complex}[kind](dataset[()])
+    if kind in ("list", "tuple"):
+        data = _arrays.read_array(dataset)
+        items = data.tolist()
+        kinds = dataset.attrs.get(_ITEM_KINDS)
+        if kinds is not None:
+            cast = {"b": bool, "i": int, "f": float}
+            items = [cast[k](x) for k, x in zip(str(kinds), items, strict=True)]
+        return tuple(items) if kind == "tuple" else items
+    if dataset.shape is None:
+        return None  # an empty (null) dataspace written by another program
+    data = _arrays.read_array(dataset)
+    if kind == "numpy" or (kind is None and data.ndim == 0):
+        if data.dtype.kind == "O" and isinstance(data[()], bytes):
+            return data[()].decode("utf-8")  # foreign scalar text
+        return data[()]
+    return data
+
+
+def read_group(group: h5py.Group) -> dict[str, Any]:
+    """Read a group as a dict (recursively); other programs' files read as plain data."""
+    result: dict[str, Any] = {}
+    for name, node in group.items():
+        if isinstance(node, h5py.Group):
+            result[name] = read_group(node)
+        elif isinstance(node, h5py.Dataset):
+            result[name] = _read_dataset(node)
+        # soft/external links to nothing and named datatypes are skipped
+    return result
+
+
+def write(obj: Mapping[str, Any], location: ButlerLocation, **serializer_args: Any) -> None:
+    """Write a (nested) dict as groups and datasets under ``additional_data["path"]``.
+
+    Parameters
+    ----------
+    obj
+        The dict; keys must be strings that are valid HDF5 names.
+    location
+        Where to write.
+    **serializer_args
+        ``compression``, ``compression_opts``, ``chunks``, ``shuffle``... applied to every
+        array and list in the dict (a ``chunks`` shape only to arrays of its rank).
+    """
+    path = h5py_.target_path(location, DEFAULT_PATH)
+    with h5py_.open_write(location) as f:
+        root = f if path == "/" else f.create_group(path, track_order=True)
+        root.attrs[h5py_.ATTR_KIND] = "dict"
+        root.attrs[h5py_.ATTR_TYPE] = type_name(type(obj))
+        write_group(root, obj, dict(serializer_args), path)
+
+
+def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, Any]) -> Any:
+    path = h5py_.target_path(location, DEFAULT_PATH)
+    with opener(location, **args) as f:
+        node = h5py_.node_at(location, f, path)
+        if not isinstance(node, h5py.Group):
+            raise location.format_error(f"{path!r} in the HDF5 file is a dataset, not a group")
+        recorded = node.attrs.get(h5py_.ATTR_TYPE)
+        cls = location.read_type(None if recorded is None else str(recorded))
+        data = read_group(node)
+    return data if cls is dict else cls(data)
+
+
+def read(location: ButlerLocation, **serializer_args: Any) -> Any:
+    """Read the dict through ``location.open_read()`` (any seekable storage)."""
+    return _read(location, h5py_.open_read, serializer_args)
+
+
+def read_posix(location: ButlerLocation, **serializer_args: Any) -> Any:
+    """As `read`, h5py opening the repository file by path."""
+    return _read(location, h5py_.open_read_posix, serializer_args)
+
+
+def read_s3(location: ButlerLocation, **serializer_args: Any) -> Any:
+    """As `read`, through fsspec range requests (``block_size``, ``cache_type`` options)."""
+    return _read(location, h5py_.open_read_s3, serializer_args)

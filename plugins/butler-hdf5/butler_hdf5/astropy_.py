@@ -1,0 +1,81 @@
+"""``astropy.table.Table`` (and subclasses such as ``QTable``) as an astropy HDF5 table.
+
+astropy's own HDF5 writer does the work (``serialize_meta=True``): the table is a compound
+dataset at ``additional_data["path"]`` (default ``"data"``) and its metadata, units,
+descriptions and mixin columns (``Quantity``, ``Time``...) are kept in the companion dataset
+``<path>.__table_column_meta__``. This module is registered for the dotted name
+``astropy.table.Table``, so it is active only where astropy is installed (and imported).
+
+Text columns come back as unicode (``str``) columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import h5py
+from butler import ButlerLocation
+from butler._types import type_name
+
+from . import h5py_
+
+__all__ = ["DEFAULT_PATH", "read", "read_posix", "read_s3", "write"]
+
+#: Where a table is stored inside the file when ``additional_data`` names no ``path``.
+DEFAULT_PATH = "data"
+
+
+def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
+    """Write a table with astropy's HDF5 writer, metadata and units included.
+
+    Parameters
+    ----------
+    obj
+        An `astropy.table.Table` or subclass.
+    location
+        Where to write.
+    **serializer_args
+        ``compression`` (``"gzip"``, ``"lzf"``), ``compression_opts``, ``chunks``,
+        ``shuffle``... passed to ``create_dataset`` for the table's dataset.
+    """
+    path = h5py_.target_path(location, DEFAULT_PATH)
+    if path == "/":
+        raise location.format_error("a table needs a dataset path, not the root group '/'")
+    options = h5py_.dataset_options(serializer_args, (len(obj),), strict=True)
+    with h5py_.open_write(location) as f:
+        group_path, _, name = path.rpartition("/")
+        group = f.require_group(group_path) if group_path else f
+        obj.write(group, format="hdf5", path=name, serialize_meta=True, **options)
+        group[name].attrs[h5py_.ATTR_TYPE] = type_name(type(obj))
+
+
+def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, Any]) -> Any:
+    from astropy.table import Table
+
+    path = h5py_.target_path(location, DEFAULT_PATH)
+    with opener(location, **args) as f:
+        node = h5py_.node_at(location, f, path)
+        if not isinstance(node, h5py.Dataset):
+            raise location.format_error(f"{path!r} in the HDF5 file is a group, not a table")
+        recorded = node.attrs.get(h5py_.ATTR_TYPE)
+        cls = location.read_type(None if recorded is None else str(recorded))
+        group_path, _, name = path.rpartition("/")
+        group = f[group_path] if group_path else f
+        table = Table.read(group, format="hdf5", path=name, character_as_bytes=False)
+    return table if type(table) is cls else cls(table, copy=False)
+
+
+def read(location: ButlerLocation, **serializer_args: Any) -> Any:
+    """Read the table through ``location.open_read()`` (any seekable storage)."""
+    return _read(location, h5py_.open_read, serializer_args)
+
+
+def read_posix(location: ButlerLocation, **serializer_args: Any) -> Any:
+    """As `read`, h5py opening the repository file by path."""
+    return _read(location, h5py_.open_read_posix, serializer_args)
+
+
+def read_s3(location: ButlerLocation, **serializer_args: Any) -> Any:
+    """As `read`, through fsspec range requests (``block_size``, ``cache_type`` options)."""
+    return _read(location, h5py_.open_read_s3, serializer_args)

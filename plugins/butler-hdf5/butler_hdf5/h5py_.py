@@ -1,0 +1,316 @@
+"""h5py plumbing shared by the serializers: opening files, dataset options, selections.
+
+Reading
+    * `open_read` (any storage): h5py reads the seekable file object from
+      ``location.open_read()``; works on memory, S3, databases...
+    * `open_read_posix`: h5py opens the repository file by path (no Python I/O layer).
+    * `open_read_s3`: a seekable fsspec file with range requests, whose ``block_size`` and
+      ``cache_type`` are options (HDF5 makes many small reads).
+
+Writing
+    h5py needs a seekable target, so `open_write` writes to
+    ``location.local_path_for_write()``: a local temporary file committed atomically (on
+    posix, in the destination directory; elsewhere uploaded through the storage's atomic
+    write) and removed in every case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+from butler import ButlerLocation
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+__all__ = [
+    "ATTR_DTYPE",
+    "ATTR_KIND",
+    "ATTR_TYPE",
+    "DEFAULT_S3_BLOCK_SIZE",
+    "DEFAULT_S3_CACHE_TYPE",
+    "dataset_options",
+    "node_at",
+    "open_read",
+    "open_read_posix",
+    "open_read_s3",
+    "open_write",
+    "read_selection",
+    "target_path",
+]
+
+#: Attribute recording the concrete Python type written (``numpy.ndarray``, a subclass...).
+ATTR_TYPE = "butler.python_type"
+#: Attribute recording what a node of a dict holds (``int``, ``str``, ``list``...).
+ATTR_KIND = "butler.kind"
+#: Attribute recording the original numpy dtype when it had to be converted for HDF5.
+ATTR_DTYPE = "butler.numpy_dtype"
+
+#: Default range-request size for reads through S3 (see ``bench/hdf5.py``).
+DEFAULT_S3_BLOCK_SIZE = 1024 * 1024
+#: Default fsspec cache for reads through S3: HDF5 revisits its metadata blocks.
+DEFAULT_S3_CACHE_TYPE = "blockcache"
+
+#: Serializer arguments passed to ``create_dataset`` (the filters and layout).
+_DATASET_ARGS = (
+    "compression",
+    "compression_opts",
+    "chunks",
+    "shuffle",
+    "fletcher32",
+    "scaleoffset",
+)
+#: Serializer arguments that only tune reads (accepted, and ignored on write).
+READ_ARGS = ("block_size", "cache_type")
+_COMPRESSIONS = ("gzip", "lzf", "szip")
+
+
+# -- opening files ----------------------------------------------------------------------
+
+
+def _open_file(location: ButlerLocation, target: str | BinaryIO) -> h5py.File:
+    """``h5py.File(target, "r")``, a non-HDF5 or truncated file becoming a `FormatError`."""
+    try:
+        return h5py.File(target, "r")
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # a real I/O failure: the location turns it into a StorageError
+        raise location.format_error(f"is not a readable HDF5 file: {exc}") from exc
+
+
+@contextlib.contextmanager
+def open_read(location: ButlerLocation, **_: Any) -> Iterator[h5py.File]:
+    """Open the dataset through the storage's seekable file object (any storage)."""
+    with location.open_read() as raw, _open_file(location, raw) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def open_read_posix(location: ButlerLocation, **options: Any) -> Iterator[h5py.File]:
+    """Open the dataset's file by path (storages with real local paths)."""
+    if not location.storage.has_local_paths:
+        with open_read(location, **options) as f:
+            yield f
+        return
+    with location.local_path() as path, _open_file(location, path) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def open_read_s3(
+    location: ButlerLocation,
+    *,
+    block_size: int | None = None,
+    cache_type: str | None = None,
+    **options: Any,
+) -> Iterator[h5py.File]:
+    """Open the dataset through a seekable fsspec file reading byte ranges.
+
+    ``block_size`` (bytes per range request) and ``cache_type`` (an fsspec cache name:
+    ``blockcache``, ``readahead``, ``bytes``, ``first``, ``all``...) come from the
+    read ``parameters`` or the serializer arguments. Storages that do not expose an fsspec
+    filesystem fall back to `open_read`.
+    """
+    storage = location.storage
+    fs = getattr(storage, "fs", None)
+    path_of = getattr(storage, "s3_path", None) or getattr(storage, "path", None)
+    if fs is None or path_of is None:
+        with open_read(location, **options) as f:
+            yield f
+        return
+    params = location.parameters
+    block = int(params.get("block_size", block_size or DEFAULT_S3_BLOCK_SIZE))
+    cache = str(params.get("cache_type", cache_type or DEFAULT_S3_CACHE_TYPE))
+    try:
+        raw = fs.open(path_of(location.key), "rb", block_size=block, cache_type=cache)
+    except FileNotFoundError:
+        raise storage.not_found(location.key) from None
+    with raw, _open_file(location, raw) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def open_write(location: ButlerLocation) -> Iterator[h5py.File]:
+    """A new HDF5 file whose content replaces the dataset atomically on success."""
+    with location.local_path_for_write() as path, h5py.File(path, "w", track_order=True) as f:
+        yield f
+
+
+# -- paths inside the file --------------------------------------------------------------
+
+
+def target_path(location: ButlerLocation, default: str) -> str:
+    """The group/dataset path inside the file: ``additional_data["path"]`` or ``default``."""
+    path = location.additional_data.get("path", default)
+    if not isinstance(path, str):
+        raise location.format_error(f"additional_data 'path' must be a string, not {path!r}")
+    return "/" + path.strip("/")
+
+
+def node_at(location: ButlerLocation, f: h5py.File, path: str) -> h5py.Group | h5py.Dataset:
+    """The group or dataset at ``path``, or a `FormatError` listing what the file holds."""
+    try:
+        return f[path]
+    except KeyError:
+        held = sorted(f.keys())
+        raise location.format_error(
+            f"the HDF5 file has nothing at {path!r}; its top level holds {held}"
+        ) from None
+
+
+# -- dataset creation -------------------------------------------------------------------
+
+
+def dataset_options(
+    args: Mapping[str, Any], shape: tuple[int, ...], *, strict: bool = True
+) -> dict[str, Any]:
+    """``create_dataset`` keyword arguments from the serializer arguments.
+
+    Parameters
+    ----------
+    args
+        Serializer arguments: ``compression`` (``"gzip"``, ``"lzf"``, ``"szip"`` or a gzip
+        level 0-9), ``compression_opts``, ``chunks`` (``True`` or a shape), ``shuffle``,
+        ``fletcher32``, ``scaleoffset``. Others are ignored.
+    shape
+        Shape of the dataset to create.
+    strict
+        Raise if a ``chunks`` shape does not fit the dataset's rank; otherwise (datasets
+        inside a dict) let h5py choose chunks for datasets of another rank.
+
+    Notes
+    -----
+    Scalar and empty datasets cannot be chunked or filtered: they get no options. Chunk
+    dimensions larger than the data are clipped to it.
+    """
+    unknown = set(args) - set(_DATASET_ARGS) - set(READ_ARGS)
+    if unknown:
+        known = sorted((*_DATASET_ARGS, *READ_ARGS))
+        raise ValueError(f"unknown hdf5 serializer arguments {sorted(unknown)}; known: {known}")
+    options = {k: args[k] for k in _DATASET_ARGS if args.get(k) not in (None, False)}
+    compression = options.get("compression")
+    if compression is not None and not (
+        compression in _COMPRESSIONS or (isinstance(compression, int) and 0 <= compression <= 9)
+    ):
+        raise ValueError(
+            f"unknown hdf5 compression {compression!r}; use one of {list(_COMPRESSIONS)} "
+            f"or a gzip level 0-9"
+        )
+    if not shape or 0 in shape:
+        return {}
+    chunks = options.get("chunks")
+    if chunks is not None and chunks is not True:
+        chunks = tuple(int(c) for c in chunks)
+        if len(chunks) != len(shape):
+            if strict:
+                raise ValueError(f"chunks {chunks} do not fit a dataset of shape {shape}")
+            chunks = True
+        else:
+            chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True))
+        options["chunks"] = chunks
+    return options
+
+
+# -- reading selections -----------------------------------------------------------------
+
+
+def _expand(selection: Any, ndim: int) -> list[Any]:
+    """Normalise a selection to one item per axis (Ellipsis expanded, missing axes full)."""
+    if selection is None:
+        items: list[Any] = []
+    elif isinstance(selection, tuple):
+        items = list(selection)
+    elif isinstance(selection, list) and all(isinstance(s, slice) for s in selection):
+        items = list(selection)  # a list of slices, e.g. from a config file
+    else:
+        items = [selection]
+    if sum(item is Ellipsis for item in items) > 1:
+        raise IndexError("a selection may contain only one Ellipsis (...)")
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        fill = ndim - (len(items) - 1)
+        items[at : at + 1] = [slice(None)] * max(fill, 0)
+    if len(items) > ndim:
+        raise IndexError(f"too many indices ({len(items)}) for a {ndim}-dimensional dataset")
+    return items + [slice(None)] * (ndim - len(items))
+
+
+def _split_selection(
+    selection: Any, shape: tuple[int, ...]
+) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+    """Split a numpy-style selection into one h5py can read and a numpy index to apply after.
+
+    h5py reads only increasing slices and sorted unique index lists; negative steps and
+    arbitrary index arrays are read as the covering increasing range and finished in numpy,
+    so only the needed part of the dataset is ever read.
+    """
+    h5sel: list[Any] = []
+    post: list[Any] = []
+    advanced = 0
+    for item, n in zip(_expand(selection, len(shape)), shape, strict=True):
+        if isinstance(item, slice):
+            start, stop, step = item.indices(n)
+            if step > 0:
+                h5sel.append(slice(start, stop, step))
+                post.append(slice(None))
+                continue
+            span = range(start, stop, step)
+            if not span:
+                h5sel.append(slice(0, 0))
+                post.append(slice(None))
+            else:
+                h5sel.append(slice(span[-1], span[0] + 1, -step))
+                post.append(slice(None, None, -1))
+            continue
+        if isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            index = operator.index(item)
+            if not -n <= index < n:
+                raise IndexError(f"index {index} is out of bounds for an axis of size {n}")
+            h5sel.append(index % n)  # the axis disappears, as in numpy
+            post.append(None)
+            continue
+        index_array = np.asarray(item)
+        if index_array.dtype == bool:
+            if index_array.shape != (n,):
+                raise IndexError(f"a boolean index must have shape ({n},)")
+            index_array = np.flatnonzero(index_array)
+        if index_array.dtype.kind not in "iu" or index_array.ndim != 1:
+            raise IndexError(f"unsupported index {item!r}: use ints, slices or 1-d int arrays")
+        advanced += 1
+        if advanced > 1:
+            raise IndexError("at most one index array per selection is supported")
+        if np.any((index_array < -n) | (index_array >= n)):
+            raise IndexError(f"index array {item!r} is out of bounds for an axis of size {n}")
+        index_array = index_array % n if n else index_array
+        low = int(index_array.min()) if index_array.size else 0
+        high = int(index_array.max()) + 1 if index_array.size else 0
+        h5sel.append(slice(low, high))
+        post.append(index_array - low)
+    if advanced:
+        # numpy places the dimensions of combined integer/array indices by its own rules:
+        # read integer axes as length-1 ranges and let numpy index them the same way.
+        h5sel = [slice(h, h + 1) if p is None else h for h, p in zip(h5sel, post, strict=True)]
+        post = [0 if p is None else p for p in post]
+    else:
+        post = [p for p in post if p is not None]
+    needs_post = any(not (isinstance(p, slice) and p == slice(None)) for p in post)
+    return tuple(h5sel), (tuple(post) if needs_post else None)
+
+
+def read_selection(
+    dataset: h5py.Dataset, selection: Any = None, fields: str | Sequence[str] | None = None
+) -> np.ndarray:
+    """Read part of a dataset: only the selected elements (and fields) leave the file."""
+    source: Any = dataset
+    if fields is not None:
+        source = dataset.fields(fields if isinstance(fields, str) else list(fields))
+    if selection is None:
+        return np.asarray(source[()])
+    h5sel, post = _split_selection(selection, dataset.shape)
+    data = np.asarray(source[h5sel])
+    return data if post is None else data[post]
