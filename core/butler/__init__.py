@@ -24,6 +24,7 @@ from ._errors import (
     StorageError,
     UnsafeFormatError,
 )
+from ._files import file_location, read_file, write_file
 from ._location import ButlerLocation
 from ._mapper import Mapper, TemplateMapper
 from ._plugins import (
@@ -71,12 +72,15 @@ __all__ = [
     "VerifyReport",
     "default_registry",
     "discovery",
+    "file_location",
     "hookimpl",
     "hookspec",
     "open_storage",
     "plugins",
+    "read_file",
     "refresh_plugins",
     "register",
+    "write_file",
 ]
 
 

@@ -40,11 +40,23 @@ def butler_storages() -> list[StorageSpec]:
 def butler_formats() -> list[FormatDescriptor]:
     return [
         FormatDescriptor(
-            "config", (".yaml", ".yml"), description="YAML config recording its subclass"
+            "config",
+            (".yaml", ".yml"),
+            description="YAML config recording its subclass",
+            python_type="builtins.dict",
         ),
-        FormatDescriptor("json", (".json",), description="JSON (dicts, lists, dataclasses)"),
         FormatDescriptor(
-            "npy", (".npy",), magic=b"\x93NUMPY", description="NumPy array, never pickled"
+            "json",
+            (".json",),
+            description="JSON (dicts, lists, dataclasses)",
+            python_type="builtins.dict",
+        ),
+        FormatDescriptor(
+            "npy",
+            (".npy",),
+            magic=b"\x93NUMPY",
+            description="NumPy array, never pickled",
+            python_type="numpy.ndarray",
         ),
         FormatDescriptor(
             "pickle",

@@ -175,6 +175,9 @@ class FormatDescriptor:
     identify
         Optional ``identify(first_bytes) -> bool`` callable or ``"module:function"`` string,
         for formats a fixed prefix cannot recognise.
+    python_type
+        Dotted name of the type a file of this format is read as when nothing else says
+        (``butler convert``, `butler.read_file`): ``"numpy.ndarray"`` for images.
     """
 
     name: str
@@ -184,6 +187,7 @@ class FormatDescriptor:
     description: str = ""
     url: str = ""
     distribution: str = "user"
+    python_type: str = "builtins.object"
 
     @property
     def extension(self) -> str:

@@ -1,0 +1,409 @@
+"""The ``butler`` command line.
+
+Every command prints one clear line on error (``butler: error: ...``) and exits non-zero;
+``--debug`` shows the traceback. ``--json`` gives machine-readable output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from ._errors import ButlerError
+
+#: Transfers smaller than this get no progress bar.
+PROGRESS_THRESHOLD = 4 * 1024 * 1024
+
+
+def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=what)
+        result[key] = _scalar(value)
+    return result
+
+
+def _scalar(value: str) -> Any:
+    """Storage options and IDs from the command line: ints, bools and null are typed."""
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _emit(ctx: click.Context, data: Any, text: str) -> None:
+    if ctx.find_root().params.get("json_output"):
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(text)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Any]:
+    """A rich progress bar on a terminal for big transfers; otherwise nothing."""
+    if not sys.stderr.isatty() or (total is not None and total < PROGRESS_THRESHOLD):
+        yield None
+        return
+    try:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TransferSpeedColumn,
+        )
+    except ImportError:
+        yield None
+        return
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(done: int, size: int | None) -> None:
+            bar.update(task, completed=done, total=size or total)
+
+        yield update
+
+
+class _Group(click.Group):
+    """Turns butler errors into one line and an exit code of 1 (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ButlerError as exc:
+            if ctx.params.get("debug"):
+                raise
+            message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            click.echo(f"butler: error: {type(exc).__name__}: {message}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON output.")
+def main(debug: bool, json_output: bool) -> None:
+    """Store and load Python objects by (type, format, storage).
+
+    \b
+    Examples:
+      butler init ./repo
+      butler put ./repo calexp image.fits --id visit=1 --id ccd=2
+      butler get ./repo calexp --id visit=1 --id ccd=2 -o out.fits
+      butler ls ./repo calexp
+      butler convert s3://bucket/img.fits ./img.h5
+    """
+
+
+_option = click.option(
+    "--option",
+    "-O",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Storage option (endpoint_url=..., anon=true); never stored in the repository.",
+)
+_ids = click.option(
+    "--id", "ids", multiple=True, metavar="KEY=VALUE", help="Data ID entry (repeatable)."
+)
+
+
+def _butler(root: str, options: tuple[str, ...]) -> Any:
+    from ._butler import Butler
+
+    return Butler(root, **_parse_pairs(options, "--option"))
+
+
+@main.command()
+@click.argument("root")
+@click.option("--checksum", is_flag=True, help="Keep a sha256 per dataset for 'butler verify'.")
+@click.option("--allow-pickle", is_flag=True, help="Let readers unpickle without opting in.")
+@_option
+@click.pass_context
+def init(ctx: click.Context, root: str, checksum: bool, allow_pickle: bool, options: Any) -> None:
+    """Create a repository at ROOT (a path or URI).
+
+    \b
+    Examples:
+      butler init ./repo --checksum
+      butler init s3://bucket/prefix -O endpoint_url=http://127.0.0.1:9000
+      butler init sqlite:///repo.db
+    """
+    from ._butler import Butler
+
+    b = Butler.create(
+        root, checksum=checksum, allow_pickle=allow_pickle, **_parse_pairs(options, "--option")
+    )
+    _emit(ctx, {"root": b.storage.uri(), "storage": b.storage.type_name},
+          f"created {b.storage.type_name} repository {b.storage.uri()}")  # fmt: skip
+
+
+@main.command(name="plugins")
+@click.pass_context
+def plugins_cmd(ctx: click.Context) -> None:
+    """List discovered plugins, conflicts and the serializer matrix.
+
+    \b
+    Example:
+      butler plugins
+    """
+    from ._plugins import discovery
+
+    found = discovery()
+    reg = found.registry
+    rows = [
+        {"name": p.name, "distribution": p.distribution, "version": p.version,
+         "status": p.status, "error": p.error}
+        for p in found.plugins
+    ]  # fmt: skip
+    matrix = sorted(
+        ({"type": s.python_type, "format": s.format, "storage": s.storage,
+          "distribution": s.distribution} for s in reg.serializers.values()),
+        key=lambda r: (r["format"], r["type"], r["storage"]),
+    )  # fmt: skip
+    conflicts = [
+        {"kind": c.kind, "key": list(c.key), "candidates": list(c.candidates), "winner": c.winner}
+        for c in found.conflicts
+    ]
+    lines = ["Plugins:"]
+    for r in rows:
+        line = f"  {r['name']:<10} {r['distribution']:<14} {r['version']:<10} {r['status']}"
+        lines.append(line + (f"  ({r['error']})" if r["error"] else ""))
+    lines.append("Storages: " + ", ".join(
+        f"{n} ({', '.join(s.schemes)}) [{s.distribution}]" for n, s in sorted(reg.storages.items())
+    ))  # fmt: skip
+    lines.append("Formats: " + ", ".join(
+        f"{n} ({' '.join(d.extensions)}) [{d.distribution}]" for n, d in sorted(reg.formats.items())
+    ))  # fmt: skip
+    lines.append("Serializers (format / storage / type / from):")
+    lines += [
+        f"  {m['format']:<10} {m['storage']:<9} {m['type']:<40} {m['distribution']}" for m in matrix
+    ]
+    if conflicts:
+        lines.append("Conflicts (winner first chosen by BUTLER_PREFER, priority, name):")
+        lines += [
+            f"  {c['kind']} {tuple(c['key'])}: {', '.join(c['candidates'])} -> {c['winner']}"
+            for c in conflicts
+        ]
+    _emit(
+        ctx,
+        {"plugins": rows, "serializers": matrix, "conflicts": conflicts,
+         "storages": sorted(reg.storages), "formats": sorted(reg.formats)},
+        "\n".join(lines),
+    )  # fmt: skip
+
+
+@main.command(name="ls")
+@click.argument("root")
+@click.argument("dataset_type", required=False)
+@_ids
+@_option
+@click.pass_context
+def ls_cmd(ctx: click.Context, root: str, dataset_type: str | None, ids: Any, options: Any) -> None:
+    """List dataset types, or the data IDs of DATASET_TYPE (filtered by --id).
+
+    \b
+    Examples:
+      butler ls ./repo
+      butler ls ./repo calexp --id visit=1
+    """
+    b = _butler(root, options)
+    if dataset_type is None:
+        types = {n: d.to_dict() for n, d in sorted(b.dataset_types.items())}
+        text = "\n".join(f"{n}  ({d['python_type']}, {d['format']}, {d['template']})"
+                         for n, d in types.items())  # fmt: skip
+        _emit(ctx, types, text or "(no dataset types)")
+        return
+    found = list(b.datasets(dataset_type, **_parse_pairs(ids, "--id")))
+    text = "\n".join(" ".join(f"{k}={v}" for k, v in d.items()) for d in found)
+    _emit(ctx, found, text or "(no datasets)")
+
+
+@main.command()
+@click.argument("root")
+@_option
+@click.pass_context
+def info(ctx: click.Context, root: str, options: Any) -> None:
+    """Show the storage, dataset types, dataset counts and sizes of a repository.
+
+    \b
+    Example:
+      butler info ./repo
+    """
+    b = _butler(root, options)
+    types = {}
+    for name, dt in sorted(b.dataset_types.items()):
+        count = size = 0
+        for data_id in b.datasets(name):
+            count += 1
+            size += b.storage.size(b.location(name, data_id).key)
+        types[name] = {"python_type": dt.python_type, "format": dt.format, "count": count,
+                       "bytes": size}  # fmt: skip
+    data = {"root": b.storage.uri(), "storage": b.storage.type_name,
+            "checksum": b.policy.checksum, "dataset_types": types}  # fmt: skip
+    lines = [f"repository: {data['root']}", f"storage:    {data['storage']}",
+             f"checksums:  {'on' if b.policy.checksum else 'off'}", "dataset types:"]  # fmt: skip
+    lines += [
+        f"  {n:<20} {t['format']:<8} {t['count']:>7} datasets {_human(t['bytes']):>10}"
+        f"  {t['python_type']}"
+        for n, t in types.items()
+    ]
+    _emit(ctx, data, "\n".join(lines))
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _file_size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+@main.command()
+@click.argument("root")
+@click.argument("dataset_type")
+@click.argument("file")
+@_ids
+@click.option("--format", "file_format", help="Format of FILE (default: identified).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset.")
+@_option
+@click.pass_context
+def put(
+    ctx: click.Context, root: str, dataset_type: str, file: str, ids: Any,
+    file_format: str | None, overwrite: bool, options: Any,
+) -> None:  # fmt: skip
+    """Read FILE (format from its extension or first bytes) and store it as a dataset.
+
+    \b
+    Example:
+      butler put ./repo calexp image.fits --id visit=1 --id ccd=2
+    """
+    from ._files import read_file
+
+    b = _butler(root, options)
+    dt = b.dataset_type(dataset_type)
+    obj = read_file(file, format=file_format, python_type=dt.python_type, registry=b.registry)
+    with _progress(f"put {dataset_type}", _file_size(file)) as progress:
+        loc = b.put(obj, dataset_type, _parse_pairs(ids, "--id"), overwrite=overwrite,
+                    progress=progress)  # fmt: skip
+    _emit(ctx, {"dataset_type": dataset_type, "data_id": dict(loc.data_id), "uri": loc.uri},
+          f"stored {loc.describe()}")  # fmt: skip
+
+
+@main.command()
+@click.argument("root")
+@click.argument("dataset_type")
+@_ids
+@click.option("-o", "--output", required=True, help="File to write (format from its name).")
+@_option
+@click.pass_context
+def get(
+    ctx: click.Context, root: str, dataset_type: str, ids: Any, output: str, options: Any
+) -> None:
+    """Read a dataset and write it to a file, in the format implied by the file name.
+
+    \b
+    Example:
+      butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.fits
+    """
+    from ._files import write_file
+
+    b = _butler(root, options)
+    data_id = _parse_pairs(ids, "--id")
+    key = b.location(dataset_type, data_id).key
+    total = b.storage.size(key) if b.storage.exists(key) else None
+    with _progress(f"get {dataset_type}", total) as progress:
+        obj = b.get(dataset_type, data_id, progress=progress)
+    write_file(obj, output, registry=b.registry)
+    _emit(ctx, {"output": output}, f"wrote {output}")
+
+
+@main.command()
+@click.argument("root")
+@click.argument("dataset_type")
+@_ids
+@_option
+@click.pass_context
+def rm(ctx: click.Context, root: str, dataset_type: str, ids: Any, options: Any) -> None:
+    """Remove a dataset.
+
+    \b
+    Example:
+      butler rm ./repo calexp --id visit=1 --id ccd=2
+    """
+    b = _butler(root, options)
+    data_id = _parse_pairs(ids, "--id")
+    b.remove(dataset_type, data_id)
+    _emit(ctx, {"removed": data_id}, f"removed {dataset_type} {data_id}")
+
+
+@main.command()
+@click.argument("root")
+@_option
+@click.pass_context
+def verify(ctx: click.Context, root: str, options: Any) -> None:
+    """Check every dataset's size (and checksum, when kept); exit 1 if any is damaged.
+
+    \b
+    Example:
+      butler verify ./repo
+    """
+    b = _butler(root, options)
+    report = b.verify()
+    data = {k: getattr(report, k) for k in ("checked", "missing", "truncated", "corrupted",
+                                            "unrecorded")}  # fmt: skip
+    lines = [f"checked {report.checked} datasets: {len(report.ok)} ok"]
+    for kind in ("missing", "truncated", "corrupted", "unrecorded"):
+        lines += [f"{kind}: {item}" for item in getattr(report, kind)]
+    _emit(ctx, data, "\n".join(lines))
+    if not report.healthy:
+        ctx.exit(1)
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--from", "src_format", help="Format of SRC (default: identified).")
+@click.option("--to", "dst_format", help="Format of DST (default: from its name).")
+@click.option("--type", "python_type", help="Python type to read SRC as (dotted name).")
+@click.pass_context
+def convert(
+    ctx: click.Context, src: str, dst: str, src_format: str | None, dst_format: str | None,
+    python_type: str | None,
+) -> None:  # fmt: skip
+    """Convert a file or URI to another format or place.
+
+    \b
+    Examples:
+      butler convert image.fits image.npy
+      butler convert s3://bucket/img.fits ./img.h5
+    """
+    from ._files import read_file, write_file
+
+    obj = read_file(src, format=src_format, python_type=python_type)
+    write_file(obj, dst, format=dst_format)
+    _emit(ctx, {"src": src, "dst": dst}, f"converted {src} -> {dst}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

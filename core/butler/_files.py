@@ -1,0 +1,115 @@
+"""Reading and writing standalone files (outside any repository) with butler's serializers.
+
+This is what ``butler put``/``get``/``convert`` use: a path or URI is split into a storage
+root and a key, the format comes from the name or the first bytes, and the same serializers
+as for datasets do the work (``butler convert s3://bkt/img.fits ./img.h5``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._location import ButlerLocation
+from ._registry import Registry
+from ._storage import ProgressCallback, Storage
+from ._types import type_name
+
+__all__ = ["file_location", "read_file", "write_file"]
+
+
+def _split(uri: str) -> tuple[str, str]:
+    uri = str(uri)
+    if "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        root, _, key = rest.rpartition("/")
+        return f"{scheme}://{root}", key
+    import os
+
+    path = os.path.abspath(os.path.expanduser(uri))
+    return os.path.dirname(path), os.path.basename(path)
+
+
+def _registry(registry: Registry | None) -> Registry:
+    if registry is None:
+        from ._plugins import default_registry
+
+        registry = default_registry()
+    return registry
+
+
+def file_location(
+    uri: str,
+    *,
+    format: str | None = None,
+    python_type: type | str | None = None,
+    writing: bool = False,
+    registry: Registry | None = None,
+    parameters: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+    allow_pickle: bool = False,
+    **storage_options: Any,
+) -> ButlerLocation:
+    """A `ButlerLocation` for one standalone file.
+
+    Parameters
+    ----------
+    uri
+        Local path or URI (``s3://bucket/key.fits``).
+    format
+        Format name; identified from the file's first bytes (reading) or name otherwise.
+    python_type
+        Type to read the file as; defaults to the format's declared ``python_type``.
+    writing
+        Build a location to (over)write.
+    """
+    from ._butler import open_storage
+
+    reg = _registry(registry)
+    root, key = _split(uri)
+    if not key:
+        from ._errors import StorageError
+
+        raise StorageError(f"{uri!r} names a directory, not a file")
+    storage: Storage = open_storage(root, reg, **storage_options)
+    if format is None:
+        first = b""
+        if not writing:
+            with storage.open(key) as f:
+                first = f.read(64)
+        format = reg.identify_format(key, first)
+    descriptor = reg.format(format)
+    return ButlerLocation(
+        locations=[key],
+        storage=storage,
+        format=format,
+        python_type=type_name(python_type or descriptor.python_type),
+        dataset_type=key,
+        additional_data={},
+        parameters=dict(parameters or {}),
+        registry=reg,
+        overwrite=True,
+        allow_pickle=allow_pickle,
+        progress=progress,
+        stored={},
+    )
+
+
+def read_file(uri: str, **kwargs: Any) -> Any:
+    """Read a standalone file with the serializer of its format (see `file_location`).
+
+    Examples
+    --------
+    >>> import butler, json, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.json")
+    >>> butler.write_file({"a": 1}, path)
+    >>> butler.read_file(path)
+    {'a': 1}
+    """
+    return file_location(uri, **kwargs).read()
+
+
+def write_file(obj: Any, uri: str, **kwargs: Any) -> None:
+    """Write ``obj`` to a standalone file (atomically) in the format its name implies."""
+    kwargs.setdefault("python_type", type(obj))
+    location = file_location(uri, writing=True, **kwargs)
+    location.write(obj)
