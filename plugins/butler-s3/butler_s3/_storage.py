@@ -1,0 +1,495 @@
+"""`S3Storage`: datasets as objects under ``s3://bucket/prefix``.
+
+Writes are spooled (memory, then a local temporary file) until the serializer has finished,
+then committed by one request that carries the bytes' metadata (see `_upload`): an
+exception, or a killed writer, leaves the previous object untouched and nothing partial.
+``overwrite=False`` is a conditional PUT (``If-None-Match: *``), so of two concurrent
+creators exactly one wins.
+
+Reads go through `S3ReadFile` (block cache for small reads, one streamed GET for large or
+sequential ones). Listings and existence checks always ask the server: nothing is cached
+between calls, so other processes' writes are seen at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from butler import (
+    DatasetExistsError,
+    DatasetNotFoundError,
+    InvalidDataIdError,
+    Storage,
+    StorageError,
+)
+from butler._storage import COPY_CHUNK, POLICY_KEY, CountingWriter, ProgressReader, file_sha256
+
+from ._reader import S3ReadFile
+from ._upload import upload
+from .s3fs_ import make_filesystem, translate_error, translated
+
+if TYPE_CHECKING:
+    from butler import ProgressCallback
+    from s3fs import S3FileSystem
+
+__all__ = ["METADATA_HEADER", "S3Storage"]
+
+#: User-metadata key holding butler's metadata as JSON (sent as ``x-amz-meta-butler``).
+METADATA_HEADER = "butler"
+#: S3 caps all user metadata of an object at 2 KiB.
+MAX_METADATA_BYTES = 2048
+
+_MIB = 2**20
+
+
+def _as_progress(progress: Any) -> ProgressCallback | None:
+    """Accept ``progress(done, total)`` callables and `fsspec.callbacks.Callback` objects."""
+    if progress is None or not hasattr(progress, "absolute_update"):
+        return progress  # type: ignore[no-any-return]
+    callback = progress
+
+    def adapter(done: int, total: int | None) -> None:
+        if total is not None and callback.size != total:
+            callback.set_size(total)
+        callback.absolute_update(done)
+
+    return adapter
+
+
+class S3Storage(Storage):
+    """Datasets as objects in an S3 (or S3-compatible) bucket, under a key prefix.
+
+    Parameters
+    ----------
+    root
+        ``s3://bucket`` or ``s3://bucket/prefix``.
+    endpoint_url
+        Endpoint of an S3-compatible server (MinIO, Ceph, moto...). Default: AWS, or the
+        ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` environment variables.
+    key, secret, token
+        Explicit credentials. Default: botocore's chain (``AWS_ACCESS_KEY_ID`` ...,
+        ``AWS_PROFILE``, shared config files, instance roles). Never stored or displayed.
+    anon
+        Unsigned requests (public buckets).
+    profile
+        Named profile of the shared AWS config files.
+    region
+        Region name (shortcut for ``client_kwargs={"region_name": ...}``).
+    client_kwargs, config_kwargs
+        Passed to botocore's client and ``Config`` as with s3fs. ``config_kwargs`` defaults
+        to ``request_checksum_calculation="when_required"`` and
+        ``response_checksum_validation="when_required"``, which S3-compatible servers need
+        with botocore >= 1.36.
+    s3_additional_kwargs
+        Extra parameters for every request (``{"ServerSideEncryption": "aws:kms"}``).
+    requester_pays
+        Bill requests to the requester.
+    block_size, cache_blocks
+        Read cache: block size in bytes (default 4 MiB) and number of blocks kept.
+    cache_type
+        ``"blocks"`` (default, `S3ReadFile`) or any fsspec cache name (``"readahead"``,
+        ``"bytes"``, ``"none"``...) to read through s3fs's own file object instead.
+    part_size, multipart_threshold, max_concurrency
+        Uploads: part size (default 16 MiB), size above which multipart is used (default
+        twice the part size), parts in flight (default 8).
+    spool_size
+        Bytes of a write kept in memory before spilling to a temporary file (default 64 MiB).
+    tmpdir
+        Directory for spooled writes and downloaded local copies (default: system temp).
+    fs_kwargs
+        Any other `s3fs.S3FileSystem` arguments.
+
+    Attributes
+    ----------
+    fs : s3fs.S3FileSystem
+        The file system used for every request, for code (FITS, HDF5 readers) that wants
+        to talk fsspec directly; combine it with `full_path`.
+    bucket, prefix : str
+        Where the repository lives.
+    """
+
+    type_name = "s3"
+    schemes = ("s3",)
+    description = "Amazon S3 and S3-compatible object stores (conditional PUT, multipart)"
+    has_local_paths = False
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        endpoint_url: str | None = None,
+        key: str | None = None,
+        secret: str | None = None,
+        token: str | None = None,
+        anon: bool = False,
+        profile: str | None = None,
+        region: str | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+        config_kwargs: Mapping[str, Any] | None = None,
+        s3_additional_kwargs: Mapping[str, Any] | None = None,
+        requester_pays: bool = False,
+        block_size: int = 4 * _MIB,
+        cache_blocks: int = 16,
+        cache_type: str = "blocks",
+        part_size: int = 16 * _MIB,
+        multipart_threshold: int | None = None,
+        max_concurrency: int = 8,
+        spool_size: int = 64 * _MIB,
+        tmpdir: str | None = None,
+        fs_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        bucket, prefix = _parse_root(root)
+        self.bucket = bucket
+        self.prefix = prefix
+        super().__init__(
+            f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
+            endpoint_url=endpoint_url,
+            anon=anon,
+            profile=profile,
+            region=region,
+        )
+        self.endpoint_url = endpoint_url
+        self.block_size = block_size
+        self.cache_blocks = cache_blocks
+        self.cache_type = cache_type
+        self.part_size = part_size
+        self.multipart_threshold = (
+            2 * part_size if multipart_threshold is None else multipart_threshold
+        )
+        self.max_concurrency = max_concurrency
+        self.spool_size = spool_size
+        self.tmpdir = tmpdir
+        self._secrets = (secret, token)
+        self.fs: S3FileSystem = make_filesystem(
+            endpoint_url=endpoint_url,
+            key=key,
+            secret=secret,
+            token=token,
+            anon=anon,
+            profile=profile,
+            region=region,
+            client_kwargs=client_kwargs,
+            config_kwargs=config_kwargs,
+            s3_additional_kwargs=s3_additional_kwargs,
+            requester_pays=requester_pays,
+            max_concurrency=max_concurrency,
+            fs_kwargs=fs_kwargs,
+        )
+
+    # -- names -------------------------------------------------------------------------
+
+    def object_key(self, key: str) -> str:
+        """The S3 object key (without the bucket) of a storage key."""
+        if not key or "\0" in key or key.startswith("/") or "\\" in key:
+            raise InvalidDataIdError(f"invalid storage key {key!r}")
+        normal = posixpath.normpath(key)
+        if normal == ".." or normal.startswith("../") or normal != key.rstrip("/"):
+            raise InvalidDataIdError(f"storage key {key!r} would leave the repository root")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def full_path(self, key: str) -> str:
+        """``bucket/prefix/key``: the path of a dataset for `fs` (s3fs, fsspec).
+
+        Examples
+        --------
+        >>> storage.full_path("calexp/1.fits")  # doctest: +SKIP
+        'my-bucket/repo/calexp/1.fits'
+        >>> with storage.fs.open(storage.full_path("calexp/1.fits"), "rb") as f:  # doctest: +SKIP
+        ...     header = f.read(2880)
+        """
+        return f"{self.bucket}/{self.object_key(key)}"
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.full_path(key)}" if key else self.root
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        return self.fs.call_s3(method, **kwargs)
+
+    def _sync(self, coro_func: Any, *args: Any, **kwargs: Any) -> Any:
+        from fsspec.asyn import sync
+
+        return sync(self.fs.loop, coro_func, *args, **kwargs)
+
+    def _translated(self, action: str, key: str = "") -> contextlib.AbstractContextManager[None]:
+        return translated(action, self.uri(key), self._secrets)
+
+    def _head(self, key: str, action: str = "read") -> dict[str, Any]:
+        with self._translated(action, key):
+            try:
+                return self._call("head_object", Bucket=self.bucket, Key=self.object_key(key))  # type: ignore[no-any-return]
+            except FileNotFoundError:
+                raise self.not_found(key) from None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Check that the bucket exists and the credentials may use it.
+
+        Raises
+        ------
+        StorageError
+            Naming the bucket and the problem (missing bucket, access denied, no
+            credentials, unreachable endpoint). Buckets are never created by butler.
+        """
+        where = f"s3://{self.bucket}"
+        try:
+            self._call("head_bucket", Bucket=self.bucket)
+        except FileNotFoundError:
+            endpoint = f" at {self.endpoint_url}" if self.endpoint_url else ""
+            raise StorageError(
+                f"bucket {self.bucket!r} does not exist{endpoint}; create it first "
+                f"(butler never creates buckets)"
+            ) from None
+        except Exception as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise translate_error(exc, "reach bucket", where, self._secrets) from exc
+
+    def close(self) -> None:
+        from s3fs import S3FileSystem
+
+        s3creator = getattr(self.fs, "_s3creator", None)
+        if s3creator is not None:
+            with contextlib.suppress(Exception):
+                S3FileSystem.close_session(self.fs.loop, s3creator)
+            self.fs._s3 = None
+            self.fs._s3creator = None
+
+    # -- reading -----------------------------------------------------------------------
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head(key, "check")
+        except DatasetNotFoundError:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        return int(self._head(key)["ContentLength"])
+
+    def metadata(self, key: str) -> dict[str, Any]:
+        head = self._head(key)
+        raw = (head.get("Metadata") or {}).get(METADATA_HEADER)
+        if not raw:
+            return {}
+        try:
+            meta = json.loads(raw)
+        except ValueError:
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
+    def open(
+        self,
+        key: str,
+        mode: str = "rb",
+        *,
+        progress: ProgressCallback | None = None,
+        block_size: int | None = None,
+        cache_type: str | None = None,
+        cache_blocks: int | None = None,
+    ) -> BinaryIO:
+        """Open a dataset for reading: a seekable binary file.
+
+        Parameters
+        ----------
+        progress
+            ``progress(bytes_read, size)`` (or an `fsspec.callbacks.Callback`).
+        block_size, cache_type, cache_blocks
+            Override the storage's read-cache settings for this file.
+        """
+        if mode != "rb":
+            raise ValueError("S3Storage.open() only reads; write with atomic_write()")
+        progress = _as_progress(progress)
+        head = self._head(key)
+        size = int(head["ContentLength"])
+        cache_type = cache_type or self.cache_type
+        if cache_type != "blocks":
+            with self._translated("open", key):
+                f = self.fs.open(
+                    self.full_path(key),
+                    "rb",
+                    block_size=block_size or self.block_size,
+                    cache_type=cache_type,
+                    size=size,
+                )
+            if progress is None:
+                return f  # type: ignore[no-any-return]
+            return ProgressReader(f, size, progress)  # type: ignore[return-value]
+        return S3ReadFile(  # type: ignore[return-value]
+            self.fs,
+            self.bucket,
+            self.object_key(key),
+            size,
+            head.get("ETag"),
+            uri=self.uri(key),
+            block_size=block_size or self.block_size,
+            cache_blocks=cache_blocks or self.cache_blocks,
+            progress=progress,
+            secrets=self._secrets,
+        )
+
+    @contextlib.contextmanager
+    def local_path(self, key: str) -> Iterator[str]:
+        """Download the dataset to a temporary file (removed afterwards) and yield its path.
+
+        Only for libraries that cannot read a file object; prefer `open`.
+        """
+        fd, path = tempfile.mkstemp(prefix="butler-s3-", suffix=_suffix(key), dir=self.tmpdir)
+        try:
+            with os.fdopen(fd, "wb") as dst, self.open(key) as src:
+                shutil.copyfileobj(src, dst, COPY_CHUNK)
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield stored keys under ``prefix`` in lexicographic order, page by page."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base + prefix}
+        while True:
+            with self._translated("list", prefix):
+                page = self._call("list_objects_v2", **kwargs)
+            for item in page.get("Contents", ()):
+                name = item["Key"][len(base) :]
+                if name and name != POLICY_KEY and not name.endswith("/"):
+                    yield name
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            kwargs["ContinuationToken"] = token
+
+    # -- writing -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def atomic_write(
+        self,
+        key: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+        checksum: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[BinaryIO]:
+        """Yield a file to write; its bytes and metadata become one S3 object on success.
+
+        The bytes are spooled (memory up to ``spool_size``, then a temporary file), then
+        committed by one PUT or one completed multipart upload carrying the metadata.
+        ``progress(bytes_sent, size)`` follows the upload.
+
+        Raises
+        ------
+        DatasetExistsError
+            If ``overwrite`` is false and the key exists at commit time.
+        """
+        self.object_key(key)  # validate before the serializer does any work
+        with tempfile.SpooledTemporaryFile(max_size=self.spool_size, dir=self.tmpdir) as spool:
+            writer = CountingWriter(spool, checksum=checksum)  # type: ignore[arg-type]
+            yield writer  # type: ignore[misc]
+            meta = _full_metadata(metadata, writer.size, writer.sha256)
+            self._commit(key, spool, writer.size, meta, overwrite, progress)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def atomic_local_path(
+        self,
+        key: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+        checksum: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[str]:
+        """Yield a local temporary path to write; on success it is uploaded atomically."""
+        self.object_key(key)
+        fd, path = tempfile.mkstemp(prefix="butler-s3-", suffix=_suffix(key), dir=self.tmpdir)
+        os.close(fd)
+        try:
+            yield path
+            try:
+                size = os.path.getsize(path)
+                digest = file_sha256(path) if checksum else None
+                meta = _full_metadata(metadata, size, digest)
+                with open(path, "rb") as source:
+                    self._commit(key, source, size, meta, overwrite, progress)
+            except FileNotFoundError as exc:
+                raise StorageError(f"the serializer wrote nothing for {self.uri(key)!r}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _commit(
+        self,
+        key: str,
+        source: Any,
+        size: int,
+        meta: Mapping[str, Any],
+        overwrite: bool,
+        progress: Any,
+    ) -> None:
+        header = json.dumps(dict(meta), separators=(",", ":"), ensure_ascii=True, default=str)
+        if len(header) > MAX_METADATA_BYTES:
+            raise StorageError(
+                f"cannot write {self.uri(key)!r}: its metadata ({len(header)} bytes of JSON) "
+                f"exceeds S3's {MAX_METADATA_BYTES}-byte user-metadata limit"
+            )
+        with self._translated("write", key):
+            try:
+                self._sync(
+                    upload,
+                    self.fs,
+                    self.bucket,
+                    self.object_key(key),
+                    source,
+                    size,
+                    extra={"Metadata": {METADATA_HEADER: header}},
+                    create=not overwrite,
+                    part_size=self.part_size,
+                    multipart_threshold=self.multipart_threshold,
+                    max_concurrency=self.max_concurrency,
+                    progress=_as_progress(progress),
+                )
+            except FileExistsError:
+                raise DatasetExistsError(f"a dataset already exists at {self.uri(key)!r}") from None
+
+    def remove(self, key: str) -> None:
+        self._head(key, "remove")
+        with self._translated("remove", key):
+            self._call("delete_object", Bucket=self.bucket, Key=self.object_key(key))
+
+
+def _parse_root(root: str) -> tuple[str, str]:
+    text = str(root)
+    if text.lower().startswith("s3://"):
+        text = text[5:]
+    bucket, _, prefix = text.partition("/")
+    prefix = prefix.strip("/")
+    if not bucket or "//" in prefix or any(p in (".", "..") for p in prefix.split("/")):
+        raise StorageError(
+            f"invalid S3 root {root!r}: expected 's3://bucket' or 's3://bucket/prefix'"
+        )
+    return bucket, prefix
+
+
+def _full_metadata(
+    metadata: Mapping[str, Any] | None, size: int, sha256: str | None
+) -> dict[str, Any]:
+    meta = dict(metadata or {})
+    meta["size"] = size
+    if sha256 is not None:
+        meta["sha256"] = sha256
+    return meta
+
+
+def _suffix(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    dot = name.find(".")
+    return name[dot:] if dot > 0 else ""
