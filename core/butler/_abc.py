@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["DataclassLike"]
 
 
-class DataclassLike(metaclass=ABCMeta):
+class DataclassLike(metaclass=ABCMeta):  # noqa: B024 - structural, no methods
     """Every dataclass is a virtual subclass, so one registration serves all dataclasses.
 
     Examples

@@ -46,7 +46,7 @@ def open_storage(root: str, registry: Registry, **options: Any) -> Storage:
     scheme = root.split("://", 1)[0].lower() if "://" in root else "file"
     spec = registry.storage_spec_for_scheme(scheme, root)
     cls = spec.load()
-    return cls(root, **options)  # type: ignore[no-any-return]
+    return cls(root, **options)  # type: ignore[no-any-return,unused-ignore]
 
 
 @dataclass

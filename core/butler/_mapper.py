@@ -156,7 +156,7 @@ class TemplateMapper(Mapper):
         cached = self._regex_cache.get(template)
         if cached is None:
             pattern, seen = [], set()
-            for literal, name, spec in template_fields(template):
+            for literal, name, _spec in template_fields(template):
                 pattern.append(re.escape(literal))
                 if not name:
                     continue

@@ -96,12 +96,12 @@ class Serializer:
     @property
     def write(self) -> Callable[..., None]:
         """The write callable, imported on first access."""
-        return self._write.get()  # type: ignore[no-any-return]
+        return self._write.get()  # type: ignore[no-any-return,unused-ignore]
 
     @property
     def read(self) -> Callable[..., Any]:
         """The read callable, imported on first access."""
-        return self._read.get()  # type: ignore[no-any-return]
+        return self._read.get()  # type: ignore[no-any-return,unused-ignore]
 
     def same_callables(self, other: Serializer) -> bool:
         """True when ``other`` names the very same write and read functions."""

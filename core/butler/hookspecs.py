@@ -35,7 +35,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
+@hookspec  # type: ignore[empty-body]
 def butler_serializers() -> list[Serializer]:
     """Return serializer declarations (`butler.Serializer`) this plugin provides.
 
@@ -45,11 +45,11 @@ def butler_serializers() -> list[Serializer]:
     """
 
 
-@hookspec
+@hookspec  # type: ignore[empty-body]
 def butler_storages() -> list[StorageSpec]:
     """Return storage declarations (`butler.StorageSpec`): type name, URI schemes, class."""
 
 
-@hookspec
+@hookspec  # type: ignore[empty-body]
 def butler_formats() -> list[FormatDescriptor]:
     """Return format descriptors (`butler.FormatDescriptor`): name, extensions, identify."""

@@ -8,9 +8,8 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import butler
+import pytest
 from butler import NoSerializerError, StorageError
 from butler._plugins import discover
 
@@ -160,7 +159,9 @@ CONFLICT = """
 
 def test_conflict_resolution_is_deterministic(site: Path) -> None:
     make_distribution(site, "butler-zeta", "zeta_plugin", CONFLICT.format(tag="zeta", priority=0))
-    make_distribution(site, "butler-alpha", "alpha_plugin", CONFLICT.format(tag="alpha", priority=0))
+    make_distribution(
+        site, "butler-alpha", "alpha_plugin", CONFLICT.format(tag="alpha", priority=0)
+    )
     found = discover()
     # equal priority: alphabetical distribution name wins, whatever the discovery order
     assert found.registry.find(str, "txt", "posix").distribution == "butler-alpha"
@@ -171,7 +172,9 @@ def test_conflict_resolution_is_deterministic(site: Path) -> None:
 
 def test_priority_then_user_preference(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_distribution(site, "butler-zeta", "zeta_plugin", CONFLICT.format(tag="zeta", priority=5))
-    make_distribution(site, "butler-alpha", "alpha_plugin", CONFLICT.format(tag="alpha", priority=0))
+    make_distribution(
+        site, "butler-alpha", "alpha_plugin", CONFLICT.format(tag="alpha", priority=0)
+    )
     assert discover().registry.find(str, "txt", "posix").distribution == "butler-zeta"
     # the user overrides priority explicitly...
     assert discover(prefer=["butler-alpha"]).registry.find(str, "txt", "posix").distribution == (

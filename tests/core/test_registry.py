@@ -10,7 +10,6 @@ import threading
 from collections.abc import Mapping, MutableMapping
 
 import pytest
-
 from butler import DuplicateSerializerError, NoSerializerError, Registry
 
 

@@ -41,5 +41,5 @@ def read(location: ButlerLocation, **_: Any) -> Any:
     if issubclass(cls, Mapping):
         if not isinstance(data, Mapping):
             raise location.format_error(f"config data is a {type(data).__name__}, not a mapping")
-        return cls(data)
+        return cls(data)  # type: ignore[call-arg]
     raise location.format_error(f"the config format cannot rebuild {cls.__qualname__!r}")

@@ -35,7 +35,7 @@ def rebuild(cls: type, data: Any, location: ButlerLocation) -> Any:
     if cls is object or (isinstance(data, cls) and type(data) is cls):
         return data
     if issubclass(cls, Mapping) and isinstance(data, dict):
-        return cls(data)
+        return cls(data)  # type: ignore[call-arg]
     if issubclass(cls, list) and isinstance(data, list):
         return cls(data)
     if isinstance(data, cls):
