@@ -35,8 +35,8 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec  # type: ignore[empty-body]
-def butler_serializers() -> list[Serializer]:
+@hookspec
+def butler_serializers() -> list[Serializer]:  # type: ignore[empty-body]
     """Return serializer declarations (`butler.Serializer`) this plugin provides.
 
     Each names a python type (class or dotted string), a storage type (or ``"*"``), a
@@ -45,11 +45,11 @@ def butler_serializers() -> list[Serializer]:
     """
 
 
-@hookspec  # type: ignore[empty-body]
-def butler_storages() -> list[StorageSpec]:
+@hookspec
+def butler_storages() -> list[StorageSpec]:  # type: ignore[empty-body]
     """Return storage declarations (`butler.StorageSpec`): type name, URI schemes, class."""
 
 
-@hookspec  # type: ignore[empty-body]
-def butler_formats() -> list[FormatDescriptor]:
+@hookspec
+def butler_formats() -> list[FormatDescriptor]:  # type: ignore[empty-body]
     """Return format descriptors (`butler.FormatDescriptor`): name, extensions, identify."""
