@@ -1,0 +1,266 @@
+"""`numpy.ndarray` ↔ FITS image HDU (optionally tile-compressed), any numeric dtype.
+
+FITS images hold big-endian 8/16/32/64-bit integers and 32/64-bit floats (unsigned and
+int8 through BZERO). Everything else numeric is stored as an exact *view* with the same
+bytes (bool as uint8, float16 as int16, complex as a trailing real/imaginary axis, other
+types as raw bytes), and the original dtype — byte order included — is recorded in the
+``BUTLDTYP`` keyword, so a round trip returns the very dtype and values that were written.
+Masked arrays get their mask in a ``MASK`` image extension.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from astropy.io import fits
+
+from .astropy_ import (
+    FitsSource,
+    check_args,
+    first_hdu,
+    open_source,
+    record_type,
+    recorded_type,
+    verify_hdus,
+    write_hdulist,
+)
+
+if TYPE_CHECKING:
+    from butler import ButlerLocation
+
+__all__ = ["read", "read_posix", "read_s3", "storage_view", "write"]
+
+KW_DTYPE = "BUTLDTYP"
+KW_SHAPE = "BUTLSHAP"
+MASK_EXTNAME = "MASK"
+
+#: (kind, itemsize) pairs FITS images store natively (some through BZERO).
+_NATIVE = {("u", 1), ("i", 1), ("i", 2), ("u", 2), ("i", 4), ("u", 4), ("i", 8), ("u", 8)}
+_NATIVE |= {("f", 4), ("f", 8)}
+
+
+def storage_view(dtype: np.dtype[Any]) -> tuple[np.dtype[Any], int]:
+    """The dtype FITS stores ``dtype``'s bytes as, and the length of an extra trailing axis.
+
+    Raises
+    ------
+    TypeError
+        For dtypes that are not numeric (objects, strings, structured records).
+    """
+    kind, size = dtype.kind, dtype.itemsize
+    order = dtype.byteorder if dtype.byteorder in "<>" else "="
+    if (kind, size) in _NATIVE:
+        return dtype, 0
+    if kind == "b":
+        return np.dtype(np.uint8), 0
+    if kind == "f" and size == 2:
+        return np.dtype(f"{order}i2"), 0
+    if kind == "c" and size in (8, 16):
+        return np.dtype(f"{order}f{size // 2}"), 2
+    if kind in "mM":
+        return np.dtype(f"{order}i8"), 0
+    if kind in "fc":  # long double and its complex: raw bytes
+        return np.dtype(np.uint8), size
+    raise TypeError(
+        f"the FITS image serializer stores numeric arrays only, not dtype {dtype.str!r}; "
+        f"store records or strings as an astropy.table.Table"
+    )
+
+
+def _to_storage(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    view, extra = storage_view(array.dtype)
+    if view == array.dtype:
+        return array  # astropy byte-swaps in place while writing: no copy
+    if extra:
+        contiguous = np.ascontiguousarray(array)  # copies only a non-contiguous input
+        return contiguous.view(view).reshape((*array.shape, extra))
+    return array.view(view)
+
+
+def write(
+    obj: np.ndarray[Any, Any],
+    location: ButlerLocation,
+    *,
+    checksum: bool = False,
+    compress: str | None = None,
+    compress_args: Mapping[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    """Write an array as the primary image (or a compressed image in extension 1).
+
+    Parameters
+    ----------
+    obj
+        Any numeric array (masked arrays keep their mask in a ``MASK`` extension).
+    location
+        Where to write.
+    checksum
+        Add CHECKSUM/DATASUM keywords.
+    compress
+        Tile compression (``"RICE_1"``, ``"GZIP_1"``, ``"GZIP_2"``, ``"HCOMPRESS_1"``,
+        ``"PLIO_1"``): the image goes into a `~astropy.io.fits.CompImageHDU`.
+    compress_args
+        Extra `~astropy.io.fits.CompImageHDU` arguments (``tile_shape``,
+        ``quantize_level``...). Floats are quantized (lossy) unless ``quantize_level=0``
+        with a GZIP compression.
+    """
+    check_args(location, checksum, compress, compress_args, images=True)
+    mask = None
+    if isinstance(obj, np.ma.MaskedArray):
+        mask = np.ma.getmaskarray(obj)
+        array = obj.data
+    else:
+        array = np.asarray(obj)
+    keywords: list[tuple[str, Any, str]] = [(KW_DTYPE, array.dtype.str, "numpy dtype written")]
+    stored: np.ndarray[Any, Any] | None = _to_storage(
+        array.reshape(1) if array.ndim == 0 else array
+    )
+    if array.ndim == 0 or array.size == 0:  # FITS has no 0-d or empty images
+        keywords.append((KW_SHAPE, json.dumps(list(array.shape)), "numpy shape written"))
+        stored = stored if array.size else None
+    hdus: list[Any] = [fits.PrimaryHDU()]
+    if compress and stored is not None:
+        image: Any = fits.CompImageHDU(
+            stored, compression_type=compress, **dict(compress_args or {})
+        )
+        hdus.append(image)
+    else:
+        image = fits.PrimaryHDU(stored)
+        hdus = [image]
+    for keyword, value, comment in keywords:
+        image.header[keyword] = (value, comment)
+    record_type(image.header, obj)
+    if mask is not None:
+        hdus.append(fits.ImageHDU(mask.view(np.uint8), name=MASK_EXTNAME))
+    write_hdulist(fits.HDUList(hdus), location, checksum=checksum)
+
+
+def _is_image(hdu: Any) -> bool:
+    return isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) and (
+        hdu.header.get("NAXIS", 0) > 0 or KW_SHAPE in hdu.header
+    )
+
+
+def _section(location: ButlerLocation) -> tuple[Any, ...] | None:
+    section = location.parameters.get("section")
+    if section is None:
+        return None
+    if not isinstance(section, tuple):
+        section = tuple(section) if isinstance(section, list) else (section,)
+    for item in section:
+        if not isinstance(item, slice | int | np.integer) and item is not Ellipsis:
+            raise location.format_error(
+                f"parameter section={section!r} must be a tuple of slices and integers"
+            )
+    return section
+
+
+def as_dtype(data: np.ndarray[Any, Any], want: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """``data`` with exactly dtype ``want``: byte-swapped in place when only the order differs."""
+    if data.dtype == want and data.dtype.byteorder == want.byteorder:
+        return data
+    if data.dtype.newbyteorder("S") == want and data.flags.writeable and data.flags.c_contiguous:
+        data.byteswap(inplace=True)  # a fresh (or copy-on-write) buffer: no second copy
+        return data.view(want)
+    return data.astype(want)
+
+
+def restore(
+    data: np.ndarray[Any, Any] | None, header: Any, section: tuple[Any, ...] | None
+) -> np.ndarray[Any, Any]:
+    """Undo `write`'s storage view using the recorded dtype and shape."""
+    dtype_str = header.get(KW_DTYPE)
+    if KW_SHAPE in header:
+        shape = json.loads(header[KW_SHAPE])
+        if data is None or not shape:  # empty array, or a scalar read as a whole
+            value = np.zeros(shape, dtype=np.dtype(dtype_str or "f8"))
+            if data is not None:
+                value[()] = restore(data, {KW_DTYPE: dtype_str}, None)[0]
+            return value[section] if section is not None else value
+    if data is None:
+        return np.zeros((0,), dtype=np.dtype(dtype_str or "f8"))
+    if dtype_str is None:  # a file butler did not write: astropy's own dtype
+        return np.array(data, copy=None)
+    want = np.dtype(dtype_str)
+    view, extra = storage_view(want)
+    data = as_dtype(data, view)
+    if view == want:
+        return data
+    if extra:
+        return np.ascontiguousarray(data).view(want)[..., 0]
+    return data.view(want)
+
+
+def read_array(
+    source: FitsSource, location: ButlerLocation, *, checksum: bool = False
+) -> np.ndarray[Any, Any]:
+    """Read the image HDU (or the ``hdu`` asked for); ``section`` reads only that part."""
+    hdu = source.hdu(lambda hdul: first_hdu(hdul, _is_image, "image", location))
+    source.check_complete(hdu)
+    header = hdu.header
+    section = _section(location)
+    cls = location.read_type(recorded_type(header))
+    if section is None:
+        data = hdu.data
+        if checksum:
+            verify_hdus([hdu], location)
+    elif KW_SHAPE in header or hdu.header.get("NAXIS", 0) == 0:
+        data = hdu.data  # empty or scalar: nothing worth cutting out
+    else:
+        _view, extra = storage_view(np.dtype(header.get(KW_DTYPE, "f8")))
+        full = (*section, slice(None)) if extra and KW_DTYPE in header else section
+        data = hdu.section[full]
+        if isinstance(data, np.ndarray) and not data.flags.owndata:
+            data = np.array(data)  # detach the (small) cutout from the file's memory map
+    array = restore(data, header, section)
+    if issubclass(cls, np.ma.MaskedArray):
+        mask = _read_mask(source, location, section, checksum and section is None)
+        return np.ma.MaskedArray(array, mask=mask)
+    return array if type(array) is cls else array.view(cls)
+
+
+def _read_mask(
+    source: FitsSource, location: ButlerLocation, section: tuple[Any, ...] | None, verify: bool
+) -> np.ndarray[Any, Any]:
+    try:
+        hdu = source.hdul[MASK_EXTNAME]
+    except KeyError:
+        raise location.format_error(
+            f"was written as a masked array but has no {MASK_EXTNAME!r} extension"
+        ) from None
+    source.check_complete(hdu)
+    if verify:
+        verify_hdus([hdu], location)
+    data = hdu.data if section is None else hdu.section[section]
+    return np.asarray(data).astype(bool)
+
+
+def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> np.ndarray[Any, Any]:
+    """Read through a file object (any storage). Sections seek and read only their rows."""
+    with open_source(location) as source:
+        return read_array(source, location, checksum=checksum)
+
+
+def read_posix(
+    location: ButlerLocation, *, checksum: bool = False, **_: Any
+) -> np.ndarray[Any, Any]:
+    """Read the real file by path: whole images with one read, sections row by row.
+
+    No memory map: astropy refuses to map scaled (BZERO) images, and `.section` on the
+    real file already seeks to and reads only the rows of the cutout.
+    """
+    with open_source(location, path=True) as source:
+        return read_array(source, location, checksum=checksum)
+
+
+def read_s3(
+    location: ButlerLocation, *, checksum: bool = False, **args: Any
+) -> np.ndarray[Any, Any]:
+    """Read from S3 through astropy's fsspec support: sections fetch only their bytes."""
+    from ._s3 import open_s3
+
+    with open_s3(location, **args) as source:
+        return read_array(source, location, checksum=checksum)

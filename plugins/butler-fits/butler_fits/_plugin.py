@@ -1,0 +1,55 @@
+"""Entry point of butler-fits: declarations only, as strings (no astropy, no numpy).
+
+Serializers named for storage ``"*"`` work on file objects through `ButlerLocation`, so
+they serve every storage (posix, memory, s3, database); the ``"posix"`` ones read through
+memory maps and direct paths, and the ``"s3"`` ones through astropy's fsspec support, so
+cutouts and column selections fetch only the bytes they need.
+"""
+
+from __future__ import annotations
+
+from butler import FormatDescriptor, Serializer, hookimpl
+
+FORMAT = "fits"
+EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fz")
+
+#: python type -> serializer module inside this package.
+_TYPES = {
+    "numpy.ndarray": "_image",
+    "astropy.table.Table": "_table",
+    "astropy.io.fits.HDUList": "_hdus",
+    "astropy.io.fits.Header": "_header",
+    "astropy.nddata.CCDData": "_ccddata",
+    "butler_fits._abc.FitsReadWritable": "_common",
+}
+
+#: Types whose reads have a faster storage-specific path (memmap/sections/fsspec).
+_FAST_READS = ("numpy.ndarray", "astropy.table.Table", "astropy.io.fits.HDUList")
+
+
+@hookimpl
+def butler_formats() -> list[FormatDescriptor]:
+    return [
+        FormatDescriptor(
+            FORMAT,
+            EXTENSIONS,
+            magic=b"SIMPLE  =",
+            description="FITS images, tables, HDU lists, headers and CCDData (astropy)",
+            url="https://docs.astropy.org/en/stable/io/fits/",
+        )
+    ]
+
+
+@hookimpl
+def butler_serializers() -> list[Serializer]:
+    specs = []
+    for python_type, module in _TYPES.items():
+        ref = f"butler_fits.{module}"
+        specs.append(Serializer(python_type, "*", FORMAT, f"{ref}:write", f"{ref}:read"))
+    for python_type in _FAST_READS:
+        ref = f"butler_fits.{_TYPES[python_type]}"
+        for storage in ("posix", "s3"):
+            specs.append(
+                Serializer(python_type, storage, FORMAT, f"{ref}:write", f"{ref}:read_{storage}")
+            )
+    return specs

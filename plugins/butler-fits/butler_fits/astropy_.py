@@ -1,0 +1,276 @@
+"""Shared astropy plumbing: opening stored FITS files, choosing HDUs, checks, writing.
+
+Every serializer module goes through these helpers, so that signature checks, truncation
+checks, checksum verification and atomic writes behave the same for every python type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any
+
+from astropy.io import fits
+
+if TYPE_CHECKING:
+    from butler import ButlerLocation
+
+__all__ = [
+    "KW_TYPE",
+    "FitsSource",
+    "hdu_key",
+    "open_source",
+    "record_type",
+    "recorded_type",
+    "select_hdu",
+    "verify_hdus",
+    "write_hdulist",
+]
+
+#: Header keyword recording the concrete python type that was written.
+KW_TYPE = "BUTLTYPE"
+#: Keywords butler adds for its own bookkeeping (removed from headers handed back).
+BUTLER_KEYWORDS = ("BUTLTYPE", "BUTLDTYP", "BUTLSHAP", "BUTLCOLS")
+
+_SIGNATURES = (b"SIMPLE  =", b"\x1f\x8b", b"BZh")  # FITS, gzip- and bzip2-compressed FITS
+
+
+def check_signature(head: bytes, location: ButlerLocation) -> None:
+    """Raise `FormatError` unless ``head`` starts like a (possibly compressed) FITS file."""
+    if not head:
+        raise location.format_error("is empty, not a FITS file")
+    if not head.startswith(_SIGNATURES):
+        raise location.format_error(
+            f"is not a FITS file: it starts with {head[:16]!r}, not 'SIMPLE  ='"
+        )
+
+
+class FitsSource:
+    """An open FITS file plus what the checks need: its size and where it came from.
+
+    Parameters
+    ----------
+    hdul
+        The opened `astropy.io.fits.HDUList` (lazily loaded).
+    size
+        Size of the stored file in bytes (for the truncation check).
+    location
+        The dataset, named in every error.
+    compressed
+        True for gzip/bzip2 files, whose HDU offsets are not file offsets.
+    """
+
+    def __init__(
+        self, hdul: fits.HDUList, size: int, location: ButlerLocation, compressed: bool
+    ) -> None:
+        self.hdul = hdul
+        self.size = size
+        self.location = location
+        self.compressed = compressed
+
+    def hdu(self, default: Callable[[fits.HDUList], Any] | None = None) -> Any:
+        """The HDU named by ``hdu`` (parameters or additional data), else ``default(hdul)``."""
+        return select_hdu(self.hdul, self.location, default)
+
+    def check_complete(self, hdu: Any) -> None:
+        """Raise `FormatError` if the file is shorter than ``hdu``'s header says it is."""
+        if self.compressed:
+            return  # offsets are in the decompressed stream; gzip itself detects truncation
+        info = hdu.fileinfo()
+        if info is None:
+            return
+        span = getattr(hdu, "_bintable", hdu).fileinfo() or info
+        end = int(span["datLoc"]) + int(span["datSpan"])
+        if end > self.size:
+            raise self.location.format_error(
+                f"is truncated: HDU {_hdu_label(hdu)} needs {end} bytes but the file has "
+                f"only {self.size}"
+            )
+
+
+def hdu_key(location: ButlerLocation) -> Any:
+    """The HDU asked for: ``parameters["hdu"]``, else ``additional_data["hdu"]``, else None.
+
+    An index, an EXTNAME, or an ``[EXTNAME, EXTVER]`` pair (lists from YAML become tuples).
+    """
+    key = location.parameters.get("hdu", location.additional_data.get("hdu"))
+    if isinstance(key, list):
+        key = tuple(key)
+    return key
+
+
+def _hdu_label(hdu: Any) -> str:
+    name = getattr(hdu, "name", "")
+    return repr(name) if name else "PRIMARY"
+
+
+def select_hdu(
+    hdul: fits.HDUList,
+    location: ButlerLocation,
+    default: Callable[[fits.HDUList], Any] | None = None,
+) -> Any:
+    """Return the HDU named by `hdu_key`, or the one ``default`` picks (else the primary).
+
+    Raises
+    ------
+    FormatError
+        Naming the dataset, the HDU asked for and the HDUs the file has.
+    """
+    key = hdu_key(location)
+    if key is None:
+        if default is not None:
+            return default(hdul)
+        key = 0
+    try:
+        return hdul[key]
+    except (KeyError, IndexError):
+        names = [f"{i}:{h.name or 'PRIMARY'}" for i, h in enumerate(hdul)]
+        raise location.format_error(f"has no HDU {key!r}; its HDUs are {names}") from None
+
+
+def first_hdu(
+    hdul: fits.HDUList, accept: Callable[[Any], bool], what: str, location: ButlerLocation
+) -> Any:
+    """The first HDU (primary first) that ``accept`` takes; headers are read one by one."""
+    for hdu in hdul:
+        if accept(hdu):
+            return hdu
+    names = [f"{i}:{type(h).__name__}:{h.name or 'PRIMARY'}" for i, h in enumerate(hdul)]
+    raise location.format_error(f"has no {what} HDU; its HDUs are {names}")
+
+
+def verify_hdus(hdus: Iterable[Any], location: ButlerLocation) -> None:
+    """Check CHECKSUM and DATASUM of ``hdus`` where present.
+
+    Raises
+    ------
+    FormatError
+        Naming the HDU whose checksum does not match (the file was altered or corrupted).
+    """
+    for hdu in hdus:
+        raw = getattr(hdu, "_bintable", hdu)  # a compressed image's sums live on its table
+        header = raw.header
+        if "DATASUM" in header and raw.verify_datasum() == 0:
+            raise location.format_error(
+                f"DATASUM of HDU {_hdu_label(hdu)} does not match its data: the file is corrupt"
+            )
+        if "CHECKSUM" in header and raw.verify_checksum() == 0:
+            raise location.format_error(
+                f"CHECKSUM of HDU {_hdu_label(hdu)} does not match: the file is corrupt"
+            )
+
+
+@contextlib.contextmanager
+def open_source(
+    location: ButlerLocation, *, path: bool = False, memmap: bool = False
+) -> Iterator[FitsSource]:
+    """Open the stored file with astropy, lazily (headers are read as HDUs are touched).
+
+    Parameters
+    ----------
+    path
+        Open through `ButlerLocation.local_path` (posix: the real file, no copy) instead of
+        a file object from `ButlerLocation.open_read`.
+    memmap
+        Memory-map the data (only with ``path``): sections and columns then touch only
+        the pages they need.
+    """
+    if path:
+        with location.local_path() as local:
+            with open(local, "rb") as f:
+                head = f.read(80)
+                size = f.seek(0, 2)
+            check_signature(head, location)
+            with fits.open(local, mode="readonly", memmap=memmap, lazy_load_hdus=True) as hdul:
+                yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"))
+        return
+    with location.open_read() as f:
+        yield from _open_fileobj(f, location)
+
+
+def _open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource]:
+    head = f.read(80)
+    check_signature(head, location)
+    size = f.seek(0, 2)
+    f.seek(0)
+    with fits.open(f, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+        yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"))
+
+
+@contextlib.contextmanager
+def open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource]:
+    """Open an already opened, seekable binary file (e.g. an fsspec file on S3)."""
+    yield from _open_fileobj(f, location)
+
+
+class _Stream:
+    """Write-only view of the storage's file, so astropy streams through ``write``.
+
+    astropy treats anything with a ``raw`` attribute as a real file and asks for its mode;
+    hiding it keeps astropy in its sequential "ostream" mode, which never seeks.
+    """
+
+    closed = False
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+
+    def write(self, data: Any) -> int:
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+def write_hdulist(hdul: fits.HDUList, location: ButlerLocation, *, checksum: bool = False) -> None:
+    """Write ``hdul`` atomically through `ButlerLocation.open_write` (streamed, no temp file).
+
+    A key ending in ``.gz`` is gzip-compressed on the fly. ``checksum`` adds CHECKSUM and
+    DATASUM keywords to every HDU. Headers are verified first (``output_verify="exception"``).
+    """
+    with location.open_write() as f:
+        if location.key.endswith(".gz"):
+            with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6) as gz:
+                hdul.writeto(_Stream(gz), checksum=checksum, output_verify="exception")
+        else:
+            hdul.writeto(_Stream(f), checksum=checksum, output_verify="exception")
+
+
+def record_type(header: fits.Header, obj: Any) -> None:
+    """Record ``obj``'s concrete class in ``header`` (keyword ``BUTLTYPE``)."""
+    cls = type(obj)
+    header[KW_TYPE] = (f"{cls.__module__}.{cls.__qualname__}", "python type written by butler")
+
+
+def recorded_type(header: Mapping[str, Any] | fits.Header) -> str | None:
+    """The python type recorded by `record_type`, if any."""
+    value = header.get(KW_TYPE)
+    return str(value) if value else None
+
+
+def strip_butler_keywords(header: fits.Header) -> fits.Header:
+    """Remove butler's bookkeeping keywords (in place) and return the header."""
+    for keyword in BUTLER_KEYWORDS:
+        header.remove(keyword, ignore_missing=True, remove_all=True)
+    return header
+
+
+def check_args(
+    location: ButlerLocation, checksum: Any, compress: Any, compress_args: Any, *, images: bool
+) -> None:
+    """Validate serializer arguments shared by every FITS serializer."""
+    if not isinstance(checksum, bool):
+        raise location.format_error(f"serializer argument checksum={checksum!r} is not a bool")
+    if compress is not None and not images:
+        raise location.format_error(
+            f"serializer argument compress={compress!r} applies to images only "
+            f"(numpy arrays), not to {location.python_type!r}"
+        )
+    if compress_args is not None and not isinstance(compress_args, Mapping):
+        raise location.format_error(
+            f"serializer argument compress_args={compress_args!r} is not a mapping"
+        )
