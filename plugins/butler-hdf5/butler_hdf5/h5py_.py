@@ -17,16 +17,14 @@ Writing
 from __future__ import annotations
 
 import contextlib
+import inspect
 import operator
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
 from butler import ButlerLocation
-
-if TYPE_CHECKING:
-    from typing import BinaryIO
 
 __all__ = [
     "ATTR_DTYPE",
@@ -51,9 +49,9 @@ ATTR_KIND = "butler.kind"
 #: Attribute recording the original numpy dtype when it had to be converted for HDF5.
 ATTR_DTYPE = "butler.numpy_dtype"
 
-#: Default range-request size for reads through S3 (see ``bench/hdf5.py``).
+#: Default range-request size for reads through S3 (chosen with ``bench/hdf5.py``).
 DEFAULT_S3_BLOCK_SIZE = 1024 * 1024
-#: Default fsspec cache for reads through S3: HDF5 revisits its metadata blocks.
+#: fsspec cache used when a storage exposes only ``fs``: HDF5 revisits its metadata blocks.
 DEFAULT_S3_CACHE_TYPE = "blockcache"
 
 #: Serializer arguments passed to ``create_dataset`` (the filters and layout).
@@ -66,7 +64,7 @@ _DATASET_ARGS = (
     "scaleoffset",
 )
 #: Serializer arguments that only tune reads (accepted, and ignored on write).
-READ_ARGS = ("block_size", "cache_type")
+READ_ARGS = ("block_size", "cache_type", "cache_blocks")
 _COMPRESSIONS = ("gzip", "lzf", "szip")
 
 
@@ -101,35 +99,60 @@ def open_read_posix(location: ButlerLocation, **options: Any) -> Iterator[h5py.F
         yield f
 
 
+def _s3_file(
+    location: ButlerLocation,
+    block_size: int | None,
+    cache_type: str | None,
+    cache_blocks: int | None,
+) -> BinaryIO:
+    """The seekable ranged-read file for `open_read_s3`, read options resolved."""
+    storage = location.storage
+    params = location.parameters
+    options = {
+        "block_size": params.get("block_size", block_size or DEFAULT_S3_BLOCK_SIZE),
+        "cache_type": params.get("cache_type", cache_type),
+        "cache_blocks": params.get("cache_blocks", cache_blocks),
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(storage.open).parameters
+    if all(name in accepted for name in options):
+        # butler-s3's own open(): its block cache, or any fsspec cache by name.
+        return storage.open(location.key, progress=location.progress, **options)
+    fs = getattr(storage, "fs", None)
+    full_path = getattr(storage, "full_path", None)
+    if fs is None or full_path is None:
+        return location.open_read()
+    cache = options.get("cache_type", DEFAULT_S3_CACHE_TYPE)
+    try:
+        return fs.open(  # type: ignore[no-any-return]
+            full_path(location.key),
+            "rb",
+            block_size=options["block_size"],
+            cache_type="blockcache" if cache == "blocks" else cache,
+        )
+    except FileNotFoundError:
+        raise storage.not_found(location.key) from None
+
+
 @contextlib.contextmanager
 def open_read_s3(
     location: ButlerLocation,
     *,
     block_size: int | None = None,
     cache_type: str | None = None,
-    **options: Any,
+    cache_blocks: int | None = None,
+    **_: Any,
 ) -> Iterator[h5py.File]:
-    """Open the dataset through a seekable fsspec file reading byte ranges.
+    """Open the dataset through a seekable S3 file reading byte ranges.
 
-    ``block_size`` (bytes per range request) and ``cache_type`` (an fsspec cache name:
-    ``blockcache``, ``readahead``, ``bytes``, ``first``, ``all``...) come from the
-    read ``parameters`` or the serializer arguments. Storages that do not expose an fsspec
-    filesystem fall back to `open_read`.
+    ``block_size`` (bytes per range request, default `DEFAULT_S3_BLOCK_SIZE`),
+    ``cache_type`` (``"blocks"``: butler-s3's block cache, or an fsspec cache name such as
+    ``"readahead"``, ``"blockcache"``, ``"bytes"``...) and ``cache_blocks`` (blocks kept)
+    come from the read ``parameters`` or else the serializer arguments. HDF5 makes many
+    small reads (metadata, B-tree nodes, chunks), so small blocks that are kept cached keep
+    a slice read down to little more than the chunks it touches.
     """
-    storage = location.storage
-    fs = getattr(storage, "fs", None)
-    path_of = getattr(storage, "s3_path", None) or getattr(storage, "path", None)
-    if fs is None or path_of is None:
-        with open_read(location, **options) as f:
-            yield f
-        return
-    params = location.parameters
-    block = int(params.get("block_size", block_size or DEFAULT_S3_BLOCK_SIZE))
-    cache = str(params.get("cache_type", cache_type or DEFAULT_S3_CACHE_TYPE))
-    try:
-        raw = fs.open(path_of(location.key), "rb", block_size=block, cache_type=cache)
-    except FileNotFoundError:
-        raise storage.not_found(location.key) from None
+    raw = _s3_file(location, block_size, cache_type, cache_blocks)
     with raw, _open_file(location, raw) as f:
         yield f
 
