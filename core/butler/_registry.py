@@ -79,6 +79,7 @@ class Registry:
         # Classes registered as classes: local and dynamically created classes cannot be
         # found again by their dotted name.
         self._classes: dict[str, type] = {}
+        self._resolved: dict[type, str] | None = None
         # module names of string-registered types not yet imported; when one appears in
         # sys.modules the cache may be stale (a new ABC or alias became matchable).
         self._pending_modules: set[str] = set()
@@ -196,6 +197,7 @@ class Registry:
         """Invalidate cached lookups (caller holds the lock)."""
         self._generation += 1
         self._cache.clear()
+        self._resolved = None
 
     def _refresh_pending(self) -> None:
         modules = sys.modules
@@ -206,12 +208,18 @@ class Registry:
                 self._changed()
 
     def _resolved_types(self) -> dict[type, str]:
-        """Registered type names that currently resolve to a class (no import)."""
-        resolved: dict[type, str] = {}
-        for name in list(self._by_type):
-            cls = self._classes.get(name) or loaded_type(name)
-            if cls is not None:
-                resolved.setdefault(cls, name)
+        """Registered type names that currently resolve to a class (no import).
+
+        Kept until the next change: a registration, or a pending module getting imported.
+        """
+        resolved = self._resolved
+        if resolved is None:
+            resolved = {}
+            for name in list(self._by_type):
+                cls = self._classes.get(name) or loaded_type(name)
+                if cls is not None:
+                    resolved.setdefault(cls, name)
+            self._resolved = resolved
         return resolved
 
     def _lookup(self, python_type: type, format: str, storage: str) -> Serializer | None:
