@@ -252,10 +252,11 @@ def _expand(selection: Any, ndim: int) -> list[Any]:
         items = list(selection)  # a list of slices, e.g. from a config file
     else:
         items = [selection]
-    if sum(item is Ellipsis for item in items) > 1:
+    ellipses = [i for i, item in enumerate(items) if item is Ellipsis]
+    if len(ellipses) > 1:
         raise IndexError("a selection may contain only one Ellipsis (...)")
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
+    if ellipses:
+        at = ellipses[0]
         fill = ndim - (len(items) - 1)
         items[at : at + 1] = [slice(None)] * max(fill, 0)
     if len(items) > ndim:
