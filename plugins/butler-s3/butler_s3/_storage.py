@@ -249,6 +249,15 @@ class S3Storage(Storage):
                 f"bucket {self.bucket!r} does not exist{endpoint}; create it first "
                 f"(butler never creates buckets)"
             ) from None
+        except PermissionError as exc:
+            # HEAD responses have no body: ask again with a GET to learn why (bad key id,
+            # bad secret, or a policy denying access).
+            detailed: BaseException = exc
+            try:
+                self._call("list_objects_v2", Bucket=self.bucket, MaxKeys=1)
+            except Exception as again:
+                detailed = again
+            raise translate_error(detailed, "reach bucket", where, self._secrets) from None
         except Exception as exc:
             if isinstance(exc, StorageError):
                 raise

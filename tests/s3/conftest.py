@@ -1,0 +1,107 @@
+"""Fixtures of the butler-s3 suite (on top of the shared moto server in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib.util import find_spec
+from typing import Any
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("moto server did not start in time")
+
+
+@pytest.fixture
+def s3_root(s3_bucket: str) -> str:
+    """``s3://<fresh bucket>/repo``."""
+    return f"s3://{s3_bucket}/repo"
+
+
+@pytest.fixture
+def s3_butler(s3_root: str, s3_credentials: dict[str, str]) -> Iterator[Any]:
+    """A new repository in a fresh bucket."""
+    from butler import Butler
+
+    with Butler.create(s3_root, **s3_credentials) as b:
+        yield b
+
+
+@pytest.fixture
+def boto_client(s3_credentials: dict[str, str]) -> Any:
+    """A plain boto3 client on the moto server, to look behind butler's back."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_credentials["endpoint_url"],
+        aws_access_key_id=s3_credentials["key"],
+        aws_secret_access_key=s3_credentials["secret"],
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_auth_endpoint() -> Iterator[tuple[str, str]]:
+    """A second moto server that checks credentials (IAM auth on after two actions).
+
+    Yields its URL and the id of a real access key created on it, so tests can present a
+    valid key id with a wrong secret as well as an unknown key id.
+    """
+    if find_spec("moto") is None or find_spec("flask") is None:
+        pytest.skip("moto[server] is not installed")
+    import boto3
+
+    port = _free_port()
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID="admin",
+        AWS_SECRET_ACCESS_KEY="admin-secret",
+        INITIAL_NO_AUTH_ACTION_COUNT="2",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        _wait_for(port, proc)
+        url = f"http://127.0.0.1:{port}"
+        iam = boto3.client(
+            "iam",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="admin",
+            aws_secret_access_key="admin-secret",
+        )
+        iam.create_user(UserName="butler")
+        key_id = iam.create_access_key(UserName="butler")["AccessKey"]["AccessKeyId"]
+        yield url, key_id
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
