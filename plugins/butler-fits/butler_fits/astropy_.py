@@ -243,13 +243,61 @@ def write_hdulist(hdul: fits.HDUList, location: ButlerLocation, *, checksum: boo
 def record_type(header: fits.Header, obj: Any) -> None:
     """Record ``obj``'s concrete class in ``header`` (keyword ``BUTLTYPE``)."""
     cls = type(obj)
-    header[KW_TYPE] = (f"{cls.__module__}.{cls.__qualname__}", "python type written by butler")
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    # A comment on a long (CONTINUE) string would be truncated with a warning.
+    header[KW_TYPE] = (name, "python type written by butler") if len(name) < 36 else name
 
 
 def recorded_type(header: Mapping[str, Any] | fits.Header) -> str | None:
     """The python type recorded by `record_type`, if any."""
     value = header.get(KW_TYPE)
     return str(value) if value else None
+
+
+_LINE, _MORE = "|", "+"  # first chunk of a YAML line / continuation of the line above
+_END = "$"  # closes every card, so trailing spaces (which FITS strips) survive
+_CHUNK = 70
+
+
+def put_yaml_block(header: fits.Header, marker: str, value: Any) -> None:
+    """Store ``value`` as YAML in COMMENT cards between ``--BEGIN-<marker>--`` and END.
+
+    astropy's safe YAML dialect is used (Quantity, numpy scalars, ordered dicts; no code on
+    load). Each card holds ``|`` + up to 70 characters starting a YAML line, or ``+`` and
+    the continuation of the previous one, so any line length round-trips exactly.
+    """
+    from astropy.io.misc import yaml
+
+    text = yaml.dump(value)
+    header.add_comment(f"--BEGIN-{marker}--")
+    for line in text.splitlines():
+        chunks = [line[i : i + _CHUNK] for i in range(0, len(line), _CHUNK)] or [""]
+        header.add_comment(f"{_LINE}{chunks[0]}{_END}")
+        for chunk in chunks[1:]:
+            header.add_comment(f"{_MORE}{chunk}{_END}")
+    header.add_comment(f"--END-{marker}--")
+
+
+def get_yaml_block(header: fits.Header, marker: str) -> tuple[bool, Any]:
+    """Return ``(found, value)`` for a block written by `put_yaml_block`."""
+    if "COMMENT" not in header:
+        return False, None
+    comments = [str(c) for c in header["COMMENT"]]
+    try:
+        start = comments.index(f"--BEGIN-{marker}--")
+        end = comments.index(f"--END-{marker}--", start)
+    except ValueError:
+        return False, None
+    lines: list[str] = []
+    for card in comments[start + 1 : end]:
+        body = card[1:-1] if card.endswith(_END) else card[1:]
+        if card.startswith(_MORE) and lines:
+            lines[-1] += body
+        else:
+            lines.append(body)
+    from astropy.io.misc import yaml
+
+    return True, yaml.load("\n".join(lines))
 
 
 def strip_butler_keywords(header: fits.Header) -> fits.Header:
