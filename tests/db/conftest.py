@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("butler_db", reason="butler-db is not installed")
 
-import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 BACKENDS = ["sqlite", "postgresql", "mysql"]
 

@@ -6,6 +6,7 @@ large range at once), so a 1 GiB dataset needs no 1 GiB query parameter or resul
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
 from typing import Any
@@ -176,10 +177,8 @@ class ChunkReader(io.RawIOBase):
     def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            try:
+            with contextlib.suppress(Exception):
                 conn.rollback()  # read-only snapshot: nothing to commit
-            except Exception:
-                pass
             conn.close()
         self._cached = b""
         super().close()

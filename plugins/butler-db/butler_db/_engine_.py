@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from butler import DatasetExistsError, StorageError
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
-
-from butler import DatasetExistsError, StorageError
 
 __all__ = ["SQLITE_BUSY_TIMEOUT", "create_engine", "normalise_url", "safe_url", "translate"]
 
@@ -40,8 +39,9 @@ def normalise_url(root: str, password: str | None = None) -> URL:
     """
     try:
         url = make_url(root)
-    except exc.ArgumentError as e:
-        raise StorageError(f"invalid database URL {_strip_secret(root)!r}: {e}") from None
+    except (exc.ArgumentError, ValueError) as e:
+        reason = str(e).replace(root, _strip_secret(root))
+        raise StorageError(f"invalid database URL {_strip_secret(root)!r}: {reason}") from None
     if url.drivername in DEFAULT_DRIVERS:
         url = url.set(drivername=DEFAULT_DRIVERS[url.drivername])
     if password is not None:
@@ -69,7 +69,7 @@ def _strip_secret(text: str) -> str:
     scheme, sep, rest = text.partition("://")
     if not sep or "@" not in rest:
         return text
-    creds, at, host = rest.rpartition("@")
+    creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else text
 

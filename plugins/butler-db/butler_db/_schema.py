@@ -13,16 +13,22 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import secrets
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 __all__ = [
+    "DROP_AFTER_COMMIT",
     "SCHEMA_VERSION",
     "chunks",
     "datasets",
+    "drop_table",
+    "drop_table_now",
     "key_hash",
     "metadata",
+    "new_table_name",
     "repository",
 ]
 
@@ -80,3 +86,44 @@ chunks = sa.Table(
 def key_hash(key: str) -> str:
     """The unique, fixed-width index value of a storage key."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+#: ``Connection.info`` key listing tables to drop once the transaction has committed.
+DROP_AFTER_COMMIT = "butler_drop_after_commit"
+
+#: Prefix of every table holding a dataset.
+TABLE_PREFIX = "bt_"
+
+_UNSAFE = re.compile(r"[^a-z0-9_]+")
+
+
+def new_table_name(key: str) -> str:
+    """A fresh, safe table name for the dataset at ``key`` (``bt_<sanitised key>_<random>``).
+
+    At most 55 characters: within PostgreSQL's (63) and MySQL's (64) identifier limits.
+    """
+    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
+    clean = _UNSAFE.sub("_", stem.lower()).strip("_")[:40].rstrip("_")
+    return f"{TABLE_PREFIX}{clean or 'dataset'}_{secrets.token_hex(5)}"
+
+
+def _transactional_ddl(conn: sa.Connection) -> bool:
+    return conn.dialect.name not in ("mysql", "mariadb")
+
+
+def drop_table(conn: sa.Connection, name: str) -> None:
+    """Drop a dataset's table as part of the caller's transaction (after it, on MySQL)."""
+    if _transactional_ddl(conn):
+        drop_table_now(conn, name)
+    else:
+        conn.info.setdefault(DROP_AFTER_COMMIT, []).append(name)
+
+
+def drop_table_now(conn: sa.Connection, name: str) -> None:
+    """``DROP TABLE IF EXISTS`` (auto-committed if no transaction is open)."""
+    table = sa.Table(name, sa.MetaData())
+    if conn.in_transaction():
+        table.drop(conn, checkfirst=True)
+    else:
+        with conn.begin():
+            table.drop(conn, checkfirst=True)

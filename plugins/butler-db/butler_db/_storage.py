@@ -19,15 +19,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
-from sqlalchemy import exc
-
 from butler import DatasetExistsError, FormatError, Storage, StorageError
 from butler._storage import CountingWriter, ProgressCallback, ProgressReader
+from sqlalchemy import exc
 
 from . import _schema as schema
 from ._blob import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter
-from ._tables import DROP_AFTER_COMMIT, drop_table, drop_table_now
 from ._engine_ import create_engine, is_unique_violation, normalise_url, safe_url, translate
+from ._schema import DROP_AFTER_COMMIT, drop_table, drop_table_now
 
 __all__ = ["DatabaseStorage"]
 
@@ -156,19 +155,23 @@ class DatabaseStorage(Storage):
                 if attempt == 2:  # another process creating the same tables: check again
                     raise
                 time.sleep(0.2)
-        with contextlib.suppress(DatasetExistsError):
-            with self._write_transaction("record the schema version of", exists="") as conn:
-                if self._get_value(conn, "schema_version") is None:
-                    conn.execute(
-                        schema.repository.insert(),
-                        {"name": "schema_version", "value": str(schema.SCHEMA_VERSION)},
-                    )
+        with (
+            contextlib.suppress(DatasetExistsError),
+            self._write_transaction("record the schema version of", exists="") as conn,
+        ):
+            if self._get_value(conn, "schema_version") is None:
+                conn.execute(
+                    schema.repository.insert(),
+                    {"name": "schema_version", "value": str(schema.SCHEMA_VERSION)},
+                )
         self._check_schema()
 
     def _check_schema(self) -> bool:
         """True when the repository tables exist; refuses a newer schema version."""
         if self._schema_checked:
             return True
+        if self.backend == "sqlite" and not os.path.exists(self.url.database or ""):
+            return False  # do not create an empty database file just by looking
         with self._read("open") as conn:
             if not sa.inspect(conn).has_table(schema.repository.name):
                 return False
