@@ -71,9 +71,14 @@ def read_array(
     data = h5py_.read_selection(dataset, selection, fields)
     if original is not None and data.dtype != original:
         data = _dtypes.restore(data, original)
-    elif data.dtype.kind == "O" and h5py.check_string_dtype(dataset.dtype) is not None:
+    elif original is None and _variable_length_text(dataset, fields):
         data = _dtypes.decode_strings(data)  # variable-length strings written by others
     return data
+
+
+def _variable_length_text(dataset: h5py.Dataset, fields: Any) -> bool:
+    info = None if fields is not None else h5py.check_string_dtype(dataset.dtype)
+    return info is not None and info.length is None
 
 
 def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:

@@ -127,6 +127,8 @@ def decode_dtype(text: str | bytes) -> np.dtype[Any]:
 
 def decode_strings(data: np.ndarray) -> np.ndarray:
     """A unicode array from an object array of UTF-8 ``bytes`` (HDF5 variable-length text)."""
+    if data.dtype.kind == "S":
+        return np.char.decode(data, "utf-8")
     if data.size == 0:
         return np.zeros(data.shape, dtype="U1")
     flat = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in data.flat]

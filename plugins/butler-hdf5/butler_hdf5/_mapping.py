@@ -162,9 +162,9 @@ def _read_dataset(dataset: h5py.Dataset) -> Any:
     if dataset.shape is None:
         return None  # an empty (null) dataspace written by another program
     data = _arrays.read_array(dataset)
+    if kind is None and data.ndim == 0 and data.dtype.kind == "U":
+        return str(data[()])  # scalar text written by another program
     if kind == "numpy" or (kind is None and data.ndim == 0):
-        if data.dtype.kind == "O" and isinstance(data[()], bytes):
-            return data[()].decode("utf-8")  # foreign scalar text
         return data[()]
     return data
 

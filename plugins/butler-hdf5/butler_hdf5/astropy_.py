@@ -6,7 +6,8 @@ descriptions and mixin columns (``Quantity``, ``Time``...) are kept in the compa
 ``<path>.__table_column_meta__``. This module is registered for the dotted name
 ``astropy.table.Table``, so it is active only where astropy is installed (and imported).
 
-Text columns come back as unicode (``str``) columns.
+Text columns come back as unicode (``str``) columns, byte-string columns too (astropy stores
+both as UTF-8 bytes), and numeric columns in native byte order (astropy's writer converts).
 """
 
 from __future__ import annotations
@@ -62,8 +63,29 @@ def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, 
         cls = location.read_type(None if recorded is None else str(recorded))
         group_path, _, name = path.rpartition("/")
         group = f[group_path] if group_path else f
-        table = Table.read(group, format="hdf5", path=name, character_as_bytes=False)
+        table = Table.read(group, format="hdf5", path=name)
+    _bytes_to_text(table)
     return table if type(table) is cls else cls(table, copy=False)
+
+
+def _bytes_to_text(table: Any) -> None:
+    """Decode the UTF-8 byte-string columns astropy's writer made of text columns.
+
+    ``character_as_bytes=False`` would do it, but fails on tables with mixin columns
+    (``Time`` has no ``dtype``), so only plain columns are converted, keeping their info.
+    """
+    from astropy.table import Column, Table
+
+    names = [
+        name
+        for name in table.colnames
+        if isinstance(table[name], Column) and table[name].dtype.kind == "S"
+    ]
+    if names:
+        text = Table([table[name] for name in names], copy=False)
+        text.convert_bytestring_to_unicode()
+        for name in names:
+            table[name] = text[name]
 
 
 def read(location: ButlerLocation, **serializer_args: Any) -> Any:
