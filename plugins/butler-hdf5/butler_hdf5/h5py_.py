@@ -114,8 +114,7 @@ def _s3_file(
         "cache_blocks": params.get("cache_blocks", cache_blocks),
     }
     options = {k: v for k, v in options.items() if v is not None}
-    accepted = inspect.signature(storage.open).parameters
-    if all(name in accepted for name in options):
+    if _accepts(storage.open, options):
         # butler-s3's own open(): its block cache, or any fsspec cache by name.
         return storage.open(location.key, progress=location.progress, **options)
     fs = getattr(storage, "fs", None)
@@ -132,6 +131,14 @@ def _s3_file(
         )
     except FileNotFoundError:
         raise storage.not_found(location.key) from None
+
+
+def _accepts(function: Any, names: Mapping[str, Any]) -> bool:
+    """True when ``function`` takes every keyword in ``names``."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return True
+    return all(name in parameters for name in names)
 
 
 @contextlib.contextmanager
