@@ -13,6 +13,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from astropy.io import fits
 
+from ._checks import check_signature, hdu_key
+
 if TYPE_CHECKING:
     from butler import ButlerLocation
 
@@ -33,18 +35,6 @@ KW_TYPE = "BUTLTYPE"
 #: Keywords butler adds for its own bookkeeping (removed from headers handed back).
 BUTLER_KEYWORDS = ("BUTLTYPE", "BUTLDTYP", "BUTLSHAP", "BUTLCOLS")
 
-_SIGNATURES = (b"SIMPLE  =", b"\x1f\x8b", b"BZh")  # FITS, gzip- and bzip2-compressed FITS
-
-
-def check_signature(head: bytes, location: ButlerLocation) -> None:
-    """Raise `FormatError` unless ``head`` starts like a (possibly compressed) FITS file."""
-    if not head:
-        raise location.format_error("is empty, not a FITS file")
-    if not head.startswith(_SIGNATURES):
-        raise location.format_error(
-            f"is not a FITS file: it starts with {head[:16]!r}, not 'SIMPLE  ='"
-        )
-
 
 class FitsSource:
     """An open FITS file plus what the checks need: its size and where it came from.
@@ -62,12 +52,29 @@ class FitsSource:
     """
 
     def __init__(
-        self, hdul: fits.HDUList, size: int, location: ButlerLocation, compressed: bool
+        self,
+        hdul: fits.HDUList,
+        size: int,
+        location: ButlerLocation,
+        compressed: bool,
+        file: str | IO[bytes],
     ) -> None:
         self.hdul = hdul
         self.size = size
         self.location = location
         self.compressed = compressed
+        #: What astropy opened (a local path or a seekable file object), for readers such
+        #: as astropy's CCDData reader that open the file themselves.
+        self.file = file
+
+    def check_all(self, checksum: bool = False) -> list[Any]:
+        """Load every header; check every HDU is complete (and its checksums). Returns them."""
+        hdus = list(self.hdul)
+        for hdu in hdus:
+            self.check_complete(hdu)
+        if checksum:
+            verify_hdus(hdus, self.location)
+        return hdus
 
     def hdu(self, default: Callable[[fits.HDUList], Any] | None = None) -> Any:
         """The HDU named by ``hdu`` (parameters or additional data), else ``default(hdul)``."""
@@ -87,17 +94,6 @@ class FitsSource:
                 f"is truncated: HDU {_hdu_label(hdu)} needs {end} bytes but the file has "
                 f"only {self.size}"
             )
-
-
-def hdu_key(location: ButlerLocation) -> Any:
-    """The HDU asked for: ``parameters["hdu"]``, else ``additional_data["hdu"]``, else None.
-
-    An index, an EXTNAME, or an ``[EXTNAME, EXTVER]`` pair (lists from YAML become tuples).
-    """
-    key = location.parameters.get("hdu", location.additional_data.get("hdu"))
-    if isinstance(key, list):
-        key = tuple(key)
-    return key
 
 
 def _hdu_label(hdu: Any) -> str:
@@ -183,7 +179,7 @@ def open_source(
                 size = f.seek(0, 2)
             check_signature(head, location)
             with fits.open(local, mode="readonly", memmap=memmap, lazy_load_hdus=True) as hdul:
-                yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"))
+                yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"), local)
         return
     with location.open_read() as f:
         yield from _open_fileobj(f, location)
@@ -195,7 +191,7 @@ def _open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource
     size = f.seek(0, 2)
     f.seek(0)
     with fits.open(f, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
-        yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"))
+        yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"), f)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,61 @@
+"""`astropy.io.fits.HDUList` ↔ the FITS file itself, written as is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from astropy.io import fits
+
+from .astropy_ import FitsSource, check_args, open_source, write_hdulist
+
+if TYPE_CHECKING:
+    from butler import ButlerLocation
+
+__all__ = ["read", "read_posix", "read_s3", "write"]
+
+
+def write(
+    obj: fits.HDUList,
+    location: ButlerLocation,
+    *,
+    checksum: bool = False,
+    compress: str | None = None,
+    compress_args: Mapping[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    """Write every HDU as is (headers verified first; ``checksum`` adds CHECKSUM/DATASUM).
+
+    Compressed images are written as the `~astropy.io.fits.CompImageHDU` they are.
+    """
+    check_args(location, checksum, compress, compress_args, images=False)
+    write_hdulist(obj, location, checksum=checksum)
+
+
+def read_hdulist(source: FitsSource, location: ButlerLocation, *, checksum: bool) -> fits.HDUList:
+    """Load every HDU with its data into memory and return them as a new `HDUList`."""
+    cls = location.read_type()
+    hdus = source.check_all(checksum)
+    for hdu in hdus:
+        _ = hdu.data  # load now: the file is closed when we return
+    return cls(hdus)  # type: ignore[no-any-return]
+
+
+def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> fits.HDUList:
+    """Read the whole file through a file object (any storage)."""
+    with open_source(location) as source:
+        return read_hdulist(source, location, checksum=checksum)
+
+
+def read_posix(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> fits.HDUList:
+    """Read the whole file by path (astropy reads each data array with one call)."""
+    with open_source(location, path=True) as source:
+        return read_hdulist(source, location, checksum=checksum)
+
+
+def read_s3(location: ButlerLocation, *, checksum: bool = False, **args: Any) -> fits.HDUList:
+    """Read the whole file from S3 through fsspec."""
+    from ._s3 import open_s3
+
+    with open_s3(location, **args) as source:
+        return read_hdulist(source, location, checksum=checksum)
