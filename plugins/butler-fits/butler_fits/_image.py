@@ -204,7 +204,9 @@ def read_array(
     section = _section(location)
     cls = location.read_type(recorded_type(header))
     if section is None:
-        data = hdu.data
+        data = None if checksum else _read_raw(source, hdu)
+        if data is None:
+            data = hdu.data
         if checksum:
             verify_hdus([hdu], location)
     elif KW_SHAPE in header or hdu.header.get("NAXIS", 0) == 0:
@@ -220,6 +222,42 @@ def read_array(
         mask = _read_mask(source, location, section, checksum and section is None)
         return np.ma.MaskedArray(array, mask=mask)
     return array if type(array) is cls else array.view(cls)
+
+
+_BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+def _read_raw(source: FitsSource, hdu: Any) -> np.ndarray[Any, Any] | None:
+    """Read an unscaled image from a file object straight into its array, or None.
+
+    astropy reads file objects (not paths) into a bytes object and then copies it into
+    an array: twice the image in memory. ``readinto`` fills the array itself instead
+    (on S3: one ranged GET streamed into it).
+    """
+    header = hdu.header
+    if isinstance(source.file, str) or source.compressed or isinstance(hdu, fits.CompImageHDU):
+        return None
+    if header.get("BSCALE", 1) != 1 or header.get("BZERO", 0) != 0 or "BLANK" in header:
+        return None
+    naxis = header.get("NAXIS", 0)
+    dtype = _BITPIX.get(header.get("BITPIX"))
+    info = hdu.fileinfo()
+    if not naxis or dtype is None or info is None:
+        return None
+    shape = tuple(int(header[f"NAXIS{i}"]) for i in range(naxis, 0, -1))
+    array = np.empty(shape, dtype=dtype)
+    view = memoryview(array).cast("B")
+    f = source.file
+    f.seek(int(info["datLoc"]))
+    done = 0
+    while done < len(view):
+        got = f.readinto(view[done:])
+        if not got:
+            raise source.location.format_error(
+                f"is truncated: the image data stops after {done} of {len(view)} bytes"
+            )
+        done += got
+    return array
 
 
 def _read_mask(
