@@ -143,7 +143,7 @@ def test_append_upsert_overwrite(db_root: str) -> None:
     up = Table({"id": [2, 5, 5], "v": [20.0, 50.0, 55.0], "s": ["C", "F", "G"]})
     b.put(up, "cat", visit=1, parameters={"mode": "upsert", "key": ["id"]})
     out = b.get("cat", visit=1)
-    assert sorted(zip(out["id"].tolist(), out["v"].tolist(), out["s"].tolist())) == [
+    assert sorted(zip(out["id"].tolist(), out["v"].tolist(), out["s"].tolist(), strict=True)) == [
         (0, 1.0, "a"),
         (1, 2.0, "b"),
         (2, 20.0, "C"),

@@ -142,7 +142,7 @@ def _array_columns(array: np.ndarray) -> tuple[list[Col], dict[str, Any]]:
     masks = np.ma.getmaskarray(array) if isinstance(array, np.ma.MaskedArray) else None
     data = np.ma.getdata(array)
     cols = [
-        _from_array(name, data[name], None if masks is None else masks[name])
+        _from_array(name, data[name], None if masks is None else masks[name])  # type: ignore[call-overload]
         for name in array.dtype.names
     ]
     return cols, {}
@@ -224,7 +224,7 @@ def _to_array(cls: type, cols: list[Col]) -> Any:
         for col in cols:
             if col.mask is not None:
                 mask[col.name] = col.mask
-        return np.ma.MaskedArray(array, mask=mask).view(cls)
+        return np.ma.MaskedArray(array, mask=mask).view(cls)  # type: ignore[arg-type]
     nulls = [c.name for c in cols if c.mask is not None and c.mask.any()]
     if nulls:
         raise TypeError(

@@ -50,7 +50,7 @@ repository = sa.Table(
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", LongText, nullable=False),
-    **MYSQL_TABLE_ARGS,
+    mysql_charset="utf8mb4",
 )
 
 datasets = sa.Table(
@@ -70,7 +70,7 @@ datasets = sa.Table(
     sa.Column("blob_id", sa.String(32)),
     sa.Column("chunk_size", sa.Integer),
     sa.Column("table_name", sa.String(64)),
-    **MYSQL_TABLE_ARGS,
+    mysql_charset="utf8mb4",
 )
 
 chunks = sa.Table(
@@ -79,7 +79,7 @@ chunks = sa.Table(
     sa.Column("blob_id", sa.String(32), primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("data", Blob, nullable=False),
-    **MYSQL_TABLE_ARGS,
+    mysql_charset="utf8mb4",
 )
 
 

@@ -65,8 +65,8 @@ def write(obj: Any, location: ButlerLocation, **_: Any) -> None:
             raise location.format_error(f"upsert key columns {missing} are not in {names}")
     elif key_columns is not None:
         raise location.format_error("'key' is only meaningful with mode 'upsert'")
-    meta = location.write_metadata()
-    for _ in range(3):
+    meta: dict[str, Any] = location.write_metadata()
+    for _attempt in range(3):
         if mode in ("append", "upsert") and _merge(storage, location, cols, mode, key_columns):
             return
         try:

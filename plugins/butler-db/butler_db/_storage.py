@@ -242,7 +242,7 @@ class DatabaseStorage(Storage):
     def table_name(self, key: str) -> str | None:
         """The SQL table holding a ``sql-table`` dataset (``None`` for blob datasets)."""
         with self._read("look up", key) as conn:
-            return self._require(conn, key).table_name  # type: ignore[no-any-return]
+            return self._require(conn, key).table_name
 
     def list(self, prefix: str = "") -> Iterator[str]:
         query = sa.select(schema.datasets.c.key).order_by(schema.datasets.c.key)
@@ -274,14 +274,14 @@ class DatabaseStorage(Storage):
                     )
                 first = b""
                 if row.size:
-                    first = conn.execute(
+                    chunk = conn.execute(
                         sa.select(schema.chunks.c.data).where(
                             schema.chunks.c.blob_id == row.blob_id, schema.chunks.c.seq == 0
                         )
                     ).scalar()
-                    if first is None:
+                    if chunk is None:
                         raise StorageError(f"the bytes of {self.uri(key)!r} are missing")
-                    first = bytes(first)
+                    first = bytes(chunk)
         except BaseException:
             conn.close()
             raise
@@ -293,7 +293,7 @@ class DatabaseStorage(Storage):
             reader = ChunkReader(conn, row.blob_id, int(row.size), row.chunk_size, first, on_error)
         if progress is None:
             return reader  # type: ignore[return-value]
-        return ProgressReader(reader, int(row.size), progress)  # type: ignore[return-value]
+        return ProgressReader(reader, int(row.size), progress)  # type: ignore[arg-type,return-value]
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -310,7 +310,7 @@ class DatabaseStorage(Storage):
         blob_id = secrets.token_hex(16)
         with self._write_transaction("write", key) as conn:
             raw = ChunkWriter(conn, blob_id, self.chunk_size)
-            writer = CountingWriter(raw, checksum=checksum, progress=progress)
+            writer = CountingWriter(raw, checksum=checksum, progress=progress)  # type: ignore[arg-type]
             yield writer  # type: ignore[misc]
             raw.finish()
             meta = dict(metadata or {})

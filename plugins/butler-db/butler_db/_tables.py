@@ -126,8 +126,8 @@ def insert_rows(conn: sa.Connection, table: sa.Table, cols: list[Col]) -> int:
         else:
             for start in range(0, n, BATCH_ROWS):
                 lists = _python_lists(cols, start, min(n, start + BATCH_ROWS), dialect)
-                rows = [dict(zip(names, r, strict=True)) for r in zip(*lists, strict=True)]
-                conn.execute(table.insert(), rows)
+                dicts = [dict(zip(names, r, strict=True)) for r in zip(*lists, strict=True)]
+                conn.execute(table.insert(), dicts)
     finally:
         cursor.close()
     return n
