@@ -6,6 +6,7 @@ checks, checksum verification and atomic writes behave the same for every python
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import gzip
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -190,8 +191,12 @@ def _open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource
     check_signature(head, location)
     size = f.seek(0, 2)
     f.seek(0)
+    compressed = not head.startswith(b"SIMPLE")
+    if compressed:  # astropy only sniffs compression on paths: decompress as we read
+        opener = gzip.GzipFile if head.startswith(b"\x1f\x8b") else bz2.BZ2File
+        f = opener(fileobj=f, mode="rb") if opener is gzip.GzipFile else opener(f, mode="rb")
     with fits.open(f, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
-        yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"), f)
+        yield FitsSource(hdul, size, location, compressed, f)
 
 
 @contextlib.contextmanager
@@ -249,6 +254,9 @@ def recorded_type(header: Mapping[str, Any] | fits.Header) -> str | None:
     value = header.get(KW_TYPE)
     return str(value) if value else None
 
+
+#: Tile compressions astropy writes (`~astropy.io.fits.CompImageHDU`).
+COMPRESSIONS = ("RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1", "NOCOMPRESS")
 
 _LINE, _MORE = "|", "+"  # first chunk of a YAML line / continuation of the line above
 _END = "$"  # closes every card, so trailing spaces (which FITS strips) survive
@@ -309,6 +317,10 @@ def check_args(
     """Validate serializer arguments shared by every FITS serializer."""
     if not isinstance(checksum, bool):
         raise location.format_error(f"serializer argument checksum={checksum!r} is not a bool")
+    if compress is not None and compress not in COMPRESSIONS:
+        raise location.format_error(
+            f"serializer argument compress={compress!r} is not one of {list(COMPRESSIONS)}"
+        )
     if compress is not None and not images:
         raise location.format_error(
             f"serializer argument compress={compress!r} applies to images only "
