@@ -52,7 +52,7 @@ _MIB = 2**20
 def _as_progress(progress: Any) -> ProgressCallback | None:
     """Accept ``progress(done, total)`` callables and `fsspec.callbacks.Callback` objects."""
     if progress is None or not hasattr(progress, "absolute_update"):
-        return progress  # type: ignore[no-any-return]
+        return progress
     callback = progress
 
     def adapter(done: int, total: int | None) -> None:
@@ -225,7 +225,7 @@ class S3Storage(Storage):
     def _head(self, key: str, action: str = "read") -> dict[str, Any]:
         with self._translated(action, key):
             try:
-                return self._call("head_object", Bucket=self.bucket, Key=self.object_key(key))  # type: ignore[no-any-return]
+                return self._call("head_object", Bucket=self.bucket, Key=self.object_key(key))
             except FileNotFoundError:
                 raise self.not_found(key) from None
 
@@ -331,7 +331,7 @@ class S3Storage(Storage):
                     size=size,
                 )
             if progress is None:
-                return f  # type: ignore[no-any-return]
+                return f
             return ProgressReader(f, size, progress)  # type: ignore[return-value]
         return S3ReadFile(  # type: ignore[return-value]
             self.fs,
@@ -402,10 +402,10 @@ class S3Storage(Storage):
         """
         self.object_key(key)  # validate before the serializer does any work
         with tempfile.SpooledTemporaryFile(max_size=self.spool_size, dir=self.tmpdir) as spool:
-            writer = CountingWriter(spool, checksum=checksum)  # type: ignore[arg-type]
+            writer = CountingWriter(spool, checksum=checksum)
             yield writer  # type: ignore[misc]
             meta = _full_metadata(metadata, writer.size, writer.sha256)
-            self._commit(key, spool, writer.size, meta, overwrite, progress)  # type: ignore[arg-type]
+            self._commit(key, spool, writer.size, meta, overwrite, progress)
 
     @contextlib.contextmanager
     def atomic_local_path(

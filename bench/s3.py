@@ -1,0 +1,178 @@
+"""Benchmark butler's s3 storage against raw s3fs, on a moto server started here.
+
+Run ``python bench/s3.py [--size-mib 256] [--repeat 2]``. Prints:
+
+* put / get of one ``--size-mib`` array through butler (``npy`` dataset) against
+  ``fs.pipe`` / ``fs.cat`` of the same bytes (ratio = raw time / butler time; 1.0 means
+  butler costs nothing extra);
+* GET requests and bytes fetched for partial reads through ``S3Storage.open`` against a
+  default ``s3fs`` file object. moto rebuilds the whole object for every ranged GET, so
+  only requests and bytes are meaningful there, not time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+KEY, SECRET = "bench-key", "bench-secret"
+MIB = 2**20
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto server did not start")
+
+
+def best(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+class GetCounter:
+    """Counts GET requests and the bytes their responses carried, on one S3FileSystem."""
+
+    def __init__(self, fs: Any) -> None:
+        self.requests = 0
+        self.bytes = 0
+        original = fs._call_s3
+
+        async def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+            out = await original(method, *args, **kwargs)
+            if method == "get_object":
+                self.requests += 1
+                self.bytes += int(out.get("ContentLength", 0))
+            return out
+
+        fs._call_s3 = counting
+
+    def reset(self) -> None:
+        self.requests = self.bytes = 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    import boto3
+    import numpy as np
+    import s3fs
+    from butler import Butler
+
+    proc, endpoint = start_moto()
+    try:
+        os.environ.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET)
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket="bench"
+        )
+        options = {"endpoint_url": endpoint, "key": KEY, "secret": SECRET}
+        config = {
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
+        }
+        fs = s3fs.S3FileSystem(**options, config_kwargs=config, skip_instance_cache=True)
+
+        n = args.size_mib * MIB // 8
+        array = np.random.default_rng(1).standard_normal(n)
+        raw = array.tobytes()
+        butler = Butler.create("s3://bench/repo", **options)
+        butler.register_dataset_type("a", "numpy.ndarray", "npy", dimensions={"i": int})
+
+        print(f"object: {args.size_mib} MiB, moto server at {endpoint}, best of {args.repeat}")
+        t_pipe = best(lambda: fs.pipe_file("bench/raw.bin", raw), args.repeat)
+        t_put = best(lambda: butler.put(array, "a", i=1, overwrite=True), args.repeat)
+        t_cat = best(lambda: fs.cat_file("bench/raw.bin"), args.repeat)
+        got: list[Any] = []
+        t_get = best(lambda: got.append(butler.get("a", i=1)), args.repeat)
+        assert np.array_equal(got[-1], array)
+        rate = args.size_mib / 1
+        print(f"{'':20s} {'raw s3fs':>10s} {'butler':>10s} {'ratio':>7s}")
+        print(f"{'put (pipe)':20s} {t_pipe:9.2f}s {t_put:9.2f}s {t_pipe / t_put:7.2f}")
+        print(f"{'get (cat)':20s} {t_cat:9.2f}s {t_get:9.2f}s {t_cat / t_get:7.2f}")
+        print(
+            f"{'MiB/s':20s} {rate / t_pipe:9.0f}  {rate / t_put:9.0f}   (put)\n"
+            f"{'MiB/s':20s} {rate / t_cat:9.0f}  {rate / t_get:9.0f}   (get)"
+        )
+
+        # -- partial reads: requests and bytes, not time ------------------------------
+        storage = butler.storage
+        key = "a/1.npy"
+        size = storage.size(key)
+        ours = GetCounter(storage.fs)
+        theirs = GetCounter(fs)
+        path = storage.full_path(key)
+        rng = random.Random(0)
+        offsets = [rng.randrange(0, size - 4096) for _ in range(100)]
+        scenarios: list[tuple[str, Callable[[Any], None]]] = [
+            ("100 random 4 KiB reads", lambda f: [_read_at(f, o, 4096) for o in offsets]),
+            ("one 1 MiB read at 50%", lambda f: _read_at(f, size // 2, MIB)),
+            (
+                "header + 64 KiB at 75%",
+                lambda f: (_read_at(f, 0, 128), _read_at(f, 3 * size // 4, 65536)),
+            ),
+            ("whole object, 256 KiB reads", lambda f: _read_all(f, 256 * 1024)),
+        ]
+        print(f"\npartial reads of the {args.size_mib} MiB object (GET requests / MiB fetched)")
+        print(f"{'':30s} {'s3fs default':>18s} {'S3Storage.open':>18s}")
+        for name, scenario in scenarios:
+            theirs.reset()
+            with fs.open(path, "rb") as f:
+                scenario(f)
+            ours.reset()
+            with storage.open(key) as f:
+                scenario(f)
+                fetched = f.bytes_fetched
+            print(
+                f"{name:30s} {theirs.requests:7d} / {theirs.bytes / MIB:7.1f} "
+                f"{ours.requests:7d} / {fetched / MIB:7.1f}"
+            )
+        butler.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        tempfile.tempdir = None
+
+
+def _read_at(f: Any, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return f.read(n)  # type: ignore[no-any-return]
+
+
+def _read_all(f: Any, chunk: int) -> None:
+    while f.read(chunk):
+        pass
+
+
+if __name__ == "__main__":
+    main()
