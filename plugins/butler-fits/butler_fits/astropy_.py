@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from astropy.io import fits
+from butler import FormatError
 
 from ._checks import check_signature, hdu_key
 
@@ -73,13 +74,37 @@ class FitsSource:
         hdus = list(self.hdul)
         for hdu in hdus:
             self.check_complete(hdu)
+        self.check_trailing()
         if checksum:
             verify_hdus(hdus, self.location)
         return hdus
 
     def hdu(self, default: Callable[[fits.HDUList], Any] | None = None) -> Any:
         """The HDU named by ``hdu`` (parameters or additional data), else ``default(hdul)``."""
-        return select_hdu(self.hdul, self.location, default)
+        try:
+            return select_hdu(self.hdul, self.location, default)
+        except FormatError:
+            self.check_trailing()  # a truncated header hides the HDUs after it
+            raise
+
+    def check_trailing(self) -> None:
+        """Raise `FormatError` if bytes follow the last readable HDU.
+
+        astropy stops (with a warning) at a header it cannot parse, so a file truncated
+        inside a header looks like a shorter, valid file; the leftover bytes give it away.
+        """
+        if self.compressed:
+            return
+        hdus = list(self.hdul)
+        info = getattr(hdus[-1], "_bintable", hdus[-1]).fileinfo() if hdus else None
+        if info is None:
+            return
+        end = int(info["datLoc"]) + int(info["datSpan"])
+        if end < self.size:
+            raise self.location.format_error(
+                f"is truncated or corrupt: {self.size - end} bytes after HDU {len(hdus) - 1} "
+                f"are not a valid HDU (no END card)"
+            )
 
     def check_complete(self, hdu: Any) -> None:
         """Raise `FormatError` if the file is shorter than ``hdu``'s header says it is."""
@@ -99,7 +124,7 @@ class FitsSource:
 
 def _hdu_label(hdu: Any) -> str:
     name = getattr(hdu, "name", "")
-    return repr(name) if name else "PRIMARY"
+    return repr(name) if name and name != "PRIMARY" else "PRIMARY"
 
 
 def select_hdu(
