@@ -50,7 +50,7 @@ ATTR_KIND = "butler.kind"
 ATTR_DTYPE = "butler.numpy_dtype"
 
 #: Default range-request size for reads through S3 (chosen with ``bench/hdf5.py``).
-DEFAULT_S3_BLOCK_SIZE = 1024 * 1024
+DEFAULT_S3_BLOCK_SIZE = 256 * 1024
 #: fsspec cache used when a storage exposes only ``fs``: HDF5 revisits its metadata blocks.
 DEFAULT_S3_CACHE_TYPE = "blockcache"
 
