@@ -1,0 +1,44 @@
+"""Conformance kit for plugin authors: test any serializer on every available storage.
+
+Subclass `SerializerConformance` in your plugin's test-suite::
+
+    from butler.testing import SerializerConformance
+
+    class TestCsv(SerializerConformance):
+        format = "csv"
+        python_type = "builtins.dict"
+        heavy_modules = ("csv", "butler_csv._io")
+
+        def make_objects(self):
+            return [{"a": [1, 2], "b": ["x", "y"]}]
+
+pytest then runs round trips, subclass preservation, corrupt input, atomic writes under
+injected failures and lazy discovery, on ``posix`` and ``memory`` and, when their plugins
+are installed, ``s3`` (against a moto server the kit starts) and ``database`` (SQLite).
+
+This package needs pytest; ``import butler`` never imports it.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from ._conformance import SerializerConformance
+from ._faults import CORRUPTIONS, InjectedFault, corrupt, failing_writes
+from ._lazy import imported_after_discovery
+from ._storages import STORAGES, RepositoryFactory, moto_endpoint, unavailable_reason
+from ._subclass import derive_subclass
+
+__all__ = [
+    "CORRUPTIONS",
+    "STORAGES",
+    "InjectedFault",
+    "RepositoryFactory",
+    "SerializerConformance",
+    "corrupt",
+    "derive_subclass",
+    "failing_writes",
+    "imported_after_discovery",
+    "moto_endpoint",
+    "unavailable_reason",
+]
