@@ -112,6 +112,39 @@ def _clean(directory: str) -> None:
                 os.unlink(os.path.join(dirpath, name))
 
 
+def _fixed_overhead(directory: str, calls: int = 50) -> None:
+    """Per-call cost of butler over h5py, independent of disk bandwidth (tiny arrays)."""
+    import h5py
+    import numpy as np
+    from butler import Butler
+
+    butler = Butler(os.path.join(directory, "repo"), durable=False)
+    small = np.zeros(16)
+    path = os.path.join(directory, "small.h5")
+    butler.put(small, "arr", i=-1, overwrite=True)
+    timings = {}
+    start = time.perf_counter()
+    for _ in range(calls):
+        with h5py.File(path, "w") as f:
+            f.create_dataset("data", data=small)
+    timings["raw put"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(calls):
+        butler.put(small, "arr", i=-1, overwrite=True)
+    timings["butler put"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(calls):
+        with h5py.File(path, "r") as f:
+            f["data"][()]
+    timings["raw get"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(calls):
+        butler.get("arr", i=-1)
+    timings["butler get"] = time.perf_counter() - start
+    text = ", ".join(f"{k} {1000 * v / calls:.2f} ms" for k, v in timings.items())
+    print(f"per call, 16-element array, no fsync: {text}")
+
+
 def bench_local(size_mib: int, repeat: int) -> None:
     from butler import Butler
 
@@ -136,6 +169,7 @@ def bench_local(size_mib: int, repeat: int) -> None:
             best[case] = r = min(runs, key=lambda x: x["seconds"])
             rss = max(x["peak_rss_mib"] for x in runs)
             print(f"{case:<28}{r['seconds']:>9.3f}{size_mib / r['seconds']:>9.0f}{rss:>14.0f}")
+        _fixed_overhead(directory)
         for op in ("put", "put-nofsync", "get"):
             raw = best[f"raw-{op}"]["seconds"]
             ours = best[f"butler-{op}"]["seconds"]

@@ -142,3 +142,54 @@ def test_generic_reader_and_file_content(s3_repo: Butler) -> None:
     with h5py.File(io.BytesIO(data), "r") as f:
         assert f["data"].compression == "gzip" and f["data"].chunks == (50,)
         assert np.array_equal(f["data"][()], values)
+
+
+class _FsOnlyStorage:
+    """An S3 storage whose ``open()`` takes no read options: the reader uses ``fs`` itself."""
+
+    type_name = "s3"
+    has_local_paths = False
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.fs = real.fs
+        self.full_path = real.full_path
+        self.opened: list[Any] = []
+        real_open = self.fs.open
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            f = real_open(*args, **kwargs)
+            self.opened.append((kwargs, f))
+            return f
+
+        self.fs = type("SpyFS", (), {"open": staticmethod(spy)})()
+
+    def open(self, key: str, mode: str = "rb", *, progress: Any = None) -> Any:
+        return self.real.open(key, mode, progress=progress)
+
+    def uri(self, key: str = "") -> str:
+        return str(self.real.uri(key))
+
+    def not_found(self, key: str) -> Exception:
+        return self.real.not_found(key)  # type: ignore[no-any-return]
+
+
+def test_reader_falls_back_to_the_storage_filesystem(s3_repo: Butler) -> None:
+    from butler import ButlerLocation
+    from butler_hdf5 import _arrays
+
+    s3_repo.register_dataset_type("arr", "numpy.ndarray", "hdf5", dimensions={"i": int})
+    values = np.arange(10_000, dtype="i8")
+    s3_repo.put(values, "arr", i=1)
+    storage = _FsOnlyStorage(s3_repo.storage)
+    location = ButlerLocation(
+        locations=[s3_repo.location("arr", i=1).key],
+        storage=storage,  # type: ignore[arg-type]
+        format="hdf5",
+        python_type="numpy.ndarray",
+        dataset_type="arr",
+        parameters={"slice": slice(100, 110)},
+    )
+    assert np.array_equal(_arrays.read_s3(location, cache_type="readahead"), values[100:110])
+    kwargs, _ = storage.opened[-1]
+    assert kwargs == {"block_size": 256 * 1024, "cache_type": "readahead"}

@@ -123,7 +123,7 @@ def _s3_file(
         return location.open_read()
     cache = options.get("cache_type", DEFAULT_S3_CACHE_TYPE)
     try:
-        return fs.open(  # type: ignore[no-any-return]
+        return fs.open(
             full_path(location.key),
             "rb",
             block_size=options["block_size"],
