@@ -142,3 +142,25 @@ def test_format_descriptor_identifies_fits(repo: Butler) -> None:
     assert registry.identify_format("anything", buffer.getvalue()[:80]) == "fits"
     assert registry.identify_format("x.fits.gz") == "fits"
     assert not descriptor.matches_bytes(b"\x89HDF\r\n\x1a\n")
+
+
+def test_checksum_of_compressed_images(repo: Butler, tools) -> None:
+    repo.register_dataset_type(
+        "packed",
+        "numpy.ndarray",
+        "fits",
+        "packed.fits",
+        serializer_args={"checksum": True, "compress": "GZIP_2"},
+    )
+    image = np.arange(4000, dtype=">i2").reshape(40, 100)
+    repo.put(image, "packed")
+    np.testing.assert_array_equal(repo.get("packed"), image)
+    raw = tools.read_bytes(repo, "packed")
+    with fits.open(io.BytesIO(raw), disable_image_compression=True) as hdul:
+        assert hdul[1].verify_checksum() == 1 and hdul[1].verify_datasum() == 1
+        offset = int(hdul[1].fileinfo()["datLoc"]) + 5
+    corrupt = bytearray(raw)
+    corrupt[offset] ^= 0x04
+    tools.replace(repo, "packed", bytes(corrupt))
+    with pytest.raises(FormatError, match=r"dataset 'packed'.*COMPRESSED_IMAGE.*corrupt"):
+        repo.get("packed")

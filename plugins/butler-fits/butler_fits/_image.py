@@ -204,11 +204,11 @@ def read_array(
     section = _section(location)
     cls = location.read_type(recorded_type(header))
     if section is None:
+        if checksum:  # first: decompressing an image alters its table's in-memory data
+            verify_hdus([hdu], location)
         data = None if checksum else _read_raw(source, hdu)
         if data is None:
             data = hdu.data
-        if checksum:
-            verify_hdus([hdu], location)
     elif KW_SHAPE in header or hdu.header.get("NAXIS", 0) == 0:
         data = hdu.data  # empty or scalar: nothing worth cutting out
     else:
