@@ -13,6 +13,7 @@ from ._errors import (
     DatasetNotFoundError,
     DatasetTypeError,
     InvalidDataIdError,
+    NoSerializerError,
     StorageError,
 )
 from ._location import ButlerLocation
@@ -225,12 +226,15 @@ class Butler:
             Unknown format (naming the distribution that provides it).
         """
         validate_dataset_type_name(name)
-        descriptor = self.registry.format(format)
-        dims = normalise_dimensions(dimensions)
-        if template is None:
-            fields = [f"{{{d}:d}}" if k == "int" else f"{{{d}}}" for d, k in dims.items()]
-            template = "/".join([name, *fields]) + descriptor.extension
-        fields_in_template = validate_template(template)
+        try:
+            descriptor = self.registry.format(format)
+            dims = normalise_dimensions(dimensions)
+            if template is None:
+                fields = [f"{{{d}:d}}" if k == "int" else f"{{{d}}}" for d, k in dims.items()]
+                template = "/".join([name, *fields]) + descriptor.extension
+            fields_in_template = validate_template(template)
+        except (DatasetTypeError, NoSerializerError) as exc:  # say which dataset type
+            raise type(exc)(f"dataset type {name!r}: {exc}") from None
         if dimensions is None:
             dims = template_dimensions(template)
         elif set(dims) != set(fields_in_template):

@@ -166,7 +166,12 @@ class Storage:
         if not self.exists(POLICY_KEY):
             return None
         with self.open(POLICY_KEY) as f:
-            data = yaml.safe_load(f)
+            try:
+                data = yaml.safe_load(f)
+            except yaml.YAMLError as exc:  # e.g. a !!python/object tag: never constructed
+                raise FormatError(
+                    f"repository policy {self.uri(POLICY_KEY)!r} is not valid YAML: {exc}"
+                ) from None
         if not isinstance(data, dict):
             raise FormatError(f"repository policy {self.uri(POLICY_KEY)!r} is not a mapping")
         return data
