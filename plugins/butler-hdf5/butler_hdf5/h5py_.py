@@ -72,9 +72,13 @@ _COMPRESSIONS = ("gzip", "lzf", "szip")
 
 
 def _open_file(location: ButlerLocation, target: str | BinaryIO) -> h5py.File:
-    """``h5py.File(target, "r")``, a non-HDF5 or truncated file becoming a `FormatError`."""
+    """``h5py.File(target, "r")``, a non-HDF5 or truncated file becoming a `FormatError`.
+
+    HDF5 file locking is off: committed datasets never change in place (writes go to a
+    new file renamed over the old one), and locks fail on some network file systems.
+    """
     try:
-        return h5py.File(target, "r")
+        return h5py.File(target, "r", locking=False)
     except OSError as exc:
         if exc.errno is not None:
             raise  # a real I/O failure: the location turns it into a StorageError
