@@ -1,0 +1,39 @@
+"""Entry-point module of butler-csv (``[project.entry-points.butler] csv = ...``).
+
+It only returns declarations. The serializer is named by ``"module:function"`` strings, so
+plugin discovery (which runs on the first `butler.default_registry()`) imports nothing else.
+"""
+
+from __future__ import annotations
+
+import butler
+
+DISTRIBUTION = "butler-csv"
+
+
+@butler.hookimpl
+def butler_formats() -> list[butler.FormatDescriptor]:
+    return [
+        butler.FormatDescriptor(
+            "csv",
+            (".csv",),
+            description="Dict of columns as CSV with a typed header (name:int,...)",
+            distribution=DISTRIBUTION,
+            python_type="builtins.dict",  # what 'butler convert x.csv ...' reads a file as
+        )
+    ]
+
+
+@butler.hookimpl
+def butler_serializers() -> list[butler.Serializer]:
+    # "*": the serializer only uses the location's file objects, so any storage works.
+    return [
+        butler.Serializer(
+            "builtins.dict",
+            "*",
+            "csv",
+            "butler_csv._csv:write",
+            "butler_csv._csv:read",
+            distribution=DISTRIBUTION,
+        )
+    ]
