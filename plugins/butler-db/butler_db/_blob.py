@@ -38,6 +38,8 @@ class ChunkWriter(io.RawIOBase):
     def __init__(self, conn: sa.Connection, blob_id: str, chunk_size: int) -> None:
         super().__init__()
         self._conn = conn
+        # SQLite and psycopg bind buffers directly: whole chunks need no copy.
+        self._zero_copy = conn.dialect.name in ("sqlite", "postgresql")
         self._blob_id = blob_id
         self._chunk_size = chunk_size
         self._buffer = bytearray()
@@ -60,14 +62,15 @@ class ChunkWriter(io.RawIOBase):
                 self._insert(bytes(self._buffer))
                 self._buffer.clear()
         while n - start >= size:  # whole chunks straight from the caller's buffer
-            self._insert(bytes(view[start : start + size]))
+            piece = view[start : start + size]
+            self._insert(piece if self._zero_copy else bytes(piece))
             start += size
         if start < n:
             self._buffer += view[start:]
         self.size += n
         return n
 
-    def _insert(self, data: bytes) -> None:
+    def _insert(self, data: bytes | memoryview) -> None:
         self._conn.execute(
             chunks.insert(), {"blob_id": self._blob_id, "seq": self._seq, "data": data}
         )
@@ -168,7 +171,12 @@ class ChunkReader(io.RawIOBase):
         if first_seq == last_seq:
             data = self._chunk(first_seq)[offset : offset + n]
         else:
-            parts = self._chunks(first_seq, last_seq)
+            parts: list[bytes] = []
+            seq = first_seq
+            if seq == self._cached_seq and self._cached:  # reuse the chunk in hand
+                parts.append(self._cached)
+                seq += 1
+            parts += self._chunks(seq, last_seq)
             parts[0] = parts[0][offset:]
             data = b"".join(parts)[:n]
         self._pos += len(data)
