@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ._errors import ButlerError
+from ._errors import ButlerError, DatasetExistsError
 
 #: Transfers smaller than this get no progress bar.
 PROGRESS_THRESHOLD = 4 * 1024 * 1024
@@ -67,8 +67,11 @@ def _progress(label: str, total: int | None) -> Iterator[Any]:
     except ImportError:
         yield None
         return
+    from rich.console import Console
+
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, transient=True) as bar:
+    # On stderr: stdout carries the command's output (possibly --json).
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=total)
 
         def update(done: int, size: int | None) -> None:
@@ -83,11 +86,14 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ButlerError as exc:
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors (exit 2), ctx.exit(), Ctrl-C: click reports them
+        except Exception as exc:
             if ctx.params.get("debug"):
                 raise
             message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-            click.echo(f"butler: error: {type(exc).__name__}: {message}", err=True)
+            hint = "" if isinstance(exc, ButlerError) else " (--debug shows the traceback)"
+            click.echo(f"butler: error: {type(exc).__name__}: {message}{hint}", err=True)
             ctx.exit(1)
 
 
@@ -100,6 +106,7 @@ def main(debug: bool, json_output: bool) -> None:
     \b
     Examples:
       butler init ./repo
+      butler define ./repo calexp --type numpy.ndarray --format fits -d visit=int -d ccd=int
       butler put ./repo calexp image.fits --id visit=1 --id ccd=2
       butler get ./repo calexp --id visit=1 --id ccd=2 -o out.fits
       butler ls ./repo calexp
@@ -148,6 +155,47 @@ def init(ctx: click.Context, root: str, checksum: bool, allow_pickle: bool, opti
     )
     _emit(ctx, {"root": b.storage.uri(), "storage": b.storage.type_name},
           f"created {b.storage.type_name} repository {b.storage.uri()}")  # fmt: skip
+
+
+@main.command()
+@click.argument("root")
+@click.argument("name")
+@click.option("--type", "python_type", required=True, help="Python type (dotted name).")
+@click.option("--format", "file_format", required=True, help="Format of the datasets.")
+@click.option("--template", help="Key template (default: NAME/{dim1}/{dim2}.<ext>).")
+@click.option(
+    "--dimension", "-d", "dimensions", multiple=True, metavar="NAME[=int|str]",
+    help="Data ID key, 'str' unless '=int' (repeatable; default: from --template).",
+)  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace a different existing definition.")
+@_option
+@click.pass_context
+def define(
+    ctx: click.Context, root: str, name: str, python_type: str, file_format: str,
+    template: str | None, dimensions: tuple[str, ...], overwrite: bool, options: Any,
+) -> None:  # fmt: skip
+    """Define (or check) the dataset type NAME in the repository at ROOT.
+
+    \b
+    Examples:
+      butler define ./repo calexp --type numpy.ndarray --format fits -d visit=int -d ccd=int
+      butler define ./repo calexp --type numpy.ndarray --format npy \\
+          --template "calexp/{visit:06d}/{ccd}.npy"
+    """
+    dims: dict[str, str] | None = None
+    if dimensions:
+        dims = {}
+        for item in dimensions:
+            key, _, kind = item.partition("=")
+            if kind not in ("", "int", "str") or not key:
+                raise click.BadParameter(f"{item!r} is not NAME, NAME=int or NAME=str",
+                                         param_hint="--dimension")  # fmt: skip
+            dims[key] = kind or "str"
+    b = _butler(root, options)
+    dt = b.register_dataset_type(
+        name, python_type, file_format, template, dimensions=dims, overwrite=overwrite
+    )
+    _emit(ctx, dt.to_dict(), f"dataset type {name}: {dt.python_type}, {dt.format}, {dt.template}")
 
 
 @main.command(name="plugins")
@@ -304,8 +352,11 @@ def put(
     dt = b.dataset_type(dataset_type)
     obj = read_file(file, format=file_format, python_type=dt.python_type, registry=b.registry)
     with _progress(f"put {dataset_type}", _file_size(file)) as progress:
-        loc = b.put(obj, dataset_type, _parse_pairs(ids, "--id"), overwrite=overwrite,
-                    progress=progress)  # fmt: skip
+        try:
+            loc = b.put(obj, dataset_type, _parse_pairs(ids, "--id"), overwrite=overwrite,
+                        progress=progress)  # fmt: skip
+        except DatasetExistsError as exc:
+            raise DatasetExistsError(str(exc).replace("overwrite=True", "--overwrite")) from exc
     _emit(ctx, {"dataset_type": dataset_type, "data_id": dict(loc.data_id), "uri": loc.uri},
           f"stored {loc.describe()}")  # fmt: skip
 
@@ -315,16 +366,20 @@ def put(
 @click.argument("dataset_type")
 @_ids
 @click.option("-o", "--output", required=True, help="File to write (format from its name).")
+@click.option("--format", "file_format", help="Format of the output (default: from its name).")
 @_option
 @click.pass_context
 def get(
-    ctx: click.Context, root: str, dataset_type: str, ids: Any, output: str, options: Any
-) -> None:
+    ctx: click.Context, root: str, dataset_type: str, ids: Any, output: str,
+    file_format: str | None, options: Any,
+) -> None:  # fmt: skip
     """Read a dataset and write it to a file, in the format implied by the file name.
 
     \b
-    Example:
+    Examples:
       butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.fits
+      butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.h5
+      butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.dat --format npy
     """
     from ._files import write_file
 
@@ -334,7 +389,7 @@ def get(
     total = b.storage.size(key) if b.storage.exists(key) else None
     with _progress(f"get {dataset_type}", total) as progress:
         obj = b.get(dataset_type, data_id, progress=progress)
-    write_file(obj, output, registry=b.registry)
+    write_file(obj, output, format=file_format, registry=b.registry)
     _emit(ctx, {"output": output}, f"wrote {output}")
 
 
@@ -380,6 +435,39 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
         ctx.exit(1)
 
 
+def _read_standalone(
+    uri: str, file_format: str | None, python_type: str | None, registry: Any = None
+) -> Any:
+    """Read a file; without ``--type``, as the type butler recorded when it wrote the file.
+
+    The recorded type is used only when a serializer of the file's format is registered for
+    it, so a file's metadata can never make butler import an arbitrary module.
+    """
+    from ._files import file_location
+
+    location = file_location(uri, format=file_format, python_type=python_type, registry=registry)
+    if python_type is None:
+        recorded = location.storage.metadata(location.key).get("python_type")
+        known = {
+            s.python_type for s in location._registry().serializers.values()
+            if s.format == location.format
+        }  # fmt: skip
+        if recorded in known:
+            location.python_type = recorded
+        else:
+            from ._errors import NoSerializerError
+            from ._types import import_type
+
+            try:
+                location.serializer(import_type(location.python_type))
+            except NoSerializerError:
+                raise NoSerializerError(
+                    f"cannot tell what type to read {uri!r} ({location.format}) as; pass "
+                    f"--type with one of: {', '.join(sorted(known)) or 'none registered'}"
+                ) from None
+    return location.read()
+
+
 @main.command()
 @click.argument("src")
 @click.argument("dst")
@@ -398,9 +486,9 @@ def convert(
       butler convert image.fits image.npy
       butler convert s3://bucket/img.fits ./img.h5
     """
-    from ._files import read_file, write_file
+    from ._files import write_file
 
-    obj = read_file(src, format=src_format, python_type=python_type)
+    obj = _read_standalone(src, src_format, python_type)
     write_file(obj, dst, format=dst_format)
     _emit(ctx, {"src": src, "dst": dst}, f"converted {src} -> {dst}")
 
