@@ -97,8 +97,11 @@ class ProgressReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
         if n:
-            self._done += n
-            self._progress(self._done, self.total)
+            # Progress is the furthest byte reached: re-reads after a seek do not count twice.
+            end = self.raw.tell() if self.raw.seekable() else self._done + n
+            if end > self._done:
+                self._done = end
+                self._progress(self._done, self.total)
         return n or 0
 
     def seek(self, offset: int, whence: int = 0) -> int:
