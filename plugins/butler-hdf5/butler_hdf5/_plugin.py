@@ -34,6 +34,8 @@ def butler_formats() -> list[butler.FormatDescriptor]:
             magic=HDF5_MAGIC,
             description="HDF5 via h5py (arrays, nested dicts, astropy tables)",
             url="https://docs.h5py.org",
+            # Files written by other programs are trees of groups: read them as nested dicts.
+            python_type="builtins.dict",
         )
     ]
 
