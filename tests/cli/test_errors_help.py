@@ -1,0 +1,100 @@
+"""One-line errors (tracebacks only with --debug) and examples in every command's help."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import butler
+import pytest
+from butler._cli import main
+from click.testing import Result
+
+Cli = Callable[..., Result]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["ls", "{tmp}/none"], "StorageError: no butler repository at '{tmp}/none'"),
+        (["ls", "{repo}", "nope"], "DatasetTypeError: unknown dataset type 'nope'"),
+        (["ls", "{repo}", "img", "--id", "ccd=1"], "InvalidDataIdError: unknown data ID keys"),
+        (["init", "gopher://x/y"], "StorageError: "),
+        (["rm", "{repo}", "img", "--id", "visit=../x"], "InvalidDataIdError: "),
+        (["convert", "{tmp}/a.json", "{tmp}/b.unknown"], "DatasetNotFoundError: no dataset at"),
+    ],
+)
+def test_errors_are_one_line(
+    cli: Cli, repo: Path, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    args = [a.format(tmp=tmp_path, repo=repo) for a in args]
+    result = cli(*args)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("butler: error: " + expected.format(tmp=tmp_path, repo=repo))
+    assert "Traceback" not in result.stderr
+
+
+def test_multi_line_messages_are_joined(cli: Cli, repo: Path, tmp_path: Path) -> None:
+    source = tmp_path / "a.json"
+    source.write_text('{"a": 1}')
+    result = cli("convert", source, tmp_path / "a.npy")  # NoSerializerError lists a table
+    assert result.exit_code == 1
+    assert result.stderr.startswith("butler: error: NoSerializerError: No serializer for type "
+                                    "'builtins.dict' in format 'npy'")  # fmt: skip
+    assert result.stderr.count("\n") == 1 and " | json " in result.stderr
+
+
+def test_unexpected_exceptions_are_one_line_too(
+    cli: Cli, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(butler.Butler, "verify", broken)
+    result = cli("verify", repo)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "butler: error: ZeroDivisionError: division by zero (--debug shows the traceback)\n"
+    )
+
+
+def test_debug_raises_the_exception(cli: Cli, tmp_path: Path) -> None:
+    result = cli("--debug", "ls", tmp_path / "none")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, butler.StorageError)
+    assert "no butler repository" in str(result.exception)
+
+
+def test_usage_errors_are_clicks(cli: Cli) -> None:
+    result = cli("get", "./repo", "img")
+    assert result.exit_code == 2
+    assert "Missing option '-o' / '--output'" in result.stderr
+
+
+COMMANDS = sorted(main.commands)
+
+
+def test_commands_are_all_covered() -> None:
+    assert (
+        sorted(["convert", "define", "get", "info", "init", "ls", "plugins", "put", "rm", "verify"])
+        == COMMANDS
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_an_example(cli: Cli, command: str) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.stdout
+    assert f"  butler {command} " in result.stdout or f"  butler {command}\n" in result.stdout
+
+
+def test_main_help(cli: Cli) -> None:
+    result = cli("-h")
+    assert result.exit_code == 0
+    assert "Examples:" in result.stdout and "--json" in result.stdout
+    for command in COMMANDS:
+        assert f"  {command} " in result.stdout
