@@ -78,6 +78,15 @@ def file_location(
                 first = f.read(64)
         format = reg.identify_format(key, first)
     descriptor = reg.format(format)
+    stored: dict[str, Any] = {}
+    if not writing:
+        stored = storage.metadata(key)  # butler-written files carry their type; others: {}
+    if python_type is None:
+        # A recorded type is trusted only if a serializer of this format is registered for
+        # it: data never chooses what gets imported.
+        recorded = stored.get("python_type")
+        registered = {s.python_type for s in reg.serializers.values() if s.format == format}
+        python_type = recorded if recorded in registered else descriptor.python_type
     return ButlerLocation(
         locations=[key],
         storage=storage,
@@ -90,7 +99,7 @@ def file_location(
         overwrite=True,
         allow_pickle=allow_pickle,
         progress=progress,
-        stored={},
+        stored=stored,
     )
 
 

@@ -260,3 +260,14 @@ def test_wrong_python_type_for_dataset_type(repo: Butler) -> None:
     repo.register_dataset_type("c", IsrConfig, "config", dimensions=["n"])
     with pytest.raises(DatasetTypeError, match=r"'builtins.dict'.*'c'.*IsrConfig"):
         repo.put({"a": 1}, "c", n="x")
+
+
+def test_read_file_uses_recorded_type_and_default(tmp_path: Path) -> None:
+    import butler
+
+    butler.write_file([1, 2], str(tmp_path / "x.json"))
+    assert butler.read_file(str(tmp_path / "x.json")) == [1, 2]  # recorded builtins.list
+    (tmp_path / "foreign.json").write_text('{"a": 1}')
+    assert butler.read_file(str(tmp_path / "foreign.json")) == {"a": 1}  # format default
+    butler.write_file(np.arange(3), str(tmp_path / "a.npy"))
+    np.testing.assert_array_equal(butler.read_file(str(tmp_path / "a.npy")), np.arange(3))
