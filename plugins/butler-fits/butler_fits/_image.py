@@ -10,6 +10,7 @@ Masked arrays get their mask in a ``MASK`` image extension.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -206,7 +207,8 @@ def read_array(
     if section is None:
         if checksum:  # first: decompressing an image alters its table's in-memory data
             verify_hdus([hdu], location)
-        data = None if checksum else _read_raw(source, hdu)
+        target = storage_view(np.dtype(header[KW_DTYPE]))[0] if KW_DTYPE in header else None
+        data = _read_raw(source, hdu, target)
         if data is None:
             data = hdu.data
     elif KW_SHAPE in header or hdu.header.get("NAXIS", 0) == 0:
@@ -225,38 +227,57 @@ def read_array(
 
 
 _BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+#: Read whole images in pieces this large, byte-swapping each while it is still in cache.
+_CHUNK = 2**20
 
 
-def _read_raw(source: FitsSource, hdu: Any) -> np.ndarray[Any, Any] | None:
-    """Read an unscaled image from a file object straight into its array, or None.
+def _read_raw(
+    source: FitsSource, hdu: Any, target: np.dtype[Any] | None
+) -> np.ndarray[Any, Any] | None:
+    """Read an unscaled, uncompressed image straight into its final array, or None.
 
-    astropy reads file objects (not paths) into a bytes object and then copies it into
-    an array: twice the image in memory. ``readinto`` fills the array itself instead
-    (on S3: one ranged GET streamed into it).
+    astropy reads a file object into a bytes object and copies it into an array (twice
+    the image in memory), and leaves the data big-endian, so a native array costs another
+    pass. Here ``readinto`` fills the array piece by piece (on S3: one ranged GET streamed
+    into it) and each piece is byte-swapped to ``target``'s order while still in cache.
     """
     header = hdu.header
-    if isinstance(source.file, str) or source.compressed or isinstance(hdu, fits.CompImageHDU):
+    if source.compressed or isinstance(hdu, fits.CompImageHDU):
         return None
     if header.get("BSCALE", 1) != 1 or header.get("BZERO", 0) != 0 or "BLANK" in header:
         return None
     naxis = header.get("NAXIS", 0)
-    dtype = _BITPIX.get(header.get("BITPIX"))
+    stored = _BITPIX.get(header.get("BITPIX"))
     info = hdu.fileinfo()
-    if not naxis or dtype is None or info is None:
+    if not naxis or stored is None or info is None:
         return None
     shape = tuple(int(header[f"NAXIS{i}"]) for i in range(naxis, 0, -1))
-    array = np.empty(shape, dtype=dtype)
-    view = memoryview(array).cast("B")
-    f = source.file
-    f.seek(int(info["datLoc"]))
-    done = 0
-    while done < len(view):
-        got = f.readinto(view[done:])
-        if not got:
-            raise source.location.format_error(
-                f"is truncated: the image data stops after {done} of {len(view)} bytes"
-            )
-        done += got
+    raw = np.dtype(stored)
+    out = raw
+    if target is not None and (target.kind, target.itemsize) == (raw.kind, raw.itemsize):
+        out = target
+    swap = out.itemsize > 1 and out.newbyteorder("S") == raw and out != raw
+    array = np.empty(shape, dtype=out)
+    flat = array.reshape(-1)
+    view = memoryview(flat).cast("B")
+    step = max(_CHUNK // out.itemsize, 1) * out.itemsize
+    with contextlib.ExitStack() as stack:
+        f = source.file
+        if isinstance(f, str):
+            f = stack.enter_context(open(f, "rb", buffering=0))
+        f.seek(int(info["datLoc"]))
+        for begin in range(0, len(view), step):
+            end = min(begin + step, len(view))
+            done = begin
+            while done < end:
+                got = f.readinto(view[done:end])
+                if not got:
+                    raise source.location.format_error(
+                        f"is truncated: the image data stops after {done} of {len(view)} bytes"
+                    )
+                done += got
+            if swap:
+                flat[begin // out.itemsize : end // out.itemsize].byteswap(inplace=True)
     return array
 
 
