@@ -60,9 +60,7 @@ def _current_kib() -> int:
 
 def child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
     """One measured operation in this (fresh) process."""
-    import numpy as np
     from astropy.io import fits
-
     from butler import Butler
 
     # Every put writes a new file (replacing a big file costs its deletion, in both cases).
@@ -105,13 +103,13 @@ def child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
     assert image is not None and image.size * 4 >= size_mib * MIB * 0.99
     assert float(image[0, 5]) == 5.0
     assert "put" in op or op == "raw-get" or image.dtype.isnative
-    del np
     return {"op": op, "seconds": elapsed, "base_kib": base, "peak_kib": _peak_kib()}
 
 
 def run_child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", op, "--workdir", workdir]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", op, "--workdir", workdir, "--size-mib", str(size_mib)],
+        [*command, "--size-mib", str(size_mib)],
         capture_output=True,
         text=True,
         check=True,
@@ -207,7 +205,6 @@ def s3(size_mib: int) -> None:
         print("\nS3: skipped (butler-s3 or moto is not installed)")
         return
     import boto3
-
     from butler import Butler
 
     with moto_server() as endpoint:

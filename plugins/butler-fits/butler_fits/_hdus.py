@@ -38,7 +38,7 @@ def read_hdulist(source: FitsSource, location: ButlerLocation, *, checksum: bool
     hdus = source.check_all(checksum)
     for hdu in hdus:
         _ = hdu.data  # load now: the file is closed when we return
-    return cls(hdus)  # type: ignore[no-any-return]
+    return cls(hdus)
 
 
 def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> fits.HDUList:

@@ -60,6 +60,5 @@ def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> fits.
         cls = location.read_type(recorded_type(header))
         found, cards = get_yaml_block(header, MARKER)
         if found:
-            return cls.fromstring("".join(cards))  # type: ignore[no-any-return]
-        result = cls(strip_butler_keywords(header.copy()))
-        return result  # type: ignore[no-any-return]
+            return cls.fromstring("".join(cards))  # type: ignore[attr-defined]
+        return cls(strip_butler_keywords(header.copy()))

@@ -259,10 +259,10 @@ def _read_raw(
     swap = out.itemsize > 1 and out.newbyteorder("S") == raw and out != raw
     array = np.empty(shape, dtype=out)
     flat = array.reshape(-1)
-    view = memoryview(flat).cast("B")
+    view = memoryview(flat).cast("B")  # type: ignore[arg-type]
     step = max(_CHUNK // out.itemsize, 1) * out.itemsize
     with contextlib.ExitStack() as stack:
-        f = source.file
+        f: Any = source.file
         if isinstance(f, str):
             f = stack.enter_context(open(f, "rb", buffering=0))
         f.seek(int(info["datLoc"]))

@@ -59,7 +59,7 @@ class FitsSource:
         size: int,
         location: ButlerLocation,
         compressed: bool,
-        file: str | IO[bytes],
+        file: Any,
     ) -> None:
         self.hdul = hdul
         self.size = size
@@ -218,10 +218,15 @@ def _open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource
     f.seek(0)
     compressed = not head.startswith(b"SIMPLE")
     if compressed:  # astropy only sniffs compression on paths: decompress as we read
-        opener = gzip.GzipFile if head.startswith(b"\x1f\x8b") else bz2.BZ2File
-        f = opener(fileobj=f, mode="rb") if opener is gzip.GzipFile else opener(f, mode="rb")
-    with fits.open(f, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
-        yield FitsSource(hdul, size, location, compressed, f)
+        stream: Any = (
+            gzip.GzipFile(fileobj=f, mode="rb")
+            if head.startswith(b"\x1f\x8b")
+            else bz2.BZ2File(f, mode="rb")
+        )
+    else:
+        stream = f
+    with fits.open(stream, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+        yield FitsSource(hdul, size, location, compressed, stream)
 
 
 @contextlib.contextmanager
@@ -239,7 +244,7 @@ class _Stream:
 
     closed = False
 
-    def __init__(self, f: IO[bytes]) -> None:
+    def __init__(self, f: Any) -> None:
         self._f = f
 
     def write(self, data: Any) -> int:
