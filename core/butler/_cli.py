@@ -436,8 +436,9 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
 
 
 def _read_standalone(
-    uri: str, file_format: str | None, python_type: str | None, registry: Any = None
-) -> Any:
+    uri: str, file_format: str | None, python_type: str | None, registry: Any = None,
+    **storage_options: Any,
+) -> Any:  # fmt: skip
     """Read a file; without ``--type``, as the type butler recorded when it wrote the file.
 
     The recorded type is used only when a serializer of the file's format is registered for
@@ -445,7 +446,9 @@ def _read_standalone(
     """
     from ._files import file_location
 
-    location = file_location(uri, format=file_format, python_type=python_type, registry=registry)
+    location = file_location(
+        uri, format=file_format, python_type=python_type, registry=registry, **storage_options
+    )
     if python_type is None:
         recorded = location.storage.metadata(location.key).get("python_type")
         known = {
@@ -474,22 +477,25 @@ def _read_standalone(
 @click.option("--from", "src_format", help="Format of SRC (default: identified).")
 @click.option("--to", "dst_format", help="Format of DST (default: from its name).")
 @click.option("--type", "python_type", help="Python type to read SRC as (dotted name).")
+@_option
 @click.pass_context
 def convert(
     ctx: click.Context, src: str, dst: str, src_format: str | None, dst_format: str | None,
-    python_type: str | None,
+    python_type: str | None, options: Any,
 ) -> None:  # fmt: skip
     """Convert a file or URI to another format or place.
 
     \b
     Examples:
       butler convert image.fits image.npy
-      butler convert s3://bucket/img.fits ./img.h5
+      butler convert catalog.fits catalog.h5 --type astropy.table.Table
+      butler convert s3://bucket/img.fits ./img.h5 -O endpoint_url=http://127.0.0.1:9000
     """
     from ._files import write_file
 
-    obj = _read_standalone(src, src_format, python_type)
-    write_file(obj, dst, format=dst_format)
+    storage_options = _parse_pairs(options, "--option")
+    obj = _read_standalone(src, src_format, python_type, **storage_options)
+    write_file(obj, dst, format=dst_format, **storage_options)
     _emit(ctx, {"src": src, "dst": dst}, f"converted {src} -> {dst}")
 
 

@@ -44,6 +44,10 @@ def test_s3(cli: Any, cli_json: Any, files: Any, tmp_path: Path) -> None:
     _workflow(cli, cli_json, root, opts, files, tmp_path)
     secret = cli("--json", "info", root, *opts)
     assert options["secret"] not in secret.stdout + secret.stderr
+    remote = f"{root}/loose/image.npy"  # convert to and from a plain S3 key
+    assert cli("convert", files["npy"], remote, *opts).exit_code == 0
+    assert cli("convert", remote, tmp_path / "again.npy", *opts).exit_code == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npy"), np.load(files["npy"]))
 
 
 def test_sqlite(cli: Any, cli_json: Any, files: Any, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ Subclass `SerializerConformance` in your plugin's test-suite::
     class TestCsv(SerializerConformance):
         format = "csv"
         python_type = "builtins.dict"
-        heavy_modules = ("csv", "butler_csv._io")
+        heavy_modules = ("butler_csv._csv",)
 
         def make_objects(self):
             return [{"a": [1, 2], "b": ["x", "y"]}]

@@ -61,7 +61,7 @@ class SerializerConformance:
         class TestCsvTable(SerializerConformance):
             format = "csv"
             python_type = "builtins.dict"
-            heavy_modules = ("csv",)
+            heavy_modules = ("butler_csv._csv",)
 
             def make_objects(self):
                 return [{"a": [1, 2], "b": ["x", "y"]}]
