@@ -59,7 +59,7 @@ def good_read(location: ButlerLocation) -> Blob:
     if len(raw) != 12 + n_name + n_data:
         raise location.format_error(f"{len(raw)} bytes, expected {12 + n_name + n_data}")
     cls = location.read_type()
-    obj = cls.__new__(cls)
+    obj: Blob = object.__new__(cls)
     Blob.__init__(obj, raw[12 : 12 + n_name].decode(), raw[12 + n_name :])
     return obj
 

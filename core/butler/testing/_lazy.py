@@ -49,4 +49,5 @@ def imported_after_discovery(modules: Iterable[str], timeout: float = 60.0) -> d
     )
     if proc.returncode != 0:
         raise AssertionError(f"'import butler' + discovery failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result

@@ -195,7 +195,7 @@ class RepositoryFactory:
         """Every file under a posix repository (temporary ones included); empty otherwise."""
         if self.storage != "posix":
             return set()
-        found = set()
+        found: set[str] = set()
         for directory, _, names in os.walk(butler.storage.root):
             found.update(os.path.join(directory, n) for n in names)
         return found

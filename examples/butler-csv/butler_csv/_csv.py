@@ -37,8 +37,8 @@ def _column_type(name: str, values: Sequence[Any], location: ButlerLocation) -> 
 
 def _check(obj: Any, location: ButlerLocation) -> list[tuple[str, str, Sequence[Any]]]:
     """Validate before writing a byte, so a bad object never costs the previous dataset."""
-    columns = []
-    lengths = {}
+    columns: list[tuple[str, str, Sequence[Any]]] = []
+    lengths: dict[str, int] = {}
     for name, values in obj.items():
         if not isinstance(name, str) or not name:
             raise location.format_error(f"column names must be non-empty strings, not {name!r}")

@@ -86,3 +86,16 @@ def test_discovery_does_not_import_the_serializer() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_cli_converts_csv_to_json(tmp_path: Path) -> None:
+    import json
+
+    from butler._cli import main
+    from click.testing import CliRunner
+
+    source = tmp_path / "t.csv"
+    source.write_text("a:int,b:str\n1,x\n2,y\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["convert", str(source), str(tmp_path / "t.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "t.json").read_text()) == {"a": [1, 2], "b": ["x", "y"]}
