@@ -171,3 +171,51 @@ def posix_debris(root: str) -> list[str]:
     for dirpath, _dirs, files in os.walk(root):
         found += [os.path.join(dirpath, f) for f in files if ".butler-tmp" in f]
     return found
+
+
+# -- worker functions for spawned processes (test_concurrent_access) -------------------------
+
+
+def process_worker(
+    kind: str, root: str, options: dict[str, Any], worker: int, barrier: Any, rounds: int
+) -> dict[str, Any]:
+    """Distinct puts, then ``rounds`` synchronized races for one data ID, then reads.
+
+    Returns what the worker saw: its distinct visits, the race outcomes, the reads checked.
+    """
+    from butler import DatasetExistsError
+
+    outcome: dict[str, Any] = {"worker": worker, "distinct": [], "races": [], "reads": 0}
+    with Butler(root, **options) as b:
+        for i in range(8):
+            visit = worker * 1000 + i
+            value = {"worker": worker, "i": i, "pad": "p" * (worker * 100 + i)}
+            b.put(value, "cfg", visit=visit)
+            assert b.get("cfg", visit=visit) == value
+            outcome["distinct"].append(visit)
+        for r in range(rounds):
+            barrier.wait()
+            try:
+                b.put({"winner": worker, "round": r}, "race", visit=r)
+                outcome["races"].append("won")
+            except DatasetExistsError as exc:
+                assert f"dataset 'race' {{'visit': {r}}}" in str(exc), str(exc)
+                outcome["races"].append("exists")
+        barrier.wait()
+        # Everyone reads everything written so far while worker 0 overwrites arrays.
+        if worker == 0:
+            for gen in range(1, 13):
+                b.put(make_array(gen, 2**18), "snap", visit=0, overwrite=True)
+        else:
+            from butler import StorageError
+
+            while True:
+                try:
+                    gen = check_array(b.get("snap", visit=0), 2**18)
+                except StorageError as exc:  # S3: the object changed while being read
+                    assert "changed while being read" in str(exc), str(exc)
+                    continue
+                outcome["reads"] += 1
+                if gen == 12:
+                    break
+    return outcome
