@@ -191,3 +191,17 @@ def test_table_refuses_compress(repo: Butler) -> None:
     )
     with pytest.raises(FormatError, match=r"dataset 'cat'.*compress='RICE_1' applies to images"):
         repo.put(Table({"a": [1]}), "cat")
+
+
+def test_table_without_columns(tables: Butler) -> None:
+    tables.put(Table(meta={"note": "nothing yet"}), "cat", n=1)
+    got = tables.get("cat", n=1)
+    assert got.colnames == [] and got.meta == {"note": "nothing yet"}
+
+
+def test_unrepresentable_meta_is_refused(tables: Butler) -> None:
+    table = Table({"a": [1]})
+    table.meta["callback"] = object()
+    with pytest.raises(FormatError, match=r"dataset 'cat'.*cannot represent an object"):
+        tables.put(table, "cat", n=1)
+    assert not tables.exists("cat", n=1)
