@@ -210,3 +210,30 @@ def test_common_api_file_and_errors(repo: Butler, tools) -> None:
     with pytest.raises(FormatError, match=r"dataset 'broken'.*RuntimeError: disk full, pretend"):
         repo.put(Broken(np.zeros(1), 0.0), "broken")
     assert not repo.exists("broken")  # nothing partial left behind
+
+
+def test_ccddata_and_common_api_files_are_plain_fits(posix_repo: Butler, tools) -> None:
+    posix_repo.register_dataset_type("ccd", "astropy.nddata.CCDData", "fits", "ccd.fits")
+    posix_repo.register_dataset_type("exp", Exposure, "fits", "exp.fits")
+    data = np.arange(12.0).reshape(3, 4)
+    ccd = CCDData(
+        data,
+        unit="adu",
+        uncertainty=VarianceUncertainty(np.full((3, 4), 4.0)),
+        mask=data > 8,
+        wcs=_wcs(),
+    )
+    posix_repo.put(ccd, "ccd")
+    with fits.open(tools.path(posix_repo, "ccd")) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "MASK", "UNCERT"]
+        assert hdul[0].header["BUNIT"] == "adu"
+        assert hdul[0].header["CTYPE1"] == "RA---TAN"
+        assert hdul[0].header["BUTLTYPE"] == "astropy.nddata.ccddata.CCDData"
+        np.testing.assert_array_equal(hdul[0].data, data)
+        np.testing.assert_array_equal(hdul["MASK"].data.astype(bool), data > 8)
+        np.testing.assert_array_equal(hdul["UNCERT"].data, np.full((3, 4), 4.0))
+        assert hdul["UNCERT"].header["UTYPE"] == "VarianceUncertainty"
+    posix_repo.put(Exposure(data, 2.0), "exp")
+    with fits.open(tools.path(posix_repo, "exp")) as hdul:
+        assert hdul[0].header["EXPTIME"] == 2.0
+        np.testing.assert_array_equal(hdul["DOUBLE"].data, data * 2)
