@@ -36,6 +36,8 @@ def butler_formats() -> list[FormatDescriptor]:
             magic=b"SIMPLE  =",
             description="FITS images, tables, HDU lists, headers and CCDData (astropy)",
             url="https://docs.astropy.org/en/stable/io/fits/",
+            # A FITS file of unknown provenance is read as its primary image.
+            python_type="numpy.ndarray",
         )
     ]
 
