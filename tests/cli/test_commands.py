@@ -67,6 +67,14 @@ def test_put_identifies_format_from_first_bytes(cli: Cli, repo: Path, files: Any
     assert result.stderr.startswith("butler: error: FormatError: cannot identify the format of ")
 
 
+def test_put_with_explicit_format(cli: Cli, repo: Path, files: Any) -> None:
+    text = files["json"].with_name("settings.txt")
+    shutil.copy(files["json"], text)
+    assert cli("put", repo, "cfg", text, "--id", "visit=1", "--id", "band=g").exit_code == 1
+    ok(cli("put", repo, "cfg", text, "--id", "visit=1", "--id", "band=g", "--format", "json"))
+    assert Butler(str(repo)).get("cfg", visit=1, band="g") == {"gain": 1.5, "amps": [1, 2]}
+
+
 def test_put_existing_needs_overwrite(cli: Cli, repo: Path, files: Any) -> None:
     ok(cli("put", repo, "img", files["npy"], "--id", "visit=1"))
     result = cli("put", repo, "img", files["npy"], "--id", "visit=1")
