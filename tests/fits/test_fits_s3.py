@@ -95,7 +95,7 @@ def test_table_on_s3(s3_repo: Butler) -> None:
 
 
 def test_other_types_on_s3(s3_repo: Butler) -> None:
-    from test_fits_objects import Exposure  # the common-API user class
+    from .test_fits_objects import Exposure  # the common-API user class
 
     s3_repo.register_dataset_type("hl", "astropy.io.fits.HDUList", "fits", "hl.fits")
     s3_repo.register_dataset_type("hdr", "astropy.io.fits.Header", "fits", "hdr.fits")

@@ -33,6 +33,22 @@ MIN_PART_SIZE = 5 * 2**20
 MAX_PARTS = 10_000
 
 
+# Striped per-key locks serialising conditional commits made by this process. S3 itself
+# makes If-None-Match atomic, but some S3-compatible servers (moto among them) check and
+# then write without a lock: between threads of one process this guarantees one winner
+# whatever the server does. One set of stripes per event loop (fsspec runs one per process).
+_STRIPES: dict[int, list[asyncio.Lock]] = {}
+_N_STRIPES = 64
+
+
+def _commit_lock(bucket: str, key: str) -> asyncio.Lock:
+    loop_id = id(asyncio.get_running_loop())
+    stripes = _STRIPES.get(loop_id)
+    if stripes is None:
+        stripes = _STRIPES[loop_id] = [asyncio.Lock() for _ in range(_N_STRIPES)]
+    return stripes[hash((bucket, key)) % _N_STRIPES]
+
+
 def part_size_for(size: int, part_size: int) -> int:
     """A part size of at least ``part_size`` (and 5 MiB) keeping ``size`` under 10,000 parts."""
     part = max(part_size, MIN_PART_SIZE)
@@ -64,7 +80,8 @@ async def upload(
     source.seek(0)
     if size <= multipart_threshold:
         body = await asyncio.to_thread(source.read, size)
-        await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=body, **extra, **match)
+        async with _commit_lock(bucket, key) if create else contextlib.nullcontext():
+            await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=body, **extra, **match)
         if progress is not None:
             progress(size, size)
         return
@@ -76,14 +93,15 @@ async def upload(
         parts = await _upload_parts(
             fs, bucket, key, upload_id, source, size, part, max_concurrency, progress
         )
-        await fs._call_s3(
-            "complete_multipart_upload",
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": parts},
-            **match,
-        )
+        async with _commit_lock(bucket, key) if create else contextlib.nullcontext():
+            await fs._call_s3(
+                "complete_multipart_upload",
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **match,
+            )
     except BaseException:
         with contextlib.suppress(Exception):
             await asyncio.shield(
