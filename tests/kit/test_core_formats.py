@@ -34,6 +34,9 @@ class TestConfig(SerializerConformance):
     def make_objects(self) -> list[Any]:
         return [Config({"gain": 1.5, "amps": [1, 2], "name": "c"}), Config({"x": {"y": None}})]
 
+    def make_invalid_objects(self) -> list[Any]:
+        return [Config({"not plain data": object()}), Config({1: "non-string key"})]
+
 
 @dataclass
 class Point:
@@ -50,6 +53,9 @@ class TestJsonDataclassLocal(SerializerConformance):
 
     def make_objects(self) -> list[Any]:
         return [Point(1, 2.5), Point(-3, 0.0)]
+
+    def make_invalid_objects(self) -> list[Any]:
+        return [Point(1, {"a set": {1}})]  # type: ignore[arg-type]
 
 
 class TestNpy(SerializerConformance):

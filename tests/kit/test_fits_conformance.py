@@ -20,6 +20,9 @@ class TestFitsArray(SerializerConformance):
     def make_objects(self) -> list[Any]:
         return [np.arange(12, dtype=">f4").reshape(3, 4), np.zeros((2, 5), ">i2")]
 
+    def make_invalid_objects(self) -> list[Any]:
+        return [np.array([object(), None], dtype=object), np.array(["text"])]
+
     def assert_equal(self, actual: Any, expected: Any) -> None:
         assert actual.dtype == expected.dtype and actual.shape == expected.shape
         np.testing.assert_array_equal(actual, expected)
@@ -35,6 +38,11 @@ class TestFitsTable(SerializerConformance):
         from astropy.table import Table
 
         return [Table({"a": [1, 2, 3], "b": [0.5, 1.5, 2.5], "c": ["x", "yy", "zzz"]})]
+
+    def make_invalid_objects(self) -> list[Any]:
+        from astropy.table import Table
+
+        return [Table({"obj": np.array([object(), {}], dtype=object)})]
 
     def assert_equal(self, actual: Any, expected: Any) -> None:
         assert actual.colnames == expected.colnames

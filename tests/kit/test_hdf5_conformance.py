@@ -20,6 +20,9 @@ class TestHdf5Array(SerializerConformance):
     def make_objects(self) -> list[Any]:
         return [np.arange(12, dtype="f4").reshape(3, 4), np.array([1, 2], "u8")]
 
+    def make_invalid_objects(self) -> list[Any]:
+        return [np.array([object(), None], dtype=object)]
+
     def assert_equal(self, actual: Any, expected: Any) -> None:
         assert actual.dtype == expected.dtype
         np.testing.assert_array_equal(actual, expected)
@@ -33,3 +36,6 @@ class TestHdf5Mapping(SerializerConformance):
 
     def make_objects(self) -> list[Any]:
         return [{"gain": 1.5, "name": "ccd", "nested": {"n": 3}}]
+
+    def make_invalid_objects(self) -> list[Any]:
+        return [{"unstorable": object()}, {"nested": {"deep": {1, 2}}}]
