@@ -9,9 +9,8 @@ import dataclasses
 import sys
 import time
 
-import numpy as np
-
 import butler
+import numpy as np
 
 
 @dataclasses.dataclass
@@ -66,7 +65,7 @@ def main(root: str) -> None:
     print(f"repository      : {b.storage.uri()} ({b.storage.type_name})")
     print(f"formats in use  : {sorted({dt.format for dt in b.dataset_types.values()})}")
     print(
-        f"wrote           : 8 images of 4 MiB, 4 calibrations"
+        "wrote           : 8 images of 4 MiB, 4 calibrations"
         + (", 2 catalogs" if "hdf5" in formats else "")
         + f" in {elapsed:.2f} s"
     )
