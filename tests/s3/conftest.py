@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from importlib.util import find_spec
 from typing import Any
 
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("moto server did not start in time")
 
 
 @pytest.fixture
@@ -72,23 +48,14 @@ def s3_auth_endpoint() -> Iterator[tuple[str, str]]:
     if find_spec("moto") is None or find_spec("flask") is None:
         pytest.skip("moto[server] is not installed")
     import boto3
+    from butler.testing import moto_server
 
-    port = _free_port()
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID="admin",
-        AWS_SECRET_ACCESS_KEY="admin-secret",
-        INITIAL_NO_AUTH_ACTION_COUNT="2",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        _wait_for(port, proc)
-        url = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "admin",
+        "AWS_SECRET_ACCESS_KEY": "admin-secret",
+        "INITIAL_NO_AUTH_ACTION_COUNT": "2",
+    }
+    with moto_server(env) as url:
         iam = boto3.client(
             "iam",
             endpoint_url=url,
@@ -99,9 +66,3 @@ def s3_auth_endpoint() -> Iterator[tuple[str, str]]:
         iam.create_user(UserName="butler")
         key_id = iam.create_access_key(UserName="butler")["AccessKey"]["AccessKeyId"]
         yield url, key_id
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

@@ -26,6 +26,7 @@ from __future__ import annotations
 from ._conformance import SerializerConformance
 from ._faults import CORRUPTIONS, InjectedFault, corrupt, failing_writes
 from ._lazy import imported_after_discovery
+from ._moto import moto_server, start_moto, stop_moto
 from ._storages import STORAGES, RepositoryFactory, moto_endpoint, unavailable_reason
 from ._subclass import derive_subclass
 
@@ -38,6 +39,9 @@ __all__ = [
     "corrupt",
     "derive_subclass",
     "failing_writes",
+    "moto_server",
+    "start_moto",
+    "stop_moto",
     "imported_after_discovery",
     "moto_endpoint",
     "unavailable_reason",

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -24,6 +20,7 @@ from typing import Any
 
 from .._butler import Butler
 from .._registry import Registry
+from ._moto import start_moto, stop_moto
 
 __all__ = ["STORAGES", "RepositoryFactory", "moto_endpoint", "unavailable_reason"]
 
@@ -63,22 +60,10 @@ def unavailable_reason(storage: str) -> str | None:
     return f"the kit does not know storage {storage!r}; it knows {list(STORAGES)}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _stop_moto() -> None:
     proc = _moto.pop("proc", None)
-    if proc is None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    if proc is not None:
+        stop_moto(proc)
 
 
 def moto_endpoint(timeout: float = 30.0) -> tuple[str, dict[str, str]]:
@@ -101,30 +86,9 @@ def moto_endpoint(timeout: float = 30.0) -> tuple[str, dict[str, str]]:
         }
     with _moto_lock:
         if "url" not in _moto:
-            port = _free_port()
-            env = dict(os.environ, AWS_ACCESS_KEY_ID=MOTO_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-            _moto["proc"] = proc
+            env = {"AWS_ACCESS_KEY_ID": MOTO_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_SECRET}
+            _moto["url"], _moto["proc"] = start_moto(env, timeout)
             atexit.register(_stop_moto)
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    _moto.pop("proc", None)
-                    raise RuntimeError(f"moto server exited with status {proc.returncode}")
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        _stop_moto()
-                        raise RuntimeError("moto server did not start in time") from None
-                    time.sleep(0.05)
-            _moto["url"] = f"http://127.0.0.1:{port}"
         url = str(_moto["url"])
     return url, {"endpoint_url": url, "key": MOTO_KEY, "secret": MOTO_SECRET}
 
