@@ -168,11 +168,13 @@ def _is_connect(exc: BaseException) -> bool:
 @contextlib.contextmanager
 def translated(action: str, where: str, secrets: tuple[str | None, ...] = ()) -> Iterator[None]:
     """Context manager re-raising library errors through `translate_error`."""
+    from aiohttp import ClientError as HTTPClientError
     from botocore.exceptions import BotoCoreError
 
     try:
         yield
     except (FileNotFoundError, StorageError, DatasetExistsError):
         raise
-    except (TimeoutError, OSError, BotoCoreError) as exc:
+    # aiohttp errors escape while a response body streams (a connection reset mid-read).
+    except (TimeoutError, OSError, BotoCoreError, HTTPClientError) as exc:
         raise translate_error(exc, action, where, secrets) from exc
