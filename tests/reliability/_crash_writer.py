@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from butler import Butler
 
-from reliability.helpers import make_array
-
 
 def main() -> None:
+    from reliability.helpers import make_array
+
     root, options, n_ids, base = sys.argv[1:5]
     butler = Butler(root, **json.loads(options))
     print("ready", flush=True)
