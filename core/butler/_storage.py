@@ -19,7 +19,7 @@ import yaml
 
 from ._errors import DatasetNotFoundError, FormatError, StorageError
 
-__all__ = ["POLICY_KEY", "ProgressCallback", "Storage"]
+__all__ = ["POLICY_KEY", "ProgressCallback", "RandomAccessReader", "Storage"]
 
 #: ``progress(bytes_done, bytes_total_or_None)``, called as bytes move.
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -114,6 +114,58 @@ class ProgressReader(io.RawIOBase):
         with contextlib.suppress(Exception):
             self.raw.close()
         super().close()
+
+
+class RandomAccessReader(io.RawIOBase):
+    """Base of seekable readers over remote bytes of known ``size`` (S3 objects, database
+    blobs): position bookkeeping and the `io` protocol. Subclasses implement ``readinto``
+    (reading at ``self._pos`` and advancing it) and may override ``read``.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if pos < 0:
+            raise OSError(22, f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        remaining = max(0, self.size - self._pos)
+        n = remaining if size is None or size < 0 else min(size, remaining)
+        if n == 0:
+            return b""
+        buffer = bytearray(n)
+        got = self.readinto(buffer)
+        del buffer[got:]
+        return bytes(buffer)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
 
 
 def file_sha256(path: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("butler_db", reason="butler-db is not installed")
 
-from _helpers import count_rows, race_create, write_many
+from ._helpers import count_rows, race_create, write_many
 from butler import Butler
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -8,7 +8,7 @@ pytest.importorskip("butler_db", reason="butler-db is not installed")
 
 import numpy as np
 import sqlalchemy as sa
-from _helpers import count_rows, raw_engine, table_names
+from ._helpers import count_rows, raw_engine, table_names
 from butler import Butler, DatasetExistsError, FormatError
 
 astropy_table = pytest.importorskip("astropy.table")

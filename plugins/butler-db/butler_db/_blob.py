@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from butler._storage import RandomAccessReader
 
 from ._schema import chunks
 
@@ -84,7 +85,7 @@ class ChunkWriter(io.RawIOBase):
         return self._seq
 
 
-class ChunkReader(io.RawIOBase):
+class ChunkReader(RandomAccessReader):
     """Read-only, seekable file over one blob's chunk rows, fetched lazily.
 
     The reader keeps a snapshot transaction open on its own connection (so a concurrent
@@ -113,40 +114,15 @@ class ChunkReader(io.RawIOBase):
         first: bytes,
         on_error: Callable[[Exception], Exception],
     ) -> None:
-        super().__init__()
+        super().__init__(size)
         self._conn = conn
         self._blob_id = blob_id
-        self._size = size
         self._chunk_size = chunk_size
-        self._pos = 0
         self._cached_seq = 0
         self._cached = first
         self._on_error = on_error
 
-    # -- io protocol ---------------------------------------------------------------------
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence!r}")
-        if pos < 0:
-            raise OSError(22, f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+    # -- io protocol (position and seek come from RandomAccessReader) ---------------------
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
@@ -154,13 +130,10 @@ class ChunkReader(io.RawIOBase):
         view[: len(data)] = data
         return len(data)
 
-    def readall(self) -> bytes:
-        return self.read(-1)
-
     def read(self, size: int | None = -1) -> bytes:
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        remaining = self._size - self._pos
+        remaining = self.size - self._pos
         if remaining <= 0:
             return b""
         n = remaining if size is None or size < 0 else min(size, remaining)

@@ -19,9 +19,10 @@ went over the network (the benchmark and the tests read them).
 from __future__ import annotations
 
 import contextlib
-import io
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
+
+from butler._storage import RandomAccessReader
 
 from .s3fs_ import translated
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["S3ReadFile"]
 
 
-class S3ReadFile(io.RawIOBase):
+class S3ReadFile(RandomAccessReader):
     """Binary, seekable, read-only file over one S3 object.
 
     Parameters
@@ -69,13 +70,12 @@ class S3ReadFile(io.RawIOBase):
         progress: ProgressCallback | None = None,
         secrets: tuple[str | None, ...] = (),
     ) -> None:
-        super().__init__()
+        super().__init__(size)
         if block_size < 1:
             raise ValueError(f"block_size must be positive, not {block_size}")
         self.fs = fs
         self.bucket = bucket
         self.key = key
-        self.size = size
         self.etag = etag
         self.uri = uri
         self.block_size = block_size
@@ -86,53 +86,13 @@ class S3ReadFile(io.RawIOBase):
         self.bytes_fetched = 0
         self._progress = progress
         self._secrets = secrets
-        self._pos = 0
         self._delivered = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._fetched_end = -1  # end offset of the last network fetch
         self._stream: Any = None  # open-ended GET body being read sequentially
         self._stream_pos = -1
 
-    # -- io.RawIOBase ------------------------------------------------------------------
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self.size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence})")
-        if pos < 0:
-            raise OSError(22, f"negative seek position {pos}")
-        self._pos = pos
-        return pos
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        remaining = max(0, self.size - self._pos)
-        n = remaining if size is None or size < 0 else min(size, remaining)
-        if n == 0:
-            return b""
-        buffer = bytearray(n)
-        got = self.readinto(buffer)
-        return bytes(buffer) if got == n else bytes(buffer[:got])
-
-    def readall(self) -> bytes:
-        return self.read(-1)
+    # -- io protocol (position, seek, read come from RandomAccessReader) ----------------
 
     def readinto(self, buffer: Any) -> int:
         if self.closed:
