@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from butler import Butler
 from sqlalchemy.engine import make_url
+
+from butler import Butler
 
 
 def _time(fn: Callable[[], Any], repeat: int = 3) -> float:

@@ -61,6 +61,7 @@ def _current_kib() -> int:
 def child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
     """One measured operation in this (fresh) process."""
     from astropy.io import fits
+
     from butler import Butler
 
     # Every put writes a new file (replacing a big file costs its deletion, in both cases).
@@ -205,6 +206,7 @@ def s3(size_mib: int) -> None:
         print("\nS3: skipped (butler-s3 or moto is not installed)")
         return
     import boto3
+
     from butler import Butler
 
     with moto_server() as endpoint:

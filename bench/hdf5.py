@@ -46,6 +46,7 @@ def _array(size_mib: int) -> Any:
 def _child(case: str, size_mib: int, directory: str, run: int) -> dict[str, Any]:
     import h5py
     import numpy as np
+
     from butler import Butler
 
     path = os.path.join(directory, f"raw-{run}.h5")
@@ -116,6 +117,7 @@ def _fixed_overhead(directory: str, calls: int = 50) -> None:
     """Per-call cost of butler over h5py, independent of disk bandwidth (tiny arrays)."""
     import h5py
     import numpy as np
+
     from butler import Butler
 
     butler = Butler(os.path.join(directory, "repo"), durable=False)
@@ -192,6 +194,7 @@ def bench_s3() -> None:
         return
     import boto3
     import numpy as np
+
     from butler import Butler
 
     port = _free_port()

@@ -88,6 +88,7 @@ def main() -> None:
     import boto3
     import numpy as np
     import s3fs
+
     from butler import Butler
 
     proc, endpoint = start_moto()

@@ -9,8 +9,9 @@ import dataclasses
 import sys
 import time
 
-import butler
 import numpy as np
+
+import butler
 
 
 @dataclasses.dataclass

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
+
 from butler import Butler
 from butler._cli import main
-from click.testing import CliRunner, Result
 
 
 def make_runner() -> CliRunner:

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import butler
 import pytest
-from butler import Butler
 from click.testing import Result
+
+import butler
+from butler import Butler
 
 pytest.importorskip("numpy")
 import numpy as np

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import butler
 import pytest
-from butler._cli import main
 from click.testing import Result
+
+import butler
+from butler._cli import main
 
 Cli = Callable[..., Result]
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from butler import _cli
 from click.testing import Result
+
+from butler import _cli
 
 pytest.importorskip("numpy")
 import numpy as np

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from butler.testing import RepositoryFactory, unavailable_reason
 from click.testing import Result
+
+from butler.testing import RepositoryFactory, unavailable_reason
 
 pytest.importorskip("numpy")
 import numpy as np

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from butler import (
     Butler,
     Config,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-import butler
 import pytest
+
+import butler
 
 
 def test_expected_plugins_discovered() -> None:

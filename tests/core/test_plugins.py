@@ -8,8 +8,9 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import butler
 import pytest
+
+import butler
 from butler import NoSerializerError, StorageError
 from butler._plugins import discover
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from butler import Butler, DatasetExistsError, StorageError
 from butler.storages.posix import PosixStorage
 

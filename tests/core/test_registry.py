@@ -10,6 +10,7 @@ import threading
 from collections.abc import Mapping, MutableMapping
 
 import pytest
+
 from butler import DuplicateSerializerError, NoSerializerError, Registry
 
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+
 from butler import Butler, DatasetExistsError
 
 

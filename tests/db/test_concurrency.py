@@ -13,8 +13,9 @@ import pytest
 
 pytest.importorskip("butler_db", reason="butler-db is not installed")
 
-from ._helpers import count_rows, race_create, write_many
 from butler import Butler
+
+from ._helpers import count_rows, race_create, write_many
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

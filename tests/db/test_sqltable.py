@@ -8,8 +8,10 @@ pytest.importorskip("butler_db", reason="butler-db is not installed")
 
 import numpy as np
 import sqlalchemy as sa
-from ._helpers import count_rows, raw_engine, table_names
+
 from butler import Butler, DatasetExistsError, FormatError
+
+from ._helpers import count_rows, raw_engine, table_names
 
 astropy_table = pytest.importorskip("astropy.table")
 Table, MaskedColumn = astropy_table.Table, astropy_table.MaskedColumn

@@ -14,7 +14,7 @@ pytest.importorskip("butler_db", reason="butler-db is not installed")
 
 import numpy as np
 import sqlalchemy as sa
-from ._helpers import count_rows, raw_engine, table_names
+
 from butler import (
     Butler,
     Config,
@@ -25,6 +25,8 @@ from butler import (
     StorageError,
 )
 from butler_db import DatabaseStorage
+
+from ._helpers import count_rows, raw_engine, table_names
 
 MiB = 1024 * 1024
 

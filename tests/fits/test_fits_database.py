@@ -12,6 +12,7 @@ pytest.importorskip("butler_db", reason="butler-db is not installed")
 import numpy as np
 from astropy.io import fits
 from astropy.table import QTable
+
 from butler import Butler
 
 

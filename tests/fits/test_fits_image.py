@@ -10,6 +10,7 @@ pytest.importorskip("butler_fits", reason="butler-fits is not installed")
 
 import numpy as np
 from astropy.io import fits
+
 from butler import Butler, FormatError
 
 DTYPES = [

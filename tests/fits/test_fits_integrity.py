@@ -12,6 +12,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.table import Table
+
 from butler import Butler, FormatError
 
 # astropy warns about the damaged files these tests build on purpose.

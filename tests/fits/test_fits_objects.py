@@ -11,6 +11,7 @@ import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, InverseVariance, StdDevUncertainty, VarianceUncertainty
 from astropy.wcs import WCS
+
 from butler import Butler, FormatError
 from butler_fits import FitsReadWritable
 

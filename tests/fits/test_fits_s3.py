@@ -15,6 +15,7 @@ import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.table import MaskedColumn, QTable, Table
+
 from butler import Butler, FormatError
 
 

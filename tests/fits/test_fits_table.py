@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Column, MaskedColumn, QTable, Table
 from astropy.time import Time
+
 from butler import Butler, FormatError
 
 

@@ -14,6 +14,7 @@ h5py = pytest.importorskip("h5py")
 import astropy.units as u  # noqa: E402
 from astropy.table import QTable, Table  # noqa: E402
 from astropy.time import Time  # noqa: E402
+
 from butler import Butler  # noqa: E402
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from butler import Config
 from butler.testing import SerializerConformance
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from butler.testing import SerializerConformance
 
 pytest.importorskip("butler_fits", reason="butler-fits is not installed")

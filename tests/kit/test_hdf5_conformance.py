@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from butler.testing import SerializerConformance
 
 pytest.importorskip("butler_hdf5", reason="butler-hdf5 is not installed")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from butler import ButlerLocation, FormatDescriptor, Registry
 from butler._plugins import discover
 from butler.testing import (

@@ -48,6 +48,7 @@ def s3_auth_endpoint() -> Iterator[tuple[str, str]]:
     if find_spec("moto") is None or find_spec("flask") is None:
         pytest.skip("moto[server] is not installed")
     import boto3
+
     from butler.testing import moto_server
 
     env = {

@@ -39,10 +39,10 @@ __all__ = [
     "corrupt",
     "derive_subclass",
     "failing_writes",
+    "imported_after_discovery",
+    "moto_endpoint",
     "moto_server",
     "start_moto",
     "stop_moto",
-    "imported_after_discovery",
-    "moto_endpoint",
     "unavailable_reason",
 ]

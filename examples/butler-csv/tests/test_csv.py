@@ -6,8 +6,9 @@ import csv
 import sys
 from pathlib import Path
 
-import butler
 import pytest
+
+import butler
 from butler import Butler, FormatError
 
 
@@ -91,8 +92,9 @@ def test_discovery_does_not_import_the_serializer() -> None:
 def test_cli_converts_csv_to_json(tmp_path: Path) -> None:
     import json
 
-    from butler._cli import main
     from click.testing import CliRunner
+
+    from butler._cli import main
 
     source = tmp_path / "t.csv"
     source.write_text("a:int,b:str\n1,x\n2,y\n", encoding="utf-8")

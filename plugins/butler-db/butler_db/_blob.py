@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+
 from butler._storage import RandomAccessReader
 
 from ._schema import chunks

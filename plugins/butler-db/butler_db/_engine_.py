@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from butler import DatasetExistsError, StorageError
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
+
+from butler import DatasetExistsError, StorageError
 
 __all__ = ["SQLITE_BUSY_TIMEOUT", "create_engine", "normalise_url", "safe_url", "translate"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+
 from butler import ButlerLocation, DatasetExistsError
 
 from . import _schema as schema

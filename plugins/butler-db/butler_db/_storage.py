@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
+from sqlalchemy import exc
+
 from butler import DatasetExistsError, FormatError, Storage, StorageError
 from butler._storage import CountingWriter, ProgressCallback, ProgressReader
-from sqlalchemy import exc
 
 from . import _schema as schema
 from ._blob import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter

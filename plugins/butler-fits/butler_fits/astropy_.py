@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from astropy.io import fits
+
 from butler import FormatError
 
 from ._checks import check_signature, hdu_key

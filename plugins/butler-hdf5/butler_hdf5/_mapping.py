@@ -28,6 +28,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+
 from butler import ButlerLocation
 from butler._types import type_name
 

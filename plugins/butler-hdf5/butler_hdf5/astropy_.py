@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import h5py
+
 from butler import ButlerLocation
 from butler._types import type_name
 

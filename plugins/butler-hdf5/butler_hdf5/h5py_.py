@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
+
 from butler import ButlerLocation
 
 __all__ = [

@@ -27,8 +27,9 @@ from butler._storage import RandomAccessReader
 from .s3fs_ import translated
 
 if TYPE_CHECKING:
-    from butler import ProgressCallback
     from s3fs import S3FileSystem
+
+    from butler import ProgressCallback
 
 __all__ = ["S3ReadFile"]
 

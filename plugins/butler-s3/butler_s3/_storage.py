@@ -36,8 +36,9 @@ from ._upload import upload
 from .s3fs_ import make_filesystem, translate_error, translated
 
 if TYPE_CHECKING:
-    from butler import ProgressCallback
     from s3fs import S3FileSystem
+
+    from butler import ProgressCallback
 
 __all__ = ["METADATA_HEADER", "S3Storage"]
 
