@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from butler import Butler, DatasetExistsError, StorageError
 
 from .helpers import Repo, check_array, db_counts, make_array, process_worker, s3_objects

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from butler import Butler, StorageError
 
 from .conftest import make_repo

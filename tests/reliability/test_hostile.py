@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from butler import (
     Butler,
     ButlerError,

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from butler import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+from butler import Config
 
 from .helpers import Repo
 
