@@ -4,7 +4,8 @@ Run ``python bench/fits.py [--size-mib 256] [--repeat 3] [--no-s3]``. It prints,
 float32 image of the given size on local disk:
 
 * put: ``Butler.put`` vs ``HDUList.writeto(path)`` (butler's default posix storage fsyncs
-  the file and its directory; ``durable=False`` is shown too, as raw astropy never fsyncs);
+  the file and its directory, so it is also compared with writeto + the same fsyncs;
+  ``durable=False`` is shown too);
 * get: ``Butler.get`` vs ``fits.getdata(path, memmap=False)`` (both return the whole image
   in memory), which leaves the data big-endian as stored, and vs getdata followed by the
   in-place swap to the native order butler returns (the order the image was put in);
@@ -19,18 +20,15 @@ Speed ratios are raw time / butler time (1.0 = as fast as astropy; goal >= 0.95)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 MIB = 2**20
@@ -74,11 +72,19 @@ def child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
         butler.get  # noqa: B018 - plugin discovery done before the baseline
         fits.PrimaryHDU  # noqa: B018
     base = _current_kib()
-    image = _image(size_mib) if op.endswith(("put", "put-nodurable")) else None
+    image = _image(size_mib) if "put" in op else None
     os.sync()  # start every measurement without other runs' dirty pages being flushed
     start = time.perf_counter()
     if op == "raw-put":
         fits.HDUList([fits.PrimaryHDU(image)]).writeto(path)
+    elif op == "raw-put-fsync":  # what butler's durable put guarantees, done by hand
+        with open(path, "wb") as f:
+            fits.HDUList([fits.PrimaryHDU(image)]).writeto(f)
+            f.flush()
+            os.fsync(f.fileno())
+        directory = os.open(workdir, os.O_RDONLY)
+        os.fsync(directory)
+        os.close(directory)
     elif op.startswith("butler-put"):
         butler.put(image, "image", name=name)
     elif op == "raw-get":
@@ -97,7 +103,7 @@ def child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
         if op == "butler-put":
             last = butler.location("image", name="last").uri
             os.replace(butler.location("image", name=name).uri, last)
-        elif op == "raw-put":
+        elif op.startswith("raw-put"):
             os.replace(path, last)
         else:
             butler.remove("image", name=name)
@@ -135,7 +141,8 @@ def local(size_mib: int, repeat: int) -> None:
         Butler.create(os.path.join(workdir, "repo")).register_dataset_type(
             "image", "numpy.ndarray", "fits", "image/{name}.fits"
         )
-        ops = ("raw-put", "butler-put", "butler-put-nodurable", "raw-get", "raw-get-native")
+        ops = ("raw-put", "raw-put-fsync", "butler-put", "butler-put-nodurable", "raw-get",
+               "raw-get-native")  # fmt: skip
         results = {op: best(op, workdir, size_mib, repeat) for op in (*ops, "butler-get")}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -143,7 +150,9 @@ def local(size_mib: int, repeat: int) -> None:
     print(f"{'operation':<34} {'seconds':>8} {'MiB/s':>8} {'ratio':>6} {'peak RSS':>9}")
     rows = [
         ("astropy writeto(path)", "raw-put", "raw-put"),
+        ("astropy writeto + fsync file, dir", "raw-put-fsync", "raw-put-fsync"),
         ("butler put (durable: fsync)", "butler-put", "raw-put"),
+        ("butler put (vs writeto + fsync)", "butler-put", "raw-put-fsync"),
         ("butler put (durable=False)", "butler-put-nodurable", "raw-put"),
         ("astropy getdata(memmap=False)", "raw-get", "raw-get"),
         ("  + in-place swap to native order", "raw-get-native", "raw-get"),
@@ -164,41 +173,6 @@ def local(size_mib: int, repeat: int) -> None:
 # -- S3 ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    port = _free_port()
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench-secret")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def s3(size_mib: int) -> None:
     from importlib.util import find_spec
 
@@ -208,8 +182,10 @@ def s3(size_mib: int) -> None:
     import boto3
 
     from butler import Butler
+    from butler.testing import moto_server
 
-    with moto_server() as endpoint:
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
+    with moto_server(env) as endpoint:
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         options = {"endpoint_url": endpoint, "key": "bench", "secret": "bench-secret"}
         boto3.client(

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -182,12 +181,6 @@ def bench_local(size_mib: int, repeat: int) -> None:
 # -- S3 ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def bench_s3() -> None:
     if not (find_spec("butler_s3") and find_spec("moto") and find_spec("boto3")):
         print("\n== S3: skipped (butler-s3, moto or boto3 missing) ==")
@@ -196,23 +189,10 @@ def bench_s3() -> None:
     import numpy as np
 
     from butler import Butler
+    from butler.testing import moto_server
 
-    port = _free_port()
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench-secret")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
+    with moto_server(env) as endpoint:
         os.environ.update(AWS_DEFAULT_REGION="us-east-1")
         boto3.client(
             "s3",
@@ -294,9 +274,6 @@ def bench_s3() -> None:
                 f"{getattr(f, 'requests', '?')} requests"
             )
         butler.close()
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def main() -> None:

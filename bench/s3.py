@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,28 +22,6 @@ from typing import Any
 
 KEY, SECRET = "bench-key", "bench-secret"
 MIB = 2**20
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("moto server did not start")
 
 
 def best(fn: Callable[[], Any], repeat: int) -> float:
@@ -90,8 +65,9 @@ def main() -> None:
     import s3fs
 
     from butler import Butler
+    from butler.testing import start_moto, stop_moto
 
-    proc, endpoint = start_moto()
+    endpoint, proc = start_moto({"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET})
     try:
         os.environ.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET)
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
@@ -163,8 +139,7 @@ def main() -> None:
             )
         butler.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_moto(proc)
         tempfile.tempdir = None
 
 
