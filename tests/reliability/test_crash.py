@@ -170,7 +170,7 @@ def _run_kills(repo: Repo) -> None:
     gen = 0
     writer = Writer(repo, options)
     writer.wait_ready()
-    # Calibrate: time one uninterrupted put to spread kill delays over ~1.5 puts.
+    # Calibrate: time one uninterrupted put to spread kill delays over ~2.5 puts.
     writer.go(gen)
     nxt = Writer(repo, options)
     writer.wait_first_start()
@@ -179,7 +179,7 @@ def _run_kills(repo: Repo) -> None:
     put_s = time.monotonic() - t0
     assert line.startswith(b"committed"), line
     writer.committed.append(int(line.split()[1]))
-    max_delay = max(0.05, 1.5 * put_s)
+    max_delay = max(0.05, 2.5 * put_s)
     print(f"one put takes {put_s:.3f} s; kill delays uniform in [0, {max_delay:.3f}] s")
 
     deadline = time.monotonic() + BUDGET_S
