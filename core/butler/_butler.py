@@ -467,6 +467,11 @@ class Butler:
                 self._verify_one(location, report)
         return report
 
+    def purge_debris(self, older_than: float = 3600.0) -> list[str]:
+        """Remove leftovers of killed writers (temporary files, incomplete uploads) older
+        than ``older_than`` seconds; returns what was removed. Datasets are never touched."""
+        return list(self.storage.purge_debris(older_than))
+
     def _verify_one(self, location: ButlerLocation, report: VerifyReport) -> None:
         what = location.describe()
         try:

@@ -435,6 +435,32 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
         ctx.exit(1)
 
 
+@main.command()
+@click.argument("root")
+@click.option(
+    "--older-than",
+    default=3600.0,
+    show_default=True,
+    type=float,
+    metavar="SECONDS",
+    help="Only debris at least this old (a live writer's temporary file is younger).",
+)
+@_option
+@click.pass_context
+def purge(ctx: click.Context, root: str, older_than: float, options: Any) -> None:
+    """Remove what killed writers left behind (hidden temporary files, incomplete S3
+    uploads). Datasets are never touched.
+
+    \b
+    Example:
+      butler purge ./repo --older-than 600
+    """
+    b = _butler(root, options)
+    removed = b.purge_debris(older_than)
+    text = "\n".join(f"removed {item}" for item in removed)
+    _emit(ctx, {"removed": removed}, text or "nothing to purge")
+
+
 def _read_standalone(
     uri: str, file_format: str | None, python_type: str | None, registry: Any = None,
     **storage_options: Any,
@@ -444,31 +470,26 @@ def _read_standalone(
     The recorded type is used only when a serializer of the file's format is registered for
     it, so a file's metadata can never make butler import an arbitrary module.
     """
+    from ._errors import NoSerializerError
     from ._files import file_location
 
     location = file_location(
         uri, format=file_format, python_type=python_type, registry=registry, **storage_options
     )
-    if python_type is None:
-        recorded = location.storage.metadata(location.key).get("python_type")
-        known = {
-            s.python_type for s in location._registry().serializers.values()
+    try:
+        return location.read()
+    except NoSerializerError:
+        if python_type is not None:
+            raise
+        known = sorted(
+            s.python_type
+            for s in location._registry().serializers.values()
             if s.format == location.format
-        }  # fmt: skip
-        if recorded in known:
-            location.python_type = recorded
-        else:
-            from ._errors import NoSerializerError
-            from ._types import import_type
-
-            try:
-                location.serializer(import_type(location.python_type))
-            except NoSerializerError:
-                raise NoSerializerError(
-                    f"cannot tell what type to read {uri!r} ({location.format}) as; pass "
-                    f"--type with one of: {', '.join(sorted(known)) or 'none registered'}"
-                ) from None
-    return location.read()
+        )
+        raise NoSerializerError(
+            f"cannot tell what type to read {uri!r} ({location.format}) as; pass "
+            f"--type with one of: {', '.join(known) or 'none registered'}"
+        ) from None
 
 
 @main.command()

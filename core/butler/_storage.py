@@ -12,7 +12,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any, BinaryIO, ClassVar
 
 import yaml
@@ -299,6 +299,16 @@ class Storage:
     def uri(self, key: str = "") -> str:
         """A displayable URI for a key (never containing secrets)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement uri()")
+
+    def purge_debris(self, older_than: float = 3600.0) -> Sequence[str]:
+        """Remove what killed writers left behind, if older than ``older_than`` seconds.
+
+        Debris is never visible as a dataset (temporary files are hidden, incomplete
+        uploads are not objects) but takes space. Returns descriptions of what was
+        removed. Storages whose writes leave nothing behind (memory, database
+        transactions) have nothing to purge.
+        """
+        return []
 
     # -- local paths (generic versions; posix overrides with real paths) --------------
 

@@ -80,7 +80,21 @@ COMMANDS = sorted(main.commands)
 
 def test_commands_are_all_covered() -> None:
     assert (
-        sorted(["convert", "define", "get", "info", "init", "ls", "plugins", "put", "rm", "verify"])
+        sorted(
+            [
+                "convert",
+                "define",
+                "get",
+                "info",
+                "init",
+                "ls",
+                "plugins",
+                "purge",
+                "put",
+                "rm",
+                "verify",
+            ]
+        )  # fmt: skip
         == COMMANDS
     )
 

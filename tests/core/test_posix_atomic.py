@@ -183,3 +183,36 @@ def test_sigkill_during_large_write_leaves_old_or_new(tmp_path: Path, delay: flo
     # and the repository stays usable
     b.put(np.zeros(3), "big", n=1, overwrite=True)
     assert b.get("big", n=1).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_purge_removes_only_old_writer_debris(tmp_path: Path) -> None:
+    """A killed writer's hidden temporary file is purged once old; datasets never are."""
+    b = Butler.create(str(tmp_path / "repo"))
+    b.register_dataset_type("j", dict, "json", dimensions=["n"])
+    b.put({"keep": True}, "j", n="a")
+    directory = tmp_path / "repo" / "j"
+    old = directory / ".a.json.0123abcd.butler-tmp"
+    fresh = directory / ".b.json.4567ef01.butler-tmp"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"a live writer")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    assert b.purge_debris(older_than=3600) == ["j/.a.json.0123abcd.butler-tmp"]
+    assert not old.exists() and fresh.exists()
+    assert b.get("j", n="a") == {"keep": True}
+    assert b.purge_debris(older_than=3600) == []
+
+
+def test_purge_from_the_command_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from butler._cli import main
+
+    b = Butler.create(str(tmp_path / "repo"))
+    debris = tmp_path / "repo" / ".x.npy.aa.butler-tmp"
+    debris.write_bytes(b"x")
+    os.utime(debris, (0, 0))
+    result = CliRunner().invoke(main, ["--json", "purge", b.storage.root])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"removed": [".x.npy.aa.butler-tmp"]}
+    assert not debris.exists()

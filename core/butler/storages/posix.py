@@ -16,7 +16,7 @@ import json
 import os
 import posixpath
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from .._errors import ButlerError, DatasetExistsError, InvalidDataIdError, StorageError
@@ -314,6 +314,24 @@ class PosixStorage(Storage):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def purge_debris(self, older_than: float = 3600.0) -> Sequence[str]:
+        """Delete ``*.butler-tmp*`` files (from killed writers) not modified for
+        ``older_than`` seconds; a live writer's temporary file is younger than that."""
+        import time
+
+        limit = time.time() - older_than
+        removed = []
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if _TMP_MARK not in name:
+                    continue
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_mtime < limit:
+                        os.unlink(path)
+                        removed.append(os.path.relpath(path, self.root))
+        return sorted(removed)
 
     def remove(self, key: str) -> None:
         path = self.path(key)

@@ -19,7 +19,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from butler import (
@@ -469,6 +469,33 @@ class S3Storage(Storage):
                 )
             except FileExistsError:
                 raise DatasetExistsError(f"a dataset already exists at {self.uri(key)!r}") from None
+
+    def purge_debris(self, older_than: float = 3600.0) -> Sequence[str]:
+        """Abort incomplete multipart uploads under the prefix started more than
+        ``older_than`` seconds ago (left by killed writers; invisible to readers)."""
+        import datetime
+
+        limit = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=older_than)
+        base = f"{self.prefix}/" if self.prefix else ""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base}
+        removed = []
+        while True:
+            with self._translated("list uploads in"):
+                page = self._call("list_multipart_uploads", **kwargs)
+            for pending in page.get("Uploads", ()):
+                if pending["Initiated"] < limit:
+                    with self._translated("abort an upload in"):
+                        self._call(
+                            "abort_multipart_upload",
+                            Bucket=self.bucket,
+                            Key=pending["Key"],
+                            UploadId=pending["UploadId"],
+                        )
+                    removed.append(f"incomplete upload of {pending['Key'][len(base) :]}")
+            if not page.get("IsTruncated"):
+                return removed
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
     def remove(self, key: str) -> None:
         self._head(key, "remove")
