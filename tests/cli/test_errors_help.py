@@ -94,7 +94,7 @@ def test_commands_are_all_covered() -> None:
                 "rm",
                 "verify",
             ]
-        )  # fmt: skip
+        )
         == COMMANDS
     )
 
