@@ -6,6 +6,7 @@ it never serializes. Serializers reach it through `ButlerLocation`'s file helper
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import io
@@ -177,7 +178,7 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-class Storage:
+class Storage(abc.ABC):
     """Base class of storages. Subclasses set `type_name` and `schemes` and implement the I/O.
 
     Parameters
@@ -210,10 +211,10 @@ class Storage:
 
     # -- repository lifecycle ---------------------------------------------------------
 
-    def initialize(self) -> None:
+    def initialize(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Create whatever the repository needs (directory, bucket prefix, schema)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections. The storage may not be used afterwards."""
 
     def read_policy(self) -> dict[str, Any] | None:
@@ -239,10 +240,11 @@ class Storage:
 
     # -- dataset I/O (subclasses implement) -------------------------------------------
 
+    @abc.abstractmethod
     def exists(self, key: str) -> bool:
         """True when a dataset is stored under ``key``."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement exists()")
 
+    @abc.abstractmethod
     def open(
         self, key: str, mode: str = "rb", *, progress: ProgressCallback | None = None
     ) -> BinaryIO:
@@ -255,8 +257,8 @@ class Storage:
         DatasetNotFoundError
             If nothing is stored under ``key``.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not implement open()")
 
+    @abc.abstractmethod
     def atomic_write(
         self,
         key: str,
@@ -278,27 +280,26 @@ class Storage:
             At commit, if ``overwrite`` is false and ``key`` exists (even if another process
             created it meanwhile).
         """
-        raise NotImplementedError(f"{type(self).__name__} does not implement atomic_write()")
 
+    @abc.abstractmethod
     def metadata(self, key: str) -> dict[str, Any]:
         """The metadata committed with a dataset (``{}`` for foreign files)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement metadata()")
 
+    @abc.abstractmethod
     def size(self, key: str) -> int:
         """Size of a stored dataset in bytes."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement size()")
 
+    @abc.abstractmethod
     def remove(self, key: str) -> None:
         """Delete a dataset. Raises `DatasetNotFoundError` if it does not exist."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement remove()")
 
+    @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield the keys of stored datasets under ``prefix`` (never temporary files)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement list()")
 
+    @abc.abstractmethod
     def uri(self, key: str = "") -> str:
         """A displayable URI for a key (never containing secrets)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement uri()")
 
     def purge_debris(self, older_than: float = 3600.0) -> Sequence[str]:
         """Remove what killed writers left behind, if older than ``older_than`` seconds.
