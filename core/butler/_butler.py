@@ -296,8 +296,7 @@ class Butler:
         """The `ButlerLocation` the mapper gives for a dataset (nothing is read or written)."""
         dt = self.dataset_type(dataset_type)
         merged = _merge_data_id(data_id, data_id_kw)
-        key = self.mapper.key_for(dt, merged)
-        normal = self.mapper.data_id_for(dt, key) or merged
+        key, normal = self.mapper.map(dt, merged)
         if allow_pickle is None:
             allow_pickle = bool(self._allow_pickle) or self._policy.allow_pickle
         return ButlerLocation(

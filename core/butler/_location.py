@@ -64,6 +64,7 @@ class ButlerLocation:
     #: Metadata stored with the dataset (read side); fetched from the storage when needed.
     stored: Mapping[str, Any] | None = field(default=None, repr=False)
     _written_type: str | None = field(default=None, repr=False)
+    _expected: tuple[str, type] | None = field(default=None, repr=False)
 
     # -- description -------------------------------------------------------------------
 
@@ -132,7 +133,9 @@ class ButlerLocation:
 
     def expected_type(self) -> type:
         """The dataset type's python type (imported if need be)."""
-        return import_type(self.python_type)
+        if self._expected is None or self._expected[0] != self.python_type:
+            self._expected = (self.python_type, import_type(self.python_type))
+        return self._expected[1]
 
     def read_type(self, recorded: str | None = None) -> type:
         """Class to rebuild the dataset as: the recorded concrete type when it is a subclass of
@@ -151,7 +154,10 @@ class ButlerLocation:
         """
         if recorded is None:
             recorded = self.stored_metadata().get("python_type")
-        return resolve_subclass(recorded, self.expected_type(), what=self.describe())
+        expected = self.expected_type()
+        if recorded is None or recorded == self.python_type:
+            return expected  # the common case: no subclass, nothing to check or describe
+        return resolve_subclass(recorded, expected, what=self.describe())
 
     # -- dispatch ----------------------------------------------------------------------
 

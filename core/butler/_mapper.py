@@ -96,13 +96,24 @@ class Mapper:
     ``data_id_for(dt, key_for(dt, data_id)) == normalised data_id``.
     """
 
+    def map(
+        self, dataset_type: DatasetType, data_id: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """Storage key and normalised data ID of a dataset (what `Butler.location` uses).
+
+        The default parses the key back with `data_id_for`; override when the mapper
+        already knows the normalised data ID.
+        """
+        key = self.key_for(dataset_type, data_id)
+        return key, self.data_id_for(dataset_type, key) or dict(data_id)
+
     def key_for(self, dataset_type: DatasetType, data_id: Mapping[str, Any]) -> str:
         """Storage key of a dataset. Raises `InvalidDataIdError` for bad data IDs."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement key_for()")
 
     def data_id_for(self, dataset_type: DatasetType, key: str) -> dict[str, Any] | None:
         """The data ID stored under ``key``, or ``None`` if the key is not of this type."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement data_id_for()")
 
     def prefix_for(self, dataset_type: DatasetType, partial: Mapping[str, Any]) -> str:
         """Longest key prefix shared by all datasets matching a partial data ID."""
@@ -133,6 +144,11 @@ class TemplateMapper(Mapper):
         return {d: _coerce(dataset_type.name, d, data_id[d], kind) for d, kind in dims.items()}
 
     def key_for(self, dataset_type: DatasetType, data_id: Mapping[str, Any]) -> str:
+        return self.map(dataset_type, data_id)[0]
+
+    def map(
+        self, dataset_type: DatasetType, data_id: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         normal = self.normalise(dataset_type, data_id)
         try:
             key = dataset_type.template.format(**normal)
@@ -150,7 +166,7 @@ class TemplateMapper(Mapper):
                 f"which reads back as a different data ID; use values without the template's "
                 f"separators"
             )
-        return key
+        return key, normal
 
     def _regex(self, template: str, dims: Mapping[str, str]) -> re.Pattern[str]:
         cached = self._regex_cache.get(template)

@@ -216,3 +216,13 @@ def test_purge_from_the_command_line(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"removed": [".x.npy.aa.butler-tmp"]}
     assert not debris.exists()
+
+
+def test_durability_options_still_commit(tmp_path: Path) -> None:
+    for options in ({"sync_directories": True}, {"durable": False}):
+        b = Butler.create(str(tmp_path / str(sorted(options))), **options)
+        assert b.storage.sync_directories is options.get("sync_directories", False)
+        b.register_dataset_type("j", dict, "json", dimensions=["n"])
+        b.put({"o": 1}, "j", n="a")
+        b.put({"o": 2}, "j", n="a", overwrite=True)
+        assert b.get("j", n="a") == {"o": 2}

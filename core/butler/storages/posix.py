@@ -3,9 +3,15 @@
 A write goes to a hidden temporary file in the destination directory, is flushed and
 fsync'ed (with its metadata in a ``user.butler`` extended attribute, so bytes and metadata
 commit together), then renamed over the destination (``os.replace``) — or hard-linked to it
-when overwriting is not allowed, since ``link`` fails atomically if the name exists — and the
-directory is fsync'ed. A writer killed at any moment leaves either the old file or the new
-one, plus at worst a hidden ``*.butler-tmp*`` file that `list` never reports.
+when overwriting is not allowed, since ``link`` fails atomically if the name exists. A
+writer killed at any moment leaves either the old file or the new one, plus at worst a
+hidden ``*.butler-tmp*`` file that `list` never reports.
+
+Because the bytes are on disk before the name points at them, a power loss cannot expose a
+partial file either. What it can do, unless ``sync_directories=True`` also fsyncs the
+directory after the rename, is undo a put that had returned: the dataset is then the
+complete previous version. That directory fsync doubles the cost of small puts, so it is
+opt-in.
 """
 
 from __future__ import annotations
@@ -54,8 +60,13 @@ class PosixStorage(Storage):
     root
         Directory path, or a ``file://`` URI.
     durable
-        fsync files and directories on commit (default). Turning it off keeps atomicity
-        against crashes of the writer process but not against power loss.
+        fsync each file before it becomes visible (default), so even a power loss never
+        exposes a partial dataset. Turning it off keeps atomicity against crashes of the
+        writer process, not against power loss.
+    sync_directories
+        Also fsync the directory after each commit, so a put that returned survives a
+        power loss (rather than reverting to the previous version). Off by default: it
+        doubles the cost of small puts.
     """
 
     type_name = "posix"
@@ -63,12 +74,20 @@ class PosixStorage(Storage):
     description = "Local or network-mounted file system (atomic rename, fsync)"
     has_local_paths = True
 
-    def __init__(self, root: str, *, durable: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        durable: bool = True,
+        sync_directories: bool = False,
+        **options: Any,
+    ) -> None:
         if root.startswith("file://"):
             root = root[len("file://") :]
         root = os.path.abspath(os.path.expanduser(root))
         super().__init__(root, **options)
         self.durable = durable
+        self.sync_directories = sync_directories
         self._use_xattr: bool | None = None
 
     # -- paths -------------------------------------------------------------------------
@@ -291,7 +310,7 @@ class PosixStorage(Storage):
                     raise DatasetExistsError(
                         f"a dataset already exists at {self.uri(key)!r}"
                     ) from None
-            if self.durable:
+            if self.sync_directories:
                 self._fsync_dir(os.path.dirname(final))
         except ButlerError:
             raise
