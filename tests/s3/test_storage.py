@@ -223,3 +223,26 @@ def test_no_secret_in_policy_repr_or_options(
         assert secret not in text
         assert s3_credentials["key"] not in text
     assert secret not in json.dumps(s3_butler.storage.options)
+
+
+def test_get_makes_one_head_request(s3_root: str, s3_credentials: dict[str, str]) -> None:
+    """Butler.get reads the metadata, then opens: the HEAD is made once, not twice."""
+    from butler import Butler
+
+    b = Butler.create(s3_root, **s3_credentials)
+    b.register_dataset_type("j", dict, "json", dimensions=["n"])
+    b.put({"x": 1}, "j", n="a")
+    calls: list[str] = []
+    real_call = b.storage._call
+
+    def counting(method: str, **kwargs: Any) -> Any:
+        calls.append(method)
+        return real_call(method, **kwargs)
+
+    b.storage._call = counting  # type: ignore[method-assign]
+    assert b.get("j", n="a") == {"x": 1}
+    assert calls.count("head_object") == 1
+    # a later open (no fresh metadata read) asks the server again
+    with b.storage.open(b.location("j", n="a").key) as f:
+        assert f.read() == b'{"x": 1}'
+    assert calls.count("head_object") == 2

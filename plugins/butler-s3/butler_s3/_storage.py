@@ -19,6 +19,8 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -168,6 +170,7 @@ class S3Storage(Storage):
         self.spool_size = spool_size
         self.tmpdir = tmpdir
         self._secrets = (secret, token)
+        self._recent = threading.local()  # the last HEAD of this thread, see _fresh_head
         self.fs: S3FileSystem = make_filesystem(
             endpoint_url=endpoint_url,
             key=key,
@@ -286,8 +289,22 @@ class S3Storage(Storage):
     def size(self, key: str) -> int:
         return int(self._head(key)["ContentLength"])
 
+    def _fresh_head(self, key: str) -> dict[str, Any] | None:
+        """The HEAD response `metadata` just fetched for ``key`` in this thread, used once.
+
+        ``Butler.get`` asks for the metadata and then opens the object: reusing the HEAD
+        saves a request per read. The reader's GETs check that ETag, so an object replaced
+        in between is reported, never mixed with the other version's metadata.
+        """
+        recent = getattr(self._recent, "head", None)
+        self._recent.head = None
+        if recent is not None and recent[0] == key and time.monotonic() - recent[1] < 1.0:
+            return recent[2]
+        return None
+
     def metadata(self, key: str) -> dict[str, Any]:
         head = self._head(key)
+        self._recent.head = (key, time.monotonic(), head)
         raw = (head.get("Metadata") or {}).get(METADATA_HEADER)
         if not raw:
             return {}
@@ -319,7 +336,7 @@ class S3Storage(Storage):
         if mode != "rb":
             raise ValueError("S3Storage.open() only reads; write with atomic_write()")
         progress = _as_progress(progress)
-        head = self._head(key)
+        head = self._fresh_head(key) or self._head(key)
         size = int(head["ContentLength"])
         cache_type = cache_type or self.cache_type
         if cache_type != "blocks":
