@@ -7,6 +7,7 @@ a key leave the repository root.
 
 from __future__ import annotations
 
+import abc
 import posixpath
 import re
 import string
@@ -89,7 +90,7 @@ def validate_template(template: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-class Mapper:
+class Mapper(abc.ABC):
     """Interface of mappers; subclass it to lay datasets out differently.
 
     A mapper is stateless apart from its configuration and must be consistent:
@@ -107,13 +108,13 @@ class Mapper:
         key = self.key_for(dataset_type, data_id)
         return key, self.data_id_for(dataset_type, key) or dict(data_id)
 
+    @abc.abstractmethod
     def key_for(self, dataset_type: DatasetType, data_id: Mapping[str, Any]) -> str:
         """Storage key of a dataset. Raises `InvalidDataIdError` for bad data IDs."""
-        raise NotImplementedError(f"{type(self).__name__} must implement key_for()")
 
+    @abc.abstractmethod
     def data_id_for(self, dataset_type: DatasetType, key: str) -> dict[str, Any] | None:
         """The data ID stored under ``key``, or ``None`` if the key is not of this type."""
-        raise NotImplementedError(f"{type(self).__name__} must implement data_id_for()")
 
     def prefix_for(self, dataset_type: DatasetType, partial: Mapping[str, Any]) -> str:
         """Longest key prefix shared by all datasets matching a partial data ID."""

@@ -291,3 +291,38 @@ def test_location_carries_contract_fields(repo: Butler) -> None:
     assert loc.serializer_args == {"indent": 2}
     loc.write({"x": 1})
     assert loc.read() == {"x": 1}
+
+
+def test_replaceable_mapper(tmp_path: Path) -> None:
+    """A user mapper decides the layout; the Butler still validates and lists through it."""
+    from butler import Mapper
+
+    class FlatMapper(Mapper):
+        """Every dataset as <type>--<k>-<v>... in the root directory."""
+
+        def key_for(self, dataset_type, data_id):  # type: ignore[no-untyped-def]
+            values = validator.normalise(dataset_type, data_id)
+            parts = "--".join(f"{k}-{v}" for k, v in values.items())
+            return f"{dataset_type.name}--{parts}.json"
+
+        def data_id_for(self, dataset_type, key):  # type: ignore[no-untyped-def]
+            if not key.startswith(f"{dataset_type.name}--") or "/" in key:
+                return None
+            items = key[len(dataset_type.name) + 2 : -len(".json")].split("--")
+            found = dict(item.split("-", 1) for item in items)
+            return {k: int(found[k]) if t == "int" else found[k]
+                    for k, t in dataset_type.dimensions.items()}  # fmt: skip
+
+    from butler import TemplateMapper
+
+    validator = TemplateMapper()  # reuse its data ID validation
+    b = Butler.create(str(tmp_path / "r"), mapper=FlatMapper())
+    b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int, "band": str})
+    b.put({"a": 1}, "cfg", visit=3, band="r")
+    assert (tmp_path / "r" / "cfg--visit-3--band-r.json").is_file()
+    assert b.get("cfg", visit=3, band="r") == {"a": 1}
+    assert list(b.datasets("cfg")) == [{"visit": 3, "band": "r"}]
+    with pytest.raises(InvalidDataIdError):
+        b.put({}, "cfg", visit=3, band="../x")
+    with pytest.raises(TypeError, match="abstract"):
+        Mapper()  # type: ignore[abstract]
