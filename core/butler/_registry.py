@@ -12,7 +12,7 @@ import functools
 import sys
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -155,12 +155,6 @@ class Registry:
             self._changed()
         return new
 
-    def unregister(self, python_type: type | str, storage: str, format: str) -> None:
-        """Remove a registration (missing keys are ignored)."""
-        with self._lock:
-            self._by_type.get(type_name(python_type), {}).pop((storage, format), None)
-            self._changed()
-
     @property
     def serializers(self) -> Mapping[tuple[str, str, str], Serializer]:
         """Read-only snapshot of every registration, keyed by (type, storage, format)."""
@@ -222,16 +216,21 @@ class Registry:
             self._resolved = resolved
         return resolved
 
-    def _lookup(self, python_type: type, format: str, storage: str) -> Serializer | None:
+    def _tables_along_mro(self, python_type: type) -> Iterator[dict[tuple[str, str], Serializer]]:
+        """The registrations of each class the lookup visits, most derived first.
+
+        That order is singledispatch's own MRO composition: the class's MRO plus the
+        registered ABCs it satisfies (explicitly, virtually or via ``__subclasshook__``).
+        """
         resolved = self._resolved_types()
-        # singledispatch's own MRO composition: the class's MRO plus the registered ABCs it
-        # satisfies (explicitly, virtually or via __subclasshook__), in dispatch order.
         mro = functools._compose_mro(python_type, list(resolved))  # type: ignore[attr-defined]
         for cls in mro:
             name = resolved.get(cls)
-            if name is None:
-                continue
-            table = self._by_type.get(name, {})
+            if name is not None:
+                yield self._by_type.get(name, {})
+
+    def _lookup(self, python_type: type, format: str, storage: str) -> Serializer | None:
+        for table in self._tables_along_mro(python_type):
             for candidate in (storage, ANY_STORAGE):
                 entry = table.get((candidate, format))
                 if entry is not None:
@@ -241,13 +240,10 @@ class Registry:
     def _miss_message(self, python_type: type, format: str, storage: str) -> str:
         name = type_name(python_type)
         lines = [f"No serializer for type {name!r} in format {format!r} on storage {storage!r}."]
-        resolved = self._resolved_types()
-        mro = functools._compose_mro(python_type, list(resolved))  # type: ignore[attr-defined]
         available = sorted(
             (entry.format, entry.storage, entry.python_type, entry.distribution)
-            for cls in mro
-            if cls in resolved
-            for entry in self._by_type.get(resolved[cls], {}).values()
+            for table in self._tables_along_mro(python_type)
+            for entry in table.values()
         )
         if available:
             lines.append(f"Registered for {name!r} and its bases (format / storage / type / from):")
@@ -272,17 +268,6 @@ class Registry:
                 for s in table.values()
             )
         )
-
-    def formats_for(self, python_type: type, storage: str) -> list[str]:
-        """Formats in which objects of ``python_type`` can be written to ``storage``."""
-        resolved = self._resolved_types()
-        mro = functools._compose_mro(python_type, list(resolved))  # type: ignore[attr-defined]
-        found: list[str] = []
-        for cls in mro:
-            for entry in self._by_type.get(resolved.get(cls, ""), {}).values():
-                if entry.storage in (storage, ANY_STORAGE) and entry.format not in found:
-                    found.append(entry.format)
-        return found
 
     # -- storages ---------------------------------------------------------------------
 
