@@ -295,8 +295,20 @@ class Butler:
     ) -> ButlerLocation:
         """The `ButlerLocation` the mapper gives for a dataset (nothing is read or written)."""
         dt = self.dataset_type(dataset_type)
-        merged = _merge_data_id(data_id, data_id_kw)
-        key, normal = self.mapper.map(dt, merged)
+        key, normal = self.mapper.map(dt, _merge_data_id(data_id, data_id_kw))
+        return self._location_at(dt, key, normal, parameters, overwrite, allow_pickle, progress)
+
+    def _location_at(
+        self,
+        dt: DatasetType,
+        key: str,
+        data_id: dict[str, Any],
+        parameters: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        allow_pickle: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> ButlerLocation:
+        """The location of an already mapped dataset (key and normalised data ID)."""
         if allow_pickle is None:
             allow_pickle = bool(self._allow_pickle) or self._policy.allow_pickle
         return ButlerLocation(
@@ -305,7 +317,7 @@ class Butler:
             format=dt.format,
             python_type=dt.python_type,
             dataset_type=dt.name,
-            data_id=normal,
+            data_id=data_id,
             additional_data=dict(dt.additional_data),
             parameters=dict(parameters or {}),
             serializer_args=dt.args_for(self.storage.type_name),
@@ -437,6 +449,22 @@ class Butler:
 
     def datasets(self, dataset_type: str, **partial_data_id: Any) -> Iterator[dict[str, Any]]:
         """Yield the data IDs of stored datasets of a type matching a partial data ID."""
+        for _key, data_id in self._stored(dataset_type, partial_data_id):
+            yield data_id
+
+    def stored_locations(
+        self, dataset_type: str, **partial_data_id: Any
+    ) -> Iterator[ButlerLocation]:
+        """Yield the `ButlerLocation` of every stored dataset of a type matching a partial
+        data ID (as `datasets`, without mapping each data ID back to its key)."""
+        dt = self.dataset_type(dataset_type)
+        for key, data_id in self._stored(dataset_type, partial_data_id):
+            yield self._location_at(dt, key, data_id)
+
+    def _stored(
+        self, dataset_type: str, partial_data_id: Mapping[str, Any]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(key, data ID) of the stored datasets matching a partial data ID."""
         dt = self.dataset_type(dataset_type)
         unknown = [k for k in partial_data_id if k not in dt.dimensions]
         if unknown:
@@ -451,7 +479,7 @@ class Butler:
         for key in self.storage.list(prefix):
             data_id = self.mapper.data_id_for(dt, key)
             if data_id is not None and all(data_id[k] == v for k, v in wanted.items()):
-                yield data_id
+                yield key, data_id
 
     # -- maintenance -------------------------------------------------------------------
 
@@ -460,8 +488,7 @@ class Butler:
         report = VerifyReport()
         names = [dataset_type] if dataset_type else sorted(self._policy.dataset_types)
         for name in names:
-            for data_id in self.datasets(name):
-                location = self.location(name, data_id)
+            for location in self.stored_locations(name):
                 report.checked += 1
                 self._verify_one(location, report)
         return report

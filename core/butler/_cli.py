@@ -294,9 +294,9 @@ def info(ctx: click.Context, root: str, options: Any) -> None:
     types = {}
     for name, dt in sorted(b.dataset_types.items()):
         count = size = 0
-        for data_id in b.datasets(name):
+        for location in b.stored_locations(name):
             count += 1
-            size += b.storage.size(b.location(name, data_id).key)
+            size += b.storage.size(location.key)
         types[name] = {"python_type": dt.python_type, "format": dt.format, "count": count,
                        "bytes": size}  # fmt: skip
     data = {"root": b.storage.uri(), "storage": b.storage.type_name,
