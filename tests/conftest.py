@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from importlib.util import find_spec
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,32 @@ def s3_bucket(s3_credentials: dict[str, str]) -> str:
     )
     client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def s3_repo(s3_bucket: str, s3_credentials: dict[str, str]) -> Iterator[Any]:
+    """A new butler repository at ``s3://<fresh bucket>/repo`` on the moto server."""
+    from butler import Butler
+
+    butler = Butler.create(f"s3://{s3_bucket}/repo", **s3_credentials)
+    yield butler
+    butler.close()
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch, s3_repo: Any) -> list[tuple[dict[str, Any], Any]]:
+    """Every file object ``s3_repo``'s storage opens, with its options (to measure traffic)."""
+    files: list[tuple[dict[str, Any], Any]] = []
+    storage = s3_repo.storage
+    real = storage.open
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        f = real(*args, **kwargs)
+        files.append((kwargs, f))
+        return f
+
+    monkeypatch.setattr(storage, "open", spy)
+    return files
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import numpy as np
 import pytest
 
@@ -17,29 +14,6 @@ from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.table import MaskedColumn, QTable, Table
 
 from butler import Butler, FormatError
-
-
-@pytest.fixture
-def s3_repo(s3_bucket: str, s3_credentials: dict[str, str]) -> Iterator[Butler]:
-    butler = Butler.create(f"s3://{s3_bucket}/repo", **s3_credentials)
-    yield butler
-    butler.close()
-
-
-@pytest.fixture
-def opened(monkeypatch: pytest.MonkeyPatch, s3_repo: Butler) -> list[tuple[dict[str, Any], Any]]:
-    """Every file object the S3 storage opens, with its options (to measure traffic)."""
-    files: list[tuple[dict[str, Any], Any]] = []
-    storage = s3_repo.storage
-    real = storage.open
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        f = real(*args, **kwargs)
-        files.append((kwargs, f))
-        return f
-
-    monkeypatch.setattr(storage, "open", spy)
-    return files
 
 
 def test_image_round_trip_and_direct_read(s3_repo: Butler, opened) -> None:

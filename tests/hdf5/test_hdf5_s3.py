@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,29 +12,6 @@ pytest.importorskip("butler_s3", reason="butler-s3 is not installed")
 h5py = pytest.importorskip("h5py")
 
 from butler import Butler, FormatError  # noqa: E402
-
-
-@pytest.fixture
-def s3_repo(s3_bucket: str, s3_credentials: dict[str, str]) -> Iterator[Butler]:
-    butler = Butler.create(f"s3://{s3_bucket}/repo", **s3_credentials)
-    yield butler
-    butler.close()
-
-
-@pytest.fixture
-def opened(monkeypatch: pytest.MonkeyPatch, s3_repo: Butler) -> list[Any]:
-    """Every file object the S3 storage opens (to check their options and traffic)."""
-    files: list[Any] = []
-    storage = s3_repo.storage
-    real = storage.open
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        f = real(*args, **kwargs)
-        files.append((kwargs, f))
-        return f
-
-    monkeypatch.setattr(storage, "open", spy)
-    return files
 
 
 def _fetched(f: Any) -> int:

@@ -16,12 +16,9 @@ def s3_root(s3_bucket: str) -> str:
 
 
 @pytest.fixture
-def s3_butler(s3_root: str, s3_credentials: dict[str, str]) -> Iterator[Any]:
-    """A new repository in a fresh bucket."""
-    from butler import Butler
-
-    with Butler.create(s3_root, **s3_credentials) as b:
-        yield b
+def s3_butler(s3_repo: Any) -> Any:
+    """A new repository in a fresh bucket (the shared ``s3_repo``)."""
+    return s3_repo
 
 
 @pytest.fixture
