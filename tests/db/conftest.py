@@ -7,15 +7,15 @@ own schema (PostgreSQL, through ``search_path``) or database (MariaDB), dropped 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 pytest.importorskip("butler_db", reason="butler-db is not installed")
 
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+
+from .._databases import fresh_mysql_database, fresh_postgres_schema
 
 BACKENDS = ["sqlite", "postgresql", "mysql"]
 
@@ -26,41 +26,18 @@ def sqlite_root(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return f"sqlite:///{tmp_path}/repo/butler.db"
 
 
-def _admin(url: str) -> sa.Engine:
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-
-
 @pytest.fixture
 def postgresql_root(postgres_url: str) -> Iterator[str]:
     """URL of a fresh PostgreSQL schema (selected through ``search_path``), dropped after."""
-    name = f"butler_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin(postgres_url)
-    with admin.connect() as conn:
-        conn.execute(sa.schema.CreateSchema(name))
-    url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={name}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.schema.DropSchema(name, cascade=True))
-        admin.dispose()
+    with fresh_postgres_schema(postgres_url, "butler_test") as (url, _):
+        yield url
 
 
 @pytest.fixture
 def mysql_root(mysql_url: str) -> Iterator[str]:
     """URL of a fresh MariaDB/MySQL database, dropped after."""
-    name = f"butler_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin(mysql_url)
-    quoted = admin.dialect.identifier_preparer.quote(name)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4")
-    url = make_url(mysql_url).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
-        admin.dispose()
+    with fresh_mysql_database(mysql_url, "butler_test") as (url, _):
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -13,10 +13,10 @@ import uuid
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from .._databases import fresh_mysql_database, fresh_postgres_schema
 from .helpers import Repo
 
 ALL_STORAGES = ["posix", "memory", "sqlite", "s3", "postgresql", "mysql"]
@@ -29,48 +29,18 @@ def _need(module: str, distribution: str) -> None:
         pytest.skip(f"{distribution} is not installed")
 
 
-def _admin(url: str) -> Any:
-    import sqlalchemy as sa
-
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-
-
 def _postgresql(request: pytest.FixtureRequest) -> Iterator[Repo]:
     _need("butler_db", "butler-db")
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
     base = request.getfixturevalue("postgres_url")
-    name = f"butler_rel_{uuid.uuid4().hex[:12]}"
-    admin = _admin(base)
-    with admin.connect() as conn:
-        conn.execute(sa.schema.CreateSchema(name))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={name}"})
-    try:
-        yield Repo("postgresql", url.render_as_string(hide_password=False), {}, schema=name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.schema.DropSchema(name, cascade=True))
-        admin.dispose()
+    with fresh_postgres_schema(base, "butler_rel") as (url, name):
+        yield Repo("postgresql", url, {}, schema=name)
 
 
 def _mysql(request: pytest.FixtureRequest) -> Iterator[Repo]:
     _need("butler_db", "butler-db")
-    from sqlalchemy.engine import make_url
-
     base = request.getfixturevalue("mysql_url")
-    name = f"butler_rel_{uuid.uuid4().hex[:12]}"
-    admin = _admin(base)
-    quoted = admin.dialect.identifier_preparer.quote(name)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4")
-    url = make_url(base).set(database=name)
-    try:
-        yield Repo("mysql", url.render_as_string(hide_password=False), {}, schema=name)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
-        admin.dispose()
+    with fresh_mysql_database(base, "butler_rel") as (url, name):
+        yield Repo("mysql", url, {}, schema=name)
 
 
 def make_repo(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Iterator[Repo]:
