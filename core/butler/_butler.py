@@ -27,7 +27,7 @@ from ._policy import (
 )
 from ._registry import Registry
 from ._storage import COPY_CHUNK, ProgressCallback, Storage
-from ._types import import_type, loaded_type, type_name
+from ._types import type_name
 
 __all__ = ["Butler", "VerifyReport", "open_storage"]
 
@@ -364,7 +364,7 @@ class Butler:
             progress=progress,
             **data_id_kw,
         )
-        expected = loaded_type(location.python_type) or import_type(location.python_type)
+        expected = location.expected_type()
         if not isinstance(obj, expected):
             raise DatasetTypeError(
                 f"cannot put a {type_name(type(obj))!r} as dataset type {dataset_type!r}, "
