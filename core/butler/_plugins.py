@@ -178,7 +178,6 @@ def discover(prefer: Sequence[str] | None = None) -> Discovery:
     owners.update(_load_entry_points(pm, infos))
     order = _prefer_order(prefer)
     registry = Registry()
-    result = Discovery(registry, infos)
 
     storages, c1 = _resolve(
         "storage", _collect(pm, "butler_storages", owners, infos), lambda s: (s.type_name,), order
@@ -198,12 +197,10 @@ def discover(prefer: Sequence[str] | None = None) -> Discovery:
             s.python_type, s.storage, s.format, s.write_ref, s.read_ref,
             priority=s.priority, distribution=s.distribution,
         )  # fmt: skip
-    result.conflicts = c1 + c2 + c3
     registry.plugin_failures = [
         f"{i.name} ({i.distribution}): {i.error}" for i in infos if i.status == "failed"
     ]
-    result.plugins = infos
-    return result
+    return Discovery(registry, infos, c1 + c2 + c3)
 
 
 _lock = threading.Lock()
