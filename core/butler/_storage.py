@@ -16,8 +16,6 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any, BinaryIO, ClassVar
 
-import yaml
-
 from ._errors import DatasetNotFoundError, FormatError, StorageError
 
 __all__ = ["POLICY_KEY", "ProgressCallback", "RandomAccessReader", "Storage"]
@@ -219,6 +217,8 @@ class Storage(abc.ABC):
 
     def read_policy(self) -> dict[str, Any] | None:
         """Return the stored repository policy, or ``None`` if there is no repository."""
+        import yaml  # only when a repository is opened: keeps `import butler` light
+
         if not self.exists(POLICY_KEY):
             return None
         with self.open(POLICY_KEY) as f:
@@ -234,6 +234,8 @@ class Storage(abc.ABC):
 
     def write_policy(self, policy: Mapping[str, Any]) -> None:
         """Atomically replace the repository policy."""
+        import yaml
+
         text = yaml.safe_dump(dict(policy), sort_keys=False).encode()
         with self.atomic_write(POLICY_KEY) as f:
             f.write(text)
