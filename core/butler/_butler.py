@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from ._errors import (
     NoSerializerError,
     StorageError,
 )
+from ._limits import parse_size
 from ._location import ButlerLocation
 from ._mapper import Mapper, TemplateMapper, template_dimensions, validate_template
 from ._policy import (
@@ -26,7 +29,7 @@ from ._policy import (
     validate_dataset_type_name,
 )
 from ._registry import Registry
-from ._storage import COPY_CHUNK, ProgressCallback, Storage
+from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, Storage, is_reserved_key
 from ._types import type_name
 
 __all__ = ["Butler", "VerifyReport", "open_storage"]
@@ -43,11 +46,35 @@ def open_storage(root: str, registry: Registry, **options: Any) -> Storage:
     StorageError
         If no installed storage serves the URI's scheme (naming what to install).
     """
-    root = str(root)
+    if isinstance(root, os.PathLike):
+        root = os.fspath(root)
+    if not isinstance(root, str) or not root.strip():
+        raise StorageError(
+            f"a repository root must be a non-empty path or URI string, not {root!r}"
+        )
     scheme = root.split("://", 1)[0].lower() if "://" in root else "file"
     spec = registry.storage_spec_for_scheme(scheme, root)
     cls = spec.load()
+    _check_options(cls, root, options)
     return cls(root, **options)  # type: ignore[no-any-return,unused-ignore]
+
+
+def _check_options(cls: type, root: str, options: Mapping[str, Any]) -> None:
+    """Refuse storage options the storage class does not declare (``durabel=False``)."""
+    if not options:
+        return
+    params = inspect.signature(cls).parameters
+    valid = sorted(
+        name
+        for name, p in list(params.items())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise StorageError(
+            f"unknown option(s) {unknown} for the {getattr(cls, 'type_name', cls.__name__)!r} "
+            f"storage of {root!r}; valid options: {valid or 'none'}"
+        )
 
 
 @dataclass
@@ -80,9 +107,19 @@ class Butler:
     mapper
         Maps (dataset type, data ID) to storage keys; defaults to `TemplateMapper`.
     allow_pickle
-        Allow reading pickles in this session even if the repository does not.
+        Allow unpickling (which runs code chosen by whoever wrote the pickle) in this
+        session. Only the reader decides: a repository can suggest it, never enable it.
+    max_read_bytes
+        Most bytes one read may allocate for what a file declares (a shape, an inflated
+        size), as an int or ``"4GiB"``; default ``$BUTLER_MAX_READ_BYTES`` or the memory
+        available.
+    allow_imports
+        Top-level packages that a python type named by the repository's policy may be
+        imported from. Types already imported and types an installed plugin registered
+        always resolve; nothing else is imported, so a policy cannot run a module.
     **storage_options
         Passed to the storage (credentials, endpoints); never written to the repository.
+        Unknown options raise `StorageError` listing the valid ones.
 
     Examples
     --------
@@ -100,8 +137,16 @@ class Butler:
         registry: Registry | None = None,
         mapper: Mapper | None = None,
         allow_pickle: bool | None = None,
+        max_read_bytes: int | str | None = None,
+        allow_imports: Sequence[str] = (),
         **storage_options: Any,
     ) -> None:
+        if isinstance(allow_imports, str) or not all(
+            isinstance(p, str) and p.isidentifier() for p in allow_imports
+        ):
+            raise DatasetTypeError(
+                f"allow_imports must be a list of top-level package names, not {allow_imports!r}"
+            )
         if registry is None:
             from ._plugins import default_registry
 
@@ -112,6 +157,8 @@ class Butler:
         self._lock = threading.RLock()
         self._policy = self._load_policy()
         self._allow_pickle = allow_pickle
+        self.allow_imports = tuple(allow_imports)
+        self.max_read_bytes = None if max_read_bytes is None else parse_size(max_read_bytes)
 
     @classmethod
     def create(
@@ -131,7 +178,8 @@ class Butler:
         checksum
             Keep a sha256 per dataset (computed while writing) so `verify` finds corruption.
         allow_pickle
-            Let every reader of this repository unpickle without opting in per call.
+            Record that this repository holds pickles its readers may want to allow, and
+            allow them in the returned Butler. Other readers still opt in themselves.
         """
         if registry is None:
             from ._plugins import default_registry
@@ -139,16 +187,22 @@ class Butler:
             registry = default_registry()
         storage = open_storage(root, registry, **storage_options)
         storage.initialize()
-        if storage.read_policy() is None:
-            policy = RepositoryPolicy(
-                storage=storage.type_name, checksum=checksum, allow_pickle=allow_pickle
-            )
-            storage.write_policy(policy.to_dict())
-        storage.close()
-        return cls(root, registry=registry, mapper=mapper, **storage_options)
+        policy = RepositoryPolicy(
+            storage=storage.type_name, checksum=checksum, allow_pickle=allow_pickle
+        )
+        try:
+            # Create-if-absent under the policy lock: a concurrent create never clobbers.
+            storage.update_policy(lambda data: policy.to_dict() if data is None else None)
+        finally:
+            storage.close()
+        return cls(
+            root, registry=registry, mapper=mapper, allow_pickle=allow_pickle, **storage_options
+        )
 
     def _load_policy(self) -> RepositoryPolicy:
-        data = self.storage.read_policy()
+        return self._parse_policy(self.storage.read_policy())
+
+    def _parse_policy(self, data: Mapping[str, Any] | None) -> RepositoryPolicy:
         if data is None:
             raise StorageError(
                 f"no butler repository at {self.storage.uri()!r}; create one with "
@@ -251,19 +305,31 @@ class Butler:
             serializer_args=dict(serializer_args or {}),
             additional_data=dict(additional_data or {}),
         )
-        with self._lock:
-            self._policy = self._load_policy()  # merge with other processes' changes
-            old = self._policy.dataset_types.get(name)
+        reserved = self.mapper.data_id_for(new, POLICY_KEY)
+        if reserved is not None:
+            raise DatasetTypeError(
+                f"dataset type {name!r}: template {template!r} can address {POLICY_KEY!r} "
+                f"(data ID {reserved}), which is reserved for butler itself"
+            )
+
+        def change(data: dict[str, Any] | None) -> dict[str, Any] | None:
+            policy = self._parse_policy(data)
+            old = policy.dataset_types.get(name)
             if old is not None and old.to_dict() == new.to_dict():
-                return old
+                return None
             if old is not None and not overwrite:
                 raise DatasetTypeError(
                     f"dataset type {name!r} is already defined as {old.to_dict()}; pass "
                     f"overwrite=True to redefine it"
                 )
-            self._policy.dataset_types[name] = new
-            self.storage.write_policy(self._policy.to_dict())
-        return new
+            policy.dataset_types[name] = new
+            return policy.to_dict()
+
+        with self._lock:
+            # A read-modify-write under the storage's policy lock or compare-and-swap, so
+            # that concurrent definitions in other processes are merged, never lost.
+            self._policy = self._parse_policy(self.storage.update_policy(change))
+        return self._policy.dataset_types[name]
 
     def dataset_type(self, name: str) -> DatasetType:
         """The definition of a dataset type (re-reading the policy once if unknown)."""
@@ -296,6 +362,11 @@ class Butler:
         """The `ButlerLocation` the mapper gives for a dataset (nothing is read or written)."""
         dt = self.dataset_type(dataset_type)
         key, normal = self.mapper.map(dt, _merge_data_id(data_id, data_id_kw))
+        if is_reserved_key(key):  # whatever the mapper: butler's own keys are never datasets
+            raise InvalidDataIdError(
+                f"data ID {normal} of dataset type {dt.name!r} maps to {key!r}, which is "
+                f"reserved for butler itself"
+            )
         return self._location_at(dt, key, normal, parameters, overwrite, allow_pickle, progress)
 
     def _location_at(
@@ -309,8 +380,8 @@ class Butler:
         progress: ProgressCallback | None = None,
     ) -> ButlerLocation:
         """The location of an already mapped dataset (key and normalised data ID)."""
-        if allow_pickle is None:
-            allow_pickle = bool(self._allow_pickle) or self._policy.allow_pickle
+        if allow_pickle is None:  # the reader's choice; the policy's flag only suggests it
+            allow_pickle = bool(self._allow_pickle)
         return ButlerLocation(
             locations=[key],
             storage=self.storage,
@@ -326,6 +397,8 @@ class Butler:
             checksum=self._policy.checksum,
             allow_pickle=allow_pickle,
             progress=progress,
+            max_read_bytes=self.max_read_bytes,
+            allow_imports=self.allow_imports,
         )
 
     # -- put / get ---------------------------------------------------------------------
@@ -477,6 +550,8 @@ class Butler:
             k: int(v) if dt.dimensions[k] == "int" else str(v) for k, v in partial_data_id.items()
         }
         for key in self.storage.list(prefix):
+            if is_reserved_key(key):
+                continue
             data_id = self.mapper.data_id_for(dt, key)
             if data_id is not None and all(data_id[k] == v for k, v in wanted.items()):
                 yield key, data_id

@@ -47,6 +47,7 @@ def file_location(
     parameters: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     allow_pickle: bool = False,
+    max_read_bytes: int | str | None = None,
     **storage_options: Any,
 ) -> ButlerLocation:
     """A `ButlerLocation` for one standalone file.
@@ -61,8 +62,11 @@ def file_location(
         Type to read the file as; defaults to the format's declared ``python_type``.
     writing
         Build a location to (over)write.
+    max_read_bytes
+        Most bytes the read may allocate for what the file declares (see `Butler`).
     """
     from ._butler import open_storage
+    from ._limits import parse_size
 
     reg = _registry(registry)
     root, key = _split(uri)
@@ -100,6 +104,7 @@ def file_location(
         allow_pickle=allow_pickle,
         progress=progress,
         stored=stored,
+        max_read_bytes=None if max_read_bytes is None else parse_size(max_read_bytes),
     )
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._errors import ButlerError, FormatError, StorageError
 from ._storage import ProgressCallback, Storage
-from ._types import import_type, resolve_subclass, type_name
+from ._types import resolve_policy_type, resolve_subclass, type_name
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -61,6 +61,10 @@ class ButlerLocation:
     checksum: bool = False
     allow_pickle: bool = False
     progress: ProgressCallback | None = field(default=None, repr=False)
+    #: Top-level packages the reader allows the policy's python type to import from.
+    allow_imports: tuple[str, ...] = ()
+    #: Most bytes one read may allocate (``None``: `default_max_read_bytes`).
+    max_read_bytes: int | None = None
     #: Metadata stored with the dataset (read side); fetched from the storage when needed.
     stored: Mapping[str, Any] | None = field(default=None, repr=False)
     _written_type: str | None = field(default=None, repr=False)
@@ -132,9 +136,17 @@ class ButlerLocation:
         return self.stored
 
     def expected_type(self) -> type:
-        """The dataset type's python type (imported if need be)."""
+        """The dataset type's python type.
+
+        It is imported only if an installed plugin registered a serializer for it or its
+        package is in ``allow_imports``: a repository's policy never chooses what runs.
+        """
         if self._expected is None or self._expected[0] != self.python_type:
-            self._expected = (self.python_type, import_type(self.python_type))
+            registered = (s.python_type for s in self._registry().serializers.values())
+            cls = resolve_policy_type(
+                self.python_type, registered=registered, allow_imports=self.allow_imports
+            )
+            self._expected = (self.python_type, cls)
         return self._expected[1]
 
     def read_type(self, recorded: str | None = None) -> type:
@@ -218,6 +230,30 @@ class ButlerLocation:
             raise FormatError(
                 f"cannot {action} {self.describe()} as {self.format!r}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def check_read_size(self, nbytes: int, what: str = "the data") -> None:
+        """Refuse to allocate ``nbytes`` (the size a file *declares*) past the read limit.
+
+        Serializers call this before allocating what a header, shape or compressed stream
+        announces, so a tiny hostile file cannot exhaust memory.
+
+        Raises
+        ------
+        FormatError
+            Naming the declared size, the limit and how to raise it.
+        """
+        from ._limits import ENV_MAX_READ_BYTES, default_max_read_bytes
+
+        limit = self.max_read_bytes
+        if limit is None:
+            limit = default_max_read_bytes()
+        if nbytes > limit:
+            raise FormatError(
+                f"{self.describe()}: {what} declares {nbytes:,} bytes, more than the read limit "
+                f"of {limit:,} bytes; raise it with Butler(..., max_read_bytes=N), "
+                f"read_file(..., max_read_bytes=N) or ${ENV_MAX_READ_BYTES} if you trust "
+                f"this dataset"
+            )
 
     def format_error(self, message: str) -> FormatError:
         """A `FormatError` naming this dataset, for serializers' own checks."""

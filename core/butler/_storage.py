@@ -13,18 +13,37 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any, BinaryIO, ClassVar
 
 from ._errors import DatasetNotFoundError, FormatError, StorageError
 
-__all__ = ["POLICY_KEY", "ProgressCallback", "RandomAccessReader", "Storage"]
+__all__ = [
+    "POLICY_KEY",
+    "RESERVED_PREFIX",
+    "ProgressCallback",
+    "RandomAccessReader",
+    "Storage",
+    "is_reserved_key",
+]
 
 #: ``progress(bytes_done, bytes_total_or_None)``, called as bytes move.
 ProgressCallback = Callable[[int, "int | None"], None]
 
 #: Where the repository policy lives in storages that keep it as a file.
 POLICY_KEY = "butler.yaml"
+
+#: Keys under this prefix belong to butler itself (locks, index, sidecars of the repository).
+#: Templates cannot produce it: no key segment may start with ``"."``.
+RESERVED_PREFIX = ".butler/"
+
+
+def is_reserved_key(key: str) -> bool:
+    """True for keys that belong to butler itself (the policy, anything under
+    `RESERVED_PREFIX`): no dataset may be written, read or removed there."""
+    return key == POLICY_KEY or key.startswith(RESERVED_PREFIX) or key == RESERVED_PREFIX[:-1]
+
 
 #: Chunk size for copies between file objects.
 COPY_CHUNK = 8 * 1024 * 1024
@@ -206,6 +225,7 @@ class Storage(abc.ABC):
     def __init__(self, root: str, **options: Any) -> None:
         self.root = root
         self.options = options
+        self._local_policy_lock = threading.RLock()
 
     # -- repository lifecycle ---------------------------------------------------------
 
@@ -216,29 +236,56 @@ class Storage(abc.ABC):
         """Release connections. The storage may not be used afterwards."""
 
     def read_policy(self) -> dict[str, Any] | None:
-        """Return the stored repository policy, or ``None`` if there is no repository."""
-        import yaml  # only when a repository is opened: keeps `import butler` light
+        """Return the stored repository policy, or ``None`` if there is no repository.
+
+        The policy is untrusted input: YAML tags that build objects and YAML anchors/aliases
+        (unbounded expansion) are refused with a `FormatError`.
+        """
+        from ._yaml import load  # only when a repository is opened: keeps `import butler` light
 
         if not self.exists(POLICY_KEY):
             return None
         with self.open(POLICY_KEY) as f:
-            try:
-                data = yaml.safe_load(f)
-            except yaml.YAMLError as exc:  # e.g. a !!python/object tag: never constructed
-                raise FormatError(
-                    f"repository policy {self.uri(POLICY_KEY)!r} is not valid YAML: {exc}"
-                ) from None
+            data = load(f, what=f"repository policy {self.uri(POLICY_KEY)!r}")
         if not isinstance(data, dict):
             raise FormatError(f"repository policy {self.uri(POLICY_KEY)!r} is not a mapping")
         return data
 
     def write_policy(self, policy: Mapping[str, Any]) -> None:
-        """Atomically replace the repository policy."""
-        import yaml
+        """Atomically replace the repository policy (use `update_policy` to change it)."""
+        from ._yaml import dump
 
-        text = yaml.safe_dump(dict(policy), sort_keys=False).encode()
         with self.atomic_write(POLICY_KEY) as f:
-            f.write(text)
+            f.write(dump(dict(policy)).encode())
+
+    @contextlib.contextmanager
+    def policy_lock(self) -> Iterator[None]:
+        """Hold the lock that serializes policy changes.
+
+        The default only serializes the threads of this process; storages shared between
+        processes override it (posix: ``flock`` on a reserved lock file) or override
+        `update_policy` with a compare-and-swap (S3: conditional PUT; databases: a
+        transaction).
+        """
+        with self._local_policy_lock:
+            yield
+
+    def update_policy(
+        self, change: Callable[[dict[str, Any] | None], Mapping[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Read-modify-write the policy atomically with respect to every other writer.
+
+        ``change`` receives the current policy (``None`` if there is none) and returns the
+        new one, or ``None`` to leave it as is. It may be called more than once (after a
+        lost compare-and-swap) and must not have side effects. Returns the policy now stored.
+        """
+        with self.policy_lock():
+            current = self.read_policy()
+            new = change(current)
+            if new is None:
+                return current
+            self.write_policy(new)
+            return dict(new)
 
     # -- dataset I/O (subclasses implement) -------------------------------------------
 

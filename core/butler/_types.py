@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from ._errors import DatasetTypeError, FormatError
 
-__all__ = ["import_type", "loaded_type", "resolve_subclass", "type_name"]
+__all__ = ["import_type", "loaded_type", "resolve_policy_type", "resolve_subclass", "type_name"]
 
 #: Aliases so a policy can say ``dict`` instead of ``builtins.dict``.
 _BUILTIN_NAMES = {
@@ -94,6 +95,36 @@ def import_type(name: str) -> type:
         raise DatasetTypeError(f"{name!r} names a {type(obj).__name__}, not a class")
     detail = "; ".join(errors) if errors else "no such attribute"
     raise DatasetTypeError(f"cannot import python type {name!r} ({detail})")
+
+
+def resolve_policy_type(
+    name: str, *, registered: Iterable[str], allow_imports: Iterable[str] = ()
+) -> type:
+    """Resolve a dataset type's python type named by a repository policy.
+
+    The policy is written by whoever can write the repository, so naming a type must not
+    run a module the reader did not choose. A name resolves when its module is already
+    imported, when an installed plugin registered a serializer for exactly that name
+    (``"astropy.table.Table"``: installing the plugin vouches for it), or when its
+    top-level package is in the reader's ``allow_imports``.
+
+    Raises
+    ------
+    DatasetTypeError
+        Naming the type and the two ways to allow it.
+    """
+    name = _BUILTIN_NAMES.get(name, name)
+    found = loaded_type(name)
+    if found is not None:
+        return found
+    top = name.split(".", 1)[0]
+    if name in set(registered) or top in set(allow_imports):
+        return import_type(name)
+    raise DatasetTypeError(
+        f"python type {name!r} named by the repository is not imported, and butler imports "
+        f"only types that an installed plugin registered: import {top!r} yourself, or pass "
+        f"allow_imports=[{top!r}] to Butler if you trust that package"
+    )
 
 
 def resolve_subclass(recorded: str | None, expected: type, *, what: str) -> type:

@@ -130,11 +130,42 @@ def test_pickle_round_trip_with_opt_in(repo: Butler) -> None:
     assert repo.get("p", n="ok", allow_pickle=True) == value
 
 
-def test_repository_level_pickle_opt_in(tmp_path: Path) -> None:
+def test_repository_pickle_flag_only_suggests(tmp_path: Path) -> None:
+    """Hole 6: the policy's allow_pickle cannot enable unpickling for another reader."""
     b = Butler.create(str(tmp_path / "r"), allow_pickle=True)
     b.register_dataset_type("p", object, "pickle", dimensions=["n"])
     b.put({1, 2}, "p", n="a")
-    assert Butler(str(tmp_path / "r")).get("p", n="a") == {1, 2}
+    assert b.get("p", n="a") == {1, 2}  # the creator asked for it
+    with pytest.raises(UnsafeFormatError, match="its policy cannot allow it for you"):
+        Butler(str(tmp_path / "r")).get("p", n="a")
+    assert Butler(str(tmp_path / "r"), allow_pickle=True).get("p", n="a") == {1, 2}
+    assert Butler(str(tmp_path / "r")).get("p", n="a", allow_pickle=True) == {1, 2}
+
+
+def test_policy_allow_pickle_written_by_attacker_is_ignored(tmp_path: Path) -> None:
+    """A hand-edited butler.yaml saying allow_pickle: true runs nothing."""
+    import pickle as pickle_module
+
+    b = Butler.create(str(tmp_path / "r"))
+    b.register_dataset_type("p", object, "pickle", dimensions=["n"])
+    b.put([1], "p", n="a", overwrite=True)
+    policy = tmp_path / "r" / "butler.yaml"
+    policy.write_text(policy.read_text().replace("allow_pickle: false", "allow_pickle: true"))
+    marker = tmp_path / "ran"
+    (tmp_path / "r" / "p" / "a.pickle").write_bytes(
+        pickle_module.dumps(_Evil(str(marker)), protocol=2)
+    )
+    with pytest.raises(UnsafeFormatError):
+        Butler(str(tmp_path / "r")).get("p", n="a")
+    assert not marker.exists()
+
+
+class _Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
 
 
 def test_pickle_file_is_a_real_pickle(posix_repo: Butler) -> None:

@@ -1,7 +1,8 @@
 """The ``config`` format: YAML recording the concrete type, read back as that subclass.
 
 The file is ``{"python_type": "pkg.Cls", "data": {...}}`` written with ``yaml.safe_dump``
-and read with ``yaml.safe_load``: no tag can construct objects or run code, and the recorded
+and read with butler's repository YAML loader (`butler._yaml.load`): no tag can construct
+objects or run code, anchors and aliases are refused (no "billion laughs"), and the recorded
 type must be a subclass of the dataset type's python type.
 """
 
@@ -15,6 +16,7 @@ import yaml
 
 from .._location import ButlerLocation
 from .._types import type_name
+from .._yaml import load
 from ._plain import from_plain, to_plain
 
 __all__ = ["read", "write"]
@@ -31,7 +33,7 @@ def write(obj: Any, location: ButlerLocation) -> None:
 def read(location: ButlerLocation, **_: Any) -> Any:
     """Read the YAML document and rebuild its recorded class."""
     with location.open_read() as f:
-        document = yaml.safe_load(f)
+        document = load(f, what=location.describe())
     if not isinstance(document, Mapping) or set(document) != {"python_type", "data"}:
         raise location.format_error("is not a butler config document (python_type + data)")
     cls = location.read_type(str(document["python_type"]))

@@ -18,7 +18,7 @@ def write(obj: Any, location: ButlerLocation, *, protocol: int = pickle.HIGHEST_
 
 
 def read(location: ButlerLocation, **_: Any) -> Any:
-    """Unpickle, only when the call or the repository allows it.
+    """Unpickle, only when the reader allows it (per call or per Butler; never the repository).
 
     Raises
     ------
@@ -28,8 +28,8 @@ def read(location: ButlerLocation, **_: Any) -> Any:
     if not location.allow_pickle:
         raise UnsafeFormatError(
             f"{location.describe()} is a pickle, and unpickling can execute arbitrary code; "
-            f"pass allow_pickle=True to get() (or create the repository with "
-            f"allow_pickle=True) if you trust its source"
+            f"pass allow_pickle=True to get() or Butler() if you trust whoever can write "
+            f"this repository (its policy cannot allow it for you)"
         )
     with location.open_read() as f:
         obj = pickle.load(f)
