@@ -20,7 +20,13 @@ from ._errors import (
 )
 from ._limits import parse_size
 from ._location import ButlerLocation
-from ._mapper import Mapper, TemplateMapper, template_dimensions, validate_template
+from ._mapper import (
+    Mapper,
+    TemplateMapper,
+    coerce_value,
+    template_dimensions,
+    validate_template,
+)
 from ._policy import (
     DatasetType,
     RepositoryPolicy,
@@ -280,6 +286,17 @@ class Butler:
             Unknown format (naming the distribution that provides it).
         """
         validate_dataset_type_name(name)
+        previous = self._policy.dataset_types.get(name)
+        if previous is None:
+            with self._lock:
+                self._policy = self._load_policy()
+            previous = self._policy.dataset_types.get(name)
+        if template is None and previous is not None and overwrite:
+            # Redefining (say, a new format) keeps the old key layout: a new default
+            # template would make every stored dataset unreachable.
+            template = previous.template
+            if dimensions is None:
+                dimensions = dict(previous.dimensions)
         try:
             descriptor = self.registry.format(format)
             dims = normalise_dimensions(dimensions)
@@ -290,7 +307,10 @@ class Butler:
         except (DatasetTypeError, NoSerializerError) as exc:  # say which dataset type
             raise type(exc)(f"dataset type {name!r}: {exc}") from None
         if dimensions is None:
-            dims = template_dimensions(template)
+            try:
+                dims = normalise_dimensions(template_dimensions(template))
+            except DatasetTypeError as exc:
+                raise DatasetTypeError(f"dataset type {name!r}: {exc}") from None
         elif set(dims) != set(fields_in_template):
             raise DatasetTypeError(
                 f"dataset type {name!r}: template {template!r} uses {fields_in_template} but the "
@@ -322,6 +342,11 @@ class Butler:
                     f"dataset type {name!r} is already defined as {old.to_dict()}; pass "
                     f"overwrite=True to redefine it"
                 )
+            if old is not None and (old.template, old.dimensions) != (
+                new.template,
+                dict(new.dimensions),
+            ):
+                self._refuse_relayout(old, new)
             policy.dataset_types[name] = new
             return policy.to_dict()
 
@@ -330,6 +355,18 @@ class Butler:
             # that concurrent definitions in other processes are merged, never lost.
             self._policy = self._parse_policy(self.storage.update_policy(change))
         return self._policy.dataset_types[name]
+
+    def _refuse_relayout(self, old: DatasetType, new: DatasetType) -> None:
+        """Refuse a new template or dimensions while datasets are stored under the old ones:
+        they would vanish from ``get``, ``datasets``, ``info`` and ``verify``."""
+        stored = next(self._stored_with(old, {}), None)
+        if stored is not None:
+            raise DatasetTypeError(
+                f"dataset type {old.name!r} has stored datasets (e.g. {stored[1]}) under "
+                f"template {old.template!r}; redefining it with template {new.template!r} "
+                f"would make them unreachable. Keep the template (omit it to keep the old "
+                f"one), or define a new dataset type"
+            )
 
     def dataset_type(self, name: str) -> DatasetType:
         """The definition of a dataset type (re-reading the policy once if unknown)."""
@@ -538,17 +575,20 @@ class Butler:
         self, dataset_type: str, partial_data_id: Mapping[str, Any]
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """(key, data ID) of the stored datasets matching a partial data ID."""
-        dt = self.dataset_type(dataset_type)
+        return self._stored_with(self.dataset_type(dataset_type), partial_data_id)
+
+    def _stored_with(
+        self, dt: DatasetType, partial_data_id: Mapping[str, Any]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        dataset_type = dt.name
         unknown = [k for k in partial_data_id if k not in dt.dimensions]
         if unknown:
             raise InvalidDataIdError(
                 f"unknown data ID keys {unknown} for dataset type {dataset_type!r}; its "
                 f"dimensions are {list(dt.dimensions)}"
             )
-        prefix = self.mapper.prefix_for(dt, partial_data_id)
-        wanted = {
-            k: int(v) if dt.dimensions[k] == "int" else str(v) for k, v in partial_data_id.items()
-        }
+        wanted = {k: coerce_value(dt, k, v) for k, v in partial_data_id.items()}
+        prefix = self.mapper.prefix_for(dt, wanted)
         for key in self.storage.list(prefix):
             if is_reserved_key(key):
                 continue

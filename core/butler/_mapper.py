@@ -20,12 +20,15 @@ from ._policy import DatasetType
 __all__ = [
     "Mapper",
     "TemplateMapper",
+    "coerce_value",
     "template_dimensions",
     "template_fields",
     "validate_template",
 ]
 
 _MAX_VALUE_LEN = 200
+#: Integer data ID values have at most 30 digits (as in keys parsed back from storage).
+_MAX_INT = 10**30
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPEC = re.compile(r"^[0-9<>^=+\- #,._a-zA-Z]*$")
 _INT_SPEC = re.compile(r".*[dnxXob]$")
@@ -210,17 +213,34 @@ class TemplateMapper(Mapper):
         return "".join(prefix)
 
 
+def _short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` for messages: bounded, and never failing (huge ints cannot be printed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def coerce_value(dataset_type: DatasetType, key: str, value: Any) -> Any:
+    """A data ID value coerced to its dimension's declared type, or `InvalidDataIdError`."""
+    return _coerce(dataset_type.name, key, value, dataset_type.dimensions[key])
+
+
 def _coerce(dataset_type: str, key: str, value: Any, kind: str) -> Any:
-    where = f"data ID value {key}={value!r} of dataset type {dataset_type!r}"
+    where = f"data ID value {key}={_short_repr(value)} of dataset type {dataset_type!r}"
     if kind == "int":
         if isinstance(value, bool):
             raise InvalidDataIdError(f"{where} must be an integer, not a bool")
-        if isinstance(value, int):
-            return int(value)
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,30}", value.strip()):
             return int(value)
-        if hasattr(value, "__index__"):  # numpy integers
-            return int(value.__index__())
+        if isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, str)):
+            number = int(value.__index__())  # numpy integers too
+            if abs(number) >= _MAX_INT:
+                raise InvalidDataIdError(f"{where} must have at most 30 digits")
+            return number
         raise InvalidDataIdError(f"{where} must be an integer")
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidDataIdError(f"{where} must be a string or an integer")

@@ -16,6 +16,25 @@ POLICY_VERSION = 1
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
+_DIMENSION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+#: Names that cannot be dimensions: they are keyword arguments of `Butler.put`/`get`/...
+#: (``put(obj, "t", dataset_type=1)`` could never pass such a data ID value).
+RESERVED_DIMENSIONS = frozenset(
+    {
+        "obj",
+        "dataset_type",
+        "data_id",
+        "parameters",
+        "overwrite",
+        "progress",
+        "allow_pickle",
+        "partial_data_id",
+        "kw",
+        "self",
+    }
+)
+
 #: Dimension value types a policy may declare.
 DIMENSION_TYPES = {"int": int, "str": str}
 
@@ -88,11 +107,11 @@ class DatasetType:
                 python_type=str(data["python_type"]),
                 format=str(data["format"]),
                 template=str(data["template"]),
-                dimensions=dict(data.get("dimensions") or {}),
+                dimensions=normalise_dimensions(data.get("dimensions") or {}),
                 serializer_args=dict(data.get("serializer_args") or {}),
                 additional_data=dict(data.get("additional_data") or {}),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError, DatasetTypeError) as exc:
             raise DatasetTypeError(f"malformed definition of dataset type {name!r}: {exc}") from exc
 
     def with_changes(self, **changes: Any) -> DatasetType:
@@ -137,13 +156,24 @@ class RepositoryPolicy:
         head = data.get("butler")
         if not isinstance(head, Mapping):
             raise DatasetTypeError("repository policy has no 'butler' section")
-        version = int(head.get("version", POLICY_VERSION))
+        try:
+            version = int(head.get("version", POLICY_VERSION))
+        except (TypeError, ValueError):
+            raise DatasetTypeError(
+                f"repository policy version {head.get('version')!r} is not an integer"
+            ) from None
         if version > POLICY_VERSION:
             raise DatasetTypeError(
                 f"repository policy version {version} is newer than this butler understands "
                 f"({POLICY_VERSION}); upgrade butler-core"
             )
         types = data.get("dataset_types") or {}
+        if not isinstance(types, Mapping) or not all(
+            isinstance(d, Mapping) for d in types.values()
+        ):
+            raise DatasetTypeError(
+                "repository policy's 'dataset_types' is not a mapping of mappings"
+            )
         return cls(
             storage=str(head.get("storage", "")),
             dataset_types={n: DatasetType.from_dict(n, d) for n, d in types.items()},
@@ -159,10 +189,24 @@ def normalise_dimensions(dimensions: Mapping[str, Any] | Sequence[str] | None) -
         return {}
     if isinstance(dimensions, Mapping):
         items = list(dimensions.items())
-    else:
+    elif isinstance(dimensions, Sequence | set | frozenset) and not isinstance(dimensions, str):
         items = [(d, "str") for d in dimensions]
+    else:
+        raise DatasetTypeError(
+            f"dimensions must be a list of names or a mapping of names to int/str, not "
+            f"{dimensions!r}"
+        )
     result = {}
     for key, kind in items:
+        if not isinstance(key, str) or not _DIMENSION.match(key):
+            raise DatasetTypeError(
+                f"invalid dimension name {key!r}: use a Python identifier of 1-64 characters"
+            )
+        if key in RESERVED_DIMENSIONS:
+            raise DatasetTypeError(
+                f"dimension name {key!r} is reserved: it is a keyword argument of Butler's "
+                f"methods ({', '.join(sorted(RESERVED_DIMENSIONS))}); rename it"
+            )
         kind_name = kind.__name__ if isinstance(kind, type) else str(kind)
         if kind_name not in DIMENSION_TYPES:
             raise DatasetTypeError(
