@@ -16,6 +16,7 @@ POLICY_VERSION = 1
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
+_FORMAT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,63}$")
 _DIMENSION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 #: Names that cannot be dimensions: they are keyword arguments of `Butler.put`/`get`/...
@@ -101,12 +102,21 @@ class DatasetType:
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, Any]) -> DatasetType:
         """Rebuild from `to_dict` output, validating it."""
+        # Everything here was written by whoever can write the repository: validate it as
+        # register_dataset_type would (no escape sequences reach a terminal, no template
+        # leaves the root).
+        from ._mapper import validate_template
+
         try:
+            fmt = data["format"]
+            if not isinstance(fmt, str) or not _FORMAT.match(fmt):
+                raise DatasetTypeError(f"invalid format name {fmt!r}")
+            validate_template(data["template"])
             return cls(
                 name=validate_dataset_type_name(name),
-                python_type=str(data["python_type"]),
-                format=str(data["format"]),
-                template=str(data["template"]),
+                python_type=python_type_name(data["python_type"]),
+                format=fmt,
+                template=data["template"],
                 dimensions=normalise_dimensions(data.get("dimensions") or {}),
                 serializer_args=dict(data.get("serializer_args") or {}),
                 additional_data=dict(data.get("additional_data") or {}),
@@ -218,6 +228,8 @@ def normalise_dimensions(dimensions: Mapping[str, Any] | Sequence[str] | None) -
 
 def python_type_name(python_type: type | str) -> str:
     """Dotted name of a class or string, validated for shape only (nothing imported)."""
+    if not isinstance(python_type, type | str):
+        raise DatasetTypeError(f"python type must be a class or a dotted name, not {python_type!r}")
     name = type_name(python_type)
     if not re.match(r"^[A-Za-z_][\w.]*$", name):
         raise DatasetTypeError(f"invalid python type name {name!r}")

@@ -345,3 +345,28 @@ def test_malformed_policies_are_butler_errors(tmp_path: Path, policy: str) -> No
     (tmp_path / "r" / POLICY_KEY).write_text(policy)
     with pytest.raises(ButlerError):
         Butler(root)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("python_type", "builtins.dict\x1b]0;pwned\x07"),
+        ("python_type", 5),
+        ("format", "json\x1b[2J"),
+        ("template", "../../etc/{v}"),
+        ("template", "/abs/{v}"),
+        ("template", "{v.__class__}"),
+    ],
+)
+def test_policy_fields_are_validated_on_load(tmp_path: Path, field: str, value: Any) -> None:
+    """A hostile policy cannot smuggle escape sequences to a terminal or a template out of
+    the root: every field is validated on load as on definition."""
+    root = str(tmp_path / "r")
+    b = Butler.create(root)
+    b.register_dataset_type("cfg", dict, "json", dimensions=["v"])
+    _retype = b.storage.read_policy()
+    assert _retype is not None
+    _retype["dataset_types"]["cfg"][field] = value
+    b.storage.write_policy(_retype)
+    with pytest.raises(DatasetTypeError, match="cfg"):
+        Butler(root)
