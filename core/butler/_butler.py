@@ -14,6 +14,7 @@ from ._errors import (
     DatasetExistsError,
     DatasetNotFoundError,
     DatasetTypeError,
+    FormatError,
     InvalidDataIdError,
     NoSerializerError,
     StorageError,
@@ -30,6 +31,7 @@ from ._mapper import (
 from ._policy import (
     DatasetType,
     RepositoryPolicy,
+    is_format_name,
     normalise_dimensions,
     python_type_name,
     validate_dataset_type_name,
@@ -538,8 +540,15 @@ class Butler:
             location.stored = self.storage.metadata(location.key)
         except DatasetNotFoundError:
             raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
-        # Old datasets keep the format they were written in.
-        location.format = location.stored.get("format", location.format)
+        # Old datasets keep the format they were written in. The metadata is untrusted: it
+        # may only name a format registered here (every one of which reads safely).
+        recorded = location.stored.get("format", location.format)
+        if not isinstance(recorded, str) or not is_format_name(recorded):
+            raise FormatError(
+                f"{location.describe()} records format {recorded!r}, which is not a format "
+                f"name; its metadata is corrupt or was written by another tool"
+            )
+        location.format = recorded
 
     def exists(
         self, dataset_type: str, data_id: Mapping[str, Any] | None = None, **kw: Any

@@ -166,6 +166,8 @@ class ButlerLocation:
         """
         if recorded is None:
             recorded = self.stored_metadata().get("python_type")
+        if recorded is not None and not isinstance(recorded, str):
+            raise self.format_error(f"the recorded python type {recorded!r} is not a name")
         expected = self.expected_type()
         if recorded is None or recorded == self.python_type:
             return expected  # the common case: no subclass, nothing to check or describe

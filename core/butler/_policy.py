@@ -40,6 +40,11 @@ RESERVED_DIMENSIONS = frozenset(
 DIMENSION_TYPES = {"int": int, "str": str}
 
 
+def is_format_name(name: str) -> bool:
+    """True when ``name`` has the shape of a format name (``fits``, ``sql-table``)."""
+    return bool(_FORMAT.match(name))
+
+
 def validate_dataset_type_name(name: Any) -> str:
     """Return ``name`` if it is a valid dataset type name, else raise `DatasetTypeError`."""
     if not isinstance(name, str) or not _NAME.match(name):

@@ -370,3 +370,36 @@ def test_policy_fields_are_validated_on_load(tmp_path: Path, field: str, value: 
     b.storage.write_policy(_retype)
     with pytest.raises(DatasetTypeError, match="cfg"):
         Butler(root)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"format": "json\x1b[2J"},
+        {"format": 5},
+        {"format": ["json"]},
+        {"format": "json", "python_type": 7},
+        {"format": "json", "python_type": ["builtins.dict"]},
+    ],
+)
+def test_hostile_stored_metadata_is_a_format_error(root: str, metadata: dict[str, Any]) -> None:
+    """Stored metadata is written by whoever can write the repository: a format or type
+    that is not a name of something installed is a FormatError, not a crash."""
+    b = Butler.create(root)
+    b.register_dataset_type("cfg", dict, "json", dimensions={"v": int})
+    b.put({"a": 1}, "cfg", v=1)
+    key = b.location("cfg", v=1).key
+    b.storage.write_bytes(key, b'{"a": 1}', metadata=metadata)
+    with pytest.raises(FormatError):
+        b.get("cfg", v=1)
+
+
+def test_unknown_recorded_format_names_the_plugin(root: str) -> None:
+    from butler import NoSerializerError
+
+    b = Butler.create(root)
+    b.register_dataset_type("cfg", dict, "json", dimensions={"v": int})
+    b.put({"a": 1}, "cfg", v=1)
+    b.storage.write_bytes(b.location("cfg", v=1).key, b"{}", metadata={"format": "parquet"})
+    with pytest.raises(NoSerializerError, match="parquet"):
+        b.get("cfg", v=1)
