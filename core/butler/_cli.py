@@ -21,18 +21,24 @@ from ._errors import ButlerError, DatasetExistsError
 PROGRESS_THRESHOLD = 4 * 1024 * 1024
 
 
-def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+def _split_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+    result: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=what)
-        result[key] = _scalar(value)
+        if key.strip() in result:
+            raise click.BadParameter(f"{key.strip()!r} is given twice", param_hint=what)
+        result[key.strip()] = value
     return result
 
 
+def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
+    """Storage options: ints, bools and null are typed (``anon=true``, ``max_retries=3``)."""
+    return {key: _scalar(value) for key, value in _split_pairs(pairs, what).items()}
+
+
 def _scalar(value: str) -> Any:
-    """Storage options and IDs from the command line: ints, bools and null are typed."""
     lowered = value.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -42,6 +48,52 @@ def _scalar(value: str) -> Any:
         return int(value)
     except ValueError:
         return value
+
+
+def _data_id(
+    b: Any, dataset_type: str, ids: tuple[str, ...], *, partial: bool = False
+) -> dict[str, Any]:
+    """``--id`` values typed by the dataset type's declared dimensions, never by guessing.
+
+    ``--id band=true`` is the string ``'true'`` for a ``str`` dimension; ``--id visit=007``
+    is ``7`` for an ``int`` one. Unknown keys and values the dimension cannot take are
+    reported against ``--id`` (an `InvalidDataIdError`, one line, exit code 1).
+    """
+    from ._errors import InvalidDataIdError
+    from ._mapper import coerce_value
+
+    raw = _split_pairs(ids, "--id")
+    dt = b.dataset_type(dataset_type)
+    dims = dict(dt.dimensions)
+    result: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in dims:
+            raise InvalidDataIdError(
+                f"--id {key}={value}: dataset type {dataset_type!r} has no dimension {key!r}; "
+                f"its dimensions are {', '.join(f'{d} ({k})' for d, k in dims.items()) or 'none'}"
+            )
+        try:
+            result[key] = coerce_value(dt, key, value)
+        except InvalidDataIdError as exc:
+            raise InvalidDataIdError(
+                f"--id {key}={value}: dimension {key!r} of dataset type {dataset_type!r} is "
+                f"{dims[key]}: {exc}"
+            ) from None
+    missing = [d for d in dims if d not in result]
+    if missing and not partial:
+        needed = ", ".join(f"--id {d}=..." for d in missing)
+        raise InvalidDataIdError(
+            f"--id: dataset type {dataset_type!r} also needs {needed}; its dimensions are "
+            f"{', '.join(f'{d} ({k})' for d, k in dims.items())}"
+        )
+    return result
+
+
+#: Python spellings in butler's messages and what a command-line user types instead.
+_CLI_REMEDIES = (
+    ("overwrite=True", "--overwrite"),
+    ("register_dataset_type()", "'butler define'"),
+)
 
 
 def _emit(ctx: click.Context, data: Any, text: str) -> None:
@@ -92,6 +144,8 @@ class _Group(click.Group):
             if ctx.params.get("debug"):
                 raise
             message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            for python, flag in _CLI_REMEDIES:
+                message = message.replace(python, flag)
             hint = "" if isinstance(exc, ButlerError) else " (--debug shows the traceback)"
             click.echo(f"butler: error: {type(exc).__name__}: {message}{hint}", err=True)
             ctx.exit(1)
@@ -127,10 +181,41 @@ _ids = click.option(
 )
 
 
+@contextlib.contextmanager
+def _naming(flag: str) -> Iterator[None]:
+    """Prefix the message of a butler error raised inside with the flag that caused it."""
+    try:
+        yield
+    except ButlerError as exc:
+        raise type(exc)(f"{flag}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _option_errors(options: dict[str, Any]) -> Iterator[None]:
+    """Storage options a storage does not take are reported against ``-O/--option``."""
+    from ._errors import StorageError
+
+    try:
+        yield
+    except StorageError as exc:
+        if options and "option" in str(exc):
+            raise StorageError(f"-O/--option: {exc}") from exc
+        raise
+
+
 def _butler(root: str, options: tuple[str, ...]) -> Any:
     from ._butler import Butler
 
-    return Butler(root, **_parse_pairs(options, "--option"))
+    parsed = _parse_pairs(options, "--option")
+    with _option_errors(parsed):
+        return Butler(root, **parsed)
+
+
+def _check_format(registry: Any, name: str | None, flag: str) -> None:
+    """An unknown ``--format``/``--from``/``--to`` fails first, naming the flag."""
+    if name is not None:
+        with _naming(f"{flag} {name}"):
+            registry.format(name)
 
 
 @main.command()
@@ -191,7 +276,12 @@ def define(
                 raise click.BadParameter(f"{item!r} is not NAME, NAME=int or NAME=str",
                                          param_hint="--dimension")  # fmt: skip
             dims[key] = kind or "str"
+    from ._policy import python_type_name
+
     b = _butler(root, options)
+    _check_format(b.registry, file_format, "--format")
+    with _naming(f"--type {python_type}"):
+        python_type_name(python_type)
     dt = b.register_dataset_type(
         name, python_type, file_format, template, dimensions=dims, overwrite=overwrite
     )
@@ -274,7 +364,7 @@ def ls_cmd(ctx: click.Context, root: str, dataset_type: str | None, ids: Any, op
                          for n, d in types.items())  # fmt: skip
         _emit(ctx, types, text or "(no dataset types)")
         return
-    found = list(b.datasets(dataset_type, **_parse_pairs(ids, "--id")))
+    found = list(b.datasets(dataset_type, **_data_id(b, dataset_type, ids, partial=True)))
     text = "\n".join(" ".join(f"{k}={v}" for k, v in d.items()) for d in found)
     _emit(ctx, found, text or "(no datasets)")
 
@@ -320,6 +410,67 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
+def _local(uri: str) -> str | None:
+    """The local path ``uri`` names (``file://`` included), or None for remote URIs."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    elif "://" in uri:
+        return None
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def _same_file(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` name the same file: ``./x`` and ``x``, a symlink and its
+    target, a hard link, or the same remote URI up to redundant ``/`` and ``.``."""
+    import posixpath
+
+    la, lb = _local(a), _local(b)
+    if la is not None and lb is not None:
+        try:
+            return os.path.samefile(la, lb)
+        except OSError:  # one does not exist (yet): compare where they resolve to
+            return os.path.realpath(la) == os.path.realpath(lb)
+    if la is not None or lb is not None:
+        return False
+
+    def norm(uri: str) -> str:
+        scheme, _, rest = uri.partition("://")
+        return f"{scheme.lower()}://{posixpath.normpath(rest)}"
+
+    return norm(a) == norm(b)
+
+
+def _input_file(path: str, what: str) -> str:
+    """Refuse a local input that is missing or a directory, naming the argument."""
+    from ._errors import DatasetNotFoundError, StorageError
+
+    local = _local(path)
+    if local is not None:
+        if os.path.isdir(local):
+            raise StorageError(f"{what} {path!r} is a directory, not a file")
+        if not os.path.exists(local):
+            raise DatasetNotFoundError(f"{what} {path!r} does not exist")
+    return path
+
+
+def _check_output(path: str, what: str, overwrite: bool, *, source: str) -> None:
+    """Refuse to write ``path`` onto ``source`` (even with --overwrite), onto a directory,
+    or onto an existing file without --overwrite; checked before anything is read."""
+    from ._errors import StorageError
+
+    if _same_file(path, source):
+        raise DatasetExistsError(
+            f"{what} {path!r} is the file being read ({source!r}): writing it in place would "
+            f"replace it with what butler understood of it (FITS header cards, HDUs and "
+            f"attributes it does not read are lost), even with --overwrite; choose another name"
+        )
+    local = _local(path)
+    if local is not None and os.path.isdir(local):
+        raise StorageError(f"{what} {path!r} is a directory, not a file")
+    if not overwrite and local is not None and os.path.lexists(local):
+        raise DatasetExistsError(f"{what} {path!r} already exists; pass --overwrite to replace it")
+
+
 def _file_size(path: str) -> int | None:
     try:
         return os.path.getsize(path)
@@ -350,13 +501,14 @@ def put(
 
     b = _butler(root, options)
     dt = b.dataset_type(dataset_type)
-    obj = read_file(file, format=file_format, python_type=dt.python_type, registry=b.registry)
+    data_id = _data_id(b, dataset_type, ids)  # a mistyped --id fails before FILE is read
+    _check_format(b.registry, file_format, "--format")
+    obj = read_file(
+        _input_file(file, "FILE"), format=file_format, python_type=dt.python_type,
+        registry=b.registry,
+    )  # fmt: skip
     with _progress(f"put {dataset_type}", _file_size(file)) as progress:
-        try:
-            loc = b.put(obj, dataset_type, _parse_pairs(ids, "--id"), overwrite=overwrite,
-                        progress=progress)  # fmt: skip
-        except DatasetExistsError as exc:
-            raise DatasetExistsError(str(exc).replace("overwrite=True", "--overwrite")) from exc
+        loc = b.put(obj, dataset_type, data_id, overwrite=overwrite, progress=progress)
     _emit(ctx, {"dataset_type": dataset_type, "data_id": dict(loc.data_id), "uri": loc.uri},
           f"stored {loc.describe()}")  # fmt: skip
 
@@ -367,11 +519,12 @@ def put(
 @_ids
 @click.option("-o", "--output", required=True, help="File to write (format from its name).")
 @click.option("--format", "file_format", help="Format of the output (default: from its name).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @_option
 @click.pass_context
 def get(
     ctx: click.Context, root: str, dataset_type: str, ids: Any, output: str,
-    file_format: str | None, options: Any,
+    file_format: str | None, overwrite: bool, options: Any,
 ) -> None:  # fmt: skip
     """Read a dataset and write it to a file, in the format implied by the file name.
 
@@ -384,12 +537,15 @@ def get(
     from ._files import write_file
 
     b = _butler(root, options)
-    data_id = _parse_pairs(ids, "--id")
-    key = b.location(dataset_type, data_id).key
+    data_id = _data_id(b, dataset_type, ids)
+    _check_format(b.registry, file_format, "--format")
+    location = b.location(dataset_type, data_id)
+    _check_output(output, "-o/--output", overwrite, source=location.uri)
+    key = location.key
     total = b.storage.size(key) if b.storage.exists(key) else None
     with _progress(f"get {dataset_type}", total) as progress:
         obj = b.get(dataset_type, data_id, progress=progress)
-    write_file(obj, output, format=file_format, registry=b.registry)
+    write_file(obj, output, format=file_format, registry=b.registry, overwrite=overwrite)
     _emit(ctx, {"output": output}, f"wrote {output}")
 
 
@@ -407,7 +563,7 @@ def rm(ctx: click.Context, root: str, dataset_type: str, ids: Any, options: Any)
       butler rm ./repo calexp --id visit=1 --id ccd=2
     """
     b = _butler(root, options)
-    data_id = _parse_pairs(ids, "--id")
+    data_id = _data_id(b, dataset_type, ids)
     b.remove(dataset_type, data_id)
     _emit(ctx, {"removed": data_id}, f"removed {dataset_type} {data_id}")
 
@@ -470,26 +626,35 @@ def _read_standalone(
     The recorded type is used only when a serializer of the file's format is registered for
     it, so a file's metadata can never make butler import an arbitrary module.
     """
-    from ._errors import NoSerializerError
+    from ._errors import DatasetTypeError, NoSerializerError
     from ._files import file_location
 
     location = file_location(
         uri, format=file_format, python_type=python_type, registry=registry, **storage_options
     )
+    known = sorted(
+        s.python_type
+        for s in location._registry().serializers.values()
+        if s.format == location.format
+    )
     try:
         return location.read()
-    except NoSerializerError:
-        if python_type is not None:
+    except (NoSerializerError, DatasetTypeError) as exc:
+        if python_type is None:
+            raise NoSerializerError(
+                f"cannot tell what type to read {uri!r} ({location.format}) as; pass "
+                f"--type with one of: {', '.join(known) or 'none registered'}"
+            ) from None
+        if python_type in known:
             raise
-        known = sorted(
-            s.python_type
-            for s in location._registry().serializers.values()
-            if s.format == location.format
-        )
-        raise NoSerializerError(
-            f"cannot tell what type to read {uri!r} ({location.format}) as; pass "
-            f"--type with one of: {', '.join(known) or 'none registered'}"
-        ) from None
+        # --type names a type no installed plugin reads this format as: butler would have to
+        # import it, which it never does for a name typed on the command line or recorded in
+        # a file.
+        raise type(exc)(
+            f"--type {python_type}: cannot read {uri!r} ({location.format}) as "
+            f"{python_type!r}; types installed plugins read {location.format} files as: "
+            f"{', '.join(known) or 'none'}"
+        ) from exc
 
 
 @main.command()
@@ -498,11 +663,12 @@ def _read_standalone(
 @click.option("--from", "src_format", help="Format of SRC (default: identified).")
 @click.option("--to", "dst_format", help="Format of DST (default: from its name).")
 @click.option("--type", "python_type", help="Python type to read SRC as (dotted name).")
+@click.option("--overwrite", is_flag=True, help="Replace DST if it exists (never SRC itself).")
 @_option
 @click.pass_context
 def convert(
     ctx: click.Context, src: str, dst: str, src_format: str | None, dst_format: str | None,
-    python_type: str | None, options: Any,
+    python_type: str | None, overwrite: bool, options: Any,
 ) -> None:  # fmt: skip
     """Convert a file or URI to another format or place.
 
@@ -515,8 +681,22 @@ def convert(
     from ._files import write_file
 
     storage_options = _parse_pairs(options, "--option")
-    obj = _read_standalone(src, src_format, python_type, **storage_options)
-    write_file(obj, dst, format=dst_format, **storage_options)
+    # -O options are for the remote end (a local file takes none of S3's): both ends get
+    # them only when both are remote or both local.
+    remote = [_local(uri) is None for uri in (src, dst)]
+    src_options, dst_options = (
+        (storage_options if remote[0] or not any(remote) else {}),
+        (storage_options if remote[1] or not any(remote) else {}),
+    )
+    from ._plugins import default_registry
+
+    _check_format(default_registry(), src_format, "--from")
+    _check_format(default_registry(), dst_format, "--to")
+    _check_output(dst, "DST", overwrite, source=src)
+    with _option_errors(src_options):
+        obj = _read_standalone(_input_file(src, "SRC"), src_format, python_type, **src_options)
+    with _option_errors(dst_options):
+        write_file(obj, dst, format=dst_format, overwrite=overwrite, **dst_options)
     _emit(ctx, {"src": src, "dst": dst}, f"converted {src} -> {dst}")
 
 

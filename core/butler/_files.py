@@ -48,6 +48,7 @@ def file_location(
     progress: ProgressCallback | None = None,
     allow_pickle: bool = False,
     max_read_bytes: int | str | None = None,
+    overwrite: bool = False,
     **storage_options: Any,
 ) -> ButlerLocation:
     """A `ButlerLocation` for one standalone file.
@@ -61,7 +62,9 @@ def file_location(
     python_type
         Type to read the file as; defaults to the format's declared ``python_type``.
     writing
-        Build a location to (over)write.
+        Build a location to write.
+    overwrite
+        With ``writing``: replace an existing file (otherwise the commit refuses to).
     max_read_bytes
         Most bytes the read may allocate for what the file declares (see `Butler`).
     """
@@ -100,7 +103,7 @@ def file_location(
         additional_data={},
         parameters=dict(parameters or {}),
         registry=reg,
-        overwrite=True,
+        overwrite=overwrite,
         allow_pickle=allow_pickle,
         progress=progress,
         stored=stored,
@@ -122,8 +125,37 @@ def read_file(uri: str, **kwargs: Any) -> Any:
     return file_location(uri, **kwargs).read()
 
 
-def write_file(obj: Any, uri: str, **kwargs: Any) -> None:
-    """Write ``obj`` to a standalone file (atomically) in the format its name implies."""
+def write_file(obj: Any, uri: str, *, overwrite: bool = False, **kwargs: Any) -> None:
+    """Write ``obj`` to a standalone file (atomically) in the format its name implies.
+
+    Parameters
+    ----------
+    obj
+        The object to write.
+    uri
+        Local path or URI of the file.
+    overwrite
+        Replace the file if it exists.
+    **kwargs
+        As for `file_location` (``format``, ``registry``, storage options...).
+
+    Raises
+    ------
+    DatasetExistsError
+        If the file exists and ``overwrite`` is false.
+    """
+    from ._errors import DatasetExistsError
+
     kwargs.setdefault("python_type", type(obj))
-    location = file_location(uri, writing=True, **kwargs)
-    location.write(obj)
+    location = file_location(uri, writing=True, overwrite=overwrite, **kwargs)
+    exists = DatasetExistsError(
+        f"{location.uri!r} already exists; pass overwrite=True to replace it"
+    )
+    # Checked first so a big object is not serialized for nothing; the storage's
+    # create-if-absent commit still refuses a file that appears meanwhile.
+    if not overwrite and location.storage.exists(location.key):
+        raise exists
+    try:
+        location.write(obj)
+    except DatasetExistsError:
+        raise exists from None

@@ -242,7 +242,7 @@ def test_convert_missing_source(cli: Cli, tmp_path: Path) -> None:
     result = cli("convert", tmp_path / "nope.json", tmp_path / "x.yaml")
     assert result.exit_code == 1
     assert result.stderr == (
-        f"butler: error: DatasetNotFoundError: no dataset at '{tmp_path / 'nope.json'}'\n"
+        f"butler: error: DatasetNotFoundError: SRC '{tmp_path / 'nope.json'}' does not exist\n"
     )
 
 

@@ -19,10 +19,10 @@ Cli = Callable[..., Result]
     [
         (["ls", "{tmp}/none"], "StorageError: no butler repository at '{tmp}/none'"),
         (["ls", "{repo}", "nope"], "DatasetTypeError: unknown dataset type 'nope'"),
-        (["ls", "{repo}", "img", "--id", "ccd=1"], "InvalidDataIdError: unknown data ID keys"),
+        (["ls", "{repo}", "img", "--id", "ccd=1"], "InvalidDataIdError: --id ccd=1: dataset type"),
         (["init", "gopher://x/y"], "StorageError: "),
         (["rm", "{repo}", "img", "--id", "visit=../x"], "InvalidDataIdError: "),
-        (["convert", "{tmp}/a.json", "{tmp}/b.unknown"], "DatasetNotFoundError: no dataset at"),
+        (["convert", "{tmp}/a.json", "{tmp}/b.unknown"], "DatasetNotFoundError: SRC '{tmp}/a"),
     ],
 )
 def test_errors_are_one_line(
