@@ -44,12 +44,16 @@ def butler_formats() -> list[FormatDescriptor]:
             (".yaml", ".yml"),
             description="YAML config recording its subclass",
             python_type="builtins.dict",
+            parameters=frozenset(),
+            serializer_args=frozenset(),
         ),
         FormatDescriptor(
             "json",
             (".json",),
             description="JSON (dicts, lists, dataclasses)",
             python_type="builtins.dict",
+            parameters=frozenset(),
+            serializer_args=frozenset({"indent"}),
         ),
         FormatDescriptor(
             "npy",
@@ -57,11 +61,15 @@ def butler_formats() -> list[FormatDescriptor]:
             magic=b"\x93NUMPY",
             description="NumPy array, never pickled",
             python_type="numpy.ndarray",
+            parameters=frozenset({"slice"}),
+            serializer_args=frozenset(),
         ),
         FormatDescriptor(
             "pickle",
             (".pickle", ".pkl"),
             description="Python pickle; reading requires allow_pickle=True",
+            parameters=frozenset(),
+            serializer_args=frozenset({"protocol"}),
         ),
     ]
 

@@ -318,6 +318,7 @@ class Butler:
                 f"dataset type {name!r}: template {template!r} uses {fields_in_template} but the "
                 f"dimensions are {list(dims)}"
             )
+        descriptor.check_serializer_args(dict(serializer_args or {}), what=f"dataset type {name!r}")
         new = DatasetType(
             name=name,
             python_type=python_type_name(python_type),

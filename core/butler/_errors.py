@@ -11,6 +11,7 @@ __all__ = [
     "FormatError",
     "InvalidDataIdError",
     "NoSerializerError",
+    "ParameterError",
     "PluginError",
     "StorageError",
     "UnsafeFormatError",
@@ -49,6 +50,10 @@ class DatasetTypeError(ButlerError, KeyError):
 
 class InvalidDataIdError(ButlerError, ValueError):
     """A data ID is incomplete, has unknown keys, or a value that could leave the repository."""
+
+
+class ParameterError(ButlerError, TypeError):
+    """A read/write parameter or serializer argument the format does not accept."""
 
 
 class UnsafeFormatError(ButlerError):

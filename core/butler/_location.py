@@ -182,6 +182,22 @@ class ButlerLocation:
             self.registry = default_registry()
         return self.registry
 
+    def check_arguments(self) -> None:
+        """Refuse parameters and serializer arguments the format does not declare, before
+        any byte is read or written (``{"sectoin": ...}`` is an error, not ignored).
+
+        Raises
+        ------
+        ParameterError
+            Naming the unknown and the accepted names.
+        """
+        formats = self._registry().formats
+        descriptor = formats.get(self.format)
+        if descriptor is None:
+            return  # the serializer lookup reports the missing format and what to install
+        descriptor.check_parameters(self.parameters, what=self.describe())
+        descriptor.check_serializer_args(self.serializer_args, what=self.describe())
+
     def serializer(self, python_type: type) -> Serializer:
         """The serializer for ``python_type`` in this location's format and storage."""
         return self._registry().find(python_type, self.format, self.storage.type_name)
@@ -194,6 +210,7 @@ class ButlerLocation:
         FormatError
             If the serializer fails on the object; `StorageError` if the storage does.
         """
+        self.check_arguments()
         cls = type(obj)
         serializer = self.serializer(cls)
         self._written_type = type_name(cls)
@@ -208,6 +225,7 @@ class ButlerLocation:
         FormatError
             If the bytes are corrupt, truncated or not in the recorded format.
         """
+        self.check_arguments()
         serializer = self.serializer(self.read_type())
         with self._translate_errors("read"):
             return serializer.read(self, **self.serializer_args)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import PluginError
+from ._errors import ParameterError, PluginError
 from ._types import type_name
 
 __all__ = ["FormatDescriptor", "Serializer", "StorageSpec", "resolve_reference"]
@@ -178,6 +178,15 @@ class FormatDescriptor:
     python_type
         Dotted name of the type a file of this format is read as when nothing else says
         (``butler convert``, `butler.read_file`): ``"numpy.ndarray"`` for images.
+    parameters
+        Names of the ``parameters`` that ``get``/``put`` accept for this format
+        (``{"section", "columns"}``). Anything else is refused with a `ParameterError`
+        before a byte moves. ``None`` (the default, for formats written before this was
+        declared) accepts anything.
+    serializer_args
+        Names of the serializer keyword arguments a dataset type may set
+        (``{"checksum", "compress"}``); checked by ``register_dataset_type``. ``None``
+        accepts anything.
     """
 
     name: str
@@ -188,6 +197,41 @@ class FormatDescriptor:
     url: str = ""
     distribution: str = "user"
     python_type: str = "builtins.object"
+    parameters: frozenset[str] | None = None
+    serializer_args: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("parameters", "serializer_args"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, frozenset(value))
+
+    def check_parameters(self, given: Mapping[str, Any], *, what: str) -> None:
+        """Refuse parameters this format does not declare (``{"sectoin": ...}``).
+
+        Raises
+        ------
+        ParameterError
+            Naming the unknown and the accepted parameters.
+        """
+        _check_names(given, self.parameters, f"parameter(s) for {what} in format {self.name!r}")
+
+    def check_serializer_args(self, given: Mapping[str, Any], *, what: str) -> None:
+        """Refuse serializer arguments this format does not declare (``checksun=True``);
+        ``per_storage`` holds a mapping of such arguments per storage type."""
+        flat = {k: v for k, v in given.items() if k != "per_storage"}
+        per_storage = given.get("per_storage", {})
+        if not isinstance(per_storage, Mapping) or not all(
+            isinstance(v, Mapping) for v in per_storage.values()
+        ):
+            raise ParameterError(
+                f"serializer_args['per_storage'] of {what} must map storage types to "
+                f"mappings of arguments, not {per_storage!r}"
+            )
+        for args in [flat, *per_storage.values()]:
+            _check_names(
+                args, self.serializer_args, f"serializer argument(s) of {what} for {self.name!r}"
+            )
 
     @property
     def extension(self) -> str:
@@ -206,3 +250,12 @@ class FormatDescriptor:
         """True when a file name ends with one of this format's extensions."""
         lowered = name.lower()
         return any(lowered.endswith(ext) for ext in self.extensions)
+
+
+def _check_names(given: Mapping[str, Any], accepted: frozenset[str] | None, what: str) -> None:
+    if accepted is None:
+        return
+    unknown = sorted(str(k) for k in given if k not in accepted)
+    if unknown:
+        hint = ", ".join(sorted(accepted)) if accepted else "none"
+        raise ParameterError(f"unknown {what}: {unknown}; accepted: {hint}")

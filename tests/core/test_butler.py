@@ -19,6 +19,7 @@ from butler import (
     DatasetTypeError,
     InvalidDataIdError,
     NoSerializerError,
+    ParameterError,
     StorageError,
 )
 
@@ -289,6 +290,9 @@ def test_location_carries_contract_fields(repo: Butler) -> None:
     assert loc.data_id == {"visit": 3}
     assert loc.additional_data == {"hdu": 1} and loc.parameters == {"columns": ["a"]}
     assert loc.serializer_args == {"indent": 2}
+    with pytest.raises(ParameterError, match=r"\['columns'\]; accepted: none"):
+        loc.write({"x": 1})  # json has no read/write parameters: refused, not ignored
+    loc = repo.location("j", visit=3)
     loc.write({"x": 1})
     assert loc.read() == {"x": 1}
 

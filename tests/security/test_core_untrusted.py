@@ -237,7 +237,7 @@ def test_cli_ls_on_a_laughing_policy_terminates(tmp_path: Path) -> None:
 
 def test_policy_written_by_butler_never_holds_anchors(root: str) -> None:
     b = Butler.create(root)
-    shared = {"compress": "RICE_1"}
+    shared = {"indent": 2}
     b.register_dataset_type("a", dict, "json", dimensions={"v": int}, serializer_args=shared)
     b.register_dataset_type("b", dict, "json", dimensions={"v": int}, serializer_args=shared)
     assert b"&" not in _policy_text(b)
@@ -403,3 +403,49 @@ def test_unknown_recorded_format_names_the_plugin(root: str) -> None:
     b.storage.write_bytes(b.location("cfg", v=1).key, b"{}", metadata={"format": "parquet"})
     with pytest.raises(NoSerializerError, match="parquet"):
         b.get("cfg", v=1)
+
+
+# -- issue 13 item 4 (core formats): unknown parameters and arguments are errors ----------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "python_type", "obj", "parameters", "accepted"),
+    [
+        ("json", dict, {"a": 1}, {"bogus": 1}, "none"),
+        ("npy", "numpy.ndarray", None, {"sectoin": (slice(0, 1),)}, "slice"),
+        ("pickle", object, [1], {"columns": ["a"]}, "none"),
+        ("config", dict, {"a": 1}, {"slice": 1}, "none"),
+    ],
+)
+def test_unknown_parameters_are_refused_before_any_byte(
+    root: str, fmt: str, python_type: Any, obj: Any, parameters: Any, accepted: str
+) -> None:
+    from butler import ParameterError
+
+    if obj is None:
+        np = pytest.importorskip("numpy")
+        obj = np.arange(4)
+    b = Butler.create(root, allow_pickle=True)
+    b.register_dataset_type("t", python_type, fmt, dimensions={"v": int})
+    with pytest.raises(ParameterError, match=f"accepted: {accepted}"):
+        b.put(obj, "t", v=1, parameters=parameters)
+    assert not b.exists("t", v=1)
+    b.put(obj, "t", v=1)
+    with pytest.raises(ParameterError, match=rf"unknown parameter\(s\).*{sorted(parameters)}"):
+        b.get("t", v=1, parameters=parameters)
+
+
+def test_unknown_serializer_args_are_refused_at_definition(root: str) -> None:
+    from butler import ParameterError
+
+    b = Butler.create(root)
+    with pytest.raises(ParameterError, match=r"\['checksun'\]; accepted: indent"):
+        b.register_dataset_type("t", dict, "json", serializer_args={"checksun": True})
+    with pytest.raises(ParameterError, match=r"\['bogus'\]"):
+        b.register_dataset_type(
+            "t", dict, "json", serializer_args={"per_storage": {"s3": {"bogus": 1}}}
+        )
+    with pytest.raises(ParameterError, match="per_storage"):
+        b.register_dataset_type("t", dict, "json", serializer_args={"per_storage": 5})
+    assert "t" not in b.dataset_types
+    b.register_dataset_type("t", dict, "json", serializer_args={"indent": 1})
