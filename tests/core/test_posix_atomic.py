@@ -47,10 +47,25 @@ def test_sidecar_fallback_without_xattrs(tmp_path: Path) -> None:
         f.write(b"{}")
     assert storage.metadata("d/x.json")["format"] == "json"
     assert list(storage.list()) == ["d/x.json"]  # the sidecar is hidden
-    sidecar = tmp_path / "d" / ".x.json.butler-meta"
+    inode = (tmp_path / "d" / "x.json").stat().st_ino
+    sidecar = tmp_path / "d" / f"..butler-meta.{inode}.x.json"  # bound to this very file
     assert json.loads(sidecar.read_text())["size"] == 2
+    assert sorted(os.listdir(tmp_path / "d")) == [sidecar.name, "x.json"]
     storage.remove("d/x.json")
     assert not sidecar.exists()
+
+
+def test_legacy_sidecar_still_read(tmp_path: Path) -> None:
+    """0.1 repositories without xattrs kept metadata in ``.<name>.butler-meta``."""
+    storage = PosixStorage(str(tmp_path))
+    storage.use_xattr = False
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.json").write_bytes(b"{}")
+    (tmp_path / "d" / ".x.json.butler-meta").write_text('{"format": "json", "size": 2}')
+    assert storage.metadata("d/x.json") == {"format": "json", "size": 2}
+    storage.write_bytes("d/x.json", b"[]", metadata={"format": "json"})
+    assert storage.metadata("d/x.json")["size"] == 2
+    assert not (tmp_path / "d" / ".x.json.butler-meta").exists()  # superseded: removed
 
 
 def test_create_only_has_exactly_one_winner(tmp_path: Path) -> None:
@@ -191,13 +206,13 @@ def test_purge_removes_only_old_writer_debris(tmp_path: Path) -> None:
     b.register_dataset_type("j", dict, "json", dimensions=["n"])
     b.put({"keep": True}, "j", n="a")
     directory = tmp_path / "repo" / "j"
-    old = directory / ".a.json.0123abcd.butler-tmp"
-    fresh = directory / ".b.json.4567ef01.butler-tmp"
+    old = directory / "..butler-tmp.0123456789ab.a.json"
+    fresh = directory / "..butler-tmp.456789abcdef.b.json"
     old.write_bytes(b"partial")
     fresh.write_bytes(b"a live writer")
     two_hours_ago = time.time() - 7200
     os.utime(old, (two_hours_ago, two_hours_ago))
-    assert b.purge_debris(older_than=3600) == ["j/.a.json.0123abcd.butler-tmp"]
+    assert b.purge_debris(older_than=3600) == ["j/..butler-tmp.0123456789ab.a.json"]
     assert not old.exists() and fresh.exists()
     assert b.get("j", n="a") == {"keep": True}
     assert b.purge_debris(older_than=3600) == []
@@ -209,12 +224,12 @@ def test_purge_from_the_command_line(tmp_path: Path) -> None:
     from butler._cli import main
 
     b = Butler.create(str(tmp_path / "repo"))
-    debris = tmp_path / "repo" / ".x.npy.aa.butler-tmp"
+    debris = tmp_path / "repo" / ".x.npy.0123456789ab.butler-tmp"  # a 0.1 writer's
     debris.write_bytes(b"x")
     os.utime(debris, (0, 0))
     result = CliRunner().invoke(main, ["--json", "purge", b.storage.root])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"removed": [".x.npy.aa.butler-tmp"]}
+    assert json.loads(result.output) == {"removed": [".x.npy.0123456789ab.butler-tmp"]}
     assert not debris.exists()
 
 
