@@ -16,7 +16,7 @@ import numpy as np
 from butler import ButlerLocation
 from butler._types import type_name
 
-from . import _dtypes, h5py_
+from . import _dtypes, _guards, h5py_
 
 __all__ = ["DEFAULT_PATH", "create_array", "read", "read_array", "read_posix", "read_s3", "write"]
 
@@ -54,9 +54,18 @@ def read_array(
     dataset: h5py.Dataset,
     selection: Any = None,
     fields: str | list[str] | None = None,
+    *,
+    check: Callable[[int], None] | None = None,
+    recorded: Any = None,
 ) -> np.ndarray:
-    """Read a dataset (or the selected part of it) with its original numpy dtype."""
-    recorded = dataset.attrs.get(h5py_.ATTR_DTYPE)
+    """Read a dataset (or the selected part of it) with its original numpy dtype.
+
+    ``check`` is called with the bytes the read allocates before anything is read (see
+    `h5py_.read_selection`); ``recorded`` is the dataset's ``butler.numpy_dtype`` attribute
+    when the caller already read it (it is read here otherwise).
+    """
+    if recorded is None:
+        recorded = dataset.attrs.get(h5py_.ATTR_DTYPE)
     original = None if recorded is None else _dtypes.decode_dtype(recorded)
     if fields is not None:
         names = [fields] if isinstance(fields, str) else list(fields)
@@ -69,7 +78,7 @@ def read_array(
         if original is not None:
             parts = [(n, original.fields[n][0]) for n in names]  # type: ignore[index]
             original = parts[0][1] if isinstance(fields, str) else np.dtype(parts)
-    data = h5py_.read_selection(dataset, selection, fields)
+    data = h5py_.read_selection(dataset, selection, fields, check=check, original=original)
     if original is not None and data.dtype != original:
         data = _dtypes.restore(data, original)
     elif original is None and _variable_length_text(dataset, fields):
@@ -110,16 +119,21 @@ def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, 
     path = h5py_.target_path(location, DEFAULT_PATH)
     selection = location.parameters.get("slice")
     fields = location.parameters.get("fields")
-    with opener(location, **args) as f:
+    with opener(location, **args) as f, _guards.memory_errors(location, f"HDF5 dataset {path!r}"):
         node = h5py_.node_at(location, f, path)
         if not isinstance(node, h5py.Dataset):
             raise location.format_error(
                 f"{path!r} in the HDF5 file is a group, not an array dataset"
             )
-        recorded = node.attrs.get(h5py_.ATTR_TYPE)
+        recorded = _guards.read_attr(location, node, h5py_.ATTR_TYPE, path)
         cls = location.read_type(None if recorded is None else str(recorded))
+        original = _guards.read_attr(location, node, h5py_.ATTR_DTYPE, path)
+
+        def check(nbytes: int) -> None:
+            location.check_read_size(nbytes, what=f"HDF5 dataset {path!r}")
+
         try:
-            data = read_array(node, selection, fields)
+            data = read_array(node, selection, fields, check=check, recorded=original)
         except (IndexError, KeyError, TypeError) as exc:
             raise location.format_error(
                 f"cannot select slice={selection!r} fields={fields!r}: {exc}"

@@ -24,6 +24,7 @@ Files written by other programs read as dicts too: groups become dicts, datasets
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
@@ -32,7 +33,7 @@ import numpy as np
 from butler import ButlerLocation
 from butler._types import type_name
 
-from . import _arrays, _dtypes, h5py_
+from . import _arrays, _dtypes, _guards, h5py_
 
 __all__ = ["read", "read_group", "read_posix", "read_s3", "write", "write_group"]
 
@@ -142,8 +143,8 @@ def write_group(
             )
 
 
-def _read_dataset(dataset: h5py.Dataset) -> Any:
-    kind = dataset.attrs.get(h5py_.ATTR_KIND)
+def _read_dataset(location: ButlerLocation, dataset: h5py.Dataset, where: str) -> Any:
+    kind = _guards.read_attr(location, dataset, h5py_.ATTR_KIND, where)
     if kind == "none":
         return None
     if kind == "str":
@@ -152,17 +153,18 @@ def _read_dataset(dataset: h5py.Dataset) -> Any:
         return np.asarray(dataset[()], dtype=np.uint8).tobytes()
     if kind in ("bool", "int", "float", "complex"):
         return {"bool": bool, "int": int, "float": float, "complex": complex}[kind](dataset[()])
+    recorded = _guards.read_attr(location, dataset, h5py_.ATTR_DTYPE, where)
     if kind in ("list", "tuple"):
-        data = _arrays.read_array(dataset)
+        data = _arrays.read_array(dataset, recorded=recorded)
         items = data.tolist()
-        kinds = dataset.attrs.get(_ITEM_KINDS)
+        kinds = _guards.read_attr(location, dataset, _ITEM_KINDS, where)
         if kinds is not None:
             cast = {"b": bool, "i": int, "f": float}
             items = [cast[k](x) for k, x in zip(str(kinds), items, strict=True)]
         return tuple(items) if kind == "tuple" else items
     if dataset.shape is None:
         return None  # an empty (null) dataspace written by another program
-    data = _arrays.read_array(dataset)
+    data = _arrays.read_array(dataset, recorded=recorded)
     if kind is None and data.ndim == 0 and data.dtype.kind == "U":
         return str(data[()])  # scalar text written by another program
     if kind == "numpy" or (kind is None and data.ndim == 0):
@@ -170,16 +172,89 @@ def _read_dataset(dataset: h5py.Dataset) -> Any:
     return data
 
 
-def read_group(group: h5py.Group) -> dict[str, Any]:
-    """Read a group as a dict (recursively); other programs' files read as plain data."""
+@dataclass
+class _Group:
+    """A group to read: its children in order, each a `_Group` or an `h5py.Dataset`."""
+
+    children: list[tuple[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """What reading a tree allocates, and each object once (two links may share one)."""
+
+    nbytes: int = 0
+    seen: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+
+def _plan(
+    location: ButlerLocation,
+    root: h5py.Group,
+    group: h5py.Group,
+    where: str,
+    plan: _Plan,
+    ancestors: tuple[tuple[int, int], ...],
+) -> _Group:
+    """Walk ``group`` without reading data: links and layouts checked, sizes summed.
+
+    An object reached through two links is planned (and later read) once, so a file whose
+    groups link to each other many times over cannot make the walk explode; a group that
+    links back to one of its ancestors is refused.
+    """
+    planned = _Group()
+    for name in group:
+        path = f"{where.rstrip('/')}/{name}"
+        node = _guards.child(location, root, group, where, name)
+        if node is None or not isinstance(node, h5py.Group | h5py.Dataset):
+            continue  # dangling soft links and named datatypes hold no data
+        key = _guards.object_key(node)
+        if key in ancestors:
+            raise location.format_error(
+                f"HDF5 group {path!r} links back to its ancestor group: the file's groups "
+                f"form a cycle, which no dict can represent"
+            )
+        if key not in plan.seen:
+            if isinstance(node, h5py.Group):
+                plan.seen[key] = _plan(location, root, node, path, plan, (*ancestors, key))
+            else:
+                recorded = _guards.read_attr(location, node, h5py_.ATTR_DTYPE, path)
+                original = None if recorded is None else _dtypes.decode_dtype(recorded)
+                plan.nbytes += _guards.nbytes(node, original=original)
+                plan.seen[key] = node
+        planned.children.append((name, plan.seen[key]))
+    return planned
+
+
+def _materialize(
+    location: ButlerLocation, planned: _Group, where: str, done: dict[int, Any]
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for name, node in group.items():
-        if isinstance(node, h5py.Group):
-            result[name] = read_group(node)
-        elif isinstance(node, h5py.Dataset):
-            result[name] = _read_dataset(node)
-        # soft/external links to nothing and named datatypes are skipped
+    done[id(planned)] = result
+    for name, item in planned.children:
+        path = f"{where.rstrip('/')}/{name}"
+        if id(item) not in done:
+            if isinstance(item, _Group):
+                _materialize(location, item, path, done)
+            else:
+                done[id(item)] = _read_dataset(location, item, path)
+        result[name] = done[id(item)]
     return result
+
+
+def read_group(location: ButlerLocation, group: h5py.Group, where: str = "/") -> dict[str, Any]:
+    """Read a group as a dict (recursively); other programs' files read as plain data.
+
+    The whole tree is walked first, without reading any data: every link and dataset is
+    checked (`_guards`) and the bytes the datasets declare are summed and checked against
+    the read limit (``location.check_read_size``). Only then is data read. An object two
+    links lead to is read once and appears twice in the dict.
+    """
+    plan = _Plan()
+    root = group.file
+    key = _guards.object_key(group)
+    planned = _plan(location, root, group, where, plan, (key,))
+    location.check_read_size(plan.nbytes, what=f"HDF5 group {where!r} (all its datasets)")
+    return _materialize(location, planned, where, {})
 
 
 def write(obj: Mapping[str, Any], location: ButlerLocation, **serializer_args: Any) -> None:
@@ -209,9 +284,10 @@ def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, 
         node = h5py_.node_at(location, f, path)
         if not isinstance(node, h5py.Group):
             raise location.format_error(f"{path!r} in the HDF5 file is a dataset, not a group")
-        recorded = node.attrs.get(h5py_.ATTR_TYPE)
+        recorded = _guards.read_attr(location, node, h5py_.ATTR_TYPE, path)
         cls = location.read_type(None if recorded is None else str(recorded))
-        data = read_group(node)
+        with _guards.memory_errors(location, f"HDF5 group {path!r}"):
+            data = read_group(location, node, path)
     return data if cls is dict else cls(data)
 
 

@@ -20,12 +20,14 @@ import h5py
 from butler import ButlerLocation
 from butler._types import type_name
 
-from . import h5py_
+from . import _guards, h5py_
 
 __all__ = ["DEFAULT_PATH", "read", "read_posix", "read_s3", "write"]
 
 #: Where a table is stored inside the file when ``additional_data`` names no ``path``.
 DEFAULT_PATH = "data"
+#: Name suffix of the companion dataset astropy's writer keeps the table's metadata in.
+META_SUFFIX = ".__table_column_meta__"
 
 
 def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
@@ -60,11 +62,24 @@ def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, 
         node = h5py_.node_at(location, f, path)
         if not isinstance(node, h5py.Dataset):
             raise location.format_error(f"{path!r} in the HDF5 file is a group, not a table")
-        recorded = node.attrs.get(h5py_.ATTR_TYPE)
+        recorded = _guards.read_attr(location, node, h5py_.ATTR_TYPE, path)
         cls = location.read_type(None if recorded is None else str(recorded))
+        # astropy reads the companion metadata dataset by name: check it as the table
+        # (links, layout, size) before astropy touches it.
+        meta = _guards.resolve(location, f, path + META_SUFFIX)
+        nbytes = _guards.nbytes(node)
+        if isinstance(meta, h5py.Dataset):
+            nbytes += _guards.nbytes(meta)
+        location.check_read_size(nbytes, what=f"HDF5 table {path!r} and its metadata")
+        # libhdf5 refuses to reopen a dataset with other access properties while it is
+        # open with the guarded ones: close ours before astropy opens them by name.
+        for checked in (node, meta):
+            if isinstance(checked, h5py.Dataset):
+                checked.id.close()
         group_path, _, name = path.rpartition("/")
         group = f[group_path] if group_path else f
-        table = Table.read(group, format="hdf5", path=name)
+        with _guards.memory_errors(location, f"HDF5 table {path!r}"):
+            table = Table.read(group, format="hdf5", path=name)
     _bytes_to_text(table)
     return table if type(table) is cls else cls(table, copy=False)
 

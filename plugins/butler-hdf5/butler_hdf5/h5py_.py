@@ -19,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import inspect
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
 
 from butler import ButlerLocation
+
+from . import _guards
 
 __all__ = [
     "ATTR_DTYPE",
@@ -188,14 +190,21 @@ def target_path(location: ButlerLocation, default: str) -> str:
 
 
 def node_at(location: ButlerLocation, f: h5py.File, path: str) -> h5py.Group | h5py.Dataset:
-    """The group or dataset at ``path``, or a `FormatError` listing what the file holds."""
-    try:
-        return f[path]
-    except KeyError:
+    """The group or dataset at ``path``, or a `FormatError` listing what the file holds.
+
+    The path is resolved link by link (`_guards.resolve`): external links, virtual datasets
+    and external raw storage are refused with `~butler.UnsafeFormatError` before libhdf5
+    reads anything outside the file.
+    """
+    node = _guards.resolve(location, f, path)
+    if node is None:
         held = sorted(f.keys())
         raise location.format_error(
             f"the HDF5 file has nothing at {path!r}; its top level holds {held}"
-        ) from None
+        )
+    if not isinstance(node, h5py.Group | h5py.Dataset):
+        raise location.format_error(f"{path!r} in the HDF5 file is a named datatype, not data")
+    return node
 
 
 # -- dataset creation -------------------------------------------------------------------
@@ -338,15 +347,41 @@ def _split_selection(
     return tuple(h5sel), (tuple(post) if needs_post else None)
 
 
+def _selected_shape(h5sel: tuple[Any, ...], shape: tuple[int, ...]) -> list[int]:
+    """Shape h5py allocates for ``h5sel`` (increasing slices and indices, per axis)."""
+    out = []
+    for item, n in zip(h5sel, shape, strict=True):
+        if isinstance(item, slice):
+            out.append(len(range(*item.indices(n))))
+    return out
+
+
 def read_selection(
-    dataset: h5py.Dataset, selection: Any = None, fields: str | Sequence[str] | None = None
+    dataset: h5py.Dataset,
+    selection: Any = None,
+    fields: str | Sequence[str] | None = None,
+    *,
+    check: Callable[[int], None] | None = None,
+    original: np.dtype[Any] | None = None,
 ) -> np.ndarray:
-    """Read part of a dataset: only the selected elements (and fields) leave the file."""
+    """Read part of a dataset: only the selected elements (and fields) leave the file.
+
+    ``check`` is called with the bytes the read will allocate (from the declared shape of
+    the selection and the dtype; ``original`` is the dtype the data is converted back to)
+    before anything is read, e.g. `butler.ButlerLocation.check_read_size`.
+    """
     source: Any = dataset
+    dtype = dataset.dtype
     if fields is not None:
-        source = dataset.fields(fields if isinstance(fields, str) else list(fields))
+        names = [fields] if isinstance(fields, str) else list(fields)
+        source = dataset.fields(fields if isinstance(fields, str) else names)
+        dtype = np.dtype([(n, dataset.dtype.fields[n][0]) for n in names])
     if selection is None:
+        if check is not None:
+            check(_guards.nbytes(dataset, None, dtype, original))
         return np.asarray(source[()])
     h5sel, post = _split_selection(selection, dataset.shape)
+    if check is not None:
+        check(_guards.nbytes(dataset, _selected_shape(h5sel, dataset.shape), dtype, original))
     data = np.asarray(source[h5sel])
     return data if post is None else data[post]
