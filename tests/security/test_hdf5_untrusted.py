@@ -459,3 +459,21 @@ def test_allocation_failure_is_a_format_error(tmp_path: Path) -> None:
     plant(b, "arr", _sparse((2**50,), dtype="u1"), i=1)  # 1 PiB: no machine has it
     with pytest.raises(FormatError, match=r"not enough memory to read HDF5 dataset '/data'"):
         b.get("arr", i=1)
+
+
+def test_compressed_chunk_counts(tmp_path: Path) -> None:
+    """A one-element slice still makes libhdf5 decompress its whole (huge) chunk."""
+    b = _reopened(tmp_path, max_read_bytes="1MiB")
+    _define(b)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_dataset("data", data=np.zeros(2**21), chunks=(2**21,), compression="gzip")
+    data = buffer.getvalue()
+    assert len(data) < 100_000  # 16 MiB of zeros in one chunk
+    plant(b, "arr", data, i=1)
+    with pytest.raises(FormatError, match=r"one decompressed chunk of 16,777,216 bytes"):
+        b.get("arr", i=1, parameters={"slice": (slice(0, 1),)})
+    part = Butler(b.storage.root, max_read_bytes="17MiB").get(
+        "arr", i=1, parameters={"slice": (slice(0, 1),)}
+    )
+    np.testing.assert_array_equal(part, np.zeros(1))

@@ -129,8 +129,13 @@ def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, 
         cls = location.read_type(None if recorded is None else str(recorded))
         original = _guards.read_attr(location, node, h5py_.ATTR_DTYPE, path)
 
+        chunk = _guards.chunk_nbytes(node)
+        what = f"HDF5 dataset {path!r}"
+        if chunk:
+            what += f" (the selection plus one decompressed chunk of {chunk:,} bytes)"
+
         def check(nbytes: int) -> None:
-            location.check_read_size(nbytes, what=f"HDF5 dataset {path!r}")
+            location.check_read_size(nbytes, what=what)
 
         try:
             data = read_array(node, selection, fields, check=check, recorded=original)

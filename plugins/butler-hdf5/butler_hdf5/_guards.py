@@ -39,6 +39,7 @@ __all__ = [
     "MAX_SOFT_LINKS",
     "check_dataset",
     "child",
+    "chunk_nbytes",
     "memory_errors",
     "nbytes",
     "object_key",
@@ -235,6 +236,17 @@ def nbytes(
     if original is not None:
         itemsize = max(itemsize, original.itemsize)
     return math.prod(int(n) for n in shape) * itemsize
+
+
+def chunk_nbytes(dataset: h5py.Dataset) -> int:
+    """Bytes libhdf5 allocates on its own to decompress one chunk (0 if unfiltered).
+
+    A filtered chunk is decompressed whole even when a single element of it is selected,
+    and a chunk may declare up to 4 GiB: a small slice of a small file can cost that much.
+    """
+    if dataset.chunks is None or not dataset.id.get_create_plist().get_nfilters():
+        return 0
+    return math.prod(int(n) for n in dataset.chunks) * dataset.dtype.itemsize
 
 
 @contextlib.contextmanager

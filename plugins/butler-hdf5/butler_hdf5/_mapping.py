@@ -184,6 +184,8 @@ class _Plan:
     """What reading a tree allocates, and each object once (two links may share one)."""
 
     nbytes: int = 0
+    #: The largest filtered chunk: libhdf5 decompresses one at a time.
+    chunk: int = 0
     seen: dict[tuple[int, int], Any] = field(default_factory=dict)
 
 
@@ -220,6 +222,7 @@ def _plan(
                 recorded = _guards.read_attr(location, node, h5py_.ATTR_DTYPE, path)
                 original = None if recorded is None else _dtypes.decode_dtype(recorded)
                 plan.nbytes += _guards.nbytes(node, original=original)
+                plan.chunk = max(plan.chunk, _guards.chunk_nbytes(node))
                 plan.seen[key] = node
         planned.children.append((name, plan.seen[key]))
     return planned
@@ -253,7 +256,9 @@ def read_group(location: ButlerLocation, group: h5py.Group, where: str = "/") ->
     root = group.file
     key = _guards.object_key(group)
     planned = _plan(location, root, group, where, plan, (key,))
-    location.check_read_size(plan.nbytes, what=f"HDF5 group {where!r} (all its datasets)")
+    location.check_read_size(
+        plan.nbytes + plan.chunk, what=f"HDF5 group {where!r} (all its datasets)"
+    )
     return _materialize(location, planned, where, {})
 
 

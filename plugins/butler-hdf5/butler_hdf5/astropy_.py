@@ -67,7 +67,7 @@ def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, 
         # astropy reads the companion metadata dataset by name: check it as the table
         # (links, layout, size) before astropy touches it.
         meta = _guards.resolve(location, f, path + META_SUFFIX)
-        nbytes = _guards.nbytes(node)
+        nbytes = _guards.nbytes(node) + _guards.chunk_nbytes(node)
         if isinstance(meta, h5py.Dataset):
             nbytes += _guards.nbytes(meta)
         location.check_read_size(nbytes, what=f"HDF5 table {path!r} and its metadata")

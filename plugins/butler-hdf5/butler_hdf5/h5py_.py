@@ -367,21 +367,24 @@ def read_selection(
     """Read part of a dataset: only the selected elements (and fields) leave the file.
 
     ``check`` is called with the bytes the read will allocate (from the declared shape of
-    the selection and the dtype; ``original`` is the dtype the data is converted back to)
-    before anything is read, e.g. `butler.ButlerLocation.check_read_size`.
+    the selection and the dtype, plus one decompressed chunk for a filtered dataset;
+    ``original`` is the dtype the data is converted back to) before anything is read, e.g.
+    `butler.ButlerLocation.check_read_size`.
     """
     source: Any = dataset
     dtype = dataset.dtype
+    chunk = _guards.chunk_nbytes(dataset) if check is not None else 0
     if fields is not None:
         names = [fields] if isinstance(fields, str) else list(fields)
         source = dataset.fields(fields if isinstance(fields, str) else names)
         dtype = np.dtype([(n, dataset.dtype.fields[n][0]) for n in names])
     if selection is None:
         if check is not None:
-            check(_guards.nbytes(dataset, None, dtype, original))
+            check(_guards.nbytes(dataset, None, dtype, original) + chunk)
         return np.asarray(source[()])
     h5sel, post = _split_selection(selection, dataset.shape)
     if check is not None:
-        check(_guards.nbytes(dataset, _selected_shape(h5sel, dataset.shape), dtype, original))
+        selected = _selected_shape(h5sel, dataset.shape)
+        check(_guards.nbytes(dataset, selected, dtype, original) + chunk)
     data = np.asarray(source[h5sel])
     return data if post is None else data[post]
