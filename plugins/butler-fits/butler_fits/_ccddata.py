@@ -23,6 +23,7 @@ from .astropy_ import (
     record_type,
     recorded_type,
     strip_butler_keywords,
+    verify_hdus,
     write_hdulist,
 )
 
@@ -55,7 +56,10 @@ def read_ccddata(source: FitsSource, location: ButlerLocation, *, checksum: bool
     """Check the file, then let astropy's CCDData reader build the object."""
     from astropy.nddata.ccddata import fits_ccddata_reader
 
-    source.check_all(checksum)
+    hdus = source.check_all()
+    source.check_size(hdus)  # before the checksums, which read the data too
+    if checksum:
+        verify_hdus(hdus, location)
     cls = location.read_type(recorded_type(source.hdul[0].header))
     kwargs: dict[str, Any] = {"hdu_mask": HDU_MASK, "hdu_uncertainty": HDU_UNCERTAINTY}
     key = hdu_key(location)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._checks import check_signature, hdu_key
+from ._checks import check_signature, disk_full_error, hdu_key
 
 if TYPE_CHECKING:
     from butler import ButlerLocation
@@ -19,9 +19,19 @@ __all__ = ["read", "write"]
 
 
 def write(obj: Any, location: ButlerLocation, **_: Any) -> None:
-    """Call ``obj.writeFits(path)`` on a path that becomes the dataset atomically."""
+    """Call ``obj.writeFits(path)`` on a path that becomes the dataset atomically.
+
+    An OS error (a full disk...) hidden behind the class's own exception is re-raised, so
+    it is reported as a `StorageError`, not as a format error.
+    """
     with location.local_path_for_write() as path:
-        obj.writeFits(path)
+        try:
+            obj.writeFits(path)
+        except Exception as exc:
+            error = disk_full_error(path, exc)
+            if error is not None and error is not exc:
+                raise error from None
+            raise
 
 
 def read(location: ButlerLocation, **_: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from astropy.io import fits
 
-from .astropy_ import FitsSource, check_args, open_source, write_hdulist
+from .astropy_ import FitsSource, check_args, open_source, verify_hdus, write_hdulist
 
 if TYPE_CHECKING:
     from butler import ButlerLocation
@@ -35,7 +35,10 @@ def write(
 def read_hdulist(source: FitsSource, location: ButlerLocation, *, checksum: bool) -> fits.HDUList:
     """Load every HDU with its data into memory and return them as a new `HDUList`."""
     cls = location.read_type()
-    hdus = source.check_all(checksum)
+    hdus = source.check_all()
+    source.check_size(hdus)  # before the checksums, which read the data too
+    if checksum:
+        verify_hdus(hdus, location)
     for hdu in hdus:
         _ = hdu.data  # load now: the file is closed when we return
     return cls(hdus)

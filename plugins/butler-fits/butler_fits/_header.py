@@ -54,11 +54,12 @@ def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> fits.
     with open_source(location) as source:
         hdu = source.hdu()
         source.check_complete(hdu)
-        if checksum:
+        if checksum:  # DATASUM reads the HDU's data
+            source.check_size([hdu])
             verify_hdus([hdu], location)
         header = hdu.header
         cls = location.read_type(recorded_type(header))
-        found, cards = get_yaml_block(header, MARKER)
+        found, cards = get_yaml_block(header, MARKER, location)
         if found:
             return cls.fromstring("".join(cards))  # type: ignore[attr-defined]
         return cls(strip_butler_keywords(header.copy()))

@@ -204,6 +204,8 @@ def read_array(
     header = hdu.header
     section = _section(location)
     cls = location.read_type(recorded_type(header))
+    if section is None or KW_SHAPE in header or header.get("NAXIS", 0) == 0:
+        source.check_size([hdu])
     if section is None:
         if checksum:  # first: decompressing an image alters its table's in-memory data
             verify_hdus([hdu], location)
@@ -216,6 +218,7 @@ def read_array(
     else:
         _view, extra = storage_view(np.dtype(header.get(KW_DTYPE, "f8")))
         full = (*section, slice(None)) if extra and KW_DTYPE in header else section
+        source.check_size([hdu], section=full)  # the cutout only, not the whole image
         data = hdu.section[full]
         if isinstance(data, np.ndarray) and not data.flags.owndata:
             data = np.array(data)  # detach the (small) cutout from the file's memory map
@@ -291,6 +294,7 @@ def _read_mask(
             f"was written as a masked array but has no {MASK_EXTNAME!r} extension"
         ) from None
     source.check_complete(hdu)
+    source.check_size([hdu], section=section)
     if verify:
         verify_hdus([hdu], location)
     data = hdu.data if section is None else hdu.section[section]

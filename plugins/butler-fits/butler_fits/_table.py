@@ -28,6 +28,7 @@ from astropy.units import Quantity
 from .astropy_ import (
     FitsSource,
     check_args,
+    check_astropy_yaml,
     first_hdu,
     get_yaml_block,
     open_source,
@@ -225,9 +226,12 @@ def read_table(
     header = hdu.header
     cls = location.read_type(recorded_type(header))
     columns = _columns(location)
+    # Memory-mapped (posix, with columns): only those columns are copied; else all of it.
+    source.check_size([hdu], columns=columns if detach else None)
     if checksum and columns is None:
         verify_hdus([hdu], location)
     ours = KW_COLUMNS in header
+    check_astropy_yaml(header, location)
     table = read_table_fits(
         hdu,
         astropy_native=ours,
@@ -245,7 +249,7 @@ def read_table(
         table = table[columns]
     if ours:
         _restore_columns(table, json.loads(header[KW_COLUMNS]))
-        found, block = get_yaml_block(header, META_MARKER)
+        found, block = get_yaml_block(header, META_MARKER, location)
         if found:
             table.meta = block["meta"]
             for name, fmt in block["formats"].items():

@@ -16,7 +16,9 @@ from astropy.io import fits
 
 from butler import FormatError
 
-from ._checks import check_signature, hdu_key
+from ._checks import check_signature, hdu_key, os_error_in_chain
+from ._sizes import column_bytes, cutout_bytes, declared_bytes, hdu_label
+from ._yaml_blocks import check_astropy_yaml, get_yaml_block, put_yaml_block
 
 if TYPE_CHECKING:
     from butler import ButlerLocation
@@ -24,8 +26,11 @@ if TYPE_CHECKING:
 __all__ = [
     "KW_TYPE",
     "FitsSource",
+    "check_astropy_yaml",
+    "get_yaml_block",
     "hdu_key",
     "open_source",
+    "put_yaml_block",
     "record_type",
     "recorded_type",
     "select_hdu",
@@ -122,10 +127,41 @@ class FitsSource:
                 f"only {self.size}"
             )
 
+    def check_size(
+        self,
+        hdus: Iterable[Any],
+        *,
+        section: tuple[Any, ...] | None = None,
+        columns: Iterable[str] | None = None,
+    ) -> None:
+        """Refuse to read ``hdus``' data if their headers declare more than the read limit.
 
-def _hdu_label(hdu: Any) -> str:
-    name = getattr(hdu, "name", "")
-    return repr(name) if name and name != "PRIMARY" else "PRIMARY"
+        Called after the headers are read (on a ``.fits.gz``, from the decompressed
+        stream) and before any data is: a tiny file declaring a huge image fails with a
+        `FormatError` naming the declared size and how to raise the limit.
+
+        Parameters
+        ----------
+        section
+            Only this cutout of the (single) image HDU is read.
+        columns
+            Only these columns of the (single, memory-mapped) table HDU are copied.
+        """
+        total, parts = 0, []
+        for hdu in hdus:
+            if section is not None:
+                nbytes, what = cutout_bytes(hdu, section, self.location)
+            elif columns is not None:
+                nbytes, what = column_bytes(hdu, columns, self.location)
+            else:
+                nbytes, what = declared_bytes(hdu, self.location)
+            total += nbytes
+            parts.append(what)
+        if parts:
+            self.location.check_read_size(total, what=" + ".join(parts))
+
+
+_hdu_label = hdu_label
 
 
 def select_hdu(
@@ -185,6 +221,19 @@ def verify_hdus(hdus: Iterable[Any], location: ButlerLocation) -> None:
 
 
 @contextlib.contextmanager
+def _memory_errors(location: ButlerLocation) -> Iterator[None]:
+    """A `MemoryError` while reading is a `FormatError`: the file declared more than this
+    process can allocate (even under the read limit)."""
+    try:
+        yield
+    except MemoryError:
+        raise location.format_error(
+            "declares more data than this process can allocate; lower max_read_bytes to have "
+            "such files refused before reading, or read a section"
+        ) from None
+
+
+@contextlib.contextmanager
 def open_source(
     location: ButlerLocation, *, path: bool = False, memmap: bool = False
 ) -> Iterator[FitsSource]:
@@ -205,10 +254,13 @@ def open_source(
                 head = f.read(80)
                 size = f.seek(0, 2)
             check_signature(head, location)
-            with fits.open(local, mode="readonly", memmap=memmap, lazy_load_hdus=True) as hdul:
+            with (
+                _memory_errors(location),
+                fits.open(local, mode="readonly", memmap=memmap, lazy_load_hdus=True) as hdul,
+            ):
                 yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"), local)
         return
-    with location.open_read() as f:
+    with location.open_read() as f, _memory_errors(location):
         yield from _open_fileobj(f, location)
 
 
@@ -233,7 +285,8 @@ def _open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource
 @contextlib.contextmanager
 def open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource]:
     """Open an already opened, seekable binary file (e.g. an fsspec file on S3)."""
-    yield from _open_fileobj(f, location)
+    with _memory_errors(location):
+        yield from _open_fileobj(f, location)
 
 
 class _Stream:
@@ -247,9 +300,15 @@ class _Stream:
 
     def __init__(self, f: Any) -> None:
         self._f = f
+        #: The first OS error the storage raised (a full disk, a quota, an I/O error).
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
-        return self._f.write(data)
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
 
     def flush(self) -> None:
         self._f.flush()
@@ -267,9 +326,25 @@ def write_hdulist(hdul: fits.HDUList, location: ButlerLocation, *, checksum: boo
     with location.open_write() as f:
         if location.key.endswith(".gz"):
             with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6) as gz:
-                hdul.writeto(_Stream(gz), checksum=checksum, output_verify="exception")
+                _writeto(hdul, _Stream(gz), checksum)
         else:
-            hdul.writeto(_Stream(f), checksum=checksum, output_verify="exception")
+            _writeto(hdul, _Stream(f), checksum)
+
+
+def _writeto(hdul: fits.HDUList, stream: _Stream, checksum: bool) -> None:
+    """``hdul.writeto(stream)``, re-raising the storage's own OS error when astropy hides it.
+
+    On a write error astropy's free-space check looks up the output's directory, fails
+    on a stream (AttributeError) and raises that instead: a full disk would be reported as
+    a format error. The storage's error (ENOSPC, EDQUOT, EIO...) is what the caller must see.
+    """
+    try:
+        hdul.writeto(stream, checksum=checksum, output_verify="exception")
+    except Exception as exc:
+        error = stream.error or os_error_in_chain(exc)
+        if error is not None and error is not exc:
+            raise error from None
+        raise
 
 
 def record_type(header: fits.Header, obj: Any) -> None:
@@ -288,51 +363,6 @@ def recorded_type(header: Mapping[str, Any] | fits.Header) -> str | None:
 
 #: Tile compressions astropy writes (`~astropy.io.fits.CompImageHDU`).
 COMPRESSIONS = ("RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1", "NOCOMPRESS")
-
-_LINE, _MORE = "|", "+"  # first chunk of a YAML line / continuation of the line above
-_END = "$"  # closes every card, so trailing spaces (which FITS strips) survive
-_CHUNK = 70
-
-
-def put_yaml_block(header: fits.Header, marker: str, value: Any) -> None:
-    """Store ``value`` as YAML in COMMENT cards between ``--BEGIN-<marker>--`` and END.
-
-    astropy's safe YAML dialect is used (Quantity, numpy scalars, ordered dicts; no code on
-    load). Each card holds ``|`` + up to 70 characters starting a YAML line, or ``+`` and
-    the continuation of the previous one, so any line length round-trips exactly.
-    """
-    from astropy.io.misc import yaml
-
-    text = yaml.dump(value)
-    header.add_comment(f"--BEGIN-{marker}--")
-    for line in text.splitlines():
-        chunks = [line[i : i + _CHUNK] for i in range(0, len(line), _CHUNK)] or [""]
-        header.add_comment(f"{_LINE}{chunks[0]}{_END}")
-        for chunk in chunks[1:]:
-            header.add_comment(f"{_MORE}{chunk}{_END}")
-    header.add_comment(f"--END-{marker}--")
-
-
-def get_yaml_block(header: fits.Header, marker: str) -> tuple[bool, Any]:
-    """Return ``(found, value)`` for a block written by `put_yaml_block`."""
-    if "COMMENT" not in header:
-        return False, None
-    comments = [str(c) for c in header["COMMENT"]]
-    try:
-        start = comments.index(f"--BEGIN-{marker}--")
-        end = comments.index(f"--END-{marker}--", start)
-    except ValueError:
-        return False, None
-    lines: list[str] = []
-    for card in comments[start + 1 : end]:
-        body = card[1:-1] if card.endswith(_END) else card[1:]
-        if card.startswith(_MORE) and lines:
-            lines[-1] += body
-        else:
-            lines.append(body)
-    from astropy.io.misc import yaml
-
-    return True, yaml.load("\n".join(lines))
 
 
 def strip_butler_keywords(header: fits.Header) -> fits.Header:
