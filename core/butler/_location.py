@@ -236,8 +236,16 @@ class ButlerLocation:
             yield
         except ButlerError:
             raise
-        except (MemoryError, KeyboardInterrupt):
+        except KeyboardInterrupt:
             raise
+        except MemoryError:
+            # What a file declares is checked against max_read_bytes first; this is the
+            # rest (a size no check foresaw): never a raw MemoryError.
+            raise FormatError(
+                f"cannot {action} {self.describe()}: not enough memory; read part of it "
+                f"(parameters such as a section or slice) or lower max_read_bytes so that "
+                f"oversize reads are refused before allocating"
+            ) from None
         except OSError as exc:
             # A real OS failure carries an errno; libraries (astropy, h5py) report corrupt
             # files as errno-less OSErrors, which are format errors.

@@ -449,3 +449,26 @@ def test_unknown_serializer_args_are_refused_at_definition(root: str) -> None:
         b.register_dataset_type("t", dict, "json", serializer_args={"per_storage": 5})
     assert "t" not in b.dataset_types
     b.register_dataset_type("t", dict, "json", serializer_args={"indent": 1})
+
+
+def test_memory_error_in_a_serializer_is_a_format_error(root: str) -> None:
+    from butler import Registry, hookimpl  # noqa: F401 - hookimpl proves the public API
+    from butler._plugins import default_registry
+
+    registry = Registry()
+    for spec in default_registry().serializers.values():
+        registry.register(spec.python_type, spec.storage, spec.format, spec.write, spec.read)
+    for descriptor in default_registry().formats.values():
+        registry.register_format(descriptor)
+    for storage in default_registry().storages.values():
+        registry.register_storage(storage)
+
+    def greedy(location: Any, **_: Any) -> Any:
+        raise MemoryError
+
+    registry.register(dict, "*", "json", "butler.formats.json_:write", greedy, overwrite=True)
+    b = Butler.create(root, registry=registry)
+    b.register_dataset_type("cfg", dict, "json", dimensions={"v": int})
+    b.put({"a": 1}, "cfg", v=1)
+    with pytest.raises(FormatError, match="not enough memory"):
+        b.get("cfg", v=1)
