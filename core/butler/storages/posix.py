@@ -436,7 +436,7 @@ class PosixStorage(Storage):
 
     def close(self) -> None:
         """Close the kept root descriptor (reopened if the storage is used again)."""
-        fds = [self._root_fd, *self._retired]
+        fds = [getattr(self, "_root_fd", None), *getattr(self, "_retired", ())]
         self._root_fd = None
         self._retired = []
         for fd in fds:
