@@ -177,6 +177,8 @@ class Butler:
         mapper: Mapper | None = None,
         checksum: bool = False,
         allow_pickle: bool = False,
+        max_read_bytes: int | str | None = None,
+        allow_imports: Sequence[str] = (),
         **storage_options: Any,
     ) -> Butler:
         """Create a repository at ``root`` (or open it, if it exists) and return a Butler.
@@ -188,6 +190,8 @@ class Butler:
         allow_pickle
             Record that this repository holds pickles its readers may want to allow, and
             allow them in the returned Butler. Other readers still opt in themselves.
+        max_read_bytes, allow_imports
+            As for `Butler`, for the returned Butler.
         """
         if registry is None:
             from ._plugins import default_registry
@@ -204,7 +208,13 @@ class Butler:
         finally:
             storage.close()
         return cls(
-            root, registry=registry, mapper=mapper, allow_pickle=allow_pickle, **storage_options
+            root,
+            registry=registry,
+            mapper=mapper,
+            allow_pickle=allow_pickle,
+            max_read_bytes=max_read_bytes,
+            allow_imports=allow_imports,
+            **storage_options,
         )
 
     def _load_policy(self) -> RepositoryPolicy:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -246,15 +247,21 @@ class ButlerLocation:
                 f"(parameters such as a section or slice) or lower max_read_bytes so that "
                 f"oversize reads are refused before allocating"
             ) from None
-        except OSError as exc:
-            # A real OS failure carries an errno; libraries (astropy, h5py) report corrupt
-            # files as errno-less OSErrors, which are format errors.
-            if exc.errno is not None:
-                raise StorageError(f"cannot {action} {self.describe()}: {exc}") from exc
-            raise FormatError(
-                f"cannot {action} {self.describe()} as {self.format!r}: {exc}"
-            ) from exc
         except Exception as exc:
+            # A real OS failure carries an errno, possibly on an error a library raised
+            # while handling it (ENOSPC under astropy's own exception); libraries report
+            # corrupt files as errno-less OSErrors, which are format errors.
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise StorageError(f"cannot {action} {self.describe()}: {exc}") from exc
+            os_error = _storage_failure_in_chain(exc)
+            if os_error is not None:
+                raise StorageError(
+                    f"cannot {action} {self.describe()}: {os_error.strerror or os_error}"
+                ) from exc
+            if isinstance(exc, OSError):
+                raise FormatError(
+                    f"cannot {action} {self.describe()} as {self.format!r}: {exc}"
+                ) from exc
             raise FormatError(
                 f"cannot {action} {self.describe()} as {self.format!r}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -286,3 +293,19 @@ class ButlerLocation:
     def format_error(self, message: str) -> FormatError:
         """A `FormatError` naming this dataset, for serializers' own checks."""
         return FormatError(f"{self.describe()}: {message}")
+
+
+def _storage_failure_in_chain(exc: BaseException) -> OSError | None:
+    """An `OSError` saying the storage itself failed (disk full, quota, I/O error, read-only)
+    in ``exc``'s cause/context chain: libraries sometimes hide it under their own error."""
+    current: BaseException | None = exc.__cause__ or exc.__context__
+    for _ in range(16):
+        if current is None:
+            return None
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})

@@ -472,3 +472,32 @@ def test_memory_error_in_a_serializer_is_a_format_error(root: str) -> None:
     b.put({"a": 1}, "cfg", v=1)
     with pytest.raises(FormatError, match="not enough memory"):
         b.get("cfg", v=1)
+
+
+def test_disk_full_hidden_under_a_library_error_is_a_storage_error(root: str) -> None:
+    """Hole 19's mechanism: ENOSPC raised inside a library that re-raises its own error is
+    still reported as the storage failure it is."""
+    import errno as errno_module
+
+    from butler import Registry
+    from butler._plugins import default_registry
+
+    registry = Registry()
+    for spec in default_registry().serializers.values():
+        registry.register(spec.python_type, spec.storage, spec.format, spec.write, spec.read)
+    for descriptor in default_registry().formats.values():
+        registry.register_format(descriptor)
+    for storage in default_registry().storages.values():
+        registry.register_storage(storage)
+
+    def library_write(obj: Any, location: Any, **_: Any) -> None:
+        try:
+            raise OSError(errno_module.ENOSPC, "No space left on device")
+        except OSError:
+            raise AttributeError("'_File' object has no attribute 'free_space'") from None
+
+    registry.register(dict, "*", "json", library_write, "butler.formats.json_:read", overwrite=True)
+    b = Butler.create(root, registry=registry)
+    b.register_dataset_type("cfg", dict, "json", dimensions={"v": int})
+    with pytest.raises(StorageError, match="No space left on device"):
+        b.put({"a": 1}, "cfg", v=1)
