@@ -475,3 +475,21 @@ def test_misspelt_options_list_the_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         PosixStorage(root, durabel=False)  # type: ignore[call-arg]
     assert isinstance(StorageError("x"), ButlerError)
+
+
+def test_repository_deleted_and_created_again_under_the_same_storage(tmp_path: Path) -> None:
+    """The kept root descriptor never points into a deleted repository."""
+    import shutil
+
+    storage = PosixStorage(str(tmp_path / "repo"))
+    storage.write_bytes("a.json", b"1")
+    storage.write_bytes("d/b.json", b"2")
+    shutil.rmtree(tmp_path / "repo")
+    assert not storage.exists("a.json")
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "a.json").write_bytes(b"new")
+    assert storage.read_bytes("a.json") == b"new"
+    shutil.rmtree(tmp_path / "repo")
+    storage.write_bytes("c.json", b"3")  # recreates the root, as before
+    assert (tmp_path / "repo" / "c.json").read_bytes() == b"3"
+    assert list(storage.list()) == ["c.json"]

@@ -344,6 +344,8 @@ class PosixStorage(Storage):
     def _open_dir(self, parts: Sequence[str], key: str, *, create: bool = False) -> int:
         """A new descriptor of the directory ``root/parts...``, opened one segment at a
         time relative to its parent without following links (created when ``create``)."""
+        if create:  # writers would otherwise fail in a deleted root: check it first
+            self._root_replaced()
         try:
             return self._walk(parts, key, create)
         except (_Absent, FileNotFoundError):
@@ -394,6 +396,14 @@ class PosixStorage(Storage):
 
     def _open_file(self, key: str, parts: Sequence[str]) -> tuple[int, int]:
         """(directory fd, file fd) of a stored regular file; `_Absent` if there is none."""
+        try:
+            return self._open_file_once(key, parts)
+        except _Absent:
+            if not self._root_replaced():
+                raise
+        return self._open_file_once(key, parts)
+
+    def _open_file_once(self, key: str, parts: Sequence[str]) -> tuple[int, int]:
         dfd = self._open_dir(parts[:-1], key)
         try:
             try:
@@ -413,6 +423,12 @@ class PosixStorage(Storage):
 
     def _lstat(self, key: str) -> os.stat_result | None:
         """stat of a stored regular file (``None`` if absent); refuses links and specials."""
+        found = self._lstat_once(key)
+        if found is None and self._root_replaced():
+            found = self._lstat_once(key)
+        return found
+
+    def _lstat_once(self, key: str) -> os.stat_result | None:
         parts = _split_key(key)
         try:
             dfd = self._open_dir(parts[:-1], key)
@@ -603,6 +619,7 @@ class PosixStorage(Storage):
     def list(self, prefix: str = "") -> Iterator[str]:
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         parts = _split_key(directory) if directory else ()
+        self._root_replaced()  # an empty walk is no miss: check the kept root first
         try:
             dfd = self._open_dir(parts, prefix)
         except (_Absent, StorageError):  # nothing there, or a link: never listed
@@ -809,6 +826,7 @@ class PosixStorage(Storage):
         Datasets, whatever their names, are never touched; links are never followed."""
         limit = time.time() - older_than
         removed: list[str] = []
+        self._root_replaced()
         try:
             dfd = self._open_dir((), "")
         except _Absent:
