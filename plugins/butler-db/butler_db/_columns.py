@@ -27,11 +27,14 @@ class Col:
     values: np.ndarray
     mask: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: Name of the SQL column holding it (the user's name when that is a plain identifier).
+    column: str = ""
 
     def describe(self) -> dict[str, Any]:
         """What the dataset metadata records about the column."""
         return {
             "name": self.name,
+            "column": self.column or self.name,
             "kind": self.kind,
             "dtype": self.dtype,
             "masked": self.mask is not None,
@@ -40,10 +43,10 @@ class Col:
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name or len(name) > 63 or "\0" in name:
-        raise TypeError(f"column name {name!r} must be a non-empty string of at most 63 chars")
-    if name.lower() == "_butler_row":
-        raise TypeError("the column name '_butler_row' is reserved by butler-db")
+    # Any string is a valid column name: the SQL column gets a safe name of its own when the
+    # user's is not a plain identifier (see _tables.physical_names).
+    if not isinstance(name, str):
+        raise TypeError(f"column name {name!r} must be a string, not a {type(name).__name__!r}")
     return name
 
 

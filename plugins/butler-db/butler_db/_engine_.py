@@ -1,15 +1,22 @@
 """Database URLs and SQLAlchemy engines: driver defaults, secrets kept out of every message.
 
-The real URL (with its password) lives only inside the engine; everything butler shows
-(``uri()``, reprs, error messages, logs) uses the URL rendered with ``hide_password=True``.
+A URL carries secrets in two places: the userinfo password (``user:pw@host``) and query
+parameters (``?password=pw``, ``?sslpassword=...``, ``?token=...``). `safe_url` is the one way
+butler shows a URL: both kinds are masked (``***``). The engine is built from a URL without
+the secret query parameters (they reach the driver as ``connect_args``), so SQLAlchemy's own
+reprs, logs and errors show nothing more than ``user:***@host``; `scrub` removes every secret
+value from a driver's error text.
 """
 
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -17,7 +24,21 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from butler import DatasetExistsError, StorageError
 
-__all__ = ["SQLITE_BUSY_TIMEOUT", "create_engine", "normalise_url", "safe_url", "translate"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT",
+    "check_engine_options",
+    "connect",
+    "create_engine",
+    "is_retryable",
+    "is_secret_key",
+    "is_unique_violation",
+    "normalise_url",
+    "safe_url",
+    "scrub",
+    "secret_values",
+    "split_secrets",
+    "translate",
+]
 
 #: Driver used when a URL names only the database (``postgresql://``).
 DEFAULT_DRIVERS = {
@@ -28,6 +49,39 @@ DEFAULT_DRIVERS = {
 
 #: Seconds a SQLite writer waits for the database lock before failing.
 SQLITE_BUSY_TIMEOUT = 60.0
+
+#: URL query parameters known to carry a credential (libpq, PyMySQL, cloud IAM tokens).
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "auth_token",
+        "client_secret",
+        "pass",
+        "passphrase",
+        "passwd",
+        "password",
+        "pwd",
+        "secret",
+        "sslpassword",
+        "token",
+    }
+)
+
+#: Anything else *named* like a secret is treated as one too (``db_password``, ``iam_token``).
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|credential|api_?key|private|auth", re.I)
+
+#: Query keys that mean "the password" to the drivers: the ``password=`` option replaces them.
+_PASSWORD_KEYS = ("password", "passwd")
+
+#: Placeholder rendered in place of a secret, then shown as ``***`` (it needs no escaping).
+_MASK_TOKEN = "BUTLERMASKEDSECRET"
+
+
+def is_secret_key(name: str) -> bool:
+    """True when a URL query parameter named ``name`` carries (or may carry) a credential."""
+    return name.lower() in SECRET_QUERY_KEYS or bool(_SECRET_NAME.search(name))
 
 
 def normalise_url(root: str, password: str | None = None) -> URL:
@@ -46,7 +100,8 @@ def normalise_url(root: str, password: str | None = None) -> URL:
     if url.drivername in DEFAULT_DRIVERS:
         url = url.set(drivername=DEFAULT_DRIVERS[url.drivername])
     if password is not None:
-        url = url.set(password=password)
+        # The option wins over a password in the userinfo *and* one in the query string.
+        url = url.set(password=password).difference_update_query(_PASSWORD_KEYS)
     backend = url.get_backend_name()
     if backend == "sqlite":
         if not url.database or url.database == ":memory:":
@@ -61,18 +116,119 @@ def normalise_url(root: str, password: str | None = None) -> URL:
 
 
 def safe_url(url: URL) -> str:
-    """The URL as text with its password masked (``***``)."""
-    return url.render_as_string(hide_password=True)
+    """The URL as text with every credential masked: ``user:***@host/db?password=***``.
+
+    The one way butler shows a database URL (``uri()``, reprs, every error message).
+    """
+    keys = [k for k in url.query if is_secret_key(k)]
+    if keys:
+        url = url.update_query_dict({k: _MASK_TOKEN for k in keys})
+    return url.render_as_string(hide_password=True).replace(_MASK_TOKEN, "***")
+
+
+def secret_values(url: URL) -> list[str]:
+    """Every secret a URL holds (its password and the values of secret query parameters)."""
+    values = [url.password] if isinstance(url.password, str) and url.password else []
+    for key, value in url.query.items():
+        if is_secret_key(key):
+            values += [v for v in ((value,) if isinstance(value, str) else value) if v]
+    return values
+
+
+def split_secrets(url: URL) -> tuple[URL, dict[str, str]]:
+    """``url`` without its secret query parameters, and those parameters (last value wins).
+
+    Both dialects butler drives (psycopg, PyMySQL) pass query parameters to the driver's
+    ``connect()`` as keywords, which is exactly what ``connect_args`` does.
+    """
+    secret = {
+        k: (v if isinstance(v, str) else v[-1]) for k, v in url.query.items() if is_secret_key(k)
+    }
+    return (url.difference_update_query(list(secret)) if secret else url), secret
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret (raw or URL-encoded) replaced by ``***``."""
+    forms = {f for s in secrets if s for f in (s, quote_plus(s), quote(s, safe=""))}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
 
 def _strip_secret(text: str) -> str:
-    """Best-effort masking of ``user:password@`` in a URL that did not parse."""
+    """Best-effort masking of ``user:password@`` and secret query values in a URL that did
+    not parse."""
+    text = re.sub(
+        r"([?&;])([^=&;#]*)=([^&;#]*)",
+        lambda m: f"{m[1]}{m[2]}=***" if is_secret_key(m[2]) else m[0],
+        text,
+    )
     scheme, sep, rest = text.partition("://")
-    if not sep or "@" not in rest:
+    if not sep or "@" not in rest.split("?", 1)[0]:
         return text
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else text
+
+
+#: ``create_engine`` options checked here, so a mistyped value fails when the storage is
+#: opened (SQLAlchemy would accept it and fail at the first connection, or never).
+_INT_OPTIONS = frozenset(
+    {
+        "insertmanyvalues_page_size",
+        "label_length",
+        "max_identifier_length",
+        "max_overflow",
+        "pool_recycle",
+        "pool_size",
+        "query_cache_size",
+    }
+)
+_NUMBER_OPTIONS = frozenset({"pool_timeout"})
+_BOOL_OPTIONS = frozenset(
+    {"hide_parameters", "implicit_returning", "pool_pre_ping", "pool_use_lifo",
+     "use_insertmanyvalues"}
+)  # fmt: skip
+_MAPPING_OPTIONS = frozenset({"connect_args", "execution_options"})
+
+
+def check_engine_options(options: Any) -> dict[str, Any]:
+    """``engine_options`` as a dict, with the types of well-known options checked.
+
+    Raises
+    ------
+    StorageError
+        Naming the offending option (values are never shown: they may hold credentials).
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise StorageError(
+            f"engine_options must be a mapping of sqlalchemy.create_engine() keywords, "
+            f"not a {type(options).__name__!r}"
+        )
+    checked = dict(options)
+    for name, value in checked.items():
+        if not isinstance(name, str):
+            raise StorageError(f"engine_options keys must be strings, not {name!r}")
+        expected = None
+        if name in _INT_OPTIONS and not _is_int(value):
+            expected = "an integer"
+        elif name in _NUMBER_OPTIONS and not (_is_int(value) or isinstance(value, float)):
+            expected = "a number"
+        elif name in _BOOL_OPTIONS and not isinstance(value, bool):
+            expected = "True or False"
+        elif name in _MAPPING_OPTIONS and not isinstance(value, Mapping):
+            expected = "a mapping"
+        if expected is not None:
+            raise StorageError(
+                f"engine_options[{name!r}] must be {expected}, not a {type(value).__name__!r}"
+            )
+    return checked
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -95,46 +251,82 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 
 
 def create_engine(url: URL, **options: Any) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode, a busy timeout and explicit BEGINs."""
+    """An engine for ``url``; SQLite gets WAL mode, a busy timeout and explicit BEGINs.
+
+    Secret query parameters are moved to ``connect_args``: the engine's URL (shown by
+    SQLAlchemy in reprs, logs and some errors) keeps none of them.
+
+    Raises
+    ------
+    StorageError
+        If SQLAlchemy refuses an option (``engine_options`` names it).
+    """
+    url, secret = split_secrets(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": url.get_backend_name() != "sqlite"}
     kwargs.update(options)
-    if url.get_backend_name() == "sqlite":
-        connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args = {**secret, **dict(kwargs.pop("connect_args", None) or {})}
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite:
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
         connect_args.setdefault("check_same_thread", False)
+    try:
         engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    except (exc.ArgumentError, TypeError, ValueError) as e:
+        given = f" with engine_options {sorted(options)}" if options else ""
+        raise StorageError(
+            f"cannot create a SQLAlchemy engine for {safe_url(url)!r}{given}: "
+            f"{_message(e, secret_values(url) + list(secret.values()))}; engine_options are "
+            f"sqlalchemy.create_engine() keywords"
+        ) from None
+    if sqlite:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    return sa.create_engine(url, **kwargs)
+    return engine
 
 
-def _message(error: BaseException, password: str | None) -> str:
-    """A one-line, password-free description of a database error."""
+def _message(error: BaseException, secrets: Iterable[str] = ()) -> str:
+    """A one-line, secret-free description of a database error."""
     orig = getattr(error, "orig", None)
     text = str(orig if orig is not None else error)
     text = " ".join(line.strip() for line in text.strip().splitlines()[:3] if line.strip())
     text = text.split("(Background on this error")[0].strip()
-    if password:
-        text = text.replace(password, "***")
-    return text or type(error).__name__
+    return scrub(text, secrets) or type(error).__name__
+
+
+def _sqlstate(error: exc.DBAPIError) -> str | None:
+    orig = error.orig
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "diag", None), "sqlstate", None)
 
 
 def is_unique_violation(error: exc.IntegrityError) -> bool:
     """True when an integrity error is a unique / primary key conflict."""
-    orig = error.orig
-    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "diag", None), "sqlstate", None)
-    if code == "23505":  # PostgreSQL unique_violation
+    if _sqlstate(error) == "23505":  # PostgreSQL unique_violation
         return True
-    args = getattr(orig, "args", ())
+    args = getattr(error.orig, "args", ())
     if args and args[0] in (1062, 1586):  # MySQL ER_DUP_ENTRY
         return True
-    return "UNIQUE constraint failed" in str(orig)  # SQLite
+    return "UNIQUE constraint failed" in str(error.orig)  # SQLite
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for a transaction the server aborted to resolve a conflict (try it again):
+    serialization failures and deadlocks (PostgreSQL, MariaDB), lock wait timeouts
+    (MariaDB), a busy SQLite database, and unique violations of concurrent first inserts."""
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if isinstance(error, exc.IntegrityError):
+        return is_unique_violation(error)
+    if _sqlstate(error) in ("40001", "40P01"):
+        return True
+    args = getattr(error.orig, "args", ())
+    if args and args[0] in (1205, 1213):  # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
+        return True
+    return "database is locked" in str(error.orig)
 
 
 @contextlib.contextmanager
 def translate(
-    action: str, where: str, password: str | None = None, *, exists: str | None = None
+    action: str, where: str, secrets: Iterable[str] = (), *, exists: str | None = None
 ) -> Iterator[None]:
     """Turn SQLAlchemy errors into `StorageError` (or `DatasetExistsError`) without secrets.
 
@@ -142,8 +334,8 @@ def translate(
     ----------
     action, where
         ``"cannot {action} {where!r}: {reason}"``.
-    password
-        Masked if a driver ever echoes it.
+    secrets
+        Masked wherever a driver echoes them.
     exists
         When given, a unique-constraint violation becomes `DatasetExistsError` with this text.
     """
@@ -152,6 +344,18 @@ def translate(
     except exc.IntegrityError as e:
         if exists is not None and is_unique_violation(e):
             raise DatasetExistsError(exists) from None
-        raise StorageError(f"cannot {action} {where!r}: {_message(e, password)}") from None
+        raise StorageError(f"cannot {action} {where!r}: {_message(e, secrets)}") from None
     except exc.SQLAlchemyError as e:
-        raise StorageError(f"cannot {action} {where!r}: {_message(e, password)}") from None
+        raise StorageError(f"cannot {action} {where!r}: {_message(e, secrets)}") from None
+
+
+def connect(engine: Engine, where: str, secrets: Iterable[str] = ()) -> sa.Connection:
+    """``engine.connect()``; a driver refusing its connection arguments (PyMySQL raises
+    `TypeError` for an unknown URL query parameter) is a `StorageError`, not a raw error."""
+    try:
+        return engine.connect()
+    except (TypeError, ValueError) as e:
+        raise StorageError(
+            f"cannot connect to {where!r}: the driver refused its connection arguments "
+            f"(URL query parameters, engine_options['connect_args']): {_message(e, secrets)}"
+        ) from None

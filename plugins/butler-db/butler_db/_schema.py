@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+
+from butler import StorageError
 
 __all__ = [
     "DROP_AFTER_COMMIT",
@@ -26,6 +29,7 @@ __all__ = [
     "datasets",
     "drop_table",
     "drop_table_now",
+    "is_table_of",
     "key_hash",
     "metadata",
     "new_table_name",
@@ -96,15 +100,43 @@ TABLE_PREFIX = "bt_"
 
 _UNSAFE = re.compile(r"[^a-z0-9_]+")
 
+#: Every table name butler-db ever generated (the last line of defence before a DROP).
+_ANY_DATASET_TABLE = re.compile(r"bt_[a-z0-9_]{1,53}_[0-9a-f]{10}")
+
+
+def _stem(key: str, width: int) -> str:
+    """The readable part of a table name: the key without extension, sanitised."""
+    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
+    clean = _UNSAFE.sub("_", stem.lower()).strip("_")[:width].rstrip("_")
+    return clean or "dataset"
+
 
 def new_table_name(key: str) -> str:
-    """A fresh, safe table name for the dataset at ``key`` (``bt_<sanitised key>_<random>``).
+    """A fresh table name for the dataset at ``key``:
+    ``bt_<sanitised key>_<key hash>_<random>``, at most 51 characters of ``[a-z0-9_]``
+    (within PostgreSQL's 63 and MySQL's 64).
 
-    At most 55 characters: within PostgreSQL's (63) and MySQL's (64) identifier limits.
+    The hash ties the table to its key: `is_table_of` recognises the tables of a key and
+    nothing else, so a tampered ``table_name`` can never make butler use another table.
     """
-    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
-    clean = _UNSAFE.sub("_", stem.lower()).strip("_")[:40].rstrip("_")
-    return f"{TABLE_PREFIX}{clean or 'dataset'}_{secrets.token_hex(5)}"
+    return f"{TABLE_PREFIX}{_stem(key, 24)}_{key_hash(key)[:12]}_{secrets.token_hex(5)}"
+
+
+def is_table_of(key: str, name: Any) -> bool:
+    """True when ``name`` is a table name butler-db generates for the dataset at ``key``.
+
+    Tables of butler-db before 0.2 (``bt_<sanitised key>_<random>``, without the hash) are
+    recognised too: still only tables named after this very key.
+    """
+    if not isinstance(name, str) or not _ANY_DATASET_TABLE.fullmatch(name):
+        return False
+    current = f"{TABLE_PREFIX}{_stem(key, 24)}_{key_hash(key)[:12]}_"
+    legacy = f"{TABLE_PREFIX}{_stem(key, 40)}_"
+    suffix = re.compile(r"[0-9a-f]{10}")
+    return any(
+        name.startswith(prefix) and suffix.fullmatch(name[len(prefix) :])
+        for prefix in (current, legacy)
+    )
 
 
 def _transactional_ddl(conn: sa.Connection) -> bool:
@@ -120,7 +152,15 @@ def drop_table(conn: sa.Connection, name: str) -> None:
 
 
 def drop_table_now(conn: sa.Connection, name: str) -> None:
-    """``DROP TABLE IF EXISTS`` (auto-committed if no transaction is open)."""
+    """``DROP TABLE IF EXISTS`` (auto-committed if no transaction is open).
+
+    Raises
+    ------
+    StorageError
+        If ``name`` is not a name butler-db generates: nothing else is ever dropped.
+    """
+    if not _ANY_DATASET_TABLE.fullmatch(name):
+        raise StorageError(f"refusing to drop table {name!r:.100}: butler-db did not create it")
     table = sa.Table(name, sa.MetaData())
     if conn.in_transaction():
         table.drop(conn, checkfirst=True)

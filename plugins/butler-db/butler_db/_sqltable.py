@@ -7,7 +7,12 @@ Write ``parameters``
     key columns of an upsert. Every write is one transaction.
 Read ``parameters``
     ``columns``: names to read; ``where``: ``{column: value | (low, high) | [values] |
-    None}`` rendered with bound parameters (ranges are inclusive, ``None`` ends are open).
+    None}`` rendered with bound parameters (ranges are inclusive, ``None`` ends are open);
+    values are plain scalars only, never SQL.
+
+A dataset's row in ``butler_datasets`` and its metadata are untrusted: the table it names
+must be one butler-db made for that key (`DatabaseStorage.dataset_table`) and the column
+descriptions are checked (`_tables.check_spec`) before anything is read or allocated.
 """
 
 from __future__ import annotations
@@ -18,12 +23,22 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from butler import ButlerLocation, DatasetExistsError
+from butler import ButlerLocation, DatasetExistsError, FormatError
 
 from . import _schema as schema
 from ._columns import Col, from_columns, to_columns
 from ._storage import DatabaseStorage
-from ._tables import define_table, delete_keys, insert_rows, light_table, select_columns
+from ._tables import (
+    check_spec,
+    column_of,
+    define_table,
+    delete_keys,
+    insert_rows,
+    light_table,
+    physical_names,
+    select_columns,
+    where_clause,
+)
 
 __all__ = ["read", "write"]
 
@@ -56,8 +71,10 @@ def write(obj: Any, location: ButlerLocation, **_: Any) -> None:
     names = [c.name for c in cols]
     if not cols:
         raise location.format_error("a table without columns cannot be stored")
-    if len(set(n.lower() for n in names)) != len(names):
-        raise location.format_error(f"column names {names} are not unique (ignoring case)")
+    if len(set(names)) != len(names):
+        raise location.format_error(f"column names {names} are not unique")
+    for col, column in zip(cols, physical_names(names), strict=True):
+        col.column = column
     if mode == "upsert":
         if not key_columns or not all(isinstance(k, str) for k in key_columns):
             raise location.format_error("mode 'upsert' needs parameters={'key': [column, ...]}")
@@ -133,13 +150,14 @@ def _merge(
         row = storage._row(conn, location.key, lock=True)
         if row is None:
             return False
-        if row.table_name is None:
+        table_name = storage.dataset_table(location.key, row)
+        if table_name is None:
             raise location.format_error(
                 f"holds {row.format!r} bytes, not a SQL table; cannot {mode} rows to it"
             )
         stored = _row_metadata(row)
-        info = dict(stored.get("table") or {})
-        specs = {s["name"]: s for s in info.get("columns", [])}
+        info = _table_info(location, stored)
+        specs = {s["name"]: s for s in info["columns"]}
         incoming = {c.name: c for c in cols}
         if set(specs) != set(incoming):
             raise location.format_error(
@@ -151,8 +169,10 @@ def _merge(
                     f"column {name!r} holds {spec['kind']} values; cannot {mode} "
                     f"{incoming[name].kind} values"
                 )
+        for spec in info["columns"]:
+            incoming[spec["name"]].column = column_of(spec)
         cols = [incoming[s["name"]] for s in info["columns"]]
-        table = light_table(row.table_name, [c.name for c in cols])
+        table = light_table(table_name, [c.column for c in cols])
         size = int(row.size)
         if mode == "upsert":
             assert key is not None
@@ -195,9 +215,26 @@ def _dedupe(cols: list[Col], key: list[str]) -> list[Col]:
             c.values[keep],
             None if c.mask is None else c.mask[keep],
             c.info,
+            c.column,
         )
         for c in cols
     ]
+
+
+def _table_info(location: ButlerLocation, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``table`` entry of a dataset's metadata, its column descriptions checked."""
+    info = meta.get("table")
+    if not isinstance(info, Mapping) or not isinstance(info.get("columns"), list):
+        raise location.format_error("the stored metadata has no column descriptions")
+    try:
+        columns = [check_spec(spec) for spec in info["columns"]]
+    except FormatError as e:
+        raise location.format_error(str(e)) from None
+    names = [s["name"] for s in columns]
+    physical = [column_of(s).lower() for s in columns]
+    if len(set(names)) != len(names) or len(set(physical)) != len(physical):
+        raise location.format_error(f"the stored column descriptions repeat names: {names}")
+    return dict(info, columns=columns)
 
 
 def read(location: ButlerLocation, **_: Any) -> Any:
@@ -208,30 +245,40 @@ def read(location: ButlerLocation, **_: Any) -> Any:
     wanted = params.get("columns")
     if isinstance(wanted, str):
         wanted = [wanted]
+    if wanted is not None and not (
+        isinstance(wanted, list | tuple) and all(isinstance(c, str) for c in wanted)
+    ):
+        raise location.format_error(f"'columns' must be a list of names, not {wanted!r:.200}")
     with storage._read("read", location.key) as conn, conn.begin():
         row = storage._require(conn, location.key)
-        if row.table_name is None:
+        table_name = storage.dataset_table(location.key, row)
+        if table_name is None:
             raise location.format_error(f"holds {row.format!r} bytes, not a SQL table")
         from ._storage import _row_metadata
 
-        info = _row_metadata(row).get("table") or {}
-        specs = list(info.get("columns", []))
+        info = _table_info(location, _row_metadata(row))
+        by_name = {s["name"]: s for s in info["columns"]}
+        specs = list(info["columns"])
         if wanted is not None:
-            by_name = {s["name"]: s for s in specs}
             unknown = [c for c in wanted if c not in by_name]
             if unknown:
                 raise location.format_error(
                     f"unknown columns {unknown}; the table has {list(by_name)}"
                 )
             specs = [by_name[c] for c in wanted]
-        table = light_table(row.table_name, [s["name"] for s in info.get("columns", [])])
+        table = light_table(table_name, [column_of(s) for s in info["columns"]])
+        where = params.get("where")
         try:
-            cols = select_columns(conn, table, specs, params.get("where"))
-        except KeyError as e:
-            raise location.format_error(
-                f"'where' names unknown column {e.args[0]!r}; the table has "
-                f"{[s['name'] for s in info.get('columns', [])]}"
-            ) from None
+            conditions = where_clause(table, where, by_name) if where else []
+        except FormatError as e:
+            raise location.format_error(str(e)) from None
+        cols = select_columns(
+            conn,
+            table,
+            specs,
+            conditions,
+            lambda nbytes: location.check_read_size(nbytes, "the table's recorded dtypes"),
+        )
     meta = {k: v for k, v in info.items() if k != "columns"}
     if wanted is not None and meta.get("index"):
         meta = {k: v for k, v in meta.items() if k not in ("index", "index_names")}

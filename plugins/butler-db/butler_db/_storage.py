@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,17 +24,37 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from butler import DatasetExistsError, FormatError, Storage, StorageError
-from butler._storage import CountingWriter, ProgressCallback, ProgressReader
+from butler._limits import LimitError, parse_size
+from butler._storage import CountingWriter, ProgressCallback, ProgressReader, is_reserved_key
 
 from . import _schema as schema
 from ._blob import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter
-from ._engine_ import create_engine, is_unique_violation, normalise_url, safe_url, translate
+from ._engine_ import (
+    check_engine_options,
+    connect,
+    create_engine,
+    is_retryable,
+    is_unique_violation,
+    normalise_url,
+    safe_url,
+    secret_values,
+    translate,
+)
 from ._schema import DROP_AFTER_COMMIT, drop_table, drop_table_now
 
 __all__ = ["DatabaseStorage"]
 
 #: Attempts at swapping a dataset row when concurrent overwriters collide.
 _SWAP_ATTEMPTS = 8
+
+#: Attempts at a policy change the server aborted (deadlock, serialization failure).
+_POLICY_ATTEMPTS = 20
+
+#: Largest ``chunk_size``: one chunk is one query parameter and one row.
+MAX_CHUNK_SIZE = 1024**3
+
+#: What a ``blob_id`` written by butler-db looks like (a tampered row is refused).
+_BLOB_ID = re.compile(r"[0-9a-f]{32}")
 
 #: Metadata keys kept in their own columns of ``butler_datasets``.
 _COLUMNS = ("format", "python_type", "dataset_type", "data_id", "created", "size", "sha256")
@@ -49,11 +71,18 @@ class DatabaseStorage(Storage):
         ``mariadb://`` use PyMySQL).
     password
         Password to connect with, instead of (or overriding) the one in the URL. Like any
-        password in the URL it is used for connecting only and never shown.
+        password in the URL (``user:pw@host`` or ``?password=pw``, ``?sslpassword=``,
+        ``?token=``...) it is used for connecting only and never shown.
     chunk_size
-        Bytes per chunk row for new datasets (default 1 MiB).
+        Bytes per chunk row for new datasets (default 1 MiB; ``"4MiB"`` works too).
     engine_options
         Extra keyword arguments for `sqlalchemy.create_engine` (``pool_size``...).
+
+    Raises
+    ------
+    StorageError
+        If the URL is malformed, an option has the wrong type or value (naming it), or the
+        driver is missing.
     """
 
     type_name = "database"
@@ -65,21 +94,21 @@ class DatabaseStorage(Storage):
         root: str,
         *,
         password: str | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | str = DEFAULT_CHUNK_SIZE,
         engine_options: Mapping[str, Any] | None = None,
-        **options: Any,
     ) -> None:
+        if password is not None and not isinstance(password, str):
+            raise StorageError(f"password must be a string, not a {type(password).__name__!r}")
         url = normalise_url(str(root), password)
-        super().__init__(safe_url(url), **options)
-        self.url = url  # holds the password; never displayed (SQLAlchemy masks it in repr)
+        super().__init__(safe_url(url))
+        self._url = url  # holds the secrets: only the engine ever sees it
+        self._secrets = secret_values(url)
         self.backend = url.get_backend_name()
-        if chunk_size < 1:
-            raise StorageError(f"chunk_size must be positive, not {chunk_size!r}")
-        self.chunk_size = int(chunk_size)
-        self._password = url.password if isinstance(url.password, str) else None
+        self.chunk_size = _check_chunk_size(chunk_size, self.root)
+        options = check_engine_options(engine_options)
         with self._translate("connect to"):
             try:
-                self.engine = create_engine(url, **dict(engine_options or {}))
+                self.engine = create_engine(url, **options)
             except ImportError as e:
                 raise StorageError(
                     f"cannot open {self.root!r}: the database driver is not installed ({e}); "
@@ -89,6 +118,11 @@ class DatabaseStorage(Storage):
 
     # -- helpers -------------------------------------------------------------------------
 
+    @property
+    def url(self) -> sa.URL:
+        """The database URL with every credential masked (``***``), for display."""
+        return sa.engine.make_url(self.root)
+
     def uri(self, key: str = "") -> str:
         return f"{self.root}#{key}" if key else self.root
 
@@ -96,13 +130,16 @@ class DatabaseStorage(Storage):
         return f"DatabaseStorage({self.root!r})"
 
     def _translate(self, action: str, key: str = "", **kw: Any) -> Any:
-        return translate(action, self.uri(key), self._password, **kw)
+        return translate(action, self.uri(key), self._secrets, **kw)
+
+    def _connect(self, key: str = "") -> sa.Connection:
+        return connect(self.engine, self.uri(key), self._secrets)
 
     @contextlib.contextmanager
     def _write_transaction(self, action: str, key: str = "", **kw: Any) -> Iterator[sa.Connection]:
         """A connection in a write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on
         success and rolled back on any error."""
-        with self._translate(action, key, **kw), self.engine.connect() as conn:
+        with self._translate(action, key, **kw), self._connect(key) as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             try:
                 with conn.begin():
@@ -115,7 +152,7 @@ class DatabaseStorage(Storage):
 
     @contextlib.contextmanager
     def _read(self, action: str, key: str = "") -> Iterator[sa.Connection]:
-        with self._translate(action, key), self.engine.connect() as conn:
+        with self._translate(action, key), self._connect(key) as conn:
             yield conn
 
     def _row(self, conn: sa.Connection, key: str, *, lock: bool = False) -> Any:
@@ -131,10 +168,48 @@ class DatabaseStorage(Storage):
         return row
 
     def storage_error(self, action: str, key: str, error: BaseException) -> StorageError:
-        """A password-free `StorageError` for a failure of ``action`` on ``key``."""
+        """A secret-free `StorageError` for a failure of ``action`` on ``key``."""
         from ._engine_ import _message
 
-        return StorageError(f"cannot {action} {self.uri(key)!r}: {_message(error, self._password)}")
+        return StorageError(f"cannot {action} {self.uri(key)!r}: {_message(error, self._secrets)}")
+
+    def dataset_table(self, key: str, row: Any) -> str | None:
+        """The SQL table of the dataset row of ``key`` (``None`` for blobs), verified to be a
+        table butler-db made for ``key``: the row is untrusted, and a tampered
+        ``table_name`` must never make butler read, write or drop another table.
+
+        Raises
+        ------
+        StorageError
+            If the row names any other table.
+        """
+        name = row.table_name
+        if name is None:
+            return None
+        if not schema.is_table_of(key, name):
+            raise StorageError(
+                f"the row of {self.uri(key)!r} in butler_datasets names the table {name!r:.100}, "
+                f"which butler-db did not create for this dataset; refusing to use it (the "
+                f"row was altered outside butler: restore it or remove the row by hand)"
+            )
+        return str(name)
+
+    def _blob_layout(self, key: str, row: Any) -> tuple[str, int, int]:
+        """``(blob_id, size, chunk_size)`` of a blob dataset row, checked (untrusted)."""
+        blob_id, size, chunk_size = row.blob_id, row.size, row.chunk_size
+        if not (
+            isinstance(blob_id, str)
+            and _BLOB_ID.fullmatch(blob_id)
+            and isinstance(size, int)
+            and size >= 0
+            and isinstance(chunk_size, int)
+            and 0 < chunk_size <= MAX_CHUNK_SIZE
+        ):
+            raise StorageError(
+                f"the row of {self.uri(key)!r} in butler_datasets is corrupt (blob "
+                f"{blob_id!r:.50}, size {size!r:.50}, chunk size {chunk_size!r:.50})"
+            )
+        return blob_id, size, chunk_size
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -142,7 +217,7 @@ class DatabaseStorage(Storage):
         """Create the schema (idempotent, safe against concurrent creators) and record its
         version."""
         if self.backend == "sqlite":
-            directory = os.path.dirname(self.url.database or "")
+            directory = os.path.dirname(self._url.database or "")
             try:
                 os.makedirs(directory, exist_ok=True)
             except OSError as e:
@@ -171,7 +246,7 @@ class DatabaseStorage(Storage):
         """True when the repository tables exist; refuses a newer schema version."""
         if self._schema_checked:
             return True
-        if self.backend == "sqlite" and not os.path.exists(self.url.database or ""):
+        if self.backend == "sqlite" and not os.path.exists(self._url.database or ""):
             return False  # do not create an empty database file just by looking
         with self._read("open") as conn:
             if not sa.inspect(conn).has_table(schema.repository.name):
@@ -199,6 +274,9 @@ class DatabaseStorage(Storage):
             return None
         with self._read("read the policy of") as conn:
             text = self._get_value(conn, "policy")
+        return self._parse_policy(text)
+
+    def _parse_policy(self, text: str | None) -> dict[str, Any] | None:
         if text is None:
             return None
         try:
@@ -210,20 +288,54 @@ class DatabaseStorage(Storage):
         return data
 
     def write_policy(self, policy: Mapping[str, Any]) -> None:
-        text = json.dumps(dict(policy), sort_keys=False)
+        self.update_policy(lambda _current: policy)
+
+    def update_policy(
+        self, change: Callable[[dict[str, Any] | None], Mapping[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Read-modify-write the policy in one transaction holding the policy row's lock.
+
+        PostgreSQL and MariaDB lock the row with ``SELECT ... FOR UPDATE``, SQLite takes the
+        database write lock up front (``BEGIN IMMEDIATE``): a concurrent change waits, then
+        reads what this one wrote, so no definition is ever lost. A transaction the server
+        aborts (deadlock, serialization failure, two first writes of the policy) is retried
+        with ``change`` called afresh.
+        """
+        if not self._check_schema():
+            raise StorageError(
+                f"no butler repository at {self.root!r}: create one with "
+                f"Butler.create({self.root!r}) or 'butler init'"
+            )
         table = schema.repository
-        for _ in range(_SWAP_ATTEMPTS):
-            try:
-                with self._write_transaction("write the policy of", exists="") as conn:
-                    done = conn.execute(
-                        table.update().where(table.c.name == "policy").values(value=text)
-                    ).rowcount
-                    if not done:
-                        conn.execute(table.insert(), {"name": "policy", "value": text})
-                return
-            except DatasetExistsError:  # a concurrent first write: update it instead
-                continue
-        raise StorageError(f"cannot write the policy of {self.root!r}: too much contention")
+        query = sa.select(table.c.value).where(table.c.name == "policy")
+        if self.backend != "sqlite":
+            query = query.with_for_update()
+        with self._translate("change the policy of"):
+            for attempt in range(_POLICY_ATTEMPTS):
+                try:
+                    with self._connect() as conn:
+                        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                        with conn.begin():
+                            text = conn.execute(query).scalar()
+                            current = self._parse_policy(text)
+                            new = change(current)
+                            if new is None:
+                                return current
+                            value = json.dumps(dict(new), sort_keys=False)
+                            if text is None:
+                                conn.execute(table.insert(), {"name": "policy", "value": value})
+                            else:
+                                conn.execute(
+                                    table.update().where(table.c.name == "policy"),
+                                    {"value": value},
+                                )
+                            return dict(new)
+                except exc.DBAPIError as e:
+                    if not is_retryable(e) or attempt == _POLICY_ATTEMPTS - 1:
+                        raise
+                # jittered backoff: retrying writers must not collide again in lock-step
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -243,7 +355,7 @@ class DatabaseStorage(Storage):
     def table_name(self, key: str) -> str | None:
         """The SQL table holding a ``sql-table`` dataset (``None`` for blob datasets)."""
         with self._read("look up", key) as conn:
-            return self._require(conn, key).table_name
+            return self.dataset_table(key, self._require(conn, key))
 
     def list(self, prefix: str = "") -> Iterator[str]:
         query = sa.select(schema.datasets.c.key).order_by(schema.datasets.c.key)
@@ -252,7 +364,10 @@ class DatabaseStorage(Storage):
         with self._read("list", prefix) as conn:
             keys = [row[0] for row in conn.execute(query)]
         # MySQL's case-insensitive collations match more than the prefix; filter exactly.
-        yield from (k for k in keys if k.startswith(prefix))
+        # Butler's own keys are never datasets, even if a row claims one (rows are untrusted).
+        for k in keys:
+            if isinstance(k, str) and k.startswith(prefix) and not is_reserved_key(k):
+                yield k
 
     def open(
         self, key: str, mode: str = "rb", *, progress: ProgressCallback | None = None
@@ -273,28 +388,37 @@ class DatabaseStorage(Storage):
                         f"{self.uri(key)!r} is a SQL table ({row.format!r}), not a byte stream; "
                         f"read it with the sql-table format"
                     )
+                blob_id, size, chunk_size = self._blob_layout(key, row)
                 first = b""
-                if row.size:
+                if size:
                     chunk = conn.execute(
                         sa.select(schema.chunks.c.data).where(
-                            schema.chunks.c.blob_id == row.blob_id, schema.chunks.c.seq == 0
+                            schema.chunks.c.blob_id == blob_id, schema.chunks.c.seq == 0
                         )
                     ).scalar()
                     if chunk is None:
                         raise StorageError(f"the bytes of {self.uri(key)!r} are missing")
                     first = bytes(chunk)
+                    if len(first) != min(size, chunk_size):
+                        # Checked here, so a row declaring a huge size over a small first
+                        # chunk never leads a reader to trust it.
+                        raise StorageError(
+                            f"the bytes of {self.uri(key)!r} do not match its row: the first "
+                            f"chunk holds {len(first)} bytes, the row declares {size} bytes in "
+                            f"chunks of {chunk_size}"
+                        )
         except BaseException:
             conn.close()
             raise
-        if int(row.size) <= row.chunk_size:  # everything is in hand: free the connection
+        if size <= chunk_size:  # everything is in hand: free the connection
             conn.rollback()
             conn.close()
-            reader = ChunkReader(None, row.blob_id, int(row.size), row.chunk_size, first, on_error)
+            reader = ChunkReader(None, blob_id, size, chunk_size, first, on_error)
         else:
-            reader = ChunkReader(conn, row.blob_id, int(row.size), row.chunk_size, first, on_error)
+            reader = ChunkReader(conn, blob_id, size, chunk_size, first, on_error)
         if progress is None:
             return reader  # type: ignore[return-value]
-        return ProgressReader(reader, int(row.size), progress)  # type: ignore[arg-type,return-value]
+        return ProgressReader(reader, size, progress)  # type: ignore[arg-type,return-value]
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -308,6 +432,8 @@ class DatabaseStorage(Storage):
         checksum: bool = False,
         progress: ProgressCallback | None = None,
     ) -> Iterator[BinaryIO]:
+        if is_reserved_key(key):
+            raise StorageError(f"{self.uri(key)!r} is reserved for butler itself")
         blob_id = secrets.token_hex(16)
         with self._write_transaction("write", key) as conn:
             raw = ChunkWriter(conn, blob_id, self.chunk_size)
@@ -349,7 +475,7 @@ class DatabaseStorage(Storage):
                         conn.execute(table.insert(), row)
                     else:
                         conn.execute(table.update().where(table.c.id == old.id).values(**row))
-                        self.drop_contents(conn, old)
+                        self.drop_contents(conn, key, old)
                 return
             except exc.IntegrityError as e:
                 if not is_unique_violation(e):
@@ -361,18 +487,36 @@ class DatabaseStorage(Storage):
                 # a concurrent writer created it between our look-up and insert: swap again
         raise StorageError(f"cannot write {self.uri(key)!r}: too many concurrent overwrites")
 
-    def drop_contents(self, conn: sa.Connection, row: Any) -> None:
-        """Delete the chunks or drop the SQL table a dataset row points to."""
+    def drop_contents(self, conn: sa.Connection, key: str, row: Any) -> None:
+        """Delete the chunks or drop the SQL table the dataset row of ``key`` points to.
+
+        The table is dropped only if `dataset_table` recognises it as this dataset's.
+        """
+        table = self.dataset_table(key, row)  # first: a refused row changes nothing
         if row.blob_id is not None:
             conn.execute(schema.chunks.delete().where(schema.chunks.c.blob_id == row.blob_id))
-        if row.table_name:
-            drop_table(conn, row.table_name)
+        if table is not None:
+            drop_table(conn, table)
 
     def remove(self, key: str) -> None:
         with self._write_transaction("remove", key) as conn:
             row = self._require(conn, key, lock=True)
             conn.execute(schema.datasets.delete().where(schema.datasets.c.id == row.id))
-            self.drop_contents(conn, row)
+            self.drop_contents(conn, key, row)
+
+
+def _check_chunk_size(value: Any, root: str) -> int:
+    """``chunk_size`` as a number of bytes (``1048576`` or ``"1MiB"``)."""
+    try:
+        size = parse_size(value)
+    except LimitError:
+        size = -1
+    if not 0 < size <= MAX_CHUNK_SIZE:
+        raise StorageError(
+            f"chunk_size for {root!r} must be a number of bytes from 1 to {MAX_CHUNK_SIZE:,} "
+            f"(1048576 or '1MiB'), not {value!r:.100}"
+        )
+    return size
 
 
 def _dataset_values(key: str, meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,21 +1,36 @@
 """SQL tables of ``sql-table`` datasets: naming, type mapping, bulk writes and selections.
 
 Every identifier goes through SQLAlchemy constructs (`sqlalchemy.Table`, `sqlalchemy.Column`)
-and is quoted by the dialect; values are bound parameters. Table names are derived from
-the dataset key, sanitised to ``[a-z0-9_]`` and made unique with a random suffix.
+or psycopg's `~psycopg.sql.Identifier` and is quoted by the dialect; values are bound
+parameters, and only plain scalars are accepted as values. Table names are derived from the
+dataset key (see `butler_db._schema.new_table_name`). Column names are the user's when they
+are plain identifiers, else safe names of butler's own (``col_3``), recorded in the dataset
+metadata: any string is a column name on every backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
+from butler import FormatError
+
 from ._columns import Col
 
-__all__ = ["define_table", "delete_keys", "insert_rows", "light_table", "select_columns"]
+__all__ = [
+    "check_spec",
+    "define_table",
+    "delete_keys",
+    "insert_rows",
+    "light_table",
+    "physical_names",
+    "select_columns",
+    "where_clause",
+]
 
 # -- definitions ---------------------------------------------------------------------------
 
@@ -24,6 +39,65 @@ ROW_COLUMN = "_butler_row"
 
 #: Rows per bulk-insert batch.
 BATCH_ROWS = 50_000
+
+#: User column names used as they are for the SQL column: a plain identifier, short enough
+#: for every backend (MariaDB: 64 characters), no quoting surprises (``%`` for pyformat).
+_PLAIN_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,59}")
+
+
+def physical_names(names: list[str]) -> list[str]:
+    """The SQL column name of each user column name (unique ignoring case, never the
+    hidden row column): the name itself when plain, else ``col_<position>``."""
+    used = {ROW_COLUMN.lower()}
+    out: list[str | None] = [None] * len(names)
+    for i, name in enumerate(names):
+        if _PLAIN_COLUMN.fullmatch(name) and name.lower() not in used:
+            out[i] = name
+            used.add(name.lower())
+    for i, given in enumerate(out):
+        if given is None:
+            candidate = f"col_{i}"
+            while candidate.lower() in used:
+                candidate = f"_{candidate}"
+            out[i] = candidate
+            used.add(candidate.lower())
+    return [n for n in out if n is not None]
+
+
+#: numpy dtype kinds each column kind may declare.
+_DTYPE_KINDS = {"bool": "b", "int": "iu", "float": "f", "str": "U", "bytes": "S"}
+
+
+def check_spec(spec: Any) -> dict[str, Any]:
+    """A column description read from the dataset metadata, checked (it is untrusted).
+
+    Raises
+    ------
+    FormatError
+        If it is not a column description butler-db wrote.
+    """
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise FormatError(f"the stored column description {spec!r:.200} has no name")
+    name, kind = spec["name"], spec.get("kind")
+    column = spec.get("column", name)  # datasets written before column mapping: the name
+    if not isinstance(column, str) or not 0 < len(column) <= 64 or column == ROW_COLUMN:
+        raise FormatError(f"column {name!r}: stored SQL column name {column!r:.100} is invalid")
+    if kind not in _DTYPE_KINDS:
+        raise FormatError(f"column {name!r}: unknown stored kind {kind!r:.100}")
+    try:
+        dtype = np.dtype(spec.get("dtype"))
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in _DTYPE_KINDS[kind] or dtype.names or dtype.shape:
+        raise FormatError(
+            f"column {name!r}: stored dtype {spec.get('dtype')!r:.100} is not a {kind} dtype"
+        )
+    return dict(spec)
+
+
+def column_of(spec: Mapping[str, Any]) -> str:
+    """The SQL column name of a (checked) column description."""
+    return str(spec.get("column", spec["name"]))
 
 
 def sql_type(col: Col) -> sa.types.TypeEngine[Any]:
@@ -54,15 +128,16 @@ def define_table(name: str, cols: list[Col], unique: list[str] | None = None) ->
         primary_key=True,
         autoincrement=True,
     )
-    columns = [sa.Column(c.name, sql_type(c), nullable=True) for c in cols]
+    columns = [sa.Column(c.column or c.name, sql_type(c), nullable=True) for c in cols]
     args: list[Any] = [row, *columns]
     if unique:
-        args.append(sa.UniqueConstraint(*unique, name=f"{name}_key"))
+        by_name = {c.name: c.column or c.name for c in cols}
+        args.append(sa.UniqueConstraint(*[by_name[u] for u in unique], name=f"{name}_key"))
     return sa.Table(name, sa.MetaData(), *args, mysql_charset="utf8mb4")
 
 
 def light_table(name: str, names: list[str]) -> sa.Table:
-    """An untyped `sqlalchemy.Table` naming existing columns (for selects and inserts)."""
+    """An untyped `sqlalchemy.Table` naming existing SQL columns (for selects and inserts)."""
     return sa.Table(name, sa.MetaData(), *[sa.Column(n) for n in [ROW_COLUMN, *names]])
 
 
@@ -96,21 +171,24 @@ def _python_lists(cols: list[Col], start: int, stop: int, dialect: str) -> list[
 def insert_rows(conn: sa.Connection, table: sa.Table, cols: list[Col]) -> int:
     """Bulk-insert columns into ``table`` (COPY on PostgreSQL, executemany elsewhere)."""
     n = len(cols[0].values) if cols else 0
-    names = [c.name for c in cols]
+    names = [c.column or c.name for c in cols]
     dialect = conn.dialect.name
     if n == 0:
         return 0
-    prep = conn.dialect.identifier_preparer
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
     try:
         if dialect == "postgresql" and hasattr(cursor, "copy"):
-            sql = (
-                f"COPY {prep.format_table(table)} ({', '.join(prep.quote(c) for c in names)}) "
-                f"FROM STDIN"
+            from psycopg import sql as psql
+
+            # psycopg composes identifiers itself: SQLAlchemy's quoting doubles "%" for
+            # pyformat parameters, which a parameterless COPY would keep literally.
+            statement = psql.SQL("COPY {} ({}) FROM STDIN").format(
+                psql.Identifier(table.name),
+                psql.SQL(", ").join(psql.Identifier(c) for c in names),
             )
-            with cursor.copy(sql) as copy:
+            with cursor.copy(statement) as copy:
                 for start in range(0, n, BATCH_ROWS):
                     lists = _python_lists(cols, start, min(n, start + BATCH_ROWS), dialect)
                     for row in zip(*lists, strict=True):
@@ -138,7 +216,7 @@ def delete_keys(conn: sa.Connection, table: sa.Table, cols: list[Col], key: list
     by_name = {c.name: c for c in cols}
     lists = _python_lists([by_name[k] for k in key], 0, len(cols[0].values), conn.dialect.name)
     tuples = sorted(set(zip(*lists, strict=True)), key=repr)
-    target = [table.c[k] for k in key]
+    target = [table.c[by_name[k].column or k] for k in key]
     for start in range(0, len(tuples), 500):
         batch = tuples[start : start + 500]
         if len(key) == 1:
@@ -156,46 +234,85 @@ def _plain(value: Any) -> Any:
     return item() if callable(item) and getattr(value, "ndim", 1) == 0 else value
 
 
-def where_clause(table: sa.Table, where: Mapping[str, Any]) -> list[Any]:
+#: What a ``where`` value may be: plain scalars, always sent as bound parameters. Anything
+#: else (a SQLAlchemy ``text()``, any ``ClauseElement`` or object with
+#: ``__clause_element__``) would be rendered into the SQL by SQLAlchemy.
+_SCALARS = (bool, int, float, str, bytes)
+
+
+def _scalar(name: str, value: Any, what: str) -> Any:
+    value = _plain(value)
+    if value is not None and not isinstance(value, _SCALARS):
+        raise FormatError(
+            f"'where' {what} for column {name!r} must be a plain value (bool, int, float, "
+            f"str, bytes or None), not a {type(value).__name__!r}: values are only ever sent "
+            f"as bound parameters, never as SQL"
+        )
+    return value  # a plain scalar: SQLAlchemy binds it (coerced to the column's type)
+
+
+def where_clause(table: sa.Table, where: Any, specs: Mapping[str, Mapping[str, Any]]) -> list[Any]:
     """Conditions from ``{column: value | (low, high) | [values] | None}`` (bound parameters).
 
-    ``(low, high)`` is inclusive; either end may be ``None`` (open).
+    ``(low, high)`` is inclusive; either end may be ``None`` (open). ``specs`` maps the
+    user's column names to their checked descriptions.
+
+    Raises
+    ------
+    FormatError
+        For an unknown column or a value that is not a plain scalar (naming the column).
     """
     if not isinstance(where, Mapping):
-        raise TypeError(f"'where' must be a mapping of column to value or range, not {where!r}")
-    conditions = []
+        raise FormatError(
+            f"'where' must be a mapping of column to value or range, not {where!r:.200}"
+        )
+    conditions: list[Any] = []
     for name, value in where.items():
-        if name not in table.c or name == ROW_COLUMN:
-            raise KeyError(name)
-        column = table.c[name]
+        if not isinstance(name, str) or name not in specs:
+            raise FormatError(f"'where' names unknown column {name!r}; the table has {list(specs)}")
+        column = table.c[column_of(specs[name])]
         if value is None:
             conditions.append(column.is_(None))
         elif isinstance(value, tuple):
             if len(value) != 2:
-                raise TypeError(f"the range for {name!r} must be (low, high), not {value!r}")
-            low, high = (_plain(v) for v in value)
+                raise FormatError(
+                    f"the 'where' range for {name!r} must be (low, high), not {value!r:.200}"
+                )
+            low, high = (_scalar(name, v, "range end") for v in value)
             if low is not None:
                 conditions.append(column >= low)
             if high is not None:
                 conditions.append(column <= high)
         elif isinstance(value, list | set | frozenset) or (
-            hasattr(value, "ndim") and getattr(value, "ndim", 0) == 1
+            isinstance(value, np.ndarray) and value.ndim == 1
         ):
-            conditions.append(column.in_([_plain(v) for v in value]))
+            items = [_scalar(name, v, "list item") for v in value]
+            conditions.append(column.in_([v for v in items if v is not None]))
+            if any(v is None for v in items):
+                conditions[-1] = sa.or_(conditions[-1], column.is_(None))
         else:
-            conditions.append(column == _plain(value))
+            conditions.append(column == _scalar(name, value, "value"))
     return conditions
 
 
 def select_columns(
-    conn: sa.Connection, table: sa.Table, specs: list[dict[str, Any]], where: Any
+    conn: sa.Connection,
+    table: sa.Table,
+    specs: list[dict[str, Any]],
+    conditions: list[Any],
+    check_size: Callable[[int], None],
 ) -> list[Col]:
-    """Run the selection and build columns restored to their recorded dtypes."""
-    query = sa.select(*[table.c[s["name"]] for s in specs]).order_by(table.c[ROW_COLUMN])
-    if where:
-        query = query.where(*where_clause(table, where))
+    """Run the selection and build columns restored to their recorded dtypes.
+
+    ``check_size(nbytes)`` is called with what the recorded dtypes make the rows occupy,
+    before any of it is allocated (a tampered dtype may declare gigabytes per value).
+    """
+    query = sa.select(*[table.c[column_of(s)] for s in specs]).order_by(table.c[ROW_COLUMN])
+    if conditions:
+        query = query.where(*conditions)
     rows = conn.execute(query).all()
     n = len(rows)
+    check_size(n * sum(np.dtype(s["dtype"]).itemsize for s in specs))
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in specs]
     return [_restore(spec, values, n) for spec, values in zip(specs, columns, strict=True)]
 
@@ -219,7 +336,7 @@ def _restore(spec: dict[str, Any], values: tuple[Any, ...], n: int) -> Col:
         arr = np.array(values, dtype=bool) if n else np.array([], dtype=dtype)
     else:
         arr = np.array(values, dtype=dtype) if n else np.array([], dtype=dtype)
-    info = {k: v for k, v in spec.items() if k not in ("name", "kind", "dtype", "masked")}
+    info = {k: v for k, v in spec.items() if k not in ("name", "column", "kind", "dtype", "masked")}
     keep_mask = has_null and (spec.get("masked") or kind != "float")
     return Col(
         spec["name"],
@@ -228,4 +345,5 @@ def _restore(spec: dict[str, Any], values: tuple[Any, ...], n: int) -> Col:
         arr,
         mask if keep_mask else (np.zeros(n, bool) if spec.get("masked") else None),
         info,
+        column_of(spec),
     )
