@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from butler import Butler, DatasetExistsError, StorageError
+from butler import Butler, DatasetExistsError, DatasetNotFoundError, StorageError
 from butler.storages.posix import PosixStorage
 
 
@@ -241,3 +241,26 @@ def test_durability_options_still_commit(tmp_path: Path) -> None:
         b.put({"o": 1}, "j", n="a")
         b.put({"o": 2}, "j", n="a", overwrite=True)
         assert b.get("j", n="a") == {"o": 2}
+
+
+def test_get_reads_the_bytes_whose_metadata_it_read(tmp_path: Path) -> None:
+    """metadata() then open() of one key in one thread read the same file, even if another
+    writer replaces it in between (Butler.get pairs format and bytes of one version)."""
+    reader = PosixStorage(str(tmp_path))
+    writer = PosixStorage(str(tmp_path))
+    writer.write_bytes("k.json", b"[1]", metadata={"version": 1})
+    assert reader.metadata("k.json")["version"] == 1
+    writer.write_bytes("k.json", b"[2, 2]", metadata={"version": 2})
+    assert reader.read_bytes("k.json") == b"[1]"  # the version whose metadata was read
+    assert reader.read_bytes("k.json") == b"[2, 2]"  # handed over once only
+    assert reader.metadata("k.json")["version"] == 2
+    reader.write_bytes("k.json", b"[3]")  # this thread's own write drops what it kept
+    assert reader.read_bytes("k.json") == b"[3]"
+    assert reader.metadata("k.json")["size"] == 3
+    with reader.local_path("k.json") as path:
+        assert Path(path).read_bytes() == b"[3]"
+    reader.metadata("k.json")
+    writer.remove("k.json")
+    other = PosixStorage(str(tmp_path))
+    with pytest.raises(DatasetNotFoundError):
+        other.read_bytes("k.json")

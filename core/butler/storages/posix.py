@@ -48,6 +48,7 @@ import os
 import re
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
@@ -94,6 +95,37 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 _NO_XATTR = (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+#: How long a descriptor opened by `PosixStorage.metadata` waits for the read of the same
+#: key in the same thread (`Butler.get` calls them back to back).
+_HANDOFF_SECONDS = 2.0
+
+
+class _Kept:
+    """A checked descriptor of ``key``, handed from `PosixStorage.metadata` to the next
+    `~PosixStorage.open` or `~PosixStorage.local_path` of ``key`` in the same thread: one
+    resolution per get instead of two, and the bytes read are those of the very file whose
+    metadata was read, even if a writer replaces it in between."""
+
+    __slots__ = ("fd", "key", "pid", "until")
+
+    def __init__(self, fd: int, key: str) -> None:
+        self.fd = fd
+        self.key = key
+        self.pid = os.getpid()  # a forked child shares the file offset: never hand it over
+        self.until = time.monotonic() + _HANDOFF_SECONDS
+
+    def take(self, key: str) -> int | None:
+        if self.key != key or self.pid != os.getpid() or time.monotonic() > self.until:
+            return None
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 class _Absent(Exception):
@@ -228,6 +260,7 @@ class PosixStorage(Storage):
         self._lock_depth = 0
         self._root_fd: int | None = None
         self._retired: list[int] = []
+        self._kept = threading.local()
 
     # -- paths -------------------------------------------------------------------------
 
@@ -452,6 +485,9 @@ class PosixStorage(Storage):
 
     def close(self) -> None:
         """Close the kept root descriptor (reopened if the storage is used again)."""
+        kept = getattr(self, "_kept", None)
+        if kept is not None:
+            kept.slot = None
         fds = [getattr(self, "_root_fd", None), *getattr(self, "_retired", ())]
         self._root_fd = None
         self._retired = []
@@ -540,11 +576,7 @@ class PosixStorage(Storage):
         if mode != "rb":
             raise ValueError("PosixStorage.open() only reads; write with atomic_write()")
         parts = _split_key(key)
-        try:
-            dfd, fd = self._open_file(key, parts)
-        except _Absent:
-            raise self.not_found(key) from None
-        os.close(dfd)
+        fd = self._read_fd(key, parts)
         raw = io.FileIO(fd, "rb", closefd=True)
         raw.name = os.path.join(self.root, *parts)  # for messages, as open(path) would
         f = io.BufferedReader(raw)
@@ -552,23 +584,50 @@ class PosixStorage(Storage):
             return f
         return ProgressReader(f, os.fstat(fd).st_size, progress)  # type: ignore[return-value]
 
+    def _read_fd(self, key: str, parts: Sequence[str]) -> int:
+        """A checked descriptor of the stored file: the one `metadata` just opened for this
+        key in this thread, else a fresh resolution."""
+        kept = getattr(self._kept, "slot", None)
+        if kept is not None:
+            self._kept.slot = None
+            fd = kept.take(key)
+            if fd is not None:
+                return fd
+        try:
+            dfd, fd = self._open_file(key, parts)
+        except _Absent:
+            raise self.not_found(key) from None
+        os.close(dfd)
+        return fd
+
+    def _forget(self) -> None:
+        """Drop the descriptor kept by `metadata` (before this thread changes a dataset)."""
+        self._kept.slot = None
+
     def metadata(self, key: str) -> dict[str, Any]:
         parts = _split_key(key)
+        self._kept.slot = None
         try:
             dfd, fd = self._open_file(key, parts)
         except _Absent:
             raise self.not_found(key) from None
         try:
+            meta = None
             if hasattr(os, "getxattr"):
                 try:
-                    return _read_json(os.getxattr(fd, _XATTR))
+                    meta = _read_json(os.getxattr(fd, _XATTR))
                 except OSError as exc:
                     if exc.errno not in _NO_XATTR:
                         raise self.wrap_os_error(exc, "read the metadata of", key) from exc
-            return self._read_sidecar(dfd, parts, os.fstat(fd).st_ino, key)
-        finally:
+            if meta is None:
+                meta = self._read_sidecar(dfd, parts, os.fstat(fd).st_ino, key)
+        except BaseException:
             os.close(fd)
+            raise
+        finally:
             os.close(dfd)
+        self._kept.slot = _Kept(fd, key)
+        return meta
 
     def _read_sidecar(self, dfd: int, parts: Sequence[str], inode: int, key: str) -> dict:
         """Metadata written for exactly this data file (its inode), else a 0.1 sidecar."""
@@ -606,11 +665,7 @@ class PosixStorage(Storage):
         writer of the repository could still swap a directory for a link in between).
         """
         parts = _split_key(key)
-        try:
-            dfd, fd = self._open_file(key, parts)
-        except _Absent:
-            raise self.not_found(key) from None
-        os.close(dfd)
+        fd = self._read_fd(key, parts)
         try:
             yield f"/proc/self/fd/{fd}" if _proc_fd() else os.path.join(self.root, *parts)
         finally:
@@ -669,6 +724,7 @@ class PosixStorage(Storage):
         progress: ProgressCallback | None = None,
     ) -> Iterator[BinaryIO]:
         parts = _split_key(key)
+        self._forget()
         dfd = self._write_dir(parts, key)
         tmp = _tmp_name(parts[-1])
         try:
@@ -701,6 +757,7 @@ class PosixStorage(Storage):
         progress: ProgressCallback | None = None,
     ) -> Iterator[str]:
         parts = _split_key(key)
+        self._forget()
         dfd = self._write_dir(parts, key)
         tmp = _tmp_name(parts[-1])  # keeps the extension: libraries choose compression by it
         try:
@@ -839,6 +896,7 @@ class PosixStorage(Storage):
 
     def remove(self, key: str) -> None:
         parts = _split_key(key)
+        self._forget()
         name = parts[-1]
         try:
             dfd = self._open_dir(parts[:-1], key)
