@@ -352,6 +352,18 @@ def test_query_string_password_never_shown(
     assert not [r.name for r in caplog.records if SECRET in r.getMessage()]
 
 
+def test_connect_args_password_is_scrubbed() -> None:
+    secret = "ca-secret-9931"
+    storage = DatabaseStorage(
+        f"postgresql://bob@127.0.0.1:{_closed_port()}/x",
+        engine_options={"connect_args": {"password": secret, "connect_timeout": 2}},
+    )
+    assert secret in storage._secrets
+    error = storage.storage_error("read", "k", RuntimeError(f"driver said {secret}"))
+    assert secret not in str(error) and "driver said ***" in str(error)
+    storage.close()
+
+
 def test_safe_url_masks_every_credential() -> None:
     from butler_db._engine_ import _strip_secret, normalise_url, safe_url
 

@@ -34,6 +34,7 @@ from ._engine_ import (
     connect,
     create_engine,
     is_retryable,
+    is_secret_key,
     is_unique_violation,
     normalise_url,
     safe_url,
@@ -106,6 +107,12 @@ class DatabaseStorage(Storage):
         self.backend = url.get_backend_name()
         self.chunk_size = _check_chunk_size(chunk_size, self.root)
         options = check_engine_options(engine_options)
+        # A password handed to the driver through connect_args is a secret like any other.
+        self._secrets += [
+            v
+            for k, v in dict(options.get("connect_args") or {}).items()
+            if isinstance(k, str) and is_secret_key(k) and isinstance(v, str) and v
+        ]
         with self._translate("connect to"):
             try:
                 self.engine = create_engine(url, **options)
