@@ -19,9 +19,12 @@ went over the network (the benchmark and the tests read them).
 from __future__ import annotations
 
 import contextlib
+import io
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from butler import DatasetNotFoundError
 from butler._storage import RandomAccessReader
 
 from .s3fs_ import translated
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 
     from butler import ProgressCallback
 
-__all__ = ["S3ReadFile"]
+__all__ = ["S3ReadFile", "TranslatedFile"]
 
 
 class S3ReadFile(RandomAccessReader):
@@ -104,7 +107,7 @@ class S3ReadFile(RandomAccessReader):
             return 0
         start, end = self._pos, self._pos + n
         done = 0
-        with translated("read", self.uri, self._secrets):
+        with translated("read", self.uri, self._secrets), self._removed_as_not_found():
             while done < n:
                 pos, rest = start + done, view[done:n]
                 if self._stream is not None and self._stream_pos == pos:
@@ -135,6 +138,14 @@ class S3ReadFile(RandomAccessReader):
 
     def __repr__(self) -> str:
         return f"S3ReadFile({self.uri!r}, size={self.size})"
+
+    @contextlib.contextmanager
+    def _removed_as_not_found(self) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError:
+            self._close_stream()
+            raise DatasetNotFoundError(f"{self.uri!r} was removed while being read") from None
 
     # -- network -----------------------------------------------------------------------
 
@@ -229,6 +240,61 @@ class S3ReadFile(RandomAccessReader):
         if stream is not None:
             with contextlib.suppress(Exception):  # closing a dead connection
                 self._sync(_aclose, stream)
+
+
+class TranslatedFile(io.RawIOBase):
+    """An fsspec file (``cache_type`` other than ``"blocks"``) whose errors are butler's:
+    an object removed or replaced while being read raises `DatasetNotFoundError` or
+    `StorageError`, never a raw `FileNotFoundError` / `OSError`."""
+
+    def __init__(self, raw: Any, uri: str, secrets: tuple[str | None, ...] = ()) -> None:
+        super().__init__()
+        self.raw = raw
+        self.uri = uri
+        self._secrets = secrets
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            with translated("read", self.uri, self._secrets):
+                yield
+        except FileNotFoundError:
+            raise DatasetNotFoundError(f"{self.uri!r} was removed while being read") from None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._errors():
+            return bytes(self.raw.read(-1 if size is None else size))
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with self._errors():
+            return int(self.raw.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self.raw.tell())
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self.raw.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"TranslatedFile({self.uri!r})"
 
 
 async def _fill(body: Any, view: memoryview) -> int:

@@ -21,19 +21,30 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from butler import (
     DatasetExistsError,
     DatasetNotFoundError,
+    FormatError,
     InvalidDataIdError,
     Storage,
     StorageError,
 )
-from butler._storage import COPY_CHUNK, POLICY_KEY, CountingWriter, ProgressReader, file_sha256
+from butler._storage import (
+    COPY_CHUNK,
+    POLICY_KEY,
+    CountingWriter,
+    ProgressReader,
+    file_sha256,
+    is_reserved_key,
+)
 
-from ._reader import S3ReadFile
+from . import _cas
+from ._options import check_bucket, check_cache, check_options, credential_values
+from ._reader import S3ReadFile, TranslatedFile
+from ._redact import install_log_redaction, mask_url
 from ._upload import upload
 from .s3fs_ import make_filesystem, translate_error, translated
 
@@ -48,6 +59,8 @@ __all__ = ["METADATA_HEADER", "S3Storage"]
 METADATA_HEADER = "butler"
 #: S3 caps all user metadata of an object at 2 KiB.
 MAX_METADATA_BYTES = 2048
+#: S3 caps object keys at 1,024 bytes of UTF-8.
+MAX_KEY_BYTES = 1024
 
 _MIB = 2**20
 
@@ -148,7 +161,18 @@ class S3Storage(Storage):
         tmpdir: str | None = None,
         fs_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        options = {
+            "endpoint_url": endpoint_url, "key": key, "secret": secret, "token": token,
+            "anon": anon, "profile": profile, "region": region, "client_kwargs": client_kwargs,
+            "config_kwargs": config_kwargs, "s3_additional_kwargs": s3_additional_kwargs,
+            "requester_pays": requester_pays, "block_size": block_size,
+            "cache_blocks": cache_blocks, "cache_type": cache_type, "part_size": part_size,
+            "multipart_threshold": multipart_threshold, "max_concurrency": max_concurrency,
+            "spool_size": spool_size, "tmpdir": tmpdir, "fs_kwargs": fs_kwargs,
+        }  # fmt: skip
         bucket, prefix = _parse_root(root)
+        check_bucket(bucket, root)
+        check_options(options)
         self.bucket = bucket
         self.prefix = prefix
         super().__init__(
@@ -169,7 +193,8 @@ class S3Storage(Storage):
         self.max_concurrency = max_concurrency
         self.spool_size = spool_size
         self.tmpdir = tmpdir
-        self._secrets = (secret, token)
+        #: Kept out of error messages (`scrub`) and, with the key ids, out of log records.
+        self._secrets = credential_values(options)
         self._recent = threading.local()  # the last HEAD of this thread, see _fresh_head
         self.fs: S3FileSystem = make_filesystem(
             endpoint_url=endpoint_url,
@@ -186,6 +211,8 @@ class S3Storage(Storage):
             max_concurrency=max_concurrency,
             fs_kwargs=fs_kwargs,
         )
+        # After make_filesystem: botocore, aiobotocore and s3fs (and their loggers) exist.
+        install_log_redaction(self, (*self._secrets, *credential_values(options, ids=True)))
 
     # -- names -------------------------------------------------------------------------
 
@@ -196,7 +223,19 @@ class S3Storage(Storage):
         normal = posixpath.normpath(key)
         if normal == ".." or normal.startswith("../") or normal != key.rstrip("/"):
             raise InvalidDataIdError(f"storage key {key!r} would leave the repository root")
-        return f"{self.prefix}/{key}" if self.prefix else key
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        try:
+            size = len(full.encode("utf-8"))
+        except UnicodeEncodeError:  # lone surrogates: no S3 key can hold them
+            raise InvalidDataIdError(f"storage key {key!r} is not valid UTF-8") from None
+        if size > MAX_KEY_BYTES:
+            # Refused here, on every server alike: S3 answers KeyTooLongError, moto accepts.
+            raise InvalidDataIdError(
+                f"storage key {_abridged(key)!r} makes an S3 key of {size} bytes "
+                f"(s3://{self.bucket}/{_abridged(full)}); S3 keys have at most {MAX_KEY_BYTES} "
+                f"bytes of UTF-8: use shorter data ID values or a shorter template"
+            )
+        return full
 
     def full_path(self, key: str) -> str:
         """``bucket/prefix/key``: the path of a dataset for `fs` (s3fs, fsspec).
@@ -267,6 +306,66 @@ class S3Storage(Storage):
                 raise
             raise translate_error(exc, "reach bucket", where, self._secrets) from exc
 
+    # -- policy ------------------------------------------------------------------------
+
+    def _read_policy_versioned(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The policy and its ETag, in one bounded GET."""
+        from butler._yaml import load
+
+        uri = self.uri(POLICY_KEY)
+        with self._translated("read", POLICY_KEY):
+            found = self._sync(
+                _cas.get_versioned, self.fs, self.bucket, self.object_key(POLICY_KEY), uri
+            )
+        if found is None:
+            return None, None
+        data = load(found[0], what=f"repository policy {uri!r}")
+        if not isinstance(data, dict):
+            raise FormatError(f"repository policy {uri!r} is not a mapping")
+        return data, found[1]
+
+    def read_policy(self) -> dict[str, Any] | None:
+        """The stored policy, or ``None``: one GET of at most `_cas.MAX_POLICY_BYTES`."""
+        return self._read_policy_versioned()[0]
+
+    def update_policy(
+        self, change: Callable[[dict[str, Any] | None], Mapping[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Read-modify-write the policy by compare-and-swap (conditional PUT), retried.
+
+        See `butler_s3._cas` for what S3 and moto guarantee. ``change`` is called once per
+        round with a fresh copy of the policy read in that round.
+
+        Raises
+        ------
+        StorageError
+            If `_cas.ATTEMPTS` rounds all lost to concurrent writers.
+        """
+        from butler._yaml import dump
+
+        okey = self.object_key(POLICY_KEY)
+        lock_name = f"{self.endpoint_url or 'aws'}|{self.bucket}|{okey}"
+        for attempt in range(_cas.ATTEMPTS):
+            with _cas.host_lock(lock_name):
+                current, etag = self._read_policy_versioned()
+                new = change(current)
+                if new is None:
+                    return current
+                data = dump(dict(new)).encode()
+                header = json.dumps({"size": len(data)}, separators=(",", ":"))
+                extra = {"Metadata": {METADATA_HEADER: header}}
+                try:
+                    with self._translated("write", POLICY_KEY):
+                        self._sync(_cas.put_if, self.fs, self.bucket, okey, data, etag, extra)
+                    return dict(new)
+                except _cas.Conflict:
+                    pass
+            time.sleep(_cas.backoff(attempt))
+        raise StorageError(
+            f"cannot update the repository policy {self.uri(POLICY_KEY)!r}: "
+            f"{_cas.ATTEMPTS} attempts in a row lost to concurrent writers; try again"
+        )
+
     def close(self) -> None:
         from s3fs import S3FileSystem
 
@@ -310,7 +409,7 @@ class S3Storage(Storage):
             return {}
         try:
             meta = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # written by anyone: 2 KiB of '[' nests deep
             return {}
         return meta if isinstance(meta, dict) else {}
 
@@ -334,13 +433,19 @@ class S3Storage(Storage):
             Override the storage's read-cache settings for this file.
         """
         if mode != "rb":
-            raise ValueError("S3Storage.open() only reads; write with atomic_write()")
+            raise StorageError(
+                f"S3Storage.open() only reads (mode 'rb', not {mode!r}); write with atomic_write()"
+            )
+        # Per-open settings may come from a repository's policy (serializer_args): checked.
+        cache_type = cache_type or self.cache_type
+        check_cache(cache_type, block_size or self.block_size, cache_blocks or self.cache_blocks)
         progress = _as_progress(progress)
         head = self._fresh_head(key) or self._head(key)
+        # The size of what the server holds, not anything the object's writer declared:
+        # readers allocate from it only for what they are asked to read.
         size = int(head["ContentLength"])
-        cache_type = cache_type or self.cache_type
         if cache_type != "blocks":
-            with self._translated("open", key):
+            with self._translated("open", key), _missing_as(self.not_found(key)):
                 f = self.fs.open(
                     self.full_path(key),
                     "rb",
@@ -348,9 +453,10 @@ class S3Storage(Storage):
                     cache_type=cache_type,
                     size=size,
                 )
+            f = TranslatedFile(f, self.uri(key), self._secrets)
             if progress is None:
-                return f
-            return ProgressReader(f, size, progress)  # type: ignore[return-value]
+                return f  # type: ignore[return-value]
+            return ProgressReader(f, size, progress)  # type: ignore[arg-type,return-value]
         return S3ReadFile(  # type: ignore[return-value]
             self.fs,
             self.bucket,
@@ -388,7 +494,8 @@ class S3Storage(Storage):
                 page = self._call("list_objects_v2", **kwargs)
             for item in page.get("Contents", ()):
                 name = item["Key"][len(base) :]
-                if name and name != POLICY_KEY and not name.endswith("/"):
+                # butler's own keys (the policy, anything under .butler/) are never datasets
+                if name and not is_reserved_key(name) and not name.endswith("/"):
                     yield name
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -515,6 +622,7 @@ class S3Storage(Storage):
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
     def remove(self, key: str) -> None:
+        self._recent.head = None  # a HEAD taken before the removal must not be reused
         self._head(key, "remove")
         with self._translated("remove", key):
             self._call("delete_object", Bucket=self.bucket, Key=self.object_key(key))
@@ -525,12 +633,33 @@ def _parse_root(root: str) -> tuple[str, str]:
     if text.lower().startswith("s3://"):
         text = text[5:]
     bucket, _, prefix = text.partition("/")
+    if "@" in bucket:
+        # Credentials in a URL end up in shell histories, process lists and logs.
+        shown = mask_url(f"s3://{text}")
+        raise StorageError(
+            f"invalid S3 root {shown!r}: credentials in the root URL are not accepted; "
+            f"pass key=/secret= (and token=), or set AWS_PROFILE or the AWS_* environment "
+            f"variables"
+        )
     prefix = prefix.strip("/")
     if not bucket or "//" in prefix or any(p in (".", "..") for p in prefix.split("/")):
         raise StorageError(
             f"invalid S3 root {root!r}: expected 's3://bucket' or 's3://bucket/prefix'"
         )
     return bucket, prefix
+
+
+def _abridged(text: str, keep: int = 60) -> str:
+    return text if len(text) <= 2 * keep else f"{text[:keep]}...{text[-keep:]}"
+
+
+@contextlib.contextmanager
+def _missing_as(error: Exception) -> Iterator[None]:
+    """Raise ``error`` for a `FileNotFoundError` (an object removed since its HEAD)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise error from None
 
 
 def _full_metadata(

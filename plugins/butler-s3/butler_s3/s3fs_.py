@@ -17,7 +17,7 @@ from butler import DatasetExistsError, StorageError
 if TYPE_CHECKING:
     from s3fs import S3FileSystem
 
-__all__ = ["CHECKSUM_CONFIG", "make_filesystem", "translate_error"]
+__all__ = ["CHECKSUM_CONFIG", "error_code", "make_filesystem", "translate_error"]
 
 #: botocore >= 1.36 sends CRC checksums on every upload and validates them on download by
 #: default; many S3-compatible servers (MinIO releases, Ceph, Garage, moto before 5.0.26...)
@@ -115,7 +115,7 @@ def translate_error(
         )
     if isinstance(exc, bex.ProfileNotFound):
         return StorageError(f"cannot {action} {where!r}: {detail}")
-    if isinstance(exc, PermissionError) or _code(exc) in _AUTH_CODES:
+    if isinstance(exc, PermissionError) or error_code(exc) in _AUTH_CODES:
         return StorageError(
             f"cannot {action} {where!r}: access denied ({detail}); check the credentials "
             f"and the bucket policy: {_CREDENTIAL_HINT}"
@@ -140,7 +140,7 @@ _AUTH_CODES = frozenset(
 )
 
 
-def _code(exc: BaseException) -> str:
+def error_code(exc: BaseException) -> str:
     for candidate in (exc, exc.__cause__):
         response = getattr(candidate, "response", None)
         if isinstance(response, dict):
@@ -149,7 +149,7 @@ def _code(exc: BaseException) -> str:
 
 
 def _detail(exc: BaseException) -> str:
-    code = _code(exc)
+    code = error_code(exc)
     text = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
