@@ -40,6 +40,7 @@ from ._policy import DatasetType
 from ._registry import KNOWN_PLUGINS, Registry
 from ._specs import FormatDescriptor, Serializer, StorageSpec
 from ._storage import ProgressCallback, Storage
+from ._urls import is_secret_key, mask_url
 from .hookspecs import hookimpl, hookspec
 
 __all__ = [
@@ -77,6 +78,8 @@ __all__ = [
     "file_location",
     "hookimpl",
     "hookspec",
+    "is_secret_key",
+    "mask_url",
     "open_storage",
     "plugins",
     "read_file",

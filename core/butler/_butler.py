@@ -39,6 +39,7 @@ from ._policy import (
 from ._registry import Registry
 from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, Storage, is_reserved_key
 from ._types import type_name
+from ._urls import mask_url
 
 __all__ = ["Butler", "VerifyReport", "open_storage"]
 
@@ -81,7 +82,7 @@ def _check_options(cls: type, root: str, options: Mapping[str, Any]) -> None:
     if unknown:
         raise StorageError(
             f"unknown option(s) {unknown} for the {getattr(cls, 'type_name', cls.__name__)!r} "
-            f"storage of {root!r}; valid options: {valid or 'none'}"
+            f"storage of {mask_url(root)!r}; valid options: {valid or 'none'}"
         )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from ._errors import DuplicateSerializerError, FormatError, NoSerializerError, StorageError
 from ._specs import FormatDescriptor, Serializer, StorageSpec, make_serializer
 from ._types import loaded_type, type_name
+from ._urls import mask_url
 
 __all__ = ["KNOWN_PLUGINS", "Registry"]
 
@@ -302,7 +303,7 @@ class Registry:
             known = ", ".join(sorted(self._schemes)) or "none"
             hint = install_hint(base)
             raise StorageError(
-                f"No storage serves the URI scheme {scheme!r} in {uri!r} (known schemes: "
+                f"No storage serves the URI scheme {scheme!r} in {mask_url(uri)!r} (known schemes: "
                 f"{known}).{' ' + hint if hint else ''}"
             )
         return self._storages[name]

@@ -501,3 +501,21 @@ def test_disk_full_hidden_under_a_library_error_is_a_storage_error(root: str) ->
     b.register_dataset_type("cfg", dict, "json", dimensions={"v": int})
     with pytest.raises(StorageError, match="No space left on device"):
         b.put({"a": 1}, "cfg", v=1)
+
+
+@pytest.mark.parametrize(
+    ("root", "secret"),
+    [
+        ("postgresql://u:TOPSECRET@127.0.0.1:1/db", "TOPSECRET"),
+        ("postgresql://u@127.0.0.1:1/db?password=TOPSECRET", "TOPSECRET"),
+        ("nosuch://u:TOPSECRET@host/x", "TOPSECRET"),
+        ("nosuch://host/x?sslmode=x&token=TOPSECRET", "TOPSECRET"),
+    ],
+)
+def test_core_messages_mask_url_secrets(root: str, secret: str) -> None:
+    """Hole 14 in the core: the option check and the unknown-scheme error show the root
+    through the one URL masker."""
+    with pytest.raises(ButlerError) as info:
+        Butler(root, misspelt_option=1)
+    assert secret not in str(info.value)
+    assert "***" in str(info.value) or "nosuch" not in root

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -22,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
 
-from butler import DatasetExistsError, StorageError
+from butler import DatasetExistsError, StorageError, mask_url
+from butler._urls import is_secret_key
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT",
@@ -50,38 +50,11 @@ DEFAULT_DRIVERS = {
 #: Seconds a SQLite writer waits for the database lock before failing.
 SQLITE_BUSY_TIMEOUT = 60.0
 
-#: URL query parameters known to carry a credential (libpq, PyMySQL, cloud IAM tokens).
-SECRET_QUERY_KEYS = frozenset(
-    {
-        "access_token",
-        "api_key",
-        "apikey",
-        "auth_token",
-        "client_secret",
-        "pass",
-        "passphrase",
-        "passwd",
-        "password",
-        "pwd",
-        "secret",
-        "sslpassword",
-        "token",
-    }
-)
-
-#: Anything else *named* like a secret is treated as one too (``db_password``, ``iam_token``).
-_SECRET_NAME = re.compile(r"pass|pwd|secret|token|credential|api_?key|private|auth", re.I)
-
 #: Query keys that mean "the password" to the drivers: the ``password=`` option replaces them.
 _PASSWORD_KEYS = ("password", "passwd")
 
 #: Placeholder rendered in place of a secret, then shown as ``***`` (it needs no escaping).
 _MASK_TOKEN = "BUTLERMASKEDSECRET"
-
-
-def is_secret_key(name: str) -> bool:
-    """True when a URL query parameter named ``name`` carries (or may carry) a credential."""
-    return name.lower() in SECRET_QUERY_KEYS or bool(_SECRET_NAME.search(name))
 
 
 def normalise_url(root: str, password: str | None = None) -> URL:
@@ -156,19 +129,8 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 
 
 def _strip_secret(text: str) -> str:
-    """Best-effort masking of ``user:password@`` and secret query values in a URL that did
-    not parse."""
-    text = re.sub(
-        r"([?&;])([^=&;#]*)=([^&;#]*)",
-        lambda m: f"{m[1]}{m[2]}=***" if is_secret_key(m[2]) else m[0],
-        text,
-    )
-    scheme, sep, rest = text.partition("://")
-    if not sep or "@" not in rest.split("?", 1)[0]:
-        return text
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else text
+    """Best-effort masking of a URL that did not parse (butler's one URL masker)."""
+    return mask_url(text)
 
 
 #: ``create_engine`` options checked here, so a mistyped value fails when the storage is

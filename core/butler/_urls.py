@@ -1,0 +1,62 @@
+"""Showing URLs without their secrets: the one masker every message, repr and URI uses.
+
+A repository root may carry credentials in its userinfo (``postgresql://u:PASS@h/db``) or
+in its query string (``?password=``, ``?token=``, ``?sslpassword=``...). Anything that
+shows a root — errors, reprs, ``uri()``, ``butler info`` — passes it through `mask_url`.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["SECRET_QUERY_KEYS", "is_secret_key", "mask_url"]
+
+#: URL query parameters known to carry a credential (libpq, PyMySQL, cloud IAM tokens).
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "auth_token",
+        "client_secret",
+        "pass",
+        "passphrase",
+        "passwd",
+        "password",
+        "pwd",
+        "secret",
+        "sslpassword",
+        "token",
+    }
+)
+
+#: Anything else *named* like a secret is treated as one too (``db_password``, ``iam_token``).
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|credential|api_?key|private|auth", re.I)
+_QUERY_ITEM = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
+
+
+def is_secret_key(name: str) -> bool:
+    """True when a URL query parameter named ``name`` carries (or may carry) a credential."""
+    return name.lower() in SECRET_QUERY_KEYS or bool(_SECRET_NAME.search(name))
+
+
+def mask_url(text: str) -> str:
+    """``text`` (a URL, parsed or not) with its userinfo password and the values of its
+    secret query parameters replaced by ``***``.
+
+    Examples
+    --------
+    >>> mask_url("postgresql://u:pw@h/db?sslmode=require&password=pw2")
+    'postgresql://u:***@h/db?sslmode=require&password=***'
+    """
+    text = _QUERY_ITEM.sub(
+        lambda m: f"{m[1]}{m[2]}=***" if is_secret_key(m[2]) else m[0], str(text)
+    )
+    scheme, sep, rest = text.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if not sep or "@" not in authority:
+        return text
+    creds, _, after = authority.rpartition("@")
+    tail = rest[len(authority) :]
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{after}{tail}" if ":" in creds else text
