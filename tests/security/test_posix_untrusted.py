@@ -493,3 +493,29 @@ def test_repository_deleted_and_created_again_under_the_same_storage(tmp_path: P
     storage.write_bytes("c.json", b"3")  # recreates the root, as before
     assert (tmp_path / "repo" / "c.json").read_bytes() == b"3"
     assert list(storage.list()) == ["c.json"]
+
+
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [
+        ("d/.x.json.butler-meta", "starts with '.'"),  # a 0.1 sidecar
+        ("d/..butler-tmp.0123456789ab.x", "starts with '.'"),  # a temporary file
+        ("a/../../etc/passwd", "would leave the repository root"),
+        ("a\ud800", "not encodable as a file name"),
+        ("a//b", "empty or '.' segment"),
+    ],
+)
+def test_storage_keys_never_name_butler_files(tmp_path: Path, key: str, match: str) -> None:
+    """Whatever a mapper produces, the storage refuses keys naming butler's hidden files."""
+    storage = PosixStorage(str(tmp_path / "repo"))
+    for call in (lambda: storage.exists(key), lambda: storage.write_bytes(key, b"x")):
+        with pytest.raises(InvalidDataIdError, match=match):
+            call()
+
+
+def test_a_file_as_root_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    storage = PosixStorage(str(tmp_path / "file"))
+    for call in (lambda: storage.exists("a"), lambda: storage.read_bytes("a")):
+        with pytest.raises(StorageError, match=r"cannot open the repository .*Not a directory"):
+            call()
