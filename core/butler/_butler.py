@@ -99,8 +99,11 @@ class VerifyReport:
 
     @property
     def healthy(self) -> bool:
-        """True when nothing is missing, truncated or corrupted."""
-        return not (self.missing or self.truncated or self.corrupted)
+        """True when every dataset was checked and nothing is missing, truncated or
+        corrupted. A dataset without recorded metadata (``unrecorded``) could not be
+        checked, so it makes the report unhealthy too: verify never vouches for what it
+        did not check."""
+        return not (self.missing or self.truncated or self.corrupted or self.unrecorded)
 
 
 class Butler:

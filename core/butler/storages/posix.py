@@ -181,13 +181,26 @@ class PosixStorage(DescriptorResolution, Storage):
         self._use_xattr = value
 
     def _xattrs_supported(self) -> bool:
-        """Probe whether the file system under the root accepts user extended attributes."""
+        """Whether the file system under the root accepts user extended attributes.
+
+        Asked by *reading* first (``getxattr`` on the root says ENODATA where user xattrs
+        exist, ENOTSUP where they do not), so opening a read-only repository writes
+        nothing; a probe file is written only when the answer is unclear.
+        """
         if not hasattr(os, "setxattr"):
             return False
         try:
             dfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | CLOEXEC)
         except OSError:
             return False
+        try:
+            os.getxattr(dfd, XATTR)
+            os.close(dfd)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                os.close(dfd)
+                return exc.errno == errno.ENODATA
         probe = f"{TMP_PREFIX}{secrets.token_hex(6)}.xattr-probe"  # purgeable if killed
         try:
             fd = os.open(probe, CREATE_FLAGS, 0o600, dir_fd=dfd)
