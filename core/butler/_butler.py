@@ -470,9 +470,10 @@ class Butler:
     ) -> ButlerLocation:
         """Store ``obj`` as a dataset; atomic: readers see the old or the new dataset.
 
-        ``parameters`` are write-time options understood by the format. A ``mode`` parameter
-        (``{"mode": "append"}`` for ``sql-table``) lets the format merge into an existing
-        dataset, so the existence check is then left to the format.
+        ``parameters`` are write-time options understood by the format. A parameter the
+        format declares as merging (`FormatDescriptor.merging_parameters`, such as
+        ``sql-table``'s ``{"mode": "append"}``) lets it merge into an existing dataset, so
+        the existence check is then left to the format.
 
         Raises
         ------
@@ -497,7 +498,8 @@ class Butler:
                 f"cannot put a {type_name(type(obj))!r} as dataset type {dataset_type!r}, "
                 f"whose python type is {location.python_type!r}"
             )
-        merging = "mode" in location.parameters
+        # A format may merge into an existing dataset (sql-table's append): it says so.
+        merging = self.registry.format(location.format).merges(location.parameters)
         if not overwrite and not merging and self.storage.exists(location.key):
             raise self._exists_error(location)
         try:

@@ -187,6 +187,10 @@ class FormatDescriptor:
         Names of the serializer keyword arguments a dataset type may set
         (``{"checksum", "compress"}``); checked by ``register_dataset_type``. ``None``
         accepts anything.
+    merging_parameters
+        Put parameters that make the format merge into an existing dataset (``{"mode"}``
+        for ``sql-table``'s append/upsert): given one of them, ``Butler.put`` leaves the
+        existence check to the format instead of refusing an existing dataset.
     """
 
     name: str
@@ -199,12 +203,18 @@ class FormatDescriptor:
     python_type: str = "builtins.object"
     parameters: frozenset[str] | None = None
     serializer_args: frozenset[str] | None = None
+    merging_parameters: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "merging_parameters", frozenset(self.merging_parameters))
         for name in ("parameters", "serializer_args"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, frozenset(value))
+
+    def merges(self, parameters: Mapping[str, Any]) -> bool:
+        """True when a put with these parameters merges into an existing dataset."""
+        return not self.merging_parameters.isdisjoint(parameters)
 
     def check_parameters(self, given: Mapping[str, Any], *, what: str) -> None:
         """Refuse parameters this format does not declare (``{"sectoin": ...}``).

@@ -37,6 +37,8 @@ def butler_formats() -> list[FormatDescriptor]:
             (),
             description="Tables as real, typed SQL tables (database storage only)",
             distribution=DISTRIBUTION,
+            # {"mode": "append"/"upsert"} merges into an existing table.
+            merging_parameters=frozenset({"mode"}),
         )
     ]
 
