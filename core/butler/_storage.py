@@ -45,6 +45,9 @@ def is_reserved_key(key: str) -> bool:
     return key == POLICY_KEY or key.startswith(RESERVED_PREFIX) or key == RESERVED_PREFIX[:-1]
 
 
+#: Largest policy butler reads (a policy with thousands of dataset types is ~1 MB).
+MAX_POLICY_BYTES = 16 * 2**20
+
 #: Chunk size for copies between file objects.
 COPY_CHUNK = 8 * 1024 * 1024
 
@@ -235,28 +238,45 @@ class Storage(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections. The storage may not be used afterwards."""
 
+    @staticmethod
+    def policy_from_bytes(data: bytes, *, where: str) -> dict[str, Any]:
+        """Parse stored policy bytes as untrusted input: safe YAML tags only, no anchors
+        or aliases, and a mapping at the top (`FormatError` otherwise, naming ``where``)."""
+        from ._yaml import load
+
+        policy = load(data, what=f"repository policy {where!r}")
+        if not isinstance(policy, dict):
+            raise FormatError(f"repository policy {where!r} is not a mapping")
+        return policy
+
+    @staticmethod
+    def policy_to_bytes(policy: Mapping[str, Any]) -> bytes:
+        """Serialize a policy as `policy_from_bytes` reads it back (never with anchors)."""
+        from ._yaml import dump
+
+        return dump(dict(policy)).encode()
+
     def read_policy(self) -> dict[str, Any] | None:
         """Return the stored repository policy, or ``None`` if there is no repository.
 
         The policy is untrusted input: YAML tags that build objects and YAML anchors/aliases
         (unbounded expansion) are refused with a `FormatError`.
         """
-        from ._yaml import load  # only when a repository is opened: keeps `import butler` light
-
         if not self.exists(POLICY_KEY):
             return None
         with self.open(POLICY_KEY) as f:
-            data = load(f, what=f"repository policy {self.uri(POLICY_KEY)!r}")
-        if not isinstance(data, dict):
-            raise FormatError(f"repository policy {self.uri(POLICY_KEY)!r} is not a mapping")
-        return data
+            data = f.read(MAX_POLICY_BYTES + 1)
+        if len(data) > MAX_POLICY_BYTES:
+            raise FormatError(
+                f"repository policy {self.uri(POLICY_KEY)!r} is larger than "
+                f"{MAX_POLICY_BYTES:,} bytes; butler never writes such a policy"
+            )
+        return self.policy_from_bytes(data, where=self.uri(POLICY_KEY))
 
     def write_policy(self, policy: Mapping[str, Any]) -> None:
         """Atomically replace the repository policy (use `update_policy` to change it)."""
-        from ._yaml import dump
-
         with self.atomic_write(POLICY_KEY) as f:
-            f.write(dump(dict(policy)).encode())
+            f.write(self.policy_to_bytes(policy))
 
     @contextlib.contextmanager
     def policy_lock(self) -> Iterator[None]:
