@@ -25,6 +25,7 @@ import pytest
 
 from butler import Butler, StorageError
 
+from .._mounts import mounted
 from .conftest import make_repo
 from .faultproxy import FaultProxy
 from .helpers import Repo, boto_client, db_counts, posix_debris, s3_pending_uploads
@@ -297,19 +298,8 @@ def test_sqlite_writer_killed_mid_transaction(tmp_path: Path) -> None:
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs (skips when mounting is not allowed)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+    with mounted(tmp_path / "tiny") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_posix_disk_full_and_read_only(tiny_fs: Path) -> None:

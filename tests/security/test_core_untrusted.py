@@ -452,16 +452,7 @@ def test_unknown_serializer_args_are_refused_at_definition(root: str) -> None:
 
 
 def test_memory_error_in_a_serializer_is_a_format_error(root: str) -> None:
-    from butler import Registry, hookimpl  # noqa: F401 - hookimpl proves the public API
-    from butler._plugins import default_registry
-
-    registry = Registry()
-    for spec in default_registry().serializers.values():
-        registry.register(spec.python_type, spec.storage, spec.format, spec.write, spec.read)
-    for descriptor in default_registry().formats.values():
-        registry.register_format(descriptor)
-    for storage in default_registry().storages.values():
-        registry.register_storage(storage)
+    registry = _copy_of_default_registry()
 
     def greedy(location: Any, **_: Any) -> Any:
         raise MemoryError
@@ -479,16 +470,7 @@ def test_disk_full_hidden_under_a_library_error_is_a_storage_error(root: str) ->
     still reported as the storage failure it is."""
     import errno as errno_module
 
-    from butler import Registry
-    from butler._plugins import default_registry
-
-    registry = Registry()
-    for spec in default_registry().serializers.values():
-        registry.register(spec.python_type, spec.storage, spec.format, spec.write, spec.read)
-    for descriptor in default_registry().formats.values():
-        registry.register_format(descriptor)
-    for storage in default_registry().storages.values():
-        registry.register_storage(storage)
+    registry = _copy_of_default_registry()
 
     def library_write(obj: Any, location: Any, **_: Any) -> None:
         try:
@@ -519,3 +501,19 @@ def test_core_messages_mask_url_secrets(root: str, secret: str) -> None:
         Butler(root, misspelt_option=1)
     assert secret not in str(info.value)
     assert "***" in str(info.value) or "nosuch" not in root
+
+
+def _copy_of_default_registry() -> Any:
+    """A private registry holding everything installed, for a test to override one entry."""
+    from butler import Registry, default_registry
+
+    registry = Registry()
+    for spec in default_registry().serializers.values():
+        registry.register(
+            spec.python_type, spec.storage, spec.format, spec.write_ref, spec.read_ref
+        )
+    for descriptor in default_registry().formats.values():
+        registry.register_format(descriptor)
+    for storage in default_registry().storages.values():
+        registry.register_storage(storage)
+    return registry

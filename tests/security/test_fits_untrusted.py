@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import subprocess
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 import butler
 from butler import Butler, FormatError, StorageError
 
+from .._mounts import mounted
 from ..reliability.helpers import Repo
 
 np = pytest.importorskip("numpy")
@@ -302,20 +302,9 @@ def test_recursive_alias_is_refused(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs (skips when mounting is not allowed), as in tests/reliability."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+    """A 2 MiB tmpfs (skips when mounting is not allowed)."""
+    with mounted(tmp_path / "tiny") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 class PathWriter:

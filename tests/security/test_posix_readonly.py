@@ -3,15 +3,15 @@ sizes), and ``verify`` never calls healthy what it could not check."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from butler import Butler, Config
+
+from .._mounts import mounted, remount_read_only
 
 
 class Settings(Config):
@@ -20,18 +20,8 @@ class Settings(Config):
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)])
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mount
-    finally:
-        with contextlib.suppress(Exception):
-            subprocess.run(["umount", "-l", str(mount)], check=False)
+    with mounted(tmp_path / "mnt", options="size=8m") as mnt:
+        yield mnt
 
 
 def test_read_only_repository_keeps_metadata(tmpfs: Path) -> None:
@@ -40,7 +30,7 @@ def test_read_only_repository_keeps_metadata(tmpfs: Path) -> None:
     b.register_dataset_type("conf", Config, "config", dimensions={"v": int})
     b.put(Settings({"gain": 2}), "conf", v=1)
     b.close()
-    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    remount_read_only(tmpfs)
     before = sorted(os.listdir(tmpfs / "repo"))
     reader = Butler(root)
     got = reader.get("conf", v=1)

@@ -30,6 +30,8 @@ from butler import (
 )
 from butler.storages.posix import PosixStorage
 
+from .._mounts import mounted
+
 SECRET = b"the outside file's bytes"
 
 
@@ -303,16 +305,9 @@ def no_xattr_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
     if request.param == "forced":
         yield str(tmp_path / "repo"), True
         return
-    mountpoint = tmp_path / "ramfs"
-    mountpoint.mkdir()
-    done = subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mountpoint)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a ramfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted(tmp_path / "ramfs", "ramfs", None) as mountpoint:
         assert PosixStorage(str(mountpoint)).use_xattr is False  # really no xattrs
         yield str(mountpoint / "repo"), False
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def _sidecar_storage(root: str, force: bool) -> PosixStorage:
