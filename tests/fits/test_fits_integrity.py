@@ -137,7 +137,15 @@ def test_not_fits(repo: Butler, tools, python_type: str, content: bytes) -> None
 def test_format_descriptor_identifies_fits(repo: Butler) -> None:
     registry = repo.registry
     descriptor = registry.format("fits")
-    assert descriptor.extensions == (".fits", ".fit", ".fts", ".fits.gz", ".fz")
+    assert descriptor.extensions == (
+        ".fits",
+        ".fit",
+        ".fts",
+        ".fits.gz",
+        ".fit.gz",
+        ".fts.gz",
+        ".fz",
+    )
     buffer = io.BytesIO()
     fits.PrimaryHDU(np.zeros(3)).writeto(buffer)
     assert registry.identify_format("anything", buffer.getvalue()[:80]) == "fits"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from butler import ButlerLocation
 
-__all__ = ["check_signature", "disk_full_error", "hdu_key", "os_error_in_chain"]
+__all__ = ["check_signature", "disk_full_error", "hdu_key", "identify", "os_error_in_chain"]
 
 _SIGNATURES = (b"SIMPLE  =", b"\x1f\x8b", b"BZh")  # FITS, gzip- and bzip2-compressed FITS
 
@@ -22,6 +22,25 @@ def check_signature(head: bytes, location: ButlerLocation) -> None:
         raise location.format_error(
             f"is not a FITS file: it starts with {head[:16]!r}, not 'SIMPLE  ='"
         )
+
+
+def identify(first_bytes: bytes) -> bool:
+    """True when ``first_bytes`` start a FITS file or a gzip stream that inflates to one.
+
+    Files named without a FITS extension (``image.gz``, a download's temporary name) are
+    still recognised; the ``SIMPLE  =`` signature itself is the descriptor's ``magic``.
+    """
+    import zlib
+
+    if first_bytes.startswith(b"SIMPLE  ="):
+        return True
+    if not first_bytes.startswith(b"\x1f\x8b"):
+        return False
+    try:  # a few dozen compressed bytes inflate to at least the 9 of the signature
+        head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(first_bytes, 16)
+    except zlib.error:
+        return False
+    return head.startswith(b"SIMPLE  =")
 
 
 def hdu_key(location: ButlerLocation) -> Any:

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from astropy.io import fits
 
-from .astropy_ import FitsSource, check_args, open_source, verify_hdus, write_hdulist
+from .astropy_ import (
+    FitsSource,
+    check_args,
+    is_nonstandard,
+    open_source,
+    verify_hdus,
+    write_hdulist,
+)
 
 if TYPE_CHECKING:
     from butler import ButlerLocation
@@ -29,7 +36,18 @@ def write(
     Compressed images are written as the `~astropy.io.fits.CompImageHDU` they are.
     """
     check_args(location, checksum, compress, compress_args, images=False)
-    write_hdulist(obj, location, checksum=checksum)
+    for index, hdu in enumerate(obj):
+        if is_nonstandard(hdu):
+            raise location.format_error(
+                f"HDU {index} is a non-standard HDU (SIMPLE = F): astropy reads such files "
+                f"but cannot write them; put fits.HDUList([fits.PrimaryHDU(header=...)]) "
+                f"with the header cards you want to keep instead"
+            )
+    # Copies: astropy's writeto updates the headers it writes (CHECKSUM, BZERO, a
+    # "fixed" card) and byte-swaps little-endian arrays in place while writing them; the
+    # caller's HDUList must come out of a put (failed or not) exactly as it went in.
+    work = fits.HDUList([hdu.copy() for hdu in obj])
+    write_hdulist(work, location, checksum=checksum)
 
 
 def read_hdulist(source: FitsSource, location: ButlerLocation, *, checksum: bool) -> fits.HDUList:

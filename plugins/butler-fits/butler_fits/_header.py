@@ -45,7 +45,9 @@ def write(
     check_args(location, checksum, compress, compress_args, images=False)
     hdu = fits.PrimaryHDU(header=obj.copy(strip=True))
     record_type(hdu.header, obj)
-    put_yaml_block(hdu.header, MARKER, [card.image for card in obj.cards])
+    # ``card.image`` verifies a parsed card and "fixes" it in place: take the images from
+    # copies, so that a header with a bad card fails to write (below) and stays as given.
+    put_yaml_block(hdu.header, MARKER, [card.image for card in obj.copy().cards])
     write_hdulist(fits.HDUList([hdu]), location, checksum=checksum)
 
 

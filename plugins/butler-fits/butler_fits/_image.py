@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from astropy.io import fits
 
+from ._rows import is_table, refuse_groups, table_rows
 from .astropy_ import (
     FitsSource,
     check_args,
     first_hdu,
+    is_nonstandard,
     open_source,
     record_type,
     recorded_type,
@@ -74,11 +76,17 @@ def storage_view(dtype: np.dtype[Any]) -> tuple[np.dtype[Any], int]:
 def _to_storage(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     view, extra = storage_view(array.dtype)
     if view == array.dtype:
-        return array  # astropy byte-swaps in place while writing: no copy
-    if extra:
+        stored = array.view()
+    elif extra:
         contiguous = np.ascontiguousarray(array)  # copies only a non-contiguous input
-        return contiguous.view(view).reshape((*array.shape, extra))
-    return array.view(view)
+        stored = contiguous.view(view).reshape((*array.shape, extra))
+    else:
+        stored = array.view(view)
+    # astropy byte-swaps a writable little-endian array in place while writing it (and
+    # back afterwards): another thread would see swapped values, and an interrupted
+    # write would leave them so. A read-only view makes it write a swapped copy instead.
+    stored.flags.writeable = False
+    return stored
 
 
 def write(
@@ -203,7 +211,22 @@ def read_array(
     source.check_complete(hdu)
     header = hdu.header
     section = _section(location)
-    cls = location.read_type(recorded_type(header))
+    refuse_groups(hdu, location)
+    if is_nonstandard(hdu):
+        raise location.format_error(
+            "is a non-standard FITS file (SIMPLE = F): astropy gives its header and raw "
+            "bytes only; read it as astropy.io.fits.HDUList"
+        )
+    if is_table(hdu):  # asked for by ``hdu``: the rows, as astropy's FITS_rec gives them
+        source.check_size([hdu])
+        if checksum:
+            verify_hdus([hdu], location)
+        rows = table_rows(hdu, location)
+        return rows[section] if section is not None else rows
+    # The image of a file written as another type (a CCDData's primary HDU holds its
+    # image; BUTLDTYP marks files the array serializer wrote) is read as astropy gives it.
+    recorded = recorded_type(header) if KW_DTYPE in header else None
+    cls = location.read_type(recorded) if recorded else location.expected_type()
     if section is None or KW_SHAPE in header or header.get("NAXIS", 0) == 0:
         source.check_size([hdu])
     if section is None:
@@ -303,7 +326,7 @@ def _read_mask(
 
 def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> np.ndarray[Any, Any]:
     """Read through a file object (any storage). Sections seek and read only their rows."""
-    with open_source(location) as source:
+    with open_source(location, character_as_bytes=True) as source:
         return read_array(source, location, checksum=checksum)
 
 
@@ -315,7 +338,7 @@ def read_posix(
     No memory map: astropy refuses to map scaled (BZERO) images, and `.section` on the
     real file already seeks to and reads only the rows of the cutout.
     """
-    with open_source(location, path=True) as source:
+    with open_source(location, path=True, character_as_bytes=True) as source:
         return read_array(source, location, checksum=checksum)
 
 
@@ -325,5 +348,5 @@ def read_s3(
     """Read from S3 through astropy's fsspec support: sections fetch only their bytes."""
     from ._s3 import open_s3
 
-    with open_s3(location, **args) as source:
+    with open_s3(location, character_as_bytes=True, **args) as source:
         return read_array(source, location, checksum=checksum)

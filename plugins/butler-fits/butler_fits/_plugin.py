@@ -11,7 +11,16 @@ from __future__ import annotations
 from butler import FormatDescriptor, Serializer, hookimpl
 
 FORMAT = "fits"
-EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fz")
+#: Plain, gzip-compressed and tile-compressed (fpack) FITS names astropy opens.
+EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fz")
+
+#: Read-time parameters the FITS serializers accept: an HDU (index, EXTNAME or
+#: [EXTNAME, EXTVER]), an image ``section`` (numpy.ndarray, CCDData), table ``columns``,
+#: and the ``unit`` of a CCDData whose file has no BUNIT (as ``CCDData.read(unit=...)``).
+PARAMETERS = frozenset({"hdu", "section", "columns", "unit"})
+#: Serializer arguments: CHECKSUM/DATASUM keywords, tile compression of images, and the
+#: S3 read cache (``per_storage: {s3: {block_size: ..., cache_blocks: ...}}``).
+SERIALIZER_ARGS = frozenset({"checksum", "compress", "compress_args", "block_size", "cache_blocks"})
 
 #: python type -> serializer module inside this package.
 _TYPES = {
@@ -34,10 +43,14 @@ def butler_formats() -> list[FormatDescriptor]:
             FORMAT,
             EXTENSIONS,
             magic=b"SIMPLE  =",
+            # A gzip stream is FITS when what it inflates to starts like FITS.
+            identify="butler_fits._checks:identify",
             description="FITS images, tables, HDU lists, headers and CCDData (astropy)",
             url="https://docs.astropy.org/en/stable/io/fits/",
             # A FITS file of unknown provenance is read as its primary image.
             python_type="numpy.ndarray",
+            parameters=PARAMETERS,
+            serializer_args=SERIALIZER_ARGS,
         )
     ]
 

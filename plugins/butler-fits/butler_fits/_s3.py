@@ -32,6 +32,7 @@ def open_s3(
     *,
     block_size: int | None = None,
     cache_blocks: int | None = None,
+    character_as_bytes: bool = False,
     **_: Any,
 ) -> Iterator[FitsSource]:
     """Open the dataset on S3 as a `FitsSource`.
@@ -42,6 +43,8 @@ def open_s3(
         Serializer arguments (e.g. under ``per_storage: {s3: ...}``) overriding the read
         cache; by default `PARTIAL_BLOCK_SIZE` for ``section``/``columns`` reads and the
         storage's own setting otherwise.
+    character_as_bytes
+        As for `open_source`.
     """
     partial = "section" in location.parameters or "columns" in location.parameters
     options: dict[str, Any] = {"progress": location.progress}
@@ -50,5 +53,8 @@ def open_s3(
     if cache_blocks:
         options["cache_blocks"] = int(cache_blocks)
     storage: Any = location.storage  # butler_s3.S3Storage: open() takes cache options
-    with storage.open(location.key, **options) as f, open_fileobj(f, location) as source:
+    with (
+        storage.open(location.key, **options) as f,
+        open_fileobj(f, location, character_as_bytes=character_as_bytes) as source,
+    ):
         yield source

@@ -16,7 +16,6 @@ astropy's own FITS writer loses a few things; this serializer keeps them:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,8 @@ from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 from astropy.units import Quantity
 
+from ._sizes import hdu_label
+from ._table_meta import meta_from_header, split_meta, write_cards
 from .astropy_ import (
     FitsSource,
     check_args,
@@ -46,16 +47,33 @@ __all__ = ["read", "read_posix", "read_s3", "write"]
 
 KW_COLUMNS = "BUTLCOLS"
 META_MARKER = "BUTLER-TABLE-META"
-_KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
+
+
+#: (kind, itemsize) of numbers a FITS binary table gives back as the same type (in FITS's
+#: big-endian order): a native-order column of these needs no dtype recorded.
+_ROUND_TRIP = {("b", 1), ("i", 1), ("u", 1), ("i", 2), ("u", 2), ("i", 4), ("u", 4)}
+_ROUND_TRIP |= {("i", 8), ("u", 8), ("f", 4), ("f", 8), ("c", 8), ("c", 16)}
+
+
+def _native(dtype: np.dtype[Any]) -> bool:
+    return dtype.byteorder in "=|" or dtype == dtype.newbyteorder("=")
 
 
 def _plain_columns(table: Table) -> dict[str, str]:
-    """Exact dtypes of the plain (non-mixin) columns, to restore on read."""
-    return {
-        name: col.dtype.str
-        for name, col in table.columns.items()
-        if isinstance(col, Column | Quantity) and col.dtype.fields is None
-    }
+    """Dtypes of the plain (non-mixin) columns that FITS alone would not give back.
+
+    Native-order numbers FITS stores as they are (``_ROUND_TRIP``) are left out: a read
+    turns every such column back to native order (the header stays small).
+    """
+    recorded = {}
+    for name, col in table.columns.items():
+        if not isinstance(col, Column | Quantity) or col.dtype.fields is not None:
+            continue
+        dtype = col.dtype
+        if (dtype.kind, dtype.itemsize) in _ROUND_TRIP and _native(dtype):
+            continue
+        recorded[name] = dtype.str
+    return recorded
 
 
 def _with_data(col: Column, data: np.ndarray[Any, Any]) -> Column:
@@ -100,30 +118,12 @@ def _encode_strings(table: Table) -> tuple[Table, list[str]]:
     return work, raw
 
 
-def _header_meta(meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """Table meta entries other FITS readers can see as plain keywords (a subset)."""
-    from astropy.io.fits.connect import REMOVE_KEYWORDS, is_column_keyword
-
-    cards = []
-    for key, value in meta.items():
-        if not isinstance(key, str) or not _KEYWORD.match(key.upper()):
-            continue
-        upper = key.upper()
-        if is_column_keyword(upper) or upper in REMOVE_KEYWORDS or upper.startswith("BUTL"):
-            continue
-        if upper in ("COMMENT", "HISTORY", "SIMPLE", "XTENSION", "EXTEND", "EXTNAME"):
-            continue
-        number = isinstance(value, bool | int | float) and not isinstance(value, np.generic)
-        text = isinstance(value, str) and value.isascii() and value.isprintable()
-        if number or text:
-            cards.append((upper, value))
-    return cards
-
-
 def table_hdu(table: Table) -> fits.BinTableHDU:
     """Build the binary table HDU for ``table`` (without touching ``table``)."""
     from astropy.io.fits.connect import _encode_mixins
+    from astropy.io.fits.fitstime import TIME_KEYWORDS
     from astropy.table.info import serialize_method_as
+    from astropy.time import Time
 
     work, raw = _encode_strings(table)
     if work is table:
@@ -133,17 +133,25 @@ def table_hdu(table: Table) -> fits.BinTableHDU:
         encoded = _encode_mixins(work)
         hdu = fits.table_to_hdu(encoded, character_as_bytes=True)
     header = hdu.header
-    for key, value in _header_meta(table.meta):
-        header[key] = value
-    columns = {"dtypes": _plain_columns(table), "raw": raw}
-    header[KW_COLUMNS] = json.dumps(columns)  # long: CONTINUE cards, so no comment
-    record_type(header, table)
+    times = [name for name, col in table.columns.items() if isinstance(col, Time)]
+    # Keywords already written (and, with Time columns, the time frame astropy wrote for
+    # them) stay what they are: meta entries with those names go to YAML.
+    reserved = set(header.keys()) | (set(TIME_KEYWORDS) if times else set())
+    order, rest = split_meta(table.meta, reserved)
     formats = {
         name: col.info.format
         for name, col in table.columns.items()
         if isinstance(col.info.format, str)
     }
-    put_yaml_block(header, META_MARKER, {"meta": dict(table.meta), "formats": formats})
+    block = {key: value for key, value in (("meta", rest), ("formats", formats)) if value}
+    if block:  # first: astropy files COMMENT cards after the last COMMENT, not at the end
+        put_yaml_block(header, META_MARKER, block)
+    placed = write_cards(header, table.meta, order)  # BUTLCOLS must follow them directly
+    columns = {"dtypes": _plain_columns(table), "raw": raw, "time": times, "meta": placed}
+    # Right after the meta cards (``header[k] = v`` would file it before trailing
+    # COMMENT/HISTORY cards); long: CONTINUE cards, so no comment.
+    header.append((KW_COLUMNS, json.dumps(columns, separators=(",", ":"))), end=True)
+    record_type(header, table)
     return hdu
 
 
@@ -188,12 +196,25 @@ def _columns(location: ButlerLocation) -> list[str] | None:
 
 
 def _restore_columns(table: Table, recorded: Mapping[str, Any]) -> None:
-    """Give plain columns back their exact written dtype (strings decoded from UTF-8)."""
+    """Give plain columns back their exact written dtype (strings decoded from UTF-8).
+
+    Columns with no recorded dtype were native-order numbers (see `_plain_columns`),
+    in files that record ``time`` (older ones recorded every column).
+    """
     raw = set(recorded.get("raw", ()))
-    for name, dtype_str in recorded.get("dtypes", {}).items():
+    dtypes = dict(recorded.get("dtypes", {}))
+    if "time" in recorded:
+        for name, col in table.columns.items():
+            if name in dtypes or not isinstance(col, Column | Quantity):
+                continue
+            if col.dtype.fields is None and (col.dtype.kind, col.dtype.itemsize) in _ROUND_TRIP:
+                dtypes[name] = col.dtype.newbyteorder("=").str
+    for name, dtype_str in dtypes.items():
         if name not in table.colnames:
             continue
         col = table[name]
+        if not isinstance(col, Column | Quantity):
+            continue  # a column FITS turned into a mixin (Time): not a plain one
         want = np.dtype(dtype_str)
         if col.dtype == want and col.dtype.str == want.str:
             continue
@@ -203,8 +224,6 @@ def _restore_columns(table: Table, recorded: Mapping[str, Any]) -> None:
                 setattr(new.info, attr, getattr(col.info, attr))
             table.replace_column(name, new)
             continue
-        if not isinstance(col, Column):
-            continue
         data = np.asarray(col.data)
         if name in raw:  # bytes kept with their trailing spaces
             data = np.ascontiguousarray(data).view(f"S{data.shape[-1]}")[..., 0]
@@ -213,15 +232,45 @@ def _restore_columns(table: Table, recorded: Mapping[str, Any]) -> None:
         table.replace_column(name, _with_data(col, data.astype(want)))
 
 
+def _to_time(table: Table, header: fits.Header, times: list[str]) -> None:
+    """Turn the columns written as `~astropy.time.Time` back into Time (FITS time standard).
+
+    astropy's reader would also turn any plain column named ``TIME`` with a time unit into
+    Time (a light curve's seconds since MJDREF): those are hidden from it while it runs.
+    """
+    from astropy.io.fits.fitstime import fits_to_time
+
+    hidden = {
+        name: f"{name}\x00butler"
+        for name in table.colnames
+        if name.upper() == "TIME" and name not in times
+    }
+    for name, temporary in hidden.items():
+        table.rename_column(name, temporary)
+    try:
+        fits_to_time(header, table)
+    finally:
+        for name, temporary in hidden.items():
+            table.rename_column(temporary, name)
+
+
 def read_table(
     source: FitsSource, location: ButlerLocation, *, checksum: bool = False, detach: bool = False
 ) -> Table:
-    """Read the table HDU (or the ``hdu`` asked for); ``columns`` keeps only those."""
+    """Read the table HDU (or the ``hdu`` asked for); ``columns`` keeps only those.
+
+    A table butler wrote comes back as written. Any other table comes back as
+    ``Table.read`` gives it: string columns as bytes, trailing spaces stripped, NaNs and
+    TNULL values masked, meta from the header cards.
+    """
     from astropy.io.fits.connect import read_table_fits
 
     hdu = source.hdu(lambda hdul: first_hdu(hdul, _is_table, "table", location))
     if not _is_table(hdu):
-        raise location.format_error(f"HDU {hdu.name!r} is a {type(hdu).__name__}, not a table")
+        raise location.format_error(
+            f"HDU {hdu.name!r} is a {type(hdu).__name__}, not a table: read it as "
+            f"numpy.ndarray or astropy.io.fits.HDUList"
+        )
     source.check_complete(hdu)
     header = hdu.header
     cls = location.read_type(recorded_type(header))
@@ -231,15 +280,26 @@ def read_table(
     if checksum and columns is None:
         verify_hdus([hdu], location)
     ours = KW_COLUMNS in header
+    recorded: dict[str, Any] = json.loads(header[KW_COLUMNS]) if ours else {}
     check_astropy_yaml(header, location)
-    table = read_table_fits(
-        hdu,
-        astropy_native=ours,
-        character_as_bytes=True,
-        mask_invalid=False,
-        strip_spaces=False,
-        unit_parse_strict="silent",
-    )
+    times = recorded.get("time")
+    try:
+        table = read_table_fits(
+            hdu,
+            # Files written before butler recorded its Time columns: astropy's guess.
+            astropy_native=ours and times is None,
+            mask_invalid=not ours,
+            strip_spaces=not ours,
+            unit_parse_strict="silent",
+        )
+    except (TypeError, ValueError) as exc:  # e.g. an ASCII table with a TNULL of another type
+        raise location.format_error(
+            f"astropy's Table reader cannot read table HDU {hdu_label(hdu)} "
+            f"({type(exc).__name__}: {exc}); read it as numpy.ndarray (its rows) or "
+            f"astropy.io.fits.HDUList"
+        ) from None
+    if times:
+        _to_time(table, header, times)
     if columns is not None:
         missing = [c for c in columns if c not in table.colnames]
         if missing:
@@ -248,13 +308,17 @@ def read_table(
             )
         table = table[columns]
     if ours:
-        _restore_columns(table, json.loads(header[KW_COLUMNS]))
+        _restore_columns(table, recorded)
         found, block = get_yaml_block(header, META_MARKER, location)
-        if found:
-            table.meta = block["meta"]
-            for name, fmt in block["formats"].items():
-                if name in table.colnames:
-                    table[name].info.format = fmt
+        block = block if found else {}
+        if "meta" in recorded:
+            rest = block.get("meta") or {}
+            table.meta = meta_from_header(header, KW_COLUMNS, recorded["meta"], rest)
+        else:  # written before meta cards were chosen: the block holds all of it
+            table.meta = block.get("meta") or {}
+        for name, fmt in (block.get("formats") or {}).items():
+            if name in table.colnames:
+                table[name].info.format = fmt
     result = cls(table, copy=detach)
     if ours:
         result.meta = table.meta
@@ -263,14 +327,14 @@ def read_table(
 
 def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> Table:
     """Read through a file object (any storage)."""
-    with open_source(location) as source:
+    with open_source(location, character_as_bytes=True) as source:
         return read_table(source, location, checksum=checksum)
 
 
 def read_posix(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> Table:
     """Read the real file; with ``columns``, through a memory map (only those are copied)."""
     memmap = "columns" in location.parameters
-    with open_source(location, path=True, memmap=memmap) as source:
+    with open_source(location, path=True, memmap=memmap, character_as_bytes=True) as source:
         return read_table(source, location, checksum=checksum, detach=memmap)
 
 
@@ -278,5 +342,5 @@ def read_s3(location: ButlerLocation, *, checksum: bool = False, **args: Any) ->
     """Read from S3 through astropy's fsspec support."""
     from ._s3 import open_s3
 
-    with open_s3(location, **args) as source:
+    with open_s3(location, character_as_bytes=True, **args) as source:
         return read_table(source, location, checksum=checksum)

@@ -30,7 +30,7 @@ def put_yaml_block(header: fits.Header, marker: str, value: Any) -> None:
     """
     from astropy.io.misc import yaml
 
-    text = yaml.dump(value)
+    text = yaml.dump(value, sort_keys=False)  # mappings keep their order
     header.add_comment(f"--BEGIN-{marker}--")
     for line in text.splitlines():
         chunks = [line[i : i + _CHUNK] for i in range(0, len(line), _CHUNK)] or [""]

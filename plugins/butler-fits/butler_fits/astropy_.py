@@ -27,8 +27,11 @@ __all__ = [
     "KW_TYPE",
     "FitsSource",
     "check_astropy_yaml",
+    "data_end",
     "get_yaml_block",
     "hdu_key",
+    "hdu_names",
+    "is_nonstandard",
     "open_source",
     "put_yaml_block",
     "record_type",
@@ -102,10 +105,9 @@ class FitsSource:
         if self.compressed:
             return
         hdus = list(self.hdul)
-        info = getattr(hdus[-1], "_bintable", hdus[-1]).fileinfo() if hdus else None
-        if info is None:
+        end = data_end(hdus[-1]) if hdus else None
+        if end is None:
             return
-        end = int(info["datLoc"]) + int(info["datSpan"])
         if end < self.size:
             raise self.location.format_error(
                 f"is truncated or corrupt: {self.size - end} bytes after HDU {len(hdus) - 1} "
@@ -116,11 +118,9 @@ class FitsSource:
         """Raise `FormatError` if the file is shorter than ``hdu``'s header says it is."""
         if self.compressed:
             return  # offsets are in the decompressed stream; gzip itself detects truncation
-        info = hdu.fileinfo()
-        if info is None:
+        end = data_end(hdu)
+        if end is None:
             return
-        span = getattr(hdu, "_bintable", hdu).fileinfo() or info
-        end = int(span["datLoc"]) + int(span["datSpan"])
         if end > self.size:
             raise self.location.format_error(
                 f"is truncated: HDU {_hdu_label(hdu)} needs {end} bytes but the file has "
@@ -164,6 +164,29 @@ class FitsSource:
 _hdu_label = hdu_label
 
 
+def data_end(hdu: Any) -> int | None:
+    """File offset just past ``hdu``'s data (its padding included), or None if unknown.
+
+    A tile-compressed image ends where its binary table does. A non-standard HDU
+    (``SIMPLE = F``, which astropy opens as ``_NonstandardHDU``) has no ``fileinfo``: its
+    "data" is whatever follows its header, up to the end of the file.
+    """
+    raw = getattr(hdu, "_bintable", None) or hdu
+    fileinfo = getattr(raw, "fileinfo", None)
+    if fileinfo is None:
+        offset, size = getattr(raw, "_data_offset", None), getattr(raw, "_data_size", None)
+        return None if offset is None or size is None else int(offset) + int(size)
+    info = fileinfo()
+    if info is None:
+        return None
+    return int(info["datLoc"]) + int(info["datSpan"])
+
+
+def is_nonstandard(hdu: Any) -> bool:
+    """True for the HDU astropy opens a ``SIMPLE = F`` file as (readable, not writable)."""
+    return type(hdu).__name__ == "_NonstandardHDU"
+
+
 def select_hdu(
     hdul: fits.HDUList,
     location: ButlerLocation,
@@ -188,6 +211,23 @@ def select_hdu(
         raise location.format_error(f"has no HDU {key!r}; its HDUs are {names}") from None
 
 
+def hdu_names(hdul: fits.HDUList) -> list[str]:
+    """``["0:PrimaryHDU:PRIMARY", "1:BinTableHDU:EVENTS"]``, for messages."""
+    return [
+        f"{i}:{type(h).__name__.lstrip('_')}:{getattr(h, 'name', '') or 'PRIMARY'}"
+        for i, h in enumerate(hdul)
+    ]
+
+
+#: What to ask for instead, by what a reader looked for and did not find.
+_INSTEAD = {
+    "image": "read it as astropy.io.fits.HDUList (every HDU with its header) or as "
+    "astropy.table.Table (its first table), or pick an HDU with parameters={'hdu': ...}",
+    "table": "read it as astropy.io.fits.HDUList or numpy.ndarray, or pick an HDU with "
+    "parameters={'hdu': ...}",
+}
+
+
 def first_hdu(
     hdul: fits.HDUList, accept: Callable[[Any], bool], what: str, location: ButlerLocation
 ) -> Any:
@@ -195,8 +235,8 @@ def first_hdu(
     for hdu in hdul:
         if accept(hdu):
             return hdu
-    names = [f"{i}:{type(h).__name__}:{h.name or 'PRIMARY'}" for i, h in enumerate(hdul)]
-    raise location.format_error(f"has no {what} HDU; its HDUs are {names}")
+    instead = _INSTEAD.get(what, "read it as astropy.io.fits.HDUList")
+    raise location.format_error(f"has no {what} HDU; its HDUs are {hdu_names(hdul)}: {instead}")
 
 
 def verify_hdus(hdus: Iterable[Any], location: ButlerLocation) -> None:
@@ -210,6 +250,8 @@ def verify_hdus(hdus: Iterable[Any], location: ButlerLocation) -> None:
     for hdu in hdus:
         raw = getattr(hdu, "_bintable", hdu)  # a compressed image's sums live on its table
         header = raw.header
+        if not hasattr(raw, "verify_datasum"):  # SIMPLE = F: astropy cannot check its sums
+            continue
         if "DATASUM" in header and raw.verify_datasum() == 0:
             raise location.format_error(
                 f"DATASUM of HDU {_hdu_label(hdu)} does not match its data: the file is corrupt"
@@ -235,7 +277,11 @@ def _memory_errors(location: ButlerLocation) -> Iterator[None]:
 
 @contextlib.contextmanager
 def open_source(
-    location: ButlerLocation, *, path: bool = False, memmap: bool = False
+    location: ButlerLocation,
+    *,
+    path: bool = False,
+    memmap: bool = False,
+    character_as_bytes: bool = False,
 ) -> Iterator[FitsSource]:
     """Open the stored file with astropy, lazily (headers are read as HDUs are touched).
 
@@ -247,6 +293,9 @@ def open_source(
     memmap
         Memory-map the data (only with ``path``): sections and columns then touch only
         the pages they need.
+    character_as_bytes
+        Table string columns as ``bytes`` (what ``Table.read`` gives) rather than ``str``
+        (what ``fits.open`` gives).
     """
     if path:
         with location.local_path() as local:
@@ -256,15 +305,23 @@ def open_source(
             check_signature(head, location)
             with (
                 _memory_errors(location),
-                fits.open(local, mode="readonly", memmap=memmap, lazy_load_hdus=True) as hdul,
+                fits.open(
+                    local,
+                    mode="readonly",
+                    memmap=memmap,
+                    lazy_load_hdus=True,
+                    character_as_bytes=character_as_bytes,
+                ) as hdul,
             ):
                 yield FitsSource(hdul, size, location, not head.startswith(b"SIMPLE"), local)
         return
     with location.open_read() as f, _memory_errors(location):
-        yield from _open_fileobj(f, location)
+        yield from _open_fileobj(f, location, character_as_bytes)
 
 
-def _open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource]:
+def _open_fileobj(
+    f: IO[bytes], location: ButlerLocation, character_as_bytes: bool = False
+) -> Iterator[FitsSource]:
     head = f.read(80)
     check_signature(head, location)
     size = f.seek(0, 2)
@@ -278,15 +335,23 @@ def _open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource
         )
     else:
         stream = f
-    with fits.open(stream, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+    with fits.open(
+        stream,
+        mode="readonly",
+        memmap=False,
+        lazy_load_hdus=True,
+        character_as_bytes=character_as_bytes,
+    ) as hdul:
         yield FitsSource(hdul, size, location, compressed, stream)
 
 
 @contextlib.contextmanager
-def open_fileobj(f: IO[bytes], location: ButlerLocation) -> Iterator[FitsSource]:
+def open_fileobj(
+    f: IO[bytes], location: ButlerLocation, *, character_as_bytes: bool = False
+) -> Iterator[FitsSource]:
     """Open an already opened, seekable binary file (e.g. an fsspec file on S3)."""
     with _memory_errors(location):
-        yield from _open_fileobj(f, location)
+        yield from _open_fileobj(f, location, character_as_bytes)
 
 
 class _Stream:
