@@ -47,6 +47,8 @@ def make_repo(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Iter
     """Yield a fresh (not yet created) repository of one storage kind."""
     if kind == "posix":
         yield Repo("posix", str(tmp_path / "repo"), {})
+    elif kind == "posix-sidecar":  # metadata in hidden sidecar files, as without xattrs
+        yield Repo("posix-sidecar", str(tmp_path / "repo"), {"xattrs": False})
     elif kind == "memory":
         from butler.storages.memory import MemoryStorage
 

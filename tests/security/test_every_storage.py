@@ -5,6 +5,7 @@ moto, PostgreSQL, MariaDB): the repository's policy and layout never decide for 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,32 @@ def test_concurrent_definitions_are_all_kept(shared_root: Repo) -> None:
         names = set(b.dataset_types)
     expected = {f"w{w}_{i}" for w in range(4) for i in range(8)}
     assert expected <= names, f"lost {sorted(expected - names)}"
+
+
+def test_config_dataset_with_aliases_is_refused(storage_root: Repo) -> None:
+    """Hole 13 for datasets: a ``config`` dataset using YAML aliases is refused, not
+    expanded, whatever the storage."""
+    from butler import Config
+
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"  {c}: &{c} [{', '.join(['*' + p] * 9)}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    document = "python_type: butler._config.Config\ndata:\n  " + laughs
+    with storage_root.create() as b:
+        b.register_dataset_type("conf", Config, "config", dimensions={"v": int})
+        b.put(Config({"a": 1}), "conf", v=1)
+        key = b.location("conf", v=1).key
+        b.storage.write_bytes(key, document.encode(), metadata=b.storage.metadata(key))
+        with pytest.raises(FormatError, match="not allowed"):
+            b.get("conf", v=1)
+
+
+def test_sidecar_storage_really_uses_sidecars(tmp_path: Path) -> None:
+    """The ``posix-sidecar`` variant above really keeps metadata in sidecar files."""
+    with Butler.create(str(tmp_path / "r"), xattrs=False) as b:
+        assert b.storage.use_xattr is False
+        b.register_dataset_type("cfg", dict, "json", dimensions={"v": int})
+        b.put({"a": 1}, "cfg", v=1)
+        names = os.listdir(os.path.join(b.storage.root, "cfg"))
+        assert any("butler-meta" in n for n in names), names

@@ -135,6 +135,11 @@ class PosixStorage(DescriptorResolution, Storage):
         Also fsync the directory after each commit, so a put that returned survives a
         power loss (rather than reverting to the previous version). Off by default: it
         doubles the cost of small puts.
+    xattrs
+        Where new metadata goes: ``None`` (default) asks the file system whether it has
+        user extended attributes; ``False`` always writes hidden sidecar files (for file
+        systems whose xattrs are unreliable, such as some network mounts). Reads look at
+        both either way.
     """
 
     type_name = "posix"
@@ -142,7 +147,16 @@ class PosixStorage(DescriptorResolution, Storage):
     description = "Local or network-mounted file system (atomic rename, fsync)"
     has_local_paths = True
 
-    def __init__(self, root: str, *, durable: bool = True, sync_directories: bool = False) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        durable: bool = True,
+        sync_directories: bool = False,
+        xattrs: bool | None = None,
+    ) -> None:
+        if xattrs not in (None, True, False):
+            raise StorageError(f"posix option xattrs must be None, True or False, not {xattrs!r}")
         if root.startswith("file://"):
             root = root[len("file://") :]
         # The root is the user's choice: resolve a link there once, refuse links below it.
@@ -150,7 +164,7 @@ class PosixStorage(DescriptorResolution, Storage):
         super().__init__(root)
         self.durable = durable
         self.sync_directories = sync_directories
-        self._use_xattr: bool | None = None
+        self._use_xattr: bool | None = None if xattrs else xattrs
         self._lock_depth = 0
         self._root_fd: int | None = None
         self._retired: list[int] = []
