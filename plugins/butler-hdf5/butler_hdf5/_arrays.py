@@ -16,7 +16,7 @@ import numpy as np
 from butler import ButlerLocation
 from butler._types import type_name
 
-from . import _dtypes, _guards, h5py_
+from . import _attrs, _dtypes, _guards, h5py_
 
 __all__ = ["DEFAULT_PATH", "create_array", "read", "read_array", "read_posix", "read_s3", "write"]
 
@@ -143,9 +143,33 @@ def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, 
             raise location.format_error(
                 f"cannot select slice={selection!r} fields={fields!r}: {exc}"
             ) from exc
+        data = _unpacked(location, node, path, data, check)
     if isinstance(data, np.ndarray) and cls is not np.ndarray:
         return data.view(cls)
     return data
+
+
+def _unpacked(
+    location: ButlerLocation,
+    node: h5py.Dataset,
+    path: str,
+    data: np.ndarray,
+    check: Callable[[int], None],
+) -> np.ndarray:
+    """A CF-packed dataset (netCDF ``scale_factor``/``add_offset``) decoded as xarray does,
+    unless ``parameters={"mask_and_scale": False}`` asks for the raw stored values."""
+    if not h5py_.flag(location, "mask_and_scale") or not _attrs.is_packed(node.attrs):
+        return data
+    check(data.size * 8 + data.nbytes)
+    attrs = _attrs.read_attrs(location, node, path)
+    try:
+        return _attrs.decode(data, attrs)
+    except TypeError as exc:
+        raise location.format_error(
+            f"HDF5 dataset {path!r} declares CF packing (scale_factor/add_offset) that "
+            f"cannot be decoded: {exc}; read the raw values with "
+            f"parameters={{'mask_and_scale': False}}"
+        ) from exc
 
 
 def read(location: ButlerLocation, **serializer_args: Any) -> Any:

@@ -18,7 +18,9 @@ bools or strings               kept for int/float mixes)
 =============================  ==============================  ======================
 
 Files written by other programs read as dicts too: groups become dicts, datasets arrays
-(scalar datasets numpy scalars, text ``str``).
+(scalar datasets numpy scalars, text ``str``). Attributes (butler's own excepted) are
+carried under the reserved keys ``"@attrs"`` and ``"@encoding"`` (see `butler_hdf5._attrs`),
+and written back from them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 from butler import ButlerLocation
 from butler._types import type_name
 
-from . import _arrays, _dtypes, _guards, h5py_
+from . import _arrays, _attrs, _dtypes, _guards, h5py_
 
 __all__ = ["read", "read_group", "read_posix", "read_s3", "write", "write_group"]
 
@@ -96,9 +98,18 @@ def write_group(
     TypeError, ValueError, OverflowError
         For keys or values the format cannot store faithfully (naming their place).
     """
+    encodings = mapping.get(_attrs.ENCODING_KEY, {})
+    if not isinstance(encodings, Mapping):
+        raise TypeError(f"{where}: {_attrs.ENCODING_KEY!r} must map member names to encodings")
     for key, value in mapping.items():
+        if key in (_attrs.ATTRS_KEY, _attrs.ENCODING_KEY):
+            continue  # written once the members exist
         name = _check_key(key, where)
         path = f"{where.rstrip('/')}/{name}"
+        if name in encodings:
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{path}: only arrays can be CF-packed (an '@encoding' entry)")
+            value = _attrs.encode(value, encodings[name], path)
         if isinstance(value, Mapping):
             sub = group.create_group(name, track_order=True)
             sub.attrs[h5py_.ATTR_KIND] = "dict"
@@ -141,6 +152,28 @@ def write_group(
                 f"{path}: the hdf5 format cannot store a {type_name(type(value))!r} inside a "
                 f"dict (arrays, numbers, strings, bytes, None, lists and dicts only)"
             )
+    _write_member_attrs(group, mapping, encodings, where)
+
+
+def _write_member_attrs(
+    group: h5py.Group, mapping: Mapping[Any, Any], encodings: Mapping[Any, Any], where: str
+) -> None:
+    """Set the attributes ``mapping["@attrs"]`` names, and the packing of ``"@encoding"``."""
+    attrs = mapping.get(_attrs.ATTRS_KEY, {})
+    if not isinstance(attrs, Mapping):
+        raise TypeError(f"{where}: {_attrs.ATTRS_KEY!r} must map '.' or member names to attributes")
+    for name in [*attrs, *encodings]:
+        if name != "." and name not in mapping:
+            raise KeyError(
+                f"{where}: attributes or encoding given for {name!r}, which is not a member "
+                f"of this dict; its members are {[k for k in mapping if not k.startswith('@')]}"
+            )
+    for name, values in attrs.items():
+        node = group if name == "." else group[name]
+        _attrs.write_attrs(node, values, where if name == "." else f"{where.rstrip('/')}/{name}")
+    for name, encoding in encodings.items():
+        packing = {k: encoding[k] for k in _attrs.PACKING if k in encoding}
+        _attrs.write_attrs(group[name], packing, f"{where.rstrip('/')}/{name}")
 
 
 def _read_dataset(location: ButlerLocation, dataset: h5py.Dataset, where: str) -> Any:
@@ -176,6 +209,7 @@ def _read_dataset(location: ButlerLocation, dataset: h5py.Dataset, where: str) -
 class _Group:
     """A group to read: its children in order, each a `_Group` or an `h5py.Dataset`."""
 
+    node: h5py.Group
     children: list[tuple[str, Any]] = field(default_factory=list)
 
 
@@ -183,10 +217,25 @@ class _Group:
 class _Plan:
     """What reading a tree allocates, and each object once (two links may share one)."""
 
+    #: Read parameters: attributes wanted, CF packing decoded.
+    attrs: bool = True
+    mask_and_scale: bool = True
     nbytes: int = 0
     #: The largest filtered chunk: libhdf5 decompresses one at a time.
     chunk: int = 0
     seen: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+
+def _plan_dataset(location: ButlerLocation, node: h5py.Dataset, path: str, plan: _Plan) -> None:
+    """Count what reading a dataset (and its attributes, and its decoding) allocates."""
+    recorded = _guards.read_attr(location, node, h5py_.ATTR_DTYPE, path)
+    original = None if recorded is None else _dtypes.decode_dtype(recorded)
+    plan.nbytes += _guards.nbytes(node, original=original)
+    plan.chunk = max(plan.chunk, _guards.chunk_nbytes(node))
+    if plan.attrs:
+        plan.nbytes += _attrs.attrs_nbytes(node)
+        if plan.mask_and_scale and _attrs.is_packed(node.attrs):
+            plan.nbytes += _guards.nbytes(node, original=np.dtype(np.float64))
 
 
 def _plan(
@@ -196,16 +245,25 @@ def _plan(
     where: str,
     plan: _Plan,
     ancestors: tuple[tuple[int, int], ...],
+    names: list[str] | None = None,
 ) -> _Group:
-    """Walk ``group`` without reading data: links and layouts checked, sizes summed.
+    """Walk ``group`` (or its members ``names``) without reading data: links and layouts
+    checked, sizes summed.
 
     An object reached through two links is planned (and later read) once, so a file whose
     groups link to each other many times over cannot make the walk explode; a group that
     links back to one of its ancestors is refused.
     """
-    planned = _Group()
-    for name in group:
+    planned = _Group(group)
+    if plan.attrs and names is None:
+        plan.nbytes += _attrs.attrs_nbytes(group)
+    for name in group if names is None else names:
         path = f"{where.rstrip('/')}/{name}"
+        if name in (_attrs.ATTRS_KEY, _attrs.ENCODING_KEY):
+            raise location.format_error(
+                f"HDF5 object {path!r} has a name butler reserves for attributes in dicts; "
+                f"read the file with h5py directly"
+            )
         node = _guards.child(location, root, group, where, name)
         if node is None or not isinstance(node, h5py.Group | h5py.Dataset):
             continue  # dangling soft links and named datatypes hold no data
@@ -219,47 +277,106 @@ def _plan(
             if isinstance(node, h5py.Group):
                 plan.seen[key] = _plan(location, root, node, path, plan, (*ancestors, key))
             else:
-                recorded = _guards.read_attr(location, node, h5py_.ATTR_DTYPE, path)
-                original = None if recorded is None else _dtypes.decode_dtype(recorded)
-                plan.nbytes += _guards.nbytes(node, original=original)
-                plan.chunk = max(plan.chunk, _guards.chunk_nbytes(node))
+                _plan_dataset(location, node, path, plan)
                 plan.seen[key] = node
         planned.children.append((name, plan.seen[key]))
     return planned
 
 
+def _decoded(
+    location: ButlerLocation, value: Any, attrs: dict[str, Any], path: str
+) -> tuple[Any, dict[str, Any] | None]:
+    """``value`` decoded from CF packing (and the encoding it had), or unchanged."""
+    if not isinstance(value, np.ndarray | np.number):
+        return value, None
+    raw = np.asarray(value)
+    try:
+        data = _attrs.decode(raw, attrs)
+    except TypeError as exc:
+        raise location.format_error(
+            f"HDF5 dataset {path!r} declares CF packing (scale_factor/add_offset) that "
+            f"cannot be decoded: {exc}; read the raw values with "
+            f"parameters={{'mask_and_scale': False}}"
+        ) from exc
+    encoding = {k: attrs.pop(k) for k in _attrs.PACKING if k in attrs}
+    encoding["dtype"] = raw.dtype.str
+    return (data if isinstance(value, np.ndarray) else data[()]), encoding
+
+
 def _materialize(
-    location: ButlerLocation, planned: _Group, where: str, done: dict[int, Any]
+    location: ButlerLocation,
+    planned: _Group,
+    where: str,
+    done: dict[int, Any],
+    plan: _Plan,
+    *,
+    own_attrs: bool = True,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
     done[id(planned)] = result
+    attrs: dict[str, Any] = {}
+    encodings: dict[str, Any] = {}
+    if plan.attrs and own_attrs:
+        group_attrs = _attrs.read_attrs(location, planned.node, where)
+        if group_attrs:
+            attrs["."] = group_attrs
     for name, item in planned.children:
         path = f"{where.rstrip('/')}/{name}"
+        if isinstance(item, _Group):
+            if id(item) not in done:
+                _materialize(location, item, path, done, plan)
+            result[name] = done[id(item)]
+            continue
         if id(item) not in done:
-            if isinstance(item, _Group):
-                _materialize(location, item, path, done)
-            else:
-                done[id(item)] = _read_dataset(location, item, path)
-        result[name] = done[id(item)]
+            done[id(item)] = _read_dataset(location, item, path)
+        value = done[id(item)]
+        if plan.attrs:
+            member_attrs = _attrs.read_attrs(location, item, path)
+            if plan.mask_and_scale and _attrs.is_packed(member_attrs):
+                value, encodings[name] = _decoded(location, value, member_attrs, path)
+            if member_attrs:
+                attrs[name] = member_attrs
+        result[name] = value
+    if attrs:
+        result[_attrs.ATTRS_KEY] = attrs
+    if encodings:
+        result[_attrs.ENCODING_KEY] = encodings
     return result
 
 
-def read_group(location: ButlerLocation, group: h5py.Group, where: str = "/") -> dict[str, Any]:
+def read_group(
+    location: ButlerLocation,
+    group: h5py.Group,
+    where: str = "/",
+    *,
+    names: list[str] | None = None,
+    attrs: bool = True,
+    mask_and_scale: bool = True,
+) -> dict[str, Any]:
     """Read a group as a dict (recursively); other programs' files read as plain data.
 
     The whole tree is walked first, without reading any data: every link and dataset is
-    checked (`_guards`) and the bytes the datasets declare are summed and checked against
-    the read limit (``location.check_read_size``). Only then is data read. An object two
-    links lead to is read once and appears twice in the dict.
+    checked (`_guards`) and the bytes the datasets (and attributes) declare are summed and
+    checked against the read limit (``location.check_read_size``). Only then is data
+    read. An object two links lead to is read once and appears twice in the dict.
+
+    Parameters
+    ----------
+    names
+        Read only these members of ``group`` (and not the group's own attributes).
+    attrs
+        Carry attributes under ``"@attrs"`` (see `butler_hdf5._attrs`).
+    mask_and_scale
+        Decode CF-packed datasets as xarray does (their packing under ``"@encoding"``).
     """
-    plan = _Plan()
+    plan = _Plan(attrs=attrs, mask_and_scale=mask_and_scale)
     root = group.file
     key = _guards.object_key(group)
-    planned = _plan(location, root, group, where, plan, (key,))
+    planned = _plan(location, root, group, where, plan, (key,), names)
     location.check_read_size(
         plan.nbytes + plan.chunk, what=f"HDF5 group {where!r} (all its datasets)"
     )
-    return _materialize(location, planned, where, {})
+    return _materialize(location, planned, where, {}, plan, own_attrs=names is None)
 
 
 def write(obj: Mapping[str, Any], location: ButlerLocation, **serializer_args: Any) -> None:
@@ -268,7 +385,8 @@ def write(obj: Mapping[str, Any], location: ButlerLocation, **serializer_args: A
     Parameters
     ----------
     obj
-        The dict; keys must be strings that are valid HDF5 names.
+        The dict; keys must be strings that are valid HDF5 names. The reserved keys
+        ``"@attrs"`` and ``"@encoding"`` (as a read gives them) become attributes.
     location
         Where to write.
     **serializer_args
@@ -285,14 +403,22 @@ def write(obj: Mapping[str, Any], location: ButlerLocation, **serializer_args: A
 
 def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, Any]) -> Any:
     path = h5py_.target_path(location, DEFAULT_PATH)
+    options = {name: h5py_.flag(location, name) for name in ("attrs", "mask_and_scale")}
     with opener(location, **args) as f:
         node = h5py_.node_at(location, f, path)
-        if not isinstance(node, h5py.Group):
-            raise location.format_error(f"{path!r} in the HDF5 file is a dataset, not a group")
-        recorded = _guards.read_attr(location, node, h5py_.ATTR_TYPE, path)
+        names = None
+        if isinstance(node, h5py.Dataset):
+            # One dataset asked for by path: the dict of its group holding just that member.
+            parent_path, _, name = path.rpartition("/")
+            path = parent_path or "/"
+            node = h5py_.node_at(location, f, path)
+            names = [name]
+            recorded = None
+        else:
+            recorded = _guards.read_attr(location, node, h5py_.ATTR_TYPE, path)
         cls = location.read_type(None if recorded is None else str(recorded))
         with _guards.memory_errors(location, f"HDF5 group {path!r}"):
-            data = read_group(location, node, path)
+            data = read_group(location, node, path, names=names, **options)
     return data if cls is dict else cls(data)
 
 

@@ -10,7 +10,7 @@ import butler
 
 from . import FORMAT, HDF5_MAGIC
 
-__all__ = ["butler_formats", "butler_serializers"]
+__all__ = ["PARAMETERS", "SERIALIZER_ARGS", "butler_formats", "butler_serializers"]
 
 #: python type (dotted name) -> module implementing ``write``/``read``/``read_posix``/
 #: ``read_s3``. ``astropy.table.Table`` is matched only once astropy is imported, so the
@@ -19,7 +19,31 @@ _TYPES = {
     "numpy.ndarray": "butler_hdf5._arrays",
     "builtins.dict": "butler_hdf5._mapping",
     "astropy.table.Table": "butler_hdf5.astropy_",
+    "astropy.io.fits.HDUList": "butler_hdf5._hdulist",
 }
+
+#: S3 ranged-read options: serializer arguments, and read parameters overriding them.
+_S3_READ = ("block_size", "cache_type", "cache_blocks")
+
+#: Read parameters (``get(..., parameters=...)``, ``read_file(..., parameters=...)``):
+#: ``path`` one group or dataset of the file; ``slice``/``fields`` a part of an array;
+#: ``attrs`` (dicts: carry attributes, default True); ``mask_and_scale`` (decode CF
+#: packing, default True); and the S3 read options.
+PARAMETERS = frozenset({"path", "slice", "fields", "attrs", "mask_and_scale", *_S3_READ})
+
+#: Serializer arguments (``register_dataset_type(..., serializer_args=...)``): the h5py
+#: dataset filters and layout, and the S3 read options.
+SERIALIZER_ARGS = frozenset(
+    {
+        "compression",
+        "compression_opts",
+        "chunks",
+        "shuffle",
+        "fletcher32",
+        "scaleoffset",
+        *_S3_READ,
+    }
+)
 
 #: storage type -> reader function name; ``"*"`` reads through ``location.open_read()``.
 _READERS = {"*": "read", "posix": "read_posix", "s3": "read_s3"}
@@ -32,10 +56,12 @@ def butler_formats() -> list[butler.FormatDescriptor]:
             FORMAT,
             (".h5", ".hdf5", ".he5"),
             magic=HDF5_MAGIC,
-            description="HDF5 via h5py (arrays, nested dicts, astropy tables)",
+            description="HDF5 via h5py (arrays, nested dicts, astropy tables, FITS HDU lists)",
             url="https://docs.h5py.org",
             # Files written by other programs are trees of groups: read them as nested dicts.
             python_type="builtins.dict",
+            parameters=PARAMETERS,
+            serializer_args=SERIALIZER_ARGS,
         )
     ]
 

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_S3_BLOCK_SIZE",
     "DEFAULT_S3_CACHE_TYPE",
     "dataset_options",
+    "flag",
     "node_at",
     "open_read",
     "open_read_posix",
@@ -182,10 +183,13 @@ def open_write(location: ButlerLocation) -> Iterator[h5py.File]:
 
 
 def target_path(location: ButlerLocation, default: str) -> str:
-    """The group/dataset path inside the file: ``additional_data["path"]`` or ``default``."""
-    path = location.additional_data.get("path", default)
+    """The group/dataset path inside the file: the read parameter ``path`` (one dataset or
+    group of a file, ``read_file(..., parameters={"path": "grp/ds"})``), else
+    ``additional_data["path"]``, else ``default``."""
+    source = "parameters" if "path" in location.parameters else "additional_data"
+    path = location.parameters.get("path", location.additional_data.get("path", default))
     if not isinstance(path, str):
-        raise location.format_error(f"additional_data 'path' must be a string, not {path!r}")
+        raise location.format_error(f"{source} 'path' must be a string, not {path!r}")
     return "/" + path.strip("/")
 
 
@@ -205,6 +209,14 @@ def node_at(location: ButlerLocation, f: h5py.File, path: str) -> h5py.Group | h
     if not isinstance(node, h5py.Group | h5py.Dataset):
         raise location.format_error(f"{path!r} in the HDF5 file is a named datatype, not data")
     return node
+
+
+def flag(location: ButlerLocation, name: str) -> bool:
+    """The boolean read parameter ``name`` (default True): ``attrs``, ``mask_and_scale``."""
+    value = location.parameters.get(name, True)
+    if not isinstance(value, bool):
+        raise location.format_error(f"parameter {name!r} must be True or False, not {value!r}")
+    return value
 
 
 # -- dataset creation -------------------------------------------------------------------
