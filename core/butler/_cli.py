@@ -179,6 +179,9 @@ _option = click.option(
 _ids = click.option(
     "--id", "ids", multiple=True, metavar="KEY=VALUE", help="Data ID entry (repeatable)."
 )
+_hdu_option = click.option(
+    "--hdu", metavar="N|EXTNAME", help="Read only this HDU of a FITS file (index or EXTNAME)."
+)
 
 
 @contextlib.contextmanager
@@ -484,28 +487,32 @@ def _file_size(path: str) -> int | None:
 @click.argument("file")
 @_ids
 @click.option("--format", "file_format", help="Format of FILE (default: identified).")
+@_hdu_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset.")
 @_option
 @click.pass_context
 def put(
     ctx: click.Context, root: str, dataset_type: str, file: str, ids: Any,
-    file_format: str | None, overwrite: bool, options: Any,
+    file_format: str | None, hdu: str | None, overwrite: bool, options: Any,
 ) -> None:  # fmt: skip
     """Read FILE (format from its extension or first bytes) and store it as a dataset.
 
-    \b
-    Example:
-      butler put ./repo calexp image.fits --id visit=1 --id ccd=2
-    """
-    from ._files import read_file
+    FILE is read as the dataset type's python type; what that type cannot hold (a FITS
+    file's header cards and other HDUs, for a numpy.ndarray dataset type) is named in a
+    warning on stderr: define the dataset type as astropy.io.fits.HDUList to keep it all.
 
+    \b
+    Examples:
+      butler put ./repo calexp image.fits --id visit=1 --id ccd=2
+      butler put ./repo calexp multi.fits --hdu SCI --id visit=1 --id ccd=2
+    """
     b = _butler(root, options)
     dt = b.dataset_type(dataset_type)
     data_id = _data_id(b, dataset_type, ids)  # a mistyped --id fails before FILE is read
     _check_format(b.registry, file_format, "--format")
-    obj = read_file(
-        _input_file(file, "FILE"), format=file_format, python_type=dt.python_type,
-        registry=b.registry,
+    obj = _read_standalone(
+        _input_file(file, "FILE"), file_format, dt.python_type, b.registry, hdu=_hdu(hdu),
+        keep_all="to keep them, store FILE in a dataset type defined with --type {whole}",
     )  # fmt: skip
     with _progress(f"put {dataset_type}", _file_size(file)) as progress:
         loc = b.put(obj, dataset_type, data_id, overwrite=overwrite, progress=progress)
@@ -617,26 +624,84 @@ def purge(ctx: click.Context, root: str, older_than: float, options: Any) -> Non
     _emit(ctx, {"removed": removed}, text or "nothing to purge")
 
 
+def _warn(message: str) -> None:
+    click.echo(f"butler: warning: {message}", err=True)
+
+
+def _writers(registry: Any, python_type: str) -> list[str]:
+    """Formats an installed serializer writes ``python_type`` to (registered by that name)."""
+    return sorted({s.format for s in registry.serializers.values() if s.python_type == python_type})
+
+
+def _hdu(value: str | None) -> int | str | None:
+    """``--hdu 2`` is an index, ``--hdu SCI`` an EXTNAME."""
+    if value is None:
+        return None
+    return int(value) if value.strip().isdigit() else value
+
+
 def _read_standalone(
-    uri: str, file_format: str | None, python_type: str | None, registry: Any = None,
-    **storage_options: Any,
+    uri: str, file_format: str | None, python_type: str | None, registry: Any = None, *,
+    hdu: int | str | None = None, dst_format: str | None = None,
+    keep_all: str = "", **storage_options: Any,
 ) -> Any:  # fmt: skip
-    """Read a file; without ``--type``, as the type butler recorded when it wrote the file.
+    """Read a file as the richest type that the destination can take.
 
-    The recorded type is used only when a serializer of the file's format is registered for
-    it, so a file's metadata can never make butler import an arbitrary module.
+    Without ``--type``: the type butler recorded when it wrote the file (if an installed
+    serializer vouches for it), else the format's whole-file type (`WHOLE_FILE_TYPES`:
+    an ``HDUList`` for FITS) when ``dst_format`` can write it, else the format's default
+    type -- refused when that would drop whole HDUs holding data, with a warning on stderr
+    when it drops header cards. With ``--type`` (or a dataset type) narrower than the whole
+    file, what is dropped is warned about; ``--hdu`` picks one HDU, knowingly.
+
+    ``keep_all`` is the advice a warning ends with, how to keep what is dropped (``{whole}``
+    is replaced by the whole-file type).
     """
-    from ._errors import DatasetTypeError, NoSerializerError
-    from ._files import file_location
+    from ._errors import DatasetTypeError, NoSerializerError, ParameterError
+    from ._files import WHOLE_FILE_TYPES, file_location, fits_dropped, vouched_type
+    from ._plugins import default_registry
+    from ._types import type_name
 
+    reg = registry or default_registry()
+    parameters = {} if hdu is None else {"hdu": hdu}
     location = file_location(
-        uri, format=file_format, python_type=python_type, registry=registry, **storage_options
+        uri, format=file_format, python_type=python_type, registry=reg, parameters=parameters,
+        **storage_options,
+    )  # fmt: skip
+    whole = WHOLE_FILE_TYPES.get(location.format)
+    if hdu is not None:
+        with _naming(f"--hdu {hdu}"):
+            reg.format(location.format).check_parameters(parameters, what=repr(uri))
+            if python_type is not None and type_name(python_type) == whole:
+                raise ParameterError(f"{whole} reads every HDU of {uri!r}; drop --hdu")
+    known = sorted(s.python_type for s in reg.serializers.values() if s.format == location.format)
+    recorded = python_type is None and vouched_type(
+        location.stored_metadata().get("python_type"), location.format, reg
     )
-    known = sorted(
-        s.python_type
-        for s in location._registry().serializers.values()
-        if s.format == location.format
-    )
+    if whole and whole in known and not recorded and hdu is None:
+        writers = _writers(reg, whole)
+        if python_type is None and dst_format in writers:
+            location.python_type = whole  # the destination keeps every HDU and header card
+        dropped = (
+            None if location.python_type == whole else fits_dropped(location, location.python_type)
+        )
+        if dropped:
+            chosen = location.python_type
+            where = f"formats that keep them: {', '.join(writers)}" if writers else ""
+            if python_type is None and dropped.parts:
+                raise NoSerializerError(
+                    f"{uri!r} holds more than one HDU with data: reading it as {chosen} (what "
+                    f"{dst_format or 'the destination'} can hold) would keep only {dropped.kept} "
+                    f"and drop {dropped.describe()}, and no installed serializer writes {whole} "
+                    f"as {dst_format or 'that format'}; pick one HDU with --hdu N (its image as "
+                    f"numpy.ndarray; a table HDU with --hdu N --type astropy.table.Table), or "
+                    f"convert to a format that keeps every HDU: {', '.join(writers) or 'none'}"
+                )
+            _warn(
+                f"{uri!r} read as {chosen} keeps only {dropped.kept}: dropping "
+                f"{dropped.describe()}; {keep_all.format(whole=whole) or where}"
+                + ("" if python_type is not None else "; --hdu N picks another HDU")
+            )
     try:
         return location.read()
     except (NoSerializerError, DatasetTypeError) as exc:
@@ -662,23 +727,33 @@ def _read_standalone(
 @click.argument("dst")
 @click.option("--from", "src_format", help="Format of SRC (default: identified).")
 @click.option("--to", "dst_format", help="Format of DST (default: from its name).")
-@click.option("--type", "python_type", help="Python type to read SRC as (dotted name).")
+@click.option(
+    "--type", "python_type",
+    help="Python type to read SRC as (dotted name; default: the richest type DST can hold).",
+)  # fmt: skip
+@_hdu_option
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists (never SRC itself).")
 @_option
 @click.pass_context
 def convert(
     ctx: click.Context, src: str, dst: str, src_format: str | None, dst_format: str | None,
-    python_type: str | None, overwrite: bool, options: Any,
+    python_type: str | None, hdu: str | None, overwrite: bool, options: Any,
 ) -> None:  # fmt: skip
-    """Convert a file or URI to another format or place.
+    """Convert a file or URI to another format or place, keeping all it holds.
+
+    Without --type, SRC is read as the type butler recorded when it wrote it, else as the
+    richest type DST's format can write (a FITS file as its whole HDUList when DST is FITS);
+    a conversion that would drop HDUs holding data is refused (pick --hdu / --type), one
+    that drops header cards is warned about on stderr.
 
     \b
     Examples:
       butler convert image.fits image.npy
-      butler convert catalog.fits catalog.h5 --type astropy.table.Table
-      butler convert s3://bucket/img.fits ./img.h5 -O endpoint_url=http://127.0.0.1:9000
+      butler convert multi.fits sci.npy --hdu SCI
+      butler convert catalog.fits catalog.h5 --hdu 1 --type astropy.table.Table
+      butler convert s3://bucket/img.fits ./img.fits -O endpoint_url=http://127.0.0.1:9000
     """
-    from ._files import write_file
+    from ._files import _split, write_file
 
     storage_options = _parse_pairs(options, "--option")
     # -O options are for the remote end (a local file takes none of S3's): both ends get
@@ -688,15 +763,24 @@ def convert(
         (storage_options if remote[0] or not any(remote) else {}),
         (storage_options if remote[1] or not any(remote) else {}),
     )
+    from ._errors import ButlerError as _ButlerError
     from ._plugins import default_registry
 
-    _check_format(default_registry(), src_format, "--from")
-    _check_format(default_registry(), dst_format, "--to")
+    reg = default_registry()
+    _check_format(reg, src_format, "--from")
+    _check_format(reg, dst_format, "--to")
     _check_output(dst, "DST", overwrite, source=src)
+    target = dst_format
+    if target is None:
+        with contextlib.suppress(_ButlerError):  # unidentified: write_file reports it
+            target = reg.identify_format(_split(dst)[1])
     with _option_errors(src_options):
-        obj = _read_standalone(_input_file(src, "SRC"), src_format, python_type, **src_options)
+        obj = _read_standalone(
+            _input_file(src, "SRC"), src_format, python_type, reg, hdu=_hdu(hdu),
+            dst_format=target, **src_options,
+        )  # fmt: skip
     with _option_errors(dst_options):
-        write_file(obj, dst, format=dst_format, overwrite=overwrite, **dst_options)
+        write_file(obj, dst, format=dst_format, overwrite=overwrite, registry=reg, **dst_options)
     _emit(ctx, {"src": src, "dst": dst}, f"converted {src} -> {dst}")
 
 
