@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from astropy.io import fits
 from astropy.nddata import CCDData
 
+from ._image import image_section
 from .astropy_ import (
     FitsSource,
     check_args,
@@ -65,18 +66,56 @@ def read_ccddata(source: FitsSource, location: ButlerLocation, *, checksum: bool
     key = hdu_key(location)
     if key is not None:
         kwargs["hdu"] = key
+    unit = location.parameters.get("unit")
+    if unit is not None:  # frames without BUNIT, as CCDData.read(unit=...) reads them
+        kwargs["unit"] = _unit(unit, location)
     if not isinstance(source.file, str):
         source.file.seek(0)
     with warnings.catch_warnings():
         # "using the unit ... passed to the FITS reader instead of the unit ... in the FITS
         # file" and FITSFixedWarning about WCS keywords fixed on load are informational.
         warnings.simplefilter("ignore", category=fits.verify.VerifyWarning)
-        ccd = fits_ccddata_reader(source.file, memmap=False, **kwargs)
+        try:
+            ccd = fits_ccddata_reader(source.file, memmap=False, **kwargs)
+        except ValueError as exc:
+            if "unit" not in str(exc) or unit is not None:
+                raise
+            raise location.format_error(
+                "has no BUNIT keyword, and a CCDData needs a unit: pass "
+                "parameters={'unit': 'adu'} (or the frame's unit)"
+            ) from None
     if isinstance(ccd.meta, fits.Header):
         strip_butler_keywords(ccd.meta)
+    section = image_section(location)
+    if section is not None:
+        ccd = _cutout(ccd, section, location)
     if cls is not CCDData:
         ccd = cls(ccd, copy=False)
     return ccd
+
+
+def _unit(unit: Any, location: ButlerLocation) -> Any:
+    """The ``unit`` parameter as an astropy unit, or a `ParameterError`-like FormatError."""
+    from astropy import units as u
+
+    try:
+        return u.Unit(unit)
+    except (TypeError, ValueError) as exc:
+        raise location.format_error(f"parameter unit={unit!r} is not a unit: {exc}") from None
+
+
+def _cutout(ccd: CCDData, section: tuple[Any, ...], location: ButlerLocation) -> CCDData:
+    """``ccd[section]``: data, mask, uncertainty and WCS sliced together, detached from
+    the whole frame (so that its memory is freed)."""
+    import copy
+
+    try:
+        cut = ccd[section]
+    except (IndexError, TypeError, ValueError) as exc:
+        raise location.format_error(
+            f"section {section!r} does not fit the CCDData of shape {ccd.shape}: {exc}"
+        ) from None
+    return copy.deepcopy(cut)
 
 
 def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> CCDData:

@@ -34,7 +34,7 @@ from .astropy_ import (
 if TYPE_CHECKING:
     from butler import ButlerLocation
 
-__all__ = ["read", "read_posix", "read_s3", "storage_view", "write"]
+__all__ = ["image_section", "read", "read_posix", "read_s3", "storage_view", "write"]
 
 KW_DTYPE = "BUTLDTYP"
 KW_SHAPE = "BUTLSHAP"
@@ -153,7 +153,7 @@ def _is_image(hdu: Any) -> bool:
     )
 
 
-def _section(location: ButlerLocation) -> tuple[Any, ...] | None:
+def image_section(location: ButlerLocation) -> tuple[Any, ...] | None:
     section = location.parameters.get("section")
     if section is None:
         return None
@@ -210,7 +210,7 @@ def read_array(
     hdu = source.hdu(lambda hdul: first_hdu(hdul, _is_image, "image", location))
     source.check_complete(hdu)
     header = hdu.header
-    section = _section(location)
+    section = image_section(location)
     refuse_groups(hdu, location)
     if is_nonstandard(hdu):
         raise location.format_error(
