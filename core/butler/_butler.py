@@ -7,7 +7,7 @@ import inspect
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._errors import (
@@ -38,7 +38,7 @@ from ._policy import (
 )
 from ._registry import Registry
 from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, Storage, is_reserved_key
-from ._types import type_name
+from ._types import resolve_policy_type, type_name
 from ._urls import mask_url
 
 __all__ = ["Butler", "VerifyReport", "open_storage"]
@@ -452,7 +452,6 @@ class Butler:
             allow_pickle=allow_pickle,
             progress=progress,
             max_read_bytes=self.max_read_bytes,
-            allow_imports=self.allow_imports,
         )
 
     # -- put / get ---------------------------------------------------------------------
@@ -492,21 +491,43 @@ class Butler:
             progress=progress,
             **data_id_kw,
         )
-        expected = location.expected_type()
-        if not isinstance(obj, expected):
-            raise DatasetTypeError(
-                f"cannot put a {type_name(type(obj))!r} as dataset type {dataset_type!r}, "
-                f"whose python type is {location.python_type!r}"
-            )
-        # A format may merge into an existing dataset (sql-table's append): it says so.
-        merging = self.registry.format(location.format).merges(location.parameters)
-        if not overwrite and not merging and self.storage.exists(location.key):
-            raise self._exists_error(location)
+        location = self._resolve_write(location, obj)
         try:
             location.write(obj)
         except DatasetExistsError:
             raise self._exists_error(location) from None
         return location
+
+    def _expected_type(self, location: ButlerLocation) -> type:
+        """The dataset type's class, resolved by the reader's rules (`resolve_policy_type`)."""
+        registered = (s.python_type for s in self.registry.serializers.values())
+        return resolve_policy_type(
+            location.python_type, registered=registered, allow_imports=self.allow_imports
+        )
+
+    def _resolve_write(self, location: ButlerLocation, obj: Any) -> ButlerLocation:
+        """The mapped location, resolved for writing ``obj``: class checked, serializer
+        chosen for its concrete type, create-only refused early (before serializing)."""
+        expected = self._expected_type(location)
+        if not isinstance(obj, expected):
+            raise DatasetTypeError(
+                f"cannot put a {type_name(type(obj))!r} as dataset type "
+                f"{location.dataset_type!r}, whose python type is {location.python_type!r}"
+            )
+        resolved = replace(
+            location,
+            expected=expected,
+            written_type=type_name(type(obj)),
+            serializer=self.registry.find(type(obj), location.format, self.storage.type_name),
+        )
+        resolved.check_arguments()
+        # A format may merge into an existing dataset (sql-table's append): it says so.
+        # Otherwise an existing dataset is refused now rather than after serializing; the
+        # storage's create-only commit still settles races.
+        merging = self.registry.format(location.format).merges(location.parameters)
+        if not location.overwrite and not merging and self.storage.exists(location.key):
+            raise self._exists_error(location)
+        return resolved
 
     @staticmethod
     def _exists_error(location: ButlerLocation) -> DatasetExistsError:
@@ -549,23 +570,30 @@ class Butler:
             progress=progress,
             **data_id_kw,
         )
-        self._load_stored(location)
-        return location.read()
+        return self._resolve_read(location).read()
 
-    def _load_stored(self, location: ButlerLocation) -> None:
+    def _resolve_read(self, location: ButlerLocation) -> ButlerLocation:
+        """The mapped location, resolved for reading, once: the stored metadata, the format
+        the dataset was written in, the dataset type's class and the serializer of the
+        recorded concrete class."""
         try:
-            location.stored = self.storage.metadata(location.key)
+            stored = self.storage.metadata(location.key)
         except DatasetNotFoundError:
             raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
         # Old datasets keep the format they were written in. The metadata is untrusted: it
-        # may only name a format registered here (every one of which reads safely).
-        recorded = location.stored.get("format", location.format)
+        # may only name a format (the registry then says whether it is installed).
+        recorded = stored.get("format", location.format)
         if not isinstance(recorded, str) or not is_format_name(recorded):
             raise FormatError(
                 f"{location.describe()} records format {recorded!r}, which is not a format "
                 f"name; its metadata is corrupt or was written by another tool"
             )
-        location.format = recorded
+        resolved = replace(
+            location, stored=stored, format=recorded, expected=self._expected_type(location)
+        )
+        resolved.check_arguments()
+        serializer = self.registry.find(resolved.read_type(), recorded, self.storage.type_name)
+        return replace(resolved, serializer=serializer)
 
     def exists(
         self, dataset_type: str, data_id: Mapping[str, Any] | None = None, **kw: Any

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._errors import ButlerError, FormatError, StorageError
@@ -28,6 +28,14 @@ class ButlerLocation:
     (`open_read`, `open_write`, `local_path`, `local_path_for_write`), which go through the
     storage's atomic writes, and `read_type` to restore the concrete class that was written.
 
+    A location is immutable. `Butler.get` and `Butler.put` build it *resolved*, in one
+    step: the stored metadata (read side), the format the dataset was written in, the
+    dataset type's class, the concrete class being written (write side) and the
+    serializer are all decided before it exists, so ``read()``/``write()`` go straight to
+    the serializer. A location built without them (`Butler.location`, hand-built ones in
+    tests) resolves what it needs on each call through ``registry`` (default: the
+    process-wide one), never caching it on itself.
+
     Attributes
     ----------
     locations
@@ -46,6 +54,15 @@ class ButlerLocation:
         Read-time selections (``section``, ``columns``, ``slice``...).
     serializer_args
         Keyword arguments for the serializer, from the dataset type's policy.
+    serializer
+        The resolved serializer (read: for the recorded concrete type and format; write:
+        for the object's type), or ``None`` when not resolved.
+    expected
+        The dataset type's class, when resolved.
+    written_type
+        Dotted name of the concrete class being written (write side).
+    stored
+        Metadata committed with the dataset (read side), when resolved.
     """
 
     locations: list[str]
@@ -57,19 +74,18 @@ class ButlerLocation:
     additional_data: Mapping[str, Any] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)
     serializer_args: Mapping[str, Any] = field(default_factory=dict)
-    registry: Registry | None = field(default=None, repr=False)
     overwrite: bool = False
     checksum: bool = False
     allow_pickle: bool = False
     progress: ProgressCallback | None = field(default=None, repr=False)
-    #: Top-level packages the reader allows the policy's python type to import from.
-    allow_imports: tuple[str, ...] = ()
     #: Most bytes one read may allocate (``None``: `default_max_read_bytes`).
     max_read_bytes: int | None = None
-    #: Metadata stored with the dataset (read side); fetched from the storage when needed.
+    serializer: Serializer | None = field(default=None, repr=False)
+    expected: type | None = field(default=None, repr=False)
+    written_type: str | None = None
     stored: Mapping[str, Any] | None = field(default=None, repr=False)
-    _written_type: str | None = field(default=None, repr=False)
-    _expected: tuple[str, type] | None = field(default=None, repr=False)
+    #: Only for unresolved locations: where to look serializers up.
+    registry: Registry | None = field(default=None, repr=False)
 
     # -- description -------------------------------------------------------------------
 
@@ -94,7 +110,7 @@ class ButlerLocation:
         """Metadata committed with the bytes: format, concrete type, dataset type, data ID."""
         return {
             "format": self.format,
-            "python_type": self._written_type or self.python_type,
+            "python_type": self.written_type or self.python_type,
             "dataset_type": self.dataset_type,
             "data_id": dict(self.data_id),
             "created": time.time(),
@@ -131,24 +147,21 @@ class ButlerLocation:
     # -- types -------------------------------------------------------------------------
 
     def stored_metadata(self) -> Mapping[str, Any]:
-        """Metadata committed with the stored dataset (fetched once)."""
-        if self.stored is None:
-            self.stored = self.storage.metadata(self.key)
-        return self.stored
+        """Metadata committed with the stored dataset (as resolved, else fetched now)."""
+        if self.stored is not None:
+            return self.stored
+        return self.storage.metadata(self.key)
 
     def expected_type(self) -> type:
         """The dataset type's python type.
 
-        It is imported only if an installed plugin registered a serializer for it or its
-        package is in ``allow_imports``: a repository's policy never chooses what runs.
+        It is imported only if an installed plugin registered a serializer for it (or the
+        Butler's reader allowed its package): a repository's policy never chooses what runs.
         """
-        if self._expected is None or self._expected[0] != self.python_type:
-            registered = (s.python_type for s in self._registry().serializers.values())
-            cls = resolve_policy_type(
-                self.python_type, registered=registered, allow_imports=self.allow_imports
-            )
-            self._expected = (self.python_type, cls)
-        return self._expected[1]
+        if self.expected is not None:
+            return self.expected
+        registered = (s.python_type for s in self._registry().serializers.values())
+        return resolve_policy_type(self.python_type, registered=registered)
 
     def read_type(self, recorded: str | None = None) -> type:
         """Class to rebuild the dataset as: the recorded concrete type when it is a subclass of
@@ -177,11 +190,11 @@ class ButlerLocation:
     # -- dispatch ----------------------------------------------------------------------
 
     def _registry(self) -> Registry:
-        if self.registry is None:
-            from ._plugins import default_registry
+        if self.registry is not None:
+            return self.registry
+        from ._plugins import default_registry
 
-            self.registry = default_registry()
-        return self.registry
+        return default_registry()
 
     def check_arguments(self) -> None:
         """Refuse parameters and serializer arguments the format does not declare, before
@@ -199,12 +212,12 @@ class ButlerLocation:
         descriptor.check_parameters(self.parameters, what=self.describe())
         descriptor.check_serializer_args(self.serializer_args, what=self.describe())
 
-    def serializer(self, python_type: type) -> Serializer:
+    def serializer_for(self, python_type: type) -> Serializer:
         """The serializer for ``python_type`` in this location's format and storage."""
         return self._registry().find(python_type, self.format, self.storage.type_name)
 
     def write(self, obj: Any) -> None:
-        """Write ``obj`` with the serializer registered for its type.
+        """Write ``obj`` with the resolved serializer (or the one registered for its type).
 
         Raises
         ------
@@ -212,14 +225,17 @@ class ButlerLocation:
             If the serializer fails on the object; `StorageError` if the storage does.
         """
         self.check_arguments()
-        cls = type(obj)
-        serializer = self.serializer(cls)
-        self._written_type = type_name(cls)
-        with self._translate_errors("write"):
-            serializer.write(obj, self, **self.serializer_args)
+        location = self
+        if self.serializer is None or self.written_type != type_name(type(obj)):
+            location = replace(
+                self, serializer=self.serializer_for(type(obj)), written_type=type_name(type(obj))
+            )
+        assert location.serializer is not None
+        with location._translate_errors("write"):
+            location.serializer.write(obj, location, **location.serializer_args)
 
     def read(self) -> Any:
-        """Read the dataset with the serializer for its recorded type and format.
+        """Read the dataset with the resolved serializer (or the one for its recorded type).
 
         Raises
         ------
@@ -227,7 +243,7 @@ class ButlerLocation:
             If the bytes are corrupt, truncated or not in the recorded format.
         """
         self.check_arguments()
-        serializer = self.serializer(self.read_type())
+        serializer = self.serializer or self.serializer_for(self.read_type())
         with self._translate_errors("read"):
             return serializer.read(self, **self.serializer_args)
 
