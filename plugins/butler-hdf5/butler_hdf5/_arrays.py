@@ -44,7 +44,8 @@ def create_array(
     values = np.asarray(values)
     storable, original = _dtypes.to_storable(values)
     kwargs = h5py_.dataset_options(options, storable.shape, strict=strict)
-    dataset = group.create_dataset(name, data=storable, **kwargs)
+    # Attribute creation order is tracked, so attributes read back in the order written.
+    dataset = group.create_dataset(name, data=storable, track_order=True, **kwargs)
     if original is not None:
         dataset.attrs[h5py_.ATTR_DTYPE] = _dtypes.encode_dtype(original)
     return dataset

@@ -84,7 +84,7 @@ def _list_values(value: Sequence[Any], where: str) -> tuple[np.ndarray, str | No
 
 
 def _scalar(group: h5py.Group, name: str, value: Any, kind: str, dtype: Any = None) -> None:
-    dataset = group.create_dataset(name, data=value, dtype=dtype)
+    dataset = group.create_dataset(name, data=value, dtype=dtype, track_order=True)
     dataset.attrs[h5py_.ATTR_KIND] = kind
 
 
