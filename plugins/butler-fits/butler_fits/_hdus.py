@@ -43,11 +43,33 @@ def write(
                 f"but cannot write them; put fits.HDUList([fits.PrimaryHDU(header=...)]) "
                 f"with the header cards you want to keep instead"
             )
-    # Copies: astropy's writeto updates the headers it writes (CHECKSUM, BZERO, a
-    # "fixed" card) and byte-swaps little-endian arrays in place while writing them; the
-    # caller's HDUList must come out of a put (failed or not) exactly as it went in.
-    work = fits.HDUList([hdu.copy() for hdu in obj])
+    work = fits.HDUList([_detached(hdu) for hdu in obj])
     write_hdulist(work, location, checksum=checksum)
+
+
+def _detached(hdu: Any) -> Any:
+    """``hdu`` to write without touching it: same state, own header, read-only image.
+
+    astropy's ``writeto`` updates the headers it writes (CHECKSUM/DATASUM, EXTEND, a
+    "fixed" card) and byte-swaps a little-endian image in place while writing it; the
+    caller's HDUList must come out of a put, failed or not, exactly as it went in.
+    ``hdu.copy()`` is no answer: it rebuilds the HDU from its data, which rescales BLANK
+    or BZERO images, re-derives BITPIX and drops the structural cards' comments. A shallow
+    copy keeps every attribute astropy writes from, with a copy of the header (copies of
+    its cards) and a read-only view of an image (astropy then writes a swapped copy).
+    """
+    import copy
+
+    import numpy as np
+
+    work = copy.copy(hdu)
+    work._header = hdu._header.copy()
+    data = hdu.__dict__.get("data")  # loaded data only: lazy data is read by the copy
+    if type(data) is np.ndarray and data.flags.writeable:
+        view = data.view()
+        view.flags.writeable = False
+        work.__dict__["data"] = view
+    return work
 
 
 def read_hdulist(source: FitsSource, location: ButlerLocation, *, checksum: bool) -> fits.HDUList:

@@ -20,9 +20,11 @@ __all__ = ["column_bytes", "cutout_bytes", "declared_bytes", "hdu_label"]
 
 
 def hdu_label(hdu: Any) -> str:
-    """``'SCI'`` or ``PRIMARY``, for messages."""
+    """``'SCI'``, ``PRIMARY`` or ``(unnamed extension)``, for messages."""
     name = getattr(hdu, "name", "")
-    return repr(name) if name and name != "PRIMARY" else "PRIMARY"
+    if name and name != "PRIMARY":
+        return repr(name)
+    return "PRIMARY" if isinstance(hdu, fits.PrimaryHDU) else "(unnamed extension)"
 
 
 def _keyword_int(

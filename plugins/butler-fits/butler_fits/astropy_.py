@@ -169,13 +169,12 @@ def data_end(hdu: Any) -> int | None:
 
     A tile-compressed image ends where its binary table does. A non-standard HDU
     (``SIMPLE = F``, which astropy opens as ``_NonstandardHDU``) has no ``fileinfo``: its
-    "data" is whatever follows its header, up to the end of the file.
+    "data" is whatever follows its header, up to the end of the file, unpadded (None).
     """
     raw = getattr(hdu, "_bintable", None) or hdu
     fileinfo = getattr(raw, "fileinfo", None)
-    if fileinfo is None:
-        offset, size = getattr(raw, "_data_offset", None), getattr(raw, "_data_size", None)
-        return None if offset is None or size is None else int(offset) + int(size)
+    if fileinfo is None:  # SIMPLE = F: its raw bytes may end anywhere, unpadded
+        return None
     info = fileinfo()
     if info is None:
         return None
@@ -213,10 +212,11 @@ def select_hdu(
 
 def hdu_names(hdul: fits.HDUList) -> list[str]:
     """``["0:PrimaryHDU:PRIMARY", "1:BinTableHDU:EVENTS"]``, for messages."""
-    return [
-        f"{i}:{type(h).__name__.lstrip('_')}:{getattr(h, 'name', '') or 'PRIMARY'}"
-        for i, h in enumerate(hdul)
-    ]
+    names = []
+    for i, hdu in enumerate(hdul):
+        name = getattr(hdu, "name", "") or ("PRIMARY" if i == 0 else "")
+        names.append(f"{i}:{type(hdu).__name__.lstrip('_')}:{name}")
+    return names
 
 
 #: What to ask for instead, by what a reader looked for and did not find.
@@ -391,12 +391,12 @@ def write_hdulist(hdul: fits.HDUList, location: ButlerLocation, *, checksum: boo
     with location.open_write() as f:
         if location.key.endswith(".gz"):
             with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6) as gz:
-                _writeto(hdul, _Stream(gz), checksum)
+                _writeto(hdul, _Stream(gz), checksum, location)
         else:
-            _writeto(hdul, _Stream(f), checksum)
+            _writeto(hdul, _Stream(f), checksum, location)
 
 
-def _writeto(hdul: fits.HDUList, stream: _Stream, checksum: bool) -> None:
+def _writeto(hdul: fits.HDUList, stream: _Stream, checksum: bool, location: ButlerLocation) -> None:
     """``hdul.writeto(stream)``, re-raising the storage's own OS error when astropy hides it.
 
     On a write error astropy's free-space check looks up the output's directory, fails
@@ -405,6 +405,14 @@ def _writeto(hdul: fits.HDUList, stream: _Stream, checksum: bool) -> None:
     """
     try:
         hdul.writeto(stream, checksum=checksum, output_verify="exception")
+    except fits.VerifyError as exc:
+        if stream.error is not None:
+            raise stream.error from None
+        raise location.format_error(
+            f"cannot be written: astropy refuses these headers as they are (not FITS "
+            f"standard), and butler never fixes what it is given: {str(exc).strip()}\n"
+            f"Fix them first (e.g. hdul.verify('fix') on a copy) and put the result"
+        ) from None
     except Exception as exc:
         error = stream.error or os_error_in_chain(exc)
         if error is not None and error is not exc:
