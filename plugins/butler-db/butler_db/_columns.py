@@ -1,8 +1,9 @@
 """Tables as columns: astropy `Table`, numpy structured arrays and pandas `DataFrame` to and
 from a list of `Col` (name, kind, numpy values, optional mask, extra info).
 
-``kind`` is one of ``bool``, ``int``, ``float``, ``str``, ``bytes``; ``dtype`` is the numpy
-dtype string restored on read; ``info`` keeps units, descriptions, pandas dtypes.
+``kind`` is one of ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``datetime``; ``dtype``
+is the numpy dtype string restored on read; ``info`` keeps units, descriptions, pandas
+dtypes and the scale/format of astropy ``Time`` columns (see `butler_db._times`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ from typing import Any
 
 import numpy as np
 
+from . import _times
+
 __all__ = ["Col", "from_columns", "to_columns"]
 
-_KINDS = {"b": "bool", "i": "int", "u": "int", "f": "float", "U": "str", "S": "bytes"}
+_KINDS = {
+    "b": "bool",
+    "i": "int",
+    "u": "int",
+    "f": "float",
+    "U": "str",
+    "S": "bytes",
+    "M": "datetime",
+}
 
 
 @dataclass
@@ -29,6 +40,8 @@ class Col:
     info: dict[str, Any] = field(default_factory=dict)
     #: Name of the SQL column holding it (the user's name when that is a plain identifier).
     column: str = ""
+    #: ``datetime`` columns: the values as ``datetime64[us]``, checked to be exact.
+    stamps: np.ndarray | None = None
 
     def describe(self) -> dict[str, Any]:
         """What the dataset metadata records about the column."""
@@ -50,7 +63,13 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def _from_array(name: str, data: Any, mask: Any = None, info: dict[str, Any] | None = None) -> Col:
+def _from_array(
+    name: str,
+    data: Any,
+    mask: Any = None,
+    info: dict[str, Any] | None = None,
+    round_times: bool = False,
+) -> Col:
     values = np.asarray(data)
     if values.ndim != 1:
         raise TypeError(
@@ -67,7 +86,10 @@ def _from_array(name: str, data: Any, mask: Any = None, info: dict[str, Any] | N
     m = None if mask is None else np.asarray(mask, dtype=bool)
     if m is not None and m.shape != values.shape:
         m = np.broadcast_to(m, values.shape).copy()
-    return Col(_check_name(name), kind, values.dtype.str, values, m, dict(info or {}))
+    col = Col(_check_name(name), kind, values.dtype.str, values, m, dict(info or {}))
+    if kind == "datetime":
+        col.stamps = _times.from_datetime64(name, values, m, round_times)
+    return col
 
 
 def _from_objects(name: str, values: np.ndarray, mask: Any, info: dict[str, Any]) -> Col:
@@ -84,7 +106,15 @@ def _from_objects(name: str, values: np.ndarray, mask: Any, info: dict[str, Any]
     strings[m] = ""
     if not all(isinstance(v, str) for v in strings):
         bad = next(type(v).__name__ for v in strings if not isinstance(v, str))
-        raise TypeError(f"column {name!r} holds {bad!r} objects; sql-table stores strings only")
+        hint = (
+            " (time-zone aware timestamps: store them as UTC with .dt.tz_convert(None))"
+            if bad == "Timestamp"
+            else ""
+        )
+        raise TypeError(
+            f"column {name!r} holds {bad!r} objects; sql-table stores strings only in object "
+            f"columns{hint}"
+        )
     arr = strings.astype(str) if len(strings) else np.array([], dtype="<U1")
     return Col(
         _check_name(name),
@@ -99,19 +129,23 @@ def _from_objects(name: str, values: np.ndarray, mask: Any, info: dict[str, Any]
 # -- objects → columns ---------------------------------------------------------------------
 
 
-def to_columns(obj: Any) -> tuple[list[Col], dict[str, Any]]:
-    """Columns of a Table, structured array or DataFrame, and table-level metadata."""
+def to_columns(obj: Any, round_times: bool = False) -> tuple[list[Col], dict[str, Any]]:
+    """Columns of a Table, structured array or DataFrame, and table-level metadata.
+
+    ``round_times``: round timestamps to the nearest microsecond instead of refusing those
+    with a finer part.
+    """
     module = type(obj).__module__
     if module.startswith("astropy"):
-        return _table_columns(obj)
+        return _table_columns(obj, round_times)
     if module.startswith("pandas"):
-        return _frame_columns(obj)
+        return _frame_columns(obj, round_times)
     if isinstance(obj, np.ndarray):
-        return _array_columns(obj)
+        return _array_columns(obj, round_times)
     raise TypeError(f"sql-table cannot store a {type(obj).__name__!r}")
 
 
-def _table_columns(table: Any) -> tuple[list[Col], dict[str, Any]]:
+def _table_columns(table: Any, round_times: bool) -> tuple[list[Col], dict[str, Any]]:
     cols = []
     for name in table.colnames:
         col = table[name]
@@ -123,10 +157,18 @@ def _table_columns(table: Any) -> tuple[list[Col], dict[str, Any]]:
             value = getattr(col.info, attr, None)
             if value:
                 info[attr] = str(value)
-        if hasattr(col, "mask") and col.__class__.__name__ == "MaskedColumn":
-            cols.append(_from_array(name, np.ma.getdata(col), np.ma.getmaskarray(col), info))
-        elif col.__class__.__name__ in ("Column", "Quantity"):
-            cols.append(_from_array(name, getattr(col, "value", col), None, info))
+        kind = col.__class__.__name__
+        if hasattr(col, "mask") and kind == "MaskedColumn":
+            data, mask = np.ma.getdata(col), np.ma.getmaskarray(col)
+            cols.append(_from_array(name, data, mask, info, round_times))
+        elif kind in ("Column", "Quantity"):
+            cols.append(_from_array(name, getattr(col, "value", col), None, info, round_times))
+        elif kind == "Time":
+            stamps, time_mask, time_info = _times.from_time(name, col, round_times)
+            info.pop("format", None)  # a Time's info.format is its own format, kept below
+            column = Col(name, "datetime", stamps.dtype.str, stamps, time_mask, info | time_info)
+            column.stamps = stamps
+            cols.append(column)
         else:
             raise TypeError(
                 f"column {name!r} is a {type(col).__name__!r} mixin; sql-table stores plain "
@@ -136,7 +178,7 @@ def _table_columns(table: Any) -> tuple[list[Col], dict[str, Any]]:
     return cols, meta
 
 
-def _array_columns(array: np.ndarray) -> tuple[list[Col], dict[str, Any]]:
+def _array_columns(array: np.ndarray, round_times: bool) -> tuple[list[Col], dict[str, Any]]:
     if array.dtype.names is None or array.ndim != 1:
         raise TypeError(
             f"sql-table stores 1-d structured arrays; got dtype {array.dtype} with shape "
@@ -145,13 +187,13 @@ def _array_columns(array: np.ndarray) -> tuple[list[Col], dict[str, Any]]:
     masks = np.ma.getmaskarray(array) if isinstance(array, np.ma.MaskedArray) else None
     data = np.ma.getdata(array)
     cols = [
-        _from_array(name, data[name], None if masks is None else masks[name])  # type: ignore[call-overload]
+        _from_array(name, data[name], None if masks is None else masks[name], None, round_times)  # type: ignore[call-overload]
         for name in array.dtype.names
     ]
     return cols, {}
 
 
-def _frame_columns(frame: Any) -> tuple[list[Col], dict[str, Any]]:
+def _frame_columns(frame: Any, round_times: bool) -> tuple[list[Col], dict[str, Any]]:
     import pandas as pd
 
     meta: dict[str, Any] = {}
@@ -173,7 +215,7 @@ def _frame_columns(frame: Any) -> tuple[list[Col], dict[str, Any]]:
         info = {"pandas_dtype": str(series.dtype)}
         dtype = series.dtype
         if isinstance(dtype, np.dtype) and dtype.kind != "O":
-            cols.append(_from_array(name, series.to_numpy(), None, info))
+            cols.append(_from_array(name, series.to_numpy(), None, info, round_times))
             continue
         mask = np.asarray(series.isna(), dtype=bool)
         numpy_type = getattr(dtype, "numpy_dtype", None)
@@ -208,6 +250,13 @@ def _to_table(cls: type, cols: list[Col], meta: dict[str, Any]) -> Any:
     out = []
     for col in cols:
         kwargs = {k: col.info[k] for k in ("unit", "description", "format") if k in col.info}
+        if col.kind == "datetime" and "time_scale" in col.info:
+            time = _times.to_time(col.name, col.values, col.mask, col.info)
+            time.info.name = col.name
+            if "description" in col.info:
+                time.info.description = col.info["description"]
+            out.append(time)
+            continue
         if col.mask is not None:
             out.append(MaskedColumn(col.values, name=col.name, mask=col.mask, **kwargs))
         else:

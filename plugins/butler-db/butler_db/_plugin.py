@@ -37,6 +37,10 @@ def butler_formats() -> list[FormatDescriptor]:
             (),
             description="Tables as real, typed SQL tables (database storage only)",
             distribution=DISTRIBUTION,
+            # write: mode, key, round_times; read: columns, where (the serializer refuses
+            # one role's parameters in the other: butler_db._sqltable)
+            parameters=frozenset({"mode", "key", "round_times", "columns", "where"}),
+            serializer_args=frozenset(),
             # {"mode": "append"/"upsert"} merges into an existing table.
             merging_parameters=frozenset({"mode"}),
         )

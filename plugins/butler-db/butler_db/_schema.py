@@ -34,6 +34,7 @@ __all__ = [
     "metadata",
     "new_table_name",
     "repository",
+    "transactional_ddl",
 ]
 
 #: Version of this layout, recorded in ``butler_repository``.
@@ -139,13 +140,14 @@ def is_table_of(key: str, name: Any) -> bool:
     )
 
 
-def _transactional_ddl(conn: sa.Connection) -> bool:
+def transactional_ddl(conn: sa.Connection) -> bool:
+    """True where DDL takes part in transactions (PostgreSQL, SQLite; not MySQL/MariaDB)."""
     return conn.dialect.name not in ("mysql", "mariadb")
 
 
 def drop_table(conn: sa.Connection, name: str) -> None:
     """Drop a dataset's table as part of the caller's transaction (after it, on MySQL)."""
-    if _transactional_ddl(conn):
+    if transactional_ddl(conn):
         drop_table_now(conn, name)
     else:
         conn.info.setdefault(DROP_AFTER_COMMIT, []).append(name)

@@ -4,7 +4,8 @@ Write ``parameters``
     ``mode``: ``"create"`` (default; fails if the dataset exists), ``"replace"`` (also
     chosen by ``overwrite=True``), ``"append"`` (add rows; creates the dataset if absent) or
     ``"upsert"`` (replace rows whose ``key`` columns match, add the others); ``key``: the
-    key columns of an upsert. Every write is one transaction.
+    key columns of an upsert; ``round_times``: round timestamps with a sub-microsecond part
+    to the nearest microsecond (they are refused otherwise). Every write is one transaction.
 Read ``parameters``
     ``columns``: names to read; ``where``: ``{column: value | (low, high) | [values] |
     None}`` rendered with bound parameters (ranges are inclusive, ``None`` ends are open);
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from butler import ButlerLocation, DatasetExistsError, FormatError
+from butler import ButlerLocation, DatasetExistsError, FormatError, ParameterError
 
 from . import _schema as schema
 from ._columns import Col, from_columns, to_columns
@@ -44,6 +45,21 @@ __all__ = ["read", "write"]
 
 MODES = ("create", "replace", "append", "upsert")
 
+#: Parameters of a write and of a read (the format declares their union, see `_plugin`).
+WRITE_PARAMETERS = frozenset({"mode", "key", "round_times"})
+READ_PARAMETERS = frozenset({"columns", "where"})
+
+
+def _check_role(location: ButlerLocation, accepted: frozenset[str], action: str) -> None:
+    """Refuse read parameters given to a write and write parameters given to a read: they
+    would be ignored in silence."""
+    wrong = sorted(set(location.parameters) - accepted)
+    if wrong:
+        raise ParameterError(
+            f"{location.describe()}: parameter(s) {wrong} do not apply when you {action} a "
+            f"sql-table dataset; {action} parameters: {sorted(accepted)}"
+        )
+
 
 def _storage(location: ButlerLocation) -> DatabaseStorage:
     storage = location.storage
@@ -57,6 +73,7 @@ def _storage(location: ButlerLocation) -> DatabaseStorage:
 def write(obj: Any, location: ButlerLocation, **_: Any) -> None:
     """Store ``obj`` as a SQL table (see the module docstring for ``parameters``)."""
     storage = _storage(location)
+    _check_role(location, WRITE_PARAMETERS, "write")
     params = location.parameters
     mode = params.get("mode", "replace" if location.overwrite else "create")
     if mode not in MODES:
@@ -64,8 +81,11 @@ def write(obj: Any, location: ButlerLocation, **_: Any) -> None:
     key_columns = params.get("key")
     if isinstance(key_columns, str):
         key_columns = [key_columns]
+    round_times = params.get("round_times", False)
+    if not isinstance(round_times, bool):
+        raise ParameterError(f"'round_times' must be True or False, not {round_times!r:.100}")
     try:
-        cols, table_meta = to_columns(obj)
+        cols, table_meta = to_columns(obj, round_times)
     except TypeError as e:
         raise location.format_error(str(e)) from None
     names = [c.name for c in cols]
@@ -84,16 +104,17 @@ def write(obj: Any, location: ButlerLocation, **_: Any) -> None:
     elif key_columns is not None:
         raise location.format_error("'key' is only meaningful with mode 'upsert'")
     meta: dict[str, Any] = location.write_metadata()
-    for _attempt in range(3):
-        if mode in ("append", "upsert") and _merge(storage, location, cols, mode, key_columns):
-            return
-        try:
-            _create(storage, location, cols, table_meta, meta, mode, key_columns)
-            return
-        except DatasetExistsError:
-            if mode not in ("append", "upsert"):
-                raise
-            # another writer created it meanwhile: merge into theirs
+    with storage.creating():
+        for _attempt in range(3):
+            if mode in ("append", "upsert") and _merge(storage, location, cols, mode, key_columns):
+                return
+            try:
+                _create(storage, location, cols, table_meta, meta, mode, key_columns)
+                return
+            except DatasetExistsError:
+                if mode not in ("append", "upsert"):
+                    raise
+                # another writer created it meanwhile: merge into theirs
     raise location.format_error("could not write: the dataset keeps being recreated")
 
 
@@ -116,7 +137,8 @@ def _create(
     key: list[str] | None,
 ) -> None:
     name = schema.new_table_name(location.key)
-    table = define_table(name, cols, key if mode == "upsert" else None)
+    comment = f"butler dataset {location.dataset_type} {location.data_id} ({location.key})"
+    table = define_table(name, cols, key if mode == "upsert" else None, comment)
     if key:
         cols = _dedupe(cols, key)
     meta = dict(meta, table=_table_metadata(cols, table_meta, key))
@@ -169,6 +191,12 @@ def _merge(
                     f"column {name!r} holds {spec['kind']} values; cannot {mode} "
                     f"{incoming[name].kind} values"
                 )
+            scale = incoming[name].info.get("time_scale")
+            if spec.get("time_scale") != scale:
+                raise location.format_error(
+                    f"column {name!r} holds times in scale {spec.get('time_scale')!r}; cannot "
+                    f"{mode} times in scale {scale!r} (convert them first)"
+                )
         for spec in info["columns"]:
             incoming[spec["name"]].column = column_of(spec)
         cols = [incoming[s["name"]] for s in info["columns"]]
@@ -216,6 +244,7 @@ def _dedupe(cols: list[Col], key: list[str]) -> list[Col]:
             None if c.mask is None else c.mask[keep],
             c.info,
             c.column,
+            None if c.stamps is None else c.stamps[keep],
         )
         for c in cols
     ]
@@ -240,6 +269,7 @@ def _table_info(location: ButlerLocation, meta: Mapping[str, Any]) -> dict[str, 
 def read(location: ButlerLocation, **_: Any) -> Any:
     """Read the table (``columns`` and ``where`` select inside the database)."""
     storage = _storage(location)
+    _check_role(location, READ_PARAMETERS, "read")
     cls = location.read_type()
     params = location.parameters
     wanted = params.get("columns")
@@ -249,6 +279,7 @@ def read(location: ButlerLocation, **_: Any) -> Any:
         isinstance(wanted, list | tuple) and all(isinstance(c, str) for c in wanted)
     ):
         raise location.format_error(f"'columns' must be a list of names, not {wanted!r:.200}")
+    storage._require_schema(location.key)
     with storage._read("read", location.key) as conn, conn.begin():
         row = storage._require(conn, location.key)
         table_name = storage.dataset_table(location.key, row)
@@ -269,7 +300,7 @@ def read(location: ButlerLocation, **_: Any) -> Any:
         table = light_table(table_name, [column_of(s) for s in info["columns"]])
         where = params.get("where")
         try:
-            conditions = where_clause(table, where, by_name) if where else []
+            conditions = where_clause(table, where, by_name, conn.dialect.name) if where else []
         except FormatError as e:
             raise location.format_error(str(e)) from None
         cols = select_columns(

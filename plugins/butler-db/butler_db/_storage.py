@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import random
 import re
 import secrets
 import time
@@ -28,12 +26,12 @@ from butler._limits import LimitError, parse_size
 from butler._storage import CountingWriter, ProgressCallback, ProgressReader, is_reserved_key
 
 from . import _schema as schema
+from . import _views as views
 from ._blob import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter
 from ._engine_ import (
     check_engine_options,
     connect,
     create_engine,
-    is_retryable,
     is_secret_key,
     is_unique_violation,
     normalise_url,
@@ -41,15 +39,13 @@ from ._engine_ import (
     secret_values,
     translate,
 )
+from ._repository import RepositoryMixin
 from ._schema import DROP_AFTER_COMMIT, drop_table, drop_table_now
 
 __all__ = ["DatabaseStorage"]
 
 #: Attempts at swapping a dataset row when concurrent overwriters collide.
 _SWAP_ATTEMPTS = 8
-
-#: Attempts at a policy change the server aborted (deadlock, serialization failure).
-_POLICY_ATTEMPTS = 20
 
 #: Largest ``chunk_size``: one chunk is one query parameter and one row.
 MAX_CHUNK_SIZE = 1024**3
@@ -61,7 +57,7 @@ _BLOB_ID = re.compile(r"[0-9a-f]{32}")
 _COLUMNS = ("format", "python_type", "dataset_type", "data_id", "created", "size", "sha256")
 
 
-class DatabaseStorage(Storage):
+class DatabaseStorage(RepositoryMixin, Storage):
     """Datasets in a SQL database reached through SQLAlchemy.
 
     Parameters
@@ -153,9 +149,32 @@ class DatabaseStorage(Storage):
                     yield conn
             finally:
                 pending = conn.info.pop(DROP_AFTER_COMMIT, [])
-            # MySQL commits implicitly on DROP TABLE, so tables are dropped after the commit.
+                views_to_sync = conn.info.pop(views.SYNC_AFTER_COMMIT, [])
+            # MySQL commits implicitly on DDL, so views are re-pointed (first: they may
+            # select from an old table) and tables dropped after the commit.
+            for view_key in dict.fromkeys(views_to_sync):
+                with conn.begin():
+                    views.sync_view(conn, view_key, lambda c, k=view_key: self._table_now(c, k))
             for name in pending:
                 drop_table_now(conn, name)
+
+    def _table_now(self, conn: sa.Connection, key: str) -> str | None:
+        """The verified table the dataset row of ``key`` names now (None if none)."""
+        row = self._row(conn, key)
+        try:
+            return None if row is None else self.dataset_table(key, row)
+        except StorageError:  # a tampered row: its view goes, nothing else is touched
+            return None
+
+    def _update_view(self, conn: sa.Connection, key: str, table: str | None) -> None:
+        """Point the stable view of ``key`` at ``table`` (drop it when None): in the
+        transaction where DDL is transactional, right after the commit on MySQL."""
+        if not schema.transactional_ddl(conn):
+            conn.info.setdefault(views.SYNC_AFTER_COMMIT, []).append(key)
+        elif table is not None:
+            views.point_view(conn, key, table)
+        else:
+            views.drop_view(conn, key)
 
     @contextlib.contextmanager
     def _read(self, action: str, key: str = "") -> Iterator[sa.Connection]:
@@ -218,153 +237,44 @@ class DatabaseStorage(Storage):
             )
         return blob_id, size, chunk_size
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def initialize(self) -> None:
-        """Create the schema (idempotent, safe against concurrent creators) and record its
-        version."""
-        if self.backend == "sqlite":
-            directory = os.path.dirname(self._url.database or "")
-            try:
-                os.makedirs(directory, exist_ok=True)
-            except OSError as e:
-                raise StorageError(f"cannot create {directory!r} for {self.root!r}: {e}") from e
-        for attempt in range(3):
-            try:
-                with self._write_transaction("create the schema of") as conn:
-                    schema.metadata.create_all(conn, checkfirst=True)
-                break
-            except StorageError:
-                if attempt == 2:  # another process creating the same tables: check again
-                    raise
-                time.sleep(0.2)
-        with (
-            contextlib.suppress(DatasetExistsError),
-            self._write_transaction("record the schema version of", exists="") as conn,
-        ):
-            if self._get_value(conn, "schema_version") is None:
-                conn.execute(
-                    schema.repository.insert(),
-                    {"name": "schema_version", "value": str(schema.SCHEMA_VERSION)},
-                )
-        self._check_schema()
-
-    def _check_schema(self) -> bool:
-        """True when the repository tables exist; refuses a newer schema version."""
-        if self._schema_checked:
-            return True
-        if self.backend == "sqlite" and not os.path.exists(self._url.database or ""):
-            return False  # do not create an empty database file just by looking
-        with self._read("open") as conn:
-            if not sa.inspect(conn).has_table(schema.repository.name):
-                return False
-            version = self._get_value(conn, "schema_version")
-        if version is not None and int(version) > schema.SCHEMA_VERSION:
-            raise StorageError(
-                f"the repository {self.root!r} has schema version {version}, newer than this "
-                f"butler-db understands ({schema.SCHEMA_VERSION}); upgrade butler-db"
-            )
-        self._schema_checked = True
-        return True
-
-    @staticmethod
-    def _get_value(conn: sa.Connection, name: str) -> str | None:
-        return conn.execute(
-            sa.select(schema.repository.c.value).where(schema.repository.c.name == name)
-        ).scalar()
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def read_policy(self) -> dict[str, Any] | None:
-        if not self._check_schema():
-            return None
-        with self._read("read the policy of") as conn:
-            text = self._get_value(conn, "policy")
-        return self._parse_policy(text)
-
-    def _parse_policy(self, text: str | None) -> dict[str, Any] | None:
-        if text is None:
-            return None
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise FormatError(f"repository policy in {self.root!r} is not valid JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise FormatError(f"repository policy in {self.root!r} is not a mapping")
-        return data
-
-    def write_policy(self, policy: Mapping[str, Any]) -> None:
-        self.update_policy(lambda _current: policy)
-
-    def update_policy(
-        self, change: Callable[[dict[str, Any] | None], Mapping[str, Any] | None]
-    ) -> dict[str, Any] | None:
-        """Read-modify-write the policy in one transaction holding the policy row's lock.
-
-        PostgreSQL and MariaDB lock the row with ``SELECT ... FOR UPDATE``, SQLite takes the
-        database write lock up front (``BEGIN IMMEDIATE``): a concurrent change waits, then
-        reads what this one wrote, so no definition is ever lost. A transaction the server
-        aborts (deadlock, serialization failure, two first writes of the policy) is retried
-        with ``change`` called afresh.
-        """
-        if not self._check_schema():
-            raise StorageError(
-                f"no butler repository at {self.root!r}: create one with "
-                f"Butler.create({self.root!r}) or 'butler init'"
-            )
-        table = schema.repository
-        query = sa.select(table.c.value).where(table.c.name == "policy")
-        if self.backend != "sqlite":
-            query = query.with_for_update()
-        with self._translate("change the policy of"):
-            for attempt in range(_POLICY_ATTEMPTS):
-                try:
-                    with self._connect() as conn:
-                        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-                        with conn.begin():
-                            text = conn.execute(query).scalar()
-                            current = self._parse_policy(text)
-                            new = change(current)
-                            if new is None:
-                                return current
-                            value = json.dumps(dict(new), sort_keys=False)
-                            if text is None:
-                                conn.execute(table.insert(), {"name": "policy", "value": value})
-                            else:
-                                conn.execute(
-                                    table.update().where(table.c.name == "policy"),
-                                    {"value": value},
-                                )
-                            return dict(new)
-                except exc.DBAPIError as e:
-                    if not is_retryable(e) or attempt == _POLICY_ATTEMPTS - 1:
-                        raise
-                # jittered backoff: retrying writers must not collide again in lock-step
-                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
-
     # -- reading -----------------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
+        if not self._check_schema():
+            return False
         with self._read("look up", key) as conn:
             return self._row(conn, key) is not None
 
     def metadata(self, key: str) -> dict[str, Any]:
+        self._require_schema(key)
         with self._read("read the metadata of", key) as conn:
             row = self._require(conn, key)
         return _row_metadata(row)
 
     def size(self, key: str) -> int:
+        self._require_schema(key)
         with self._read("read the size of", key) as conn:
             return int(self._require(conn, key).size)
 
     def table_name(self, key: str) -> str | None:
         """The SQL table holding a ``sql-table`` dataset (``None`` for blob datasets)."""
+        self._require_schema(key)
         with self._read("look up", key) as conn:
             return self.dataset_table(key, self._require(conn, key))
 
+    def view_name(self, key: str) -> str | None:
+        """The stable SQL view of a ``sql-table`` dataset: a name that stays the same across
+        overwrites (see `butler_db._views.view_names`); ``None`` for blob datasets or when
+        every candidate name was taken by someone else's table or view."""
+        self._require_schema(key)
+        with self._read("look up", key) as conn:
+            if self.dataset_table(key, self._require(conn, key)) is None:
+                return None
+            return views.view_of(conn, key)
+
     def list(self, prefix: str = "") -> Iterator[str]:
+        if not self._check_schema():
+            return
         query = sa.select(schema.datasets.c.key).order_by(schema.datasets.c.key)
         if prefix:
             query = query.where(schema.datasets.c.key.startswith(prefix, autoescape=True))
@@ -381,6 +291,7 @@ class DatabaseStorage(Storage):
     ) -> BinaryIO:
         if mode != "rb":
             raise ValueError("DatabaseStorage.open() only reads; write with atomic_write()")
+        self._require_schema(key)
         on_error: Callable[[Exception], Exception] = lambda e: self.storage_error("read", key, e)  # noqa: E731
         with self._translate("open", key):
             conn = self.engine.connect()
@@ -442,7 +353,7 @@ class DatabaseStorage(Storage):
         if is_reserved_key(key):
             raise StorageError(f"{self.uri(key)!r} is reserved for butler itself")
         blob_id = secrets.token_hex(16)
-        with self._write_transaction("write", key) as conn:
+        with self.creating(), self._write_transaction("write", key) as conn:
             raw = ChunkWriter(conn, blob_id, self.chunk_size)
             writer = CountingWriter(raw, checksum=checksum, progress=progress)  # type: ignore[arg-type]
             yield writer  # type: ignore[misc]
@@ -482,7 +393,12 @@ class DatabaseStorage(Storage):
                         conn.execute(table.insert(), row)
                     else:
                         conn.execute(table.update().where(table.c.id == old.id).values(**row))
-                        self.drop_contents(conn, key, old)
+                    if row["table_name"] is not None or (old is not None and old.table_name):
+                        # before the old table goes: PostgreSQL refuses to drop what a
+                        # view selects from
+                        self._update_view(conn, key, row["table_name"])
+                    if old is not None:
+                        self.drop_contents(conn, key, old, view=False)
                 return
             except exc.IntegrityError as e:
                 if not is_unique_violation(e):
@@ -494,8 +410,9 @@ class DatabaseStorage(Storage):
                 # a concurrent writer created it between our look-up and insert: swap again
         raise StorageError(f"cannot write {self.uri(key)!r}: too many concurrent overwrites")
 
-    def drop_contents(self, conn: sa.Connection, key: str, row: Any) -> None:
-        """Delete the chunks or drop the SQL table the dataset row of ``key`` points to.
+    def drop_contents(self, conn: sa.Connection, key: str, row: Any, *, view: bool = True) -> None:
+        """Delete the chunks or drop the SQL table (and, with ``view``, the stable view) the
+        dataset row of ``key`` points to.
 
         The table is dropped only if `dataset_table` recognises it as this dataset's.
         """
@@ -503,9 +420,12 @@ class DatabaseStorage(Storage):
         if row.blob_id is not None:
             conn.execute(schema.chunks.delete().where(schema.chunks.c.blob_id == row.blob_id))
         if table is not None:
+            if view:
+                self._update_view(conn, key, None)
             drop_table(conn, table)
 
     def remove(self, key: str) -> None:
+        self._require_schema(key)
         with self._write_transaction("remove", key) as conn:
             row = self._require(conn, key, lock=True)
             conn.execute(schema.datasets.delete().where(schema.datasets.c.id == row.id))

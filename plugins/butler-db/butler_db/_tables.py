@@ -10,6 +10,7 @@ metadata: any string is a column name on every backend.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 from butler import FormatError
 
+from . import _times
 from ._columns import Col
 
 __all__ = [
@@ -65,7 +67,7 @@ def physical_names(names: list[str]) -> list[str]:
 
 
 #: numpy dtype kinds each column kind may declare.
-_DTYPE_KINDS = {"bool": "b", "int": "iu", "float": "f", "str": "U", "bytes": "S"}
+_DTYPE_KINDS = {"bool": "b", "int": "iu", "float": "f", "str": "U", "bytes": "S", "datetime": "M"}
 
 
 def check_spec(spec: Any) -> dict[str, Any]:
@@ -92,6 +94,11 @@ def check_spec(spec: Any) -> dict[str, Any]:
         raise FormatError(
             f"column {name!r}: stored dtype {spec.get('dtype')!r:.100} is not a {kind} dtype"
         )
+    if kind == "datetime" and "time_scale" in spec:
+        try:
+            _times.check_time_info(name, dict(spec))
+        except ValueError as e:
+            raise FormatError(str(e)) from None
     return dict(spec)
 
 
@@ -101,7 +108,12 @@ def column_of(spec: Mapping[str, Any]) -> str:
 
 
 def sql_type(col: Col) -> sa.types.TypeEngine[Any]:
-    """The SQL type of a column: the narrowest integer, REAL/DOUBLE, VARCHAR/TEXT, BLOB."""
+    """The SQL type of a column: the narrowest integer, REAL/DOUBLE, VARCHAR/TEXT, BLOB,
+    TIMESTAMP (``DATETIME(6)`` on MariaDB: microseconds, not its default whole seconds)."""
+    if col.kind == "datetime":
+        from sqlalchemy.dialects import mysql
+
+        return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
     itemsize = np.dtype(col.dtype).itemsize
     if col.kind == "bool":
         return sa.Boolean(create_constraint=False)
@@ -120,20 +132,57 @@ def sql_type(col: Col) -> sa.types.TypeEngine[Any]:
     return sa.LargeBinary()
 
 
-def define_table(name: str, cols: list[Col], unique: list[str] | None = None) -> sa.Table:
-    """A `sqlalchemy.Table` for new columns (plus the hidden row-order key)."""
+#: Longest column comment (MariaDB's limit is 1,024 characters).
+MAX_COMMENT = 1024
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def column_comment(col: Col) -> str | None:
+    """What SQL tools show for a column: ``description [unit]``, the time scale of a
+    ``Time`` column, and the user's name when the SQL column has another (``col_3``).
+
+    Control characters become spaces (PostgreSQL refuses NUL); longer comments are cut to
+    `MAX_COMMENT` characters, ending in ``...``. The SQL text is rendered by SQLAlchemy as an
+    escaped literal.
+    """
+    parts = []
+    if col.column and col.column != col.name:
+        parts.append(f"{col.name}:")
+    if col.info.get("description"):
+        parts.append(str(col.info["description"]))
+    if col.info.get("unit"):
+        parts.append(f"[{col.info['unit']}]")
+    if col.info.get("time_scale"):
+        parts.append(f"(time scale {str(col.info['time_scale']).upper()})")
+    if not parts:
+        return None
+    text = _CONTROL.sub(" ", " ".join(parts)).strip()
+    return text if len(text) <= MAX_COMMENT else text[: MAX_COMMENT - 3] + "..."
+
+
+def define_table(
+    name: str, cols: list[Col], unique: list[str] | None = None, comment: str | None = None
+) -> sa.Table:
+    """A `sqlalchemy.Table` for new columns (plus the hidden row-order key), with column
+    comments (`column_comment`) and a table ``comment`` where the backend keeps them."""
     row = sa.Column(
         ROW_COLUMN,
         sa.BigInteger().with_variant(sa.Integer, "sqlite"),
         primary_key=True,
         autoincrement=True,
     )
-    columns = [sa.Column(c.column or c.name, sql_type(c), nullable=True) for c in cols]
+    columns = [
+        sa.Column(c.column or c.name, sql_type(c), nullable=True, comment=column_comment(c))
+        for c in cols
+    ]
     args: list[Any] = [row, *columns]
     if unique:
         by_name = {c.name: c.column or c.name for c in cols}
         args.append(sa.UniqueConstraint(*[by_name[u] for u in unique], name=f"{name}_key"))
-    return sa.Table(name, sa.MetaData(), *args, mysql_charset="utf8mb4")
+    if comment is not None:
+        comment = _CONTROL.sub(" ", comment)[: MAX_COMMENT - 3]
+    return sa.Table(name, sa.MetaData(), *args, mysql_charset="utf8mb4", comment=comment)
 
 
 def light_table(name: str, names: list[str]) -> sa.Table:
@@ -149,8 +198,15 @@ def _python_lists(cols: list[Col], start: int, stop: int, dialect: str) -> list[
     lists = []
     for col in cols:
         values = col.values[start:stop]
-        py = values.tolist()
         nulls = None if col.mask is None else np.flatnonzero(col.mask[start:stop])
+        if col.kind == "datetime":
+            assert col.stamps is not None
+            lists.append(_times.sql_values(col.stamps[start:stop], dialect))  # NaT is None
+            if nulls is not None:
+                for i in nulls.tolist():
+                    lists[-1][i] = None
+            continue
+        py = values.tolist()
         if col.kind == "float" and dialect != "postgresql":
             # SQLite stores NaN as NULL anyway; MySQL/MariaDB reject NaN and infinities.
             nan = np.isnan(values)
@@ -237,7 +293,7 @@ def _plain(value: Any) -> Any:
 #: What a ``where`` value may be: plain scalars, always sent as bound parameters. Anything
 #: else (a SQLAlchemy ``text()``, any ``ClauseElement`` or object with
 #: ``__clause_element__``) would be rendered into the SQL by SQLAlchemy.
-_SCALARS = (bool, int, float, str, bytes)
+_SCALARS = (bool, int, float, str, bytes, datetime.datetime)
 
 
 def _scalar(name: str, value: Any, what: str) -> Any:
@@ -251,11 +307,27 @@ def _scalar(name: str, value: Any, what: str) -> Any:
     return value  # a plain scalar: SQLAlchemy binds it (coerced to the column's type)
 
 
-def where_clause(table: sa.Table, where: Any, specs: Mapping[str, Mapping[str, Any]]) -> list[Any]:
+def _stamps(name: str, value: Any, spec: Mapping[str, Any], dialect: str) -> Any:
+    """``where`` values of a timestamp column as the driver takes them (tuple, list or one)."""
+    info = dict(spec)
+    try:
+        if isinstance(value, tuple):
+            return tuple(_times.where_value(name, v, info, dialect) for v in value)
+        if isinstance(value, list | set | frozenset | np.ndarray):
+            return [_times.where_value(name, v, info, dialect) for v in value]
+        return _times.where_value(name, value, info, dialect)
+    except (TypeError, ValueError) as e:
+        raise FormatError(str(e)) from None
+
+
+def where_clause(
+    table: sa.Table, where: Any, specs: Mapping[str, Mapping[str, Any]], dialect: str
+) -> list[Any]:
     """Conditions from ``{column: value | (low, high) | [values] | None}`` (bound parameters).
 
     ``(low, high)`` is inclusive; either end may be ``None`` (open). ``specs`` maps the
-    user's column names to their checked descriptions.
+    user's column names to their checked descriptions; ``dialect`` decides how timestamps
+    are sent.
 
     Raises
     ------
@@ -271,6 +343,8 @@ def where_clause(table: sa.Table, where: Any, specs: Mapping[str, Mapping[str, A
         if not isinstance(name, str) or name not in specs:
             raise FormatError(f"'where' names unknown column {name!r}; the table has {list(specs)}")
         column = table.c[column_of(specs[name])]
+        if specs[name]["kind"] == "datetime":
+            value = _stamps(name, value, specs[name], dialect)
         if value is None:
             conditions.append(column.is_(None))
         elif isinstance(value, tuple):
@@ -317,7 +391,7 @@ def select_columns(
     return [_restore(spec, values, n) for spec, values in zip(specs, columns, strict=True)]
 
 
-_FILL = {"bool": False, "int": 0, "float": np.nan, "str": "", "bytes": b""}
+_FILL = {"bool": False, "int": 0, "float": np.nan, "str": "", "bytes": b"", "datetime": None}
 
 
 def _restore(spec: dict[str, Any], values: tuple[Any, ...], n: int) -> Col:
@@ -328,7 +402,12 @@ def _restore(spec: dict[str, Any], values: tuple[Any, ...], n: int) -> Col:
     if has_null:
         fill = _FILL[kind]
         values = tuple(fill if v is None else v for v in values)
-    if kind in ("str", "bytes"):
+    if kind == "datetime":
+        try:
+            arr = _times.restore(spec["name"], list(values), dtype)
+        except ValueError as e:
+            raise FormatError(str(e)) from None
+    elif kind in ("str", "bytes"):
         arr = np.array(values, dtype=dtype.kind) if n else np.array([], dtype=dtype)
         if arr.dtype.itemsize < dtype.itemsize:
             arr = arr.astype(dtype)
@@ -337,7 +416,8 @@ def _restore(spec: dict[str, Any], values: tuple[Any, ...], n: int) -> Col:
     else:
         arr = np.array(values, dtype=dtype) if n else np.array([], dtype=dtype)
     info = {k: v for k, v in spec.items() if k not in ("name", "column", "kind", "dtype", "masked")}
-    keep_mask = has_null and (spec.get("masked") or kind != "float")
+    # NULL in an unmasked float/timestamp column is NaN/NaT, not a mask
+    keep_mask = has_null and (spec.get("masked") or kind not in ("float", "datetime"))
     return Col(
         spec["name"],
         kind,
