@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._abc import DataclassLike
-from ._butler import Butler, VerifyReport, open_storage
+from ._butler import Butler, VerifyReport
 from ._config import Config
 from ._errors import (
     ButlerError,
@@ -28,6 +28,7 @@ from ._errors import (
 from ._files import file_location, read_file, write_file
 from ._location import ButlerLocation
 from ._mapper import Mapper, TemplateMapper
+from ._open import open_storage
 from ._plugins import (
     Conflict,
     PluginInfo,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +26,7 @@ from ._mapper import (
     template_dimensions,
     validate_template,
 )
+from ._open import open_storage
 from ._policy import (
     DatasetType,
     RepositoryPolicy,
@@ -37,53 +36,10 @@ from ._policy import (
     validate_dataset_type_name,
 )
 from ._registry import Registry
-from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, Storage, is_reserved_key
+from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, is_reserved_key
 from ._types import resolve_policy_type, type_name
-from ._urls import mask_url
 
-__all__ = ["Butler", "VerifyReport", "open_storage"]
-
-
-def open_storage(root: str, registry: Registry, **options: Any) -> Storage:
-    """Instantiate the storage serving ``root`` (a path or a URI).
-
-    Plain paths and ``file://`` are posix, ``memory://`` is memory, other schemes whatever
-    plugin registered them.
-
-    Raises
-    ------
-    StorageError
-        If no installed storage serves the URI's scheme (naming what to install).
-    """
-    if isinstance(root, os.PathLike):
-        root = os.fspath(root)
-    if not isinstance(root, str) or not root.strip():
-        raise StorageError(
-            f"a repository root must be a non-empty path or URI string, not {root!r}"
-        )
-    scheme = root.split("://", 1)[0].lower() if "://" in root else "file"
-    spec = registry.storage_spec_for_scheme(scheme, root)
-    cls = spec.load()
-    _check_options(cls, root, options)
-    return cls(root, **options)  # type: ignore[no-any-return,unused-ignore]
-
-
-def _check_options(cls: type, root: str, options: Mapping[str, Any]) -> None:
-    """Refuse storage options the storage class does not declare (``durabel=False``)."""
-    if not options:
-        return
-    params = inspect.signature(cls).parameters
-    valid = sorted(
-        name
-        for name, p in list(params.items())[1:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    )
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise StorageError(
-            f"unknown option(s) {unknown} for the {getattr(cls, 'type_name', cls.__name__)!r} "
-            f"storage of {mask_url(root)!r}; valid options: {valid or 'none'}"
-        )
+__all__ = ["Butler", "VerifyReport"]
 
 
 @dataclass

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -681,7 +682,7 @@ def _read_standalone(
     if whole and whole in known and not recorded and hdu is None:
         writers = _writers(reg, whole)
         if python_type is None and dst_format in writers:
-            location.python_type = whole  # the destination keeps every HDU and header card
+            location = replace(location, python_type=whole)  # the destination keeps every HDU
         dropped = (
             None if location.python_type == whole else fits_dropped(location, location.python_type)
         )
@@ -753,7 +754,8 @@ def convert(
       butler convert catalog.fits catalog.h5 --hdu 1 --type astropy.table.Table
       butler convert s3://bucket/img.fits ./img.fits -O endpoint_url=http://127.0.0.1:9000
     """
-    from ._files import _split, write_file
+    from ._files import write_file
+    from ._urls import split_file_uri
 
     storage_options = _parse_pairs(options, "--option")
     # -O options are for the remote end (a local file takes none of S3's): both ends get
@@ -773,7 +775,7 @@ def convert(
     target = dst_format
     if target is None:
         with contextlib.suppress(_ButlerError):  # unidentified: write_file reports it
-            target = reg.identify_format(_split(dst)[1])
+            target = reg.identify_format(split_file_uri(dst)[1])
     with _option_errors(src_options):
         obj = _read_standalone(
             _input_file(src, "SRC"), src_format, python_type, reg, hdu=_hdu(hdu),

@@ -14,9 +14,11 @@ from typing import Any
 
 from ._errors import ButlerError
 from ._location import ButlerLocation
+from ._open import open_storage
 from ._registry import Registry
 from ._storage import ProgressCallback, Storage
 from ._types import import_type, loaded_type, type_name
+from ._urls import split_file_uri
 
 __all__ = [
     "WHOLE_FILE_TYPES",
@@ -34,18 +36,6 @@ __all__ = [
 #: the image); the CLI, which moves whole files and never shows the object, reads a file as
 #: this type whenever the destination can write it (see ``docs/cli.rst``).
 WHOLE_FILE_TYPES: dict[str, str] = {"fits": "astropy.io.fits.HDUList"}
-
-
-def _split(uri: str) -> tuple[str, str]:
-    uri = str(uri)
-    if "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        root, _, key = rest.rpartition("/")
-        return f"{scheme}://{root}", key
-    import os
-
-    path = os.path.abspath(os.path.expanduser(uri))
-    return os.path.dirname(path), os.path.basename(path)
 
 
 def _registry(registry: Registry | None) -> Registry:
@@ -87,11 +77,10 @@ def file_location(
     max_read_bytes
         Most bytes the read may allocate for what the file declares (see `Butler`).
     """
-    from ._butler import open_storage
     from ._limits import parse_size
 
     reg = _registry(registry)
-    root, key = _split(uri)
+    root, key = split_file_uri(uri)
     if not key:
         from ._errors import StorageError
 

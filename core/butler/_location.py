@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["ButlerLocation"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ButlerLocation:
     """One dataset's place, format and options, handed to its serializer.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SECRET_QUERY_KEYS", "is_secret_key", "mask_url"]
+__all__ = ["SECRET_QUERY_KEYS", "is_secret_key", "mask_url", "scheme_of", "split_file_uri"]
 
 #: URL query parameters known to carry a credential (libpq, PyMySQL, cloud IAM tokens).
 SECRET_QUERY_KEYS = frozenset(
@@ -60,3 +60,22 @@ def mask_url(text: str) -> str:
     tail = rest[len(authority) :]
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{after}{tail}" if ":" in creds else text
+
+
+def scheme_of(uri: str) -> str:
+    """The lower-cased URI scheme of a root or file (``"file"`` for plain paths)."""
+    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
+
+
+def split_file_uri(uri: str) -> tuple[str, str]:
+    """A file's URI or path split into (storage root, key): ``s3://b/d/x.fits`` →
+    (``s3://b/d``, ``x.fits``); local paths are made absolute first."""
+    import os
+
+    uri = str(uri)
+    if "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        root, _, key = rest.rpartition("/")
+        return f"{scheme}://{root}", key
+    path = os.path.abspath(os.path.expanduser(uri))
+    return os.path.dirname(path), os.path.basename(path)
