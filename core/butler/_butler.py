@@ -548,7 +548,15 @@ class Butler:
             location, stored=stored, format=recorded, expected=self._expected_type(location)
         )
         resolved.check_arguments()
-        serializer = self.registry.find(resolved.read_type(), recorded, self.storage.type_name)
+        try:
+            cls = resolved.read_type()
+        except FormatError:
+            # Written as an unrelated class: only a format that can read it as the dataset
+            # type's own class (FITS: a CCDData file's image as an ndarray) goes on.
+            if not self.registry.format(recorded).reads_other_types:
+                raise
+            cls = resolved.expected_type()
+        serializer = self.registry.find(cls, recorded, self.storage.type_name)
         return replace(resolved, serializer=serializer)
 
     def exists(

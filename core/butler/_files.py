@@ -38,6 +38,11 @@ __all__ = [
 WHOLE_FILE_TYPES: dict[str, str] = {"fits": "astropy.io.fits.HDUList"}
 
 
+#: Bytes read to identify a file's format: enough for a gzip stream to inflate to a
+#: format's signature (64 bytes of deflate rarely inflate to 9).
+IDENTIFY_BYTES = 512
+
+
 def _registry(registry: Registry | None) -> Registry:
     if registry is None:
         from ._plugins import default_registry
@@ -90,7 +95,7 @@ def file_location(
         first = b""
         if not writing:
             with storage.open(key) as f:
-                first = f.read(64)
+                first = f.read(IDENTIFY_BYTES)
         format = reg.identify_format(key, first)
     descriptor = reg.format(format)
     stored: dict[str, Any] = {}

@@ -187,6 +187,12 @@ class FormatDescriptor:
         Names of the serializer keyword arguments a dataset type may set
         (``{"checksum", "compress"}``); checked by ``register_dataset_type``. ``None``
         accepts anything.
+    reads_other_types
+        True when the format's serializers can read a dataset written as another class
+        (a FITS file written as ``CCDData`` read through a ``numpy.ndarray`` dataset type
+        gives its image): a recorded class that is not a subclass of the dataset type's
+        then does not stop the read, and the serializer of the dataset type's own class
+        reads it (checking the bytes itself).
     merging_parameters
         Put parameters that make the format merge into an existing dataset (``{"mode"}``
         for ``sql-table``'s append/upsert): given one of them, ``Butler.put`` leaves the
@@ -204,6 +210,7 @@ class FormatDescriptor:
     parameters: frozenset[str] | None = None
     serializer_args: frozenset[str] | None = None
     merging_parameters: frozenset[str] = frozenset()
+    reads_other_types: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "merging_parameters", frozenset(self.merging_parameters))

@@ -51,6 +51,8 @@ def butler_formats() -> list[FormatDescriptor]:
             python_type="numpy.ndarray",
             parameters=PARAMETERS,
             serializer_args=SERIALIZER_ARGS,
+            # Each reader checks the HDUs itself: a CCDData file reads as its image array.
+            reads_other_types=True,
         )
     ]
 
