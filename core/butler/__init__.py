@@ -39,7 +39,7 @@ from ._plugins import (
 )
 from ._policy import DatasetType
 from ._registry import KNOWN_PLUGINS, Registry
-from ._specs import FormatDescriptor, Serializer, StorageSpec
+from ._specs import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._storage import ProgressCallback, Storage
 from ._urls import is_secret_key, mask_url
 from .hookspecs import hookimpl, hookspec
@@ -56,6 +56,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetType",
     "DatasetTypeError",
+    "Dropped",
     "DuplicateSerializerError",
     "FormatDescriptor",
     "FormatError",

@@ -649,7 +649,7 @@ def _read_standalone(
     """Read a file as the richest type that the destination can take.
 
     Without ``--type``: the type butler recorded when it wrote the file (if an installed
-    serializer vouches for it), else the format's whole-file type (`WHOLE_FILE_TYPES`:
+    serializer vouches for it), else the format's whole-file type (`FormatDescriptor.whole_type`:
     an ``HDUList`` for FITS) when ``dst_format`` can write it, else the format's default
     type -- refused when that would drop whole HDUs holding data, with a warning on stderr
     when it drops header cards. With ``--type`` (or a dataset type) narrower than the whole
@@ -659,7 +659,7 @@ def _read_standalone(
     is replaced by the whole-file type).
     """
     from ._errors import DatasetTypeError, NoSerializerError, ParameterError
-    from ._files import WHOLE_FILE_TYPES, file_location, fits_dropped, vouched_type
+    from ._files import file_location, vouched_type
     from ._plugins import default_registry
     from ._types import type_name
 
@@ -669,7 +669,8 @@ def _read_standalone(
         uri, format=file_format, python_type=python_type, registry=reg, parameters=parameters,
         **storage_options,
     )  # fmt: skip
-    whole = WHOLE_FILE_TYPES.get(location.format)
+    descriptor = reg.format(location.format)
+    whole = descriptor.whole_type
     if hdu is not None:
         with _naming(f"--hdu {hdu}"):
             reg.format(location.format).check_parameters(parameters, what=repr(uri))
@@ -684,7 +685,9 @@ def _read_standalone(
         if python_type is None and dst_format in writers:
             location = replace(location, python_type=whole)  # the destination keeps every HDU
         dropped = (
-            None if location.python_type == whole else fits_dropped(location, location.python_type)
+            None
+            if location.python_type == whole
+            else descriptor.dropped_by(location, location.python_type)
         )
         if dropped:
             chosen = location.python_type

@@ -7,9 +7,6 @@ as for datasets do the work (``butler convert s3://bkt/img.fits ./img.h5``).
 
 from __future__ import annotations
 
-import re
-import warnings
-from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ButlerError
@@ -21,22 +18,11 @@ from ._types import import_type, loaded_type, type_name
 from ._urls import split_file_uri
 
 __all__ = [
-    "WHOLE_FILE_TYPES",
-    "Dropped",
     "file_location",
-    "fits_dropped",
     "read_file",
     "vouched_type",
     "write_file",
 ]
-
-#: Per format, the python type that holds everything a file of that format can hold, where
-#: the format's default ``python_type`` (what `read_file` returns when nothing else says)
-#: holds less. `read_file` keeps the default (a Python caller asking for ``img.fits`` wants
-#: the image); the CLI, which moves whole files and never shows the object, reads a file as
-#: this type whenever the destination can write it (see ``docs/cli.rst``).
-WHOLE_FILE_TYPES: dict[str, str] = {"fits": "astropy.io.fits.HDUList"}
-
 
 #: Bytes read to identify a file's format: enough for a gzip stream to inflate to a
 #: format's signature (64 bytes of deflate rarely inflate to 9).
@@ -219,144 +205,3 @@ def write_file(obj: Any, uri: str, *, overwrite: bool = False, **kwargs: Any) ->
         location.write(obj)
     except DatasetExistsError:
         raise exists from None
-
-
-#: FITS keywords that only lay out the data (any writer rebuilds them) or that butler writes
-#: for itself: reading the data alone loses nothing by dropping them.
-_LAYOUT_KEYWORDS = re.compile(
-    r"(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|GROUPS|BSCALE|BZERO|CHECKSUM"
-    r"|DATASUM|BUTL\w*)?"
-)
-
-#: What each FITS python type reads of a file: which HDU by default, and whether the HDU's
-#: header cards come with it. Types not listed (HDUList, Header, CCDData...) are not checked.
-_FITS_READS = {
-    "numpy.ndarray": ("image", False),
-    "astropy.table.Table": ("table", True),
-}
-
-
-@dataclass(frozen=True)
-class Dropped:
-    """What reading a file as one python type leaves out of it.
-
-    Attributes
-    ----------
-    kept
-        The part that is read, e.g. ``"HDU 0:PRIMARY"``.
-    parts
-        Other parts holding data, e.g. ``"1:CAT (table, 3 rows)"``.
-    cards
-        Keywords of the header cards left out (one per keyword, in file order).
-    ncards
-        How many header cards are left out.
-    """
-
-    kept: str
-    parts: tuple[str, ...] = ()
-    cards: tuple[str, ...] = ()
-    ncards: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.parts or self.ncards)
-
-    def describe(self) -> str:
-        """``"header cards (OBJECT, EXPTIME: 2) and HDUs 1:CAT (table, 3 rows)"``."""
-        what = []
-        if self.ncards:
-            shown = ", ".join(self.cards[:8]) + (", ..." if len(self.cards) > 8 else "")
-            what.append(f"{self.ncards} header card(s) ({shown})")
-        if self.parts:
-            what.append(f"HDU(s) {', '.join(self.parts)}")
-        return " and ".join(what)
-
-
-def _fits_name(index: int, hdu: Any) -> str:
-    return f"{index}:{hdu.name or ('PRIMARY' if index == 0 else '')}".rstrip(":")
-
-
-def _fits_hdu_text(index: int, hdu: Any) -> str:
-    header = hdu.header
-    name = _fits_name(index, hdu)
-    dims = [header.get(f"NAXIS{i}", 0) for i in range(1, header.get("NAXIS", 0) + 1)]
-    if type(hdu).__name__ == "GroupsHDU":
-        kind = f"random groups, {header.get('GCOUNT', 0)} groups"
-    elif (
-        "XTENSION" in header
-        and str(header["XTENSION"]).strip() in ("BINTABLE", "TABLE")
-        and (not header.get("ZIMAGE"))
-    ):
-        kind = f"table, {dims[1] if len(dims) > 1 else 0} rows"
-    else:
-        kind = "image " + "x".join(str(d) for d in reversed(dims))
-    return f"{name} ({kind})"
-
-
-def _fits_has_data(hdu: Any) -> bool:
-    header = hdu.header
-    if type(hdu).__name__ == "GroupsHDU":
-        return bool(header.get("GCOUNT", 0))
-    naxis = header.get("NAXIS", 0)
-    return naxis > 0 and all(header.get(f"NAXIS{i}", 0) > 0 for i in range(1, naxis + 1))
-
-
-def _fits_picks(hdu: Any, kind: str) -> bool:
-    """Whether the reader of ``kind`` takes ``hdu`` by default (as the FITS plugin does)."""
-    from astropy.io import fits
-
-    if kind == "table":
-        return isinstance(hdu, fits.BinTableHDU | fits.TableHDU) and not isinstance(
-            hdu, getattr(fits, "CompImageHDU", ())
-        )
-    return isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) and (
-        hdu.header.get("NAXIS", 0) > 0 or "BUTLSHAP" in hdu.header
-    )
-
-
-def fits_dropped(location: ButlerLocation, python_type: str) -> Dropped | None:
-    """What reading the FITS file at ``location`` as ``python_type`` leaves out.
-
-    Only the headers are read (astropy skips the data). The HDU kept is the ``hdu``
-    parameter of the location, else the one the FITS plugin's reader picks.
-
-    Returns
-    -------
-    Dropped or None
-        ``None`` when the type is not one whose reads are known here, astropy is missing,
-        or the file cannot be parsed (the read itself then reports why).
-    """
-    reads = _FITS_READS.get(type_name(python_type))
-    if reads is None:
-        return None
-    kind, keeps_header = reads
-    try:
-        from astropy.io import fits
-
-        with location.open_read() as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(f, memmap=False, lazy_load_hdus=False) as hdul:
-                hdus = list(hdul)
-                asked = location.parameters.get("hdu")
-                if asked is not None:
-                    kept = hdul.index_of(tuple(asked) if isinstance(asked, list) else asked)
-                else:
-                    kept = next((i for i, h in enumerate(hdus) if _fits_picks(h, kind)), None)
-                if kept is None:
-                    return None
-                parts: list[str] = []
-                cards: list[str] = []
-                for index, hdu in enumerate(hdus):
-                    if index != kept and _fits_has_data(hdu):
-                        parts.append(_fits_hdu_text(index, hdu))
-                    elif index != kept or not keeps_header:
-                        cards += [
-                            c.keyword
-                            for c in hdu.header.cards
-                            if not _LAYOUT_KEYWORDS.fullmatch(c.keyword)
-                        ]
-                name = _fits_name(kept, hdus[kept])
-    except ImportError:
-        return None
-    except (ButlerError, OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
-    return Dropped(f"HDU {name}", tuple(parts), tuple(dict.fromkeys(cards)), len(cards))

@@ -15,7 +15,7 @@ from typing import Any
 from ._errors import ParameterError, PluginError
 from ._types import type_name
 
-__all__ = ["FormatDescriptor", "Serializer", "StorageSpec", "resolve_reference"]
+__all__ = ["Dropped", "FormatDescriptor", "Serializer", "StorageSpec", "resolve_reference"]
 
 
 def resolve_reference(ref: Any) -> Any:
@@ -70,7 +70,15 @@ class Serializer:
     """A (write, read) pair registered for one (python type, storage, format) key.
 
     ``write(obj, location, **serializer_args)`` and ``read(location, **serializer_args)``
-    may be callables or ``"module:function"`` strings resolved on first use.
+    may be callables or ``"module:function"`` strings resolved on first use. A plugin's
+    hook returns these; `Registry.register` builds one and hands it to `Registry.add`.
+
+    Raises
+    ------
+    TypeError
+        If ``python_type`` is neither a class nor a dotted string, ``storage`` or
+        ``format`` is not a non-empty string, or ``write``/``read`` is neither callable
+        nor a string.
     """
 
     python_type: str  # a class is accepted and stored by its dotted name
@@ -82,9 +90,24 @@ class Serializer:
     distribution: str = "user"
     _write: _LazyRef = field(init=False, repr=False)
     _read: _LazyRef = field(init=False, repr=False)
+    # The class itself when one was given: local and dynamically created classes cannot
+    # be found again by their dotted name.
+    _class: type | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "python_type", type_name(self.python_type))
+        given: Any = self.python_type
+        if not isinstance(given, type | str) or not given:
+            raise TypeError(f"python_type must be a class or a dotted string, not {given!r}")
+        for what, value in (("storage", self.storage), ("format", self.format)):
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"{what} must be a non-empty string, not {value!r}")
+        for what, value in (("write", self.write_ref), ("read", self.read_ref)):
+            if not (callable(value) or isinstance(value, str)):
+                raise TypeError(
+                    f"{what} must be a callable or a 'module:function' string, not {value!r}"
+                )
+        object.__setattr__(self, "python_type", type_name(given))
+        object.__setattr__(self, "_class", given if isinstance(given, type) else None)
         object.__setattr__(self, "_write", _LazyRef(self.write_ref))
         object.__setattr__(self, "_read", _LazyRef(self.read_ref))
 
@@ -118,30 +141,6 @@ class Serializer:
         )
 
 
-def make_serializer(
-    python_type: type | str,
-    storage: str,
-    format: str,
-    write: Any,
-    read: Any,
-    *,
-    priority: int = 0,
-    distribution: str = "user",
-) -> Serializer:
-    """Validate arguments and build a `Serializer`."""
-    if not isinstance(python_type, type | str) or not python_type:
-        raise TypeError(f"python_type must be a class or a dotted string, not {python_type!r}")
-    for what, value in (("storage", storage), ("format", format)):
-        if not isinstance(value, str) or not value:
-            raise TypeError(f"{what} must be a non-empty string, not {value!r}")
-    for what, value in (("write", write), ("read", read)):
-        if not (callable(value) or isinstance(value, str)):
-            raise TypeError(
-                f"{what} must be a callable or a 'module:function' string, not {value!r}"
-            )
-    return Serializer(type_name(python_type), storage, format, write, read, priority, distribution)
-
-
 @dataclass(frozen=True)
 class StorageSpec:
     """A storage type: its name, the URI schemes it serves and its `Storage` class.
@@ -158,6 +157,41 @@ class StorageSpec:
     def load(self) -> Any:
         """Import and return the `Storage` subclass."""
         return resolve_reference(self.cls)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """What reading a file as one python type leaves out of it.
+
+    Attributes
+    ----------
+    kept
+        The part that is read, e.g. ``"HDU 0:PRIMARY"``.
+    parts
+        Other parts holding data, e.g. ``"1:CAT (table, 3 rows)"``.
+    cards
+        Keywords of the header cards left out (one per keyword, in file order).
+    ncards
+        How many header cards are left out.
+    """
+
+    kept: str
+    parts: tuple[str, ...] = ()
+    cards: tuple[str, ...] = ()
+    ncards: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.parts or self.ncards)
+
+    def describe(self) -> str:
+        """``"header cards (OBJECT, EXPTIME: 2) and HDUs 1:CAT (table, 3 rows)"``."""
+        what = []
+        if self.ncards:
+            shown = ", ".join(self.cards[:8]) + (", ..." if len(self.cards) > 8 else "")
+            what.append(f"{self.ncards} header card(s) ({shown})")
+        if self.parts:
+            what.append(f"HDU(s) {', '.join(self.parts)}")
+        return " and ".join(what)
 
 
 @dataclass(frozen=True)
@@ -193,6 +227,15 @@ class FormatDescriptor:
         gives its image): a recorded class that is not a subclass of the dataset type's
         then does not stop the read, and the serializer of the dataset type's own class
         reads it (checking the bytes itself).
+    whole_type
+        Dotted name of the python type that holds *everything* a file of this format can
+        hold, where ``python_type`` (the default) holds less (FITS: ``HDUList`` beside the
+        image array). Tools that move whole files (``butler convert``/``put``) read files
+        as this type whenever the destination can write it.
+    dropped
+        ``dropped(location, python_type) -> Dropped | None`` (a callable or
+        ``"module:function"``): what reading the file at ``location`` as ``python_type``
+        would leave out, so tools can warn or refuse instead of dropping in silence.
     merging_parameters
         Put parameters that make the format merge into an existing dataset (``{"mode"}``
         for ``sql-table``'s append/upsert): given one of them, ``Butler.put`` leaves the
@@ -211,6 +254,8 @@ class FormatDescriptor:
     serializer_args: frozenset[str] | None = None
     merging_parameters: frozenset[str] = frozenset()
     reads_other_types: bool = False
+    whole_type: str | None = None
+    dropped: Any = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "merging_parameters", frozenset(self.merging_parameters))
@@ -218,6 +263,13 @@ class FormatDescriptor:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, frozenset(value))
+
+    def dropped_by(self, location: Any, python_type: str) -> Dropped | None:
+        """What reading ``location`` as ``python_type`` leaves out (``None``: nothing known)."""
+        if self.dropped is None or python_type == self.whole_type:
+            return None
+        found = resolve_reference(self.dropped)(location, python_type)
+        return found if isinstance(found, Dropped) else None
 
     def merges(self, parameters: Mapping[str, Any]) -> bool:
         """True when a put with these parameters merges into an existing dataset."""
@@ -263,10 +315,15 @@ class FormatDescriptor:
             return bool(resolve_reference(self.identify)(first_bytes))
         return False
 
-    def matches_name(self, name: str) -> bool:
-        """True when a file name ends with one of this format's extensions."""
-        lowered = name.lower()
-        return any(lowered.endswith(ext) for ext in self.extensions)
+    def __repr__(self) -> str:
+        # What a user needs to choose a format: its name, files, what it is, where to read on.
+        text = f"<FormatDescriptor {self.name!r} ({' '.join(self.extensions) or 'no extension'})"
+        text += f" from {self.distribution!r}"
+        if self.description:
+            text += f": {self.description}"
+        if self.url:
+            text += f"\n  Learn more at {self.url}"
+        return text + ">"
 
 
 def _check_names(given: Mapping[str, Any], accepted: frozenset[str] | None, what: str) -> None:

@@ -53,6 +53,9 @@ def butler_formats() -> list[FormatDescriptor]:
             serializer_args=SERIALIZER_ARGS,
             # Each reader checks the HDUs itself: a CCDData file reads as its image array.
             reads_other_types=True,
+            # What holds a whole FITS file, and what narrower types leave out of one.
+            whole_type="astropy.io.fits.HDUList",
+            dropped="butler_fits._dropped:dropped",
         )
     ]
 
