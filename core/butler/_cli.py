@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import click
 
-from ._errors import ButlerError, DatasetExistsError
+from ._cli_files import (
+    check_output,
+    file_size,
+    hdu_option,
+    input_file,
+    local_path,
+    naming,
+    read_standalone,
+)
+from ._errors import ButlerError
 
 #: Transfers smaller than this get no progress bar.
 PROGRESS_THRESHOLD = 4 * 1024 * 1024
@@ -186,15 +193,6 @@ _hdu_option = click.option(
 
 
 @contextlib.contextmanager
-def _naming(flag: str) -> Iterator[None]:
-    """Prefix the message of a butler error raised inside with the flag that caused it."""
-    try:
-        yield
-    except ButlerError as exc:
-        raise type(exc)(f"{flag}: {exc}") from exc
-
-
-@contextlib.contextmanager
 def _option_errors(options: dict[str, Any]) -> Iterator[None]:
     """Storage options a storage does not take are reported against ``-O/--option``."""
     from ._errors import StorageError
@@ -218,7 +216,7 @@ def _butler(root: str, options: tuple[str, ...]) -> Any:
 def _check_format(registry: Any, name: str | None, flag: str) -> None:
     """An unknown ``--format``/``--from``/``--to`` fails first, naming the flag."""
     if name is not None:
-        with _naming(f"{flag} {name}"):
+        with naming(f"{flag} {name}"):
             registry.format(name)
 
 
@@ -284,7 +282,7 @@ def define(
 
     b = _butler(root, options)
     _check_format(b.registry, file_format, "--format")
-    with _naming(f"--type {python_type}"):
+    with naming(f"--type {python_type}"):
         python_type_name(python_type)
     dt = b.register_dataset_type(
         name, python_type, file_format, template, dimensions=dims, overwrite=overwrite
@@ -414,74 +412,6 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def _local(uri: str) -> str | None:
-    """The local path ``uri`` names (``file://`` included), or None for remote URIs."""
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    elif "://" in uri:
-        return None
-    return os.path.abspath(os.path.expanduser(uri))
-
-
-def _same_file(a: str, b: str) -> bool:
-    """True when ``a`` and ``b`` name the same file: ``./x`` and ``x``, a symlink and its
-    target, a hard link, or the same remote URI up to redundant ``/`` and ``.``."""
-    import posixpath
-
-    la, lb = _local(a), _local(b)
-    if la is not None and lb is not None:
-        try:
-            return os.path.samefile(la, lb)
-        except OSError:  # one does not exist (yet): compare where they resolve to
-            return os.path.realpath(la) == os.path.realpath(lb)
-    if la is not None or lb is not None:
-        return False
-
-    def norm(uri: str) -> str:
-        scheme, _, rest = uri.partition("://")
-        return f"{scheme.lower()}://{posixpath.normpath(rest)}"
-
-    return norm(a) == norm(b)
-
-
-def _input_file(path: str, what: str) -> str:
-    """Refuse a local input that is missing or a directory, naming the argument."""
-    from ._errors import DatasetNotFoundError, StorageError
-
-    local = _local(path)
-    if local is not None:
-        if os.path.isdir(local):
-            raise StorageError(f"{what} {path!r} is a directory, not a file")
-        if not os.path.exists(local):
-            raise DatasetNotFoundError(f"{what} {path!r} does not exist")
-    return path
-
-
-def _check_output(path: str, what: str, overwrite: bool, *, source: str) -> None:
-    """Refuse to write ``path`` onto ``source`` (even with --overwrite), onto a directory,
-    or onto an existing file without --overwrite; checked before anything is read."""
-    from ._errors import StorageError
-
-    if _same_file(path, source):
-        raise DatasetExistsError(
-            f"{what} {path!r} is the file being read ({source!r}): writing it in place would "
-            f"replace it with what butler understood of it (FITS header cards, HDUs and "
-            f"attributes it does not read are lost), even with --overwrite; choose another name"
-        )
-    local = _local(path)
-    if local is not None and os.path.isdir(local):
-        raise StorageError(f"{what} {path!r} is a directory, not a file")
-    if not overwrite and local is not None and os.path.lexists(local):
-        raise DatasetExistsError(f"{what} {path!r} already exists; pass --overwrite to replace it")
-
-
-def _file_size(path: str) -> int | None:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return None
-
-
 @main.command()
 @click.argument("root")
 @click.argument("dataset_type")
@@ -511,11 +441,11 @@ def put(
     dt = b.dataset_type(dataset_type)
     data_id = _data_id(b, dataset_type, ids)  # a mistyped --id fails before FILE is read
     _check_format(b.registry, file_format, "--format")
-    obj = _read_standalone(
-        _input_file(file, "FILE"), file_format, dt.python_type, b.registry, hdu=_hdu(hdu),
+    obj = read_standalone(
+        input_file(file, "FILE"), file_format, dt.python_type, b.registry, hdu=hdu_option(hdu),
         keep_all="to keep them, store FILE in a dataset type defined with --type {whole}",
     )  # fmt: skip
-    with _progress(f"put {dataset_type}", _file_size(file)) as progress:
+    with _progress(f"put {dataset_type}", file_size(file)) as progress:
         loc = b.put(obj, dataset_type, data_id, overwrite=overwrite, progress=progress)
     _emit(ctx, {"dataset_type": dataset_type, "data_id": dict(loc.data_id), "uri": loc.uri},
           f"stored {loc.describe()}")  # fmt: skip
@@ -548,7 +478,7 @@ def get(
     data_id = _data_id(b, dataset_type, ids)
     _check_format(b.registry, file_format, "--format")
     location = b.location(dataset_type, data_id)
-    _check_output(output, "-o/--output", overwrite, source=location.uri)
+    check_output(output, "-o/--output", overwrite, source=location.uri)
     key = location.key
     total = b.storage.size(key) if b.storage.exists(key) else None
     with _progress(f"get {dataset_type}", total) as progress:
@@ -625,107 +555,6 @@ def purge(ctx: click.Context, root: str, older_than: float, options: Any) -> Non
     _emit(ctx, {"removed": removed}, text or "nothing to purge")
 
 
-def _warn(message: str) -> None:
-    click.echo(f"butler: warning: {message}", err=True)
-
-
-def _writers(registry: Any, python_type: str) -> list[str]:
-    """Formats an installed serializer writes ``python_type`` to (registered by that name)."""
-    return sorted({s.format for s in registry.serializers.values() if s.python_type == python_type})
-
-
-def _hdu(value: str | None) -> int | str | None:
-    """``--hdu 2`` is an index, ``--hdu SCI`` an EXTNAME."""
-    if value is None:
-        return None
-    return int(value) if value.strip().isdigit() else value
-
-
-def _read_standalone(
-    uri: str, file_format: str | None, python_type: str | None, registry: Any = None, *,
-    hdu: int | str | None = None, dst_format: str | None = None,
-    keep_all: str = "", **storage_options: Any,
-) -> Any:  # fmt: skip
-    """Read a file as the richest type that the destination can take.
-
-    Without ``--type``: the type butler recorded when it wrote the file (if an installed
-    serializer vouches for it), else the format's whole-file type (`FormatDescriptor.whole_type`:
-    an ``HDUList`` for FITS) when ``dst_format`` can write it, else the format's default
-    type -- refused when that would drop whole HDUs holding data, with a warning on stderr
-    when it drops header cards. With ``--type`` (or a dataset type) narrower than the whole
-    file, what is dropped is warned about; ``--hdu`` picks one HDU, knowingly.
-
-    ``keep_all`` is the advice a warning ends with, how to keep what is dropped (``{whole}``
-    is replaced by the whole-file type).
-    """
-    from ._errors import DatasetTypeError, NoSerializerError, ParameterError
-    from ._files import file_location, vouched_type
-    from ._plugins import default_registry
-    from ._types import type_name
-
-    reg = registry or default_registry()
-    parameters = {} if hdu is None else {"hdu": hdu}
-    location = file_location(
-        uri, format=file_format, python_type=python_type, registry=reg, parameters=parameters,
-        **storage_options,
-    )  # fmt: skip
-    descriptor = reg.format(location.format)
-    whole = descriptor.whole_type
-    if hdu is not None:
-        with _naming(f"--hdu {hdu}"):
-            reg.format(location.format).check_parameters(parameters, what=repr(uri))
-            if python_type is not None and type_name(python_type) == whole:
-                raise ParameterError(f"{whole} reads every HDU of {uri!r}; drop --hdu")
-    known = sorted(s.python_type for s in reg.serializers.values() if s.format == location.format)
-    recorded = python_type is None and vouched_type(
-        location.stored_metadata().get("python_type"), location.format, reg
-    )
-    if whole and whole in known and not recorded and hdu is None:
-        writers = _writers(reg, whole)
-        if python_type is None and dst_format in writers:
-            location = replace(location, python_type=whole)  # the destination keeps every HDU
-        dropped = (
-            None
-            if location.python_type == whole
-            else descriptor.dropped_by(location, location.python_type)
-        )
-        if dropped:
-            chosen = location.python_type
-            where = f"formats that keep them: {', '.join(writers)}" if writers else ""
-            if python_type is None and dropped.parts:
-                raise NoSerializerError(
-                    f"{uri!r} holds more than one HDU with data: reading it as {chosen} (what "
-                    f"{dst_format or 'the destination'} can hold) would keep only {dropped.kept} "
-                    f"and drop {dropped.describe()}, and no installed serializer writes {whole} "
-                    f"as {dst_format or 'that format'}; pick one HDU with --hdu N (its image as "
-                    f"numpy.ndarray; a table HDU with --hdu N --type astropy.table.Table), or "
-                    f"convert to a format that keeps every HDU: {', '.join(writers) or 'none'}"
-                )
-            _warn(
-                f"{uri!r} read as {chosen} keeps only {dropped.kept}: dropping "
-                f"{dropped.describe()}; {keep_all.format(whole=whole) or where}"
-                + ("" if python_type is not None else "; --hdu N picks another HDU")
-            )
-    try:
-        return location.read()
-    except (NoSerializerError, DatasetTypeError) as exc:
-        if python_type is None:
-            raise NoSerializerError(
-                f"cannot tell what type to read {uri!r} ({location.format}) as; pass "
-                f"--type with one of: {', '.join(known) or 'none registered'}"
-            ) from None
-        if python_type in known:
-            raise
-        # --type names a type no installed plugin reads this format as: butler would have to
-        # import it, which it never does for a name typed on the command line or recorded in
-        # a file.
-        raise type(exc)(
-            f"--type {python_type}: cannot read {uri!r} ({location.format}) as "
-            f"{python_type!r}; types installed plugins read {location.format} files as: "
-            f"{', '.join(known) or 'none'}"
-        ) from exc
-
-
 @main.command()
 @click.argument("src")
 @click.argument("dst")
@@ -763,7 +592,7 @@ def convert(
     storage_options = _parse_pairs(options, "--option")
     # -O options are for the remote end (a local file takes none of S3's): both ends get
     # them only when both are remote or both local.
-    remote = [_local(uri) is None for uri in (src, dst)]
+    remote = [local_path(uri) is None for uri in (src, dst)]
     src_options, dst_options = (
         (storage_options if remote[0] or not any(remote) else {}),
         (storage_options if remote[1] or not any(remote) else {}),
@@ -774,14 +603,14 @@ def convert(
     reg = default_registry()
     _check_format(reg, src_format, "--from")
     _check_format(reg, dst_format, "--to")
-    _check_output(dst, "DST", overwrite, source=src)
+    check_output(dst, "DST", overwrite, source=src)
     target = dst_format
     if target is None:
         with contextlib.suppress(_ButlerError):  # unidentified: write_file reports it
             target = reg.identify_format(split_file_uri(dst)[1])
     with _option_errors(src_options):
-        obj = _read_standalone(
-            _input_file(src, "SRC"), src_format, python_type, reg, hdu=_hdu(hdu),
+        obj = read_standalone(
+            input_file(src, "SRC"), src_format, python_type, reg, hdu=hdu_option(hdu),
             dst_format=target, **src_options,
         )  # fmt: skip
     with _option_errors(dst_options):
