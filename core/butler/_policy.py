@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import DatasetTypeError
@@ -128,10 +128,6 @@ class DatasetType:
             )
         except (KeyError, TypeError, AttributeError, ValueError, DatasetTypeError) as exc:
             raise DatasetTypeError(f"malformed definition of dataset type {name!r}: {exc}") from exc
-
-    def with_changes(self, **changes: Any) -> DatasetType:
-        """A copy with some fields replaced."""
-        return replace(self, **changes)
 
 
 def _plain(value: Any) -> Any:
