@@ -34,12 +34,12 @@ def per_call(fn, n: int) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     reg = butler.default_registry()
     n = 200_000
-    cached = per_call(lambda: reg.find(Leaf, "json", "posix"), n)
-    cached_abc = per_call(lambda: reg.find(OrderedDict, "config", "posix"), n)
+    cached = per_call(lambda: reg.find(Leaf, "posix", "json"), n)
+    cached_abc = per_call(lambda: reg.find(OrderedDict, "posix", "config"), n)
 
     def uncached() -> None:
         reg._cache.clear()
-        reg.find(Leaf, "json", "posix")
+        reg.find(Leaf, "posix", "json")
 
     cold = per_call(uncached, 5_000)
     print(f"registry: {reg!r}")

@@ -16,7 +16,9 @@ from ._errors import (
     DatasetExistsError,
     DatasetNotFoundError,
     DatasetTypeError,
+    DuplicateFormatError,
     DuplicateSerializerError,
+    DuplicateStorageError,
     FormatError,
     InvalidDataIdError,
     NoSerializerError,
@@ -28,7 +30,6 @@ from ._errors import (
 from ._files import file_location, read_file, write_file
 from ._location import ButlerLocation
 from ._mapper import Mapper, TemplateMapper
-from ._open import open_storage
 from ._plugins import (
     Conflict,
     PluginInfo,
@@ -38,14 +39,13 @@ from ._plugins import (
     refresh_plugins,
 )
 from ._policy import DatasetType
-from ._registry import KNOWN_PLUGINS, Registry
+from ._registry import Registry
 from ._specs import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._storage import ProgressCallback, Storage
 from ._urls import is_secret_key, mask_url
-from .hookspecs import hookimpl, hookspec
+from .hookspecs import hookimpl
 
 __all__ = [
-    "KNOWN_PLUGINS",
     "Butler",
     "ButlerError",
     "ButlerLocation",
@@ -57,7 +57,9 @@ __all__ = [
     "DatasetType",
     "DatasetTypeError",
     "Dropped",
+    "DuplicateFormatError",
     "DuplicateSerializerError",
+    "DuplicateStorageError",
     "FormatDescriptor",
     "FormatError",
     "InvalidDataIdError",
@@ -79,10 +81,8 @@ __all__ = [
     "discovery",
     "file_location",
     "hookimpl",
-    "hookspec",
     "is_secret_key",
     "mask_url",
-    "open_storage",
     "plugins",
     "read_file",
     "refresh_plugins",

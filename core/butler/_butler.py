@@ -474,7 +474,7 @@ class Butler:
             location,
             expected=expected,
             written_type=type_name(type(obj)),
-            serializer=self.registry.find(type(obj), location.format, self.storage.type_name),
+            serializer=self.registry.find(type(obj), self.storage.type_name, location.format),
         )
         resolved.check_arguments()
         # A format may merge into an existing dataset (sql-table's append): it says so.
@@ -556,7 +556,7 @@ class Butler:
             if not self.registry.format(recorded).reads_other_types:
                 raise
             cls = resolved.expected_type()
-        serializer = self.registry.find(cls, recorded, self.storage.type_name)
+        serializer = self.registry.find(cls, self.storage.type_name, recorded)
         return replace(resolved, serializer=serializer)
 
     def exists(

@@ -7,7 +7,9 @@ __all__ = [
     "DatasetExistsError",
     "DatasetNotFoundError",
     "DatasetTypeError",
+    "DuplicateFormatError",
     "DuplicateSerializerError",
+    "DuplicateStorageError",
     "FormatError",
     "InvalidDataIdError",
     "NoSerializerError",
@@ -28,6 +30,21 @@ class NoSerializerError(ButlerError, LookupError):
 
 class DuplicateSerializerError(ButlerError, ValueError):
     """A serializer is already registered for this (type, storage, format) key."""
+
+
+class DuplicateStorageError(ButlerError, ValueError):
+    """Another storage type of this name is already registered (``overwrite=True`` replaces it).
+
+    .. versionadded:: 0.2
+    """
+
+
+class DuplicateFormatError(ButlerError, ValueError):
+    """Another format descriptor of this name is already registered (``overwrite=True``
+    replaces it).
+
+    .. versionadded:: 0.2
+    """
 
 
 class DatasetNotFoundError(ButlerError, KeyError):

@@ -214,7 +214,7 @@ class ButlerLocation:
 
     def serializer_for(self, python_type: type) -> Serializer:
         """The serializer for ``python_type`` in this location's format and storage."""
-        return self._registry().find(python_type, self.format, self.storage.type_name)
+        return self._registry().find(python_type, self.storage.type_name, self.format)
 
     def write(self, obj: Any) -> None:
         """Write ``obj`` with the resolved serializer (or the one registered for its type).

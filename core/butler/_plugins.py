@@ -10,7 +10,23 @@ Rules
   ``priority``, then butler-core, then the alphabetically first distribution name.
   Discovery order never matters. Every conflict is recorded with its winner.
 * Discovery runs once per process (cached); `refresh_plugins` runs it again, e.g. after
-  installing a distribution.
+  installing a distribution, and updates the one process-wide `Registry` in place:
+  ``Butler`` objects created earlier see the new plugins, and what was registered through
+  the API (``butler.register``, ``Registry.register``/``add``) survives and keeps
+  precedence over a plugin declaring the same key.
+
+Why each plugin's hook is called separately
+-------------------------------------------
+Hooks are called through pluggy (its ``HookCaller``, so tracing, call monitoring and
+argument checking apply), but once per plugin, through ``pm.subset_hook_caller(hook,
+remove_plugins=<every other plugin>)``, not once as ``pm.hook.butler_serializers()``.
+pluggy's call loop (``_multicall``) stops at the first implementation that raises and
+re-raises after the wrappers, discarding the results already collected; a wrapper
+(``wrapper=True``) sees only that one exception, never the other plugins' results, and
+pluggy has no per-implementation isolation. One broken plugin would then hide every
+other plugin's declarations, breaking the rule above. The cost is one subset caller per
+plugin and hook (microseconds for the handful of installed plugins); a hook wrapper of a
+plugin wraps that plugin's own implementation only.
 """
 
 from __future__ import annotations
@@ -122,21 +138,32 @@ def _load_entry_points(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> dic
 def _collect(
     pm: pluggy.PluginManager, hook: str, owners: dict[str, str], infos: list[PluginInfo]
 ) -> list[Any]:
-    """Call one hook plugin by plugin, so one raising plugin does not hide the others."""
+    """Call one hook plugin by plugin, so one raising plugin does not hide the others.
+
+    Returns the declarations, each recorded as owned by its plugin's distribution.
+    """
+    impls = getattr(pm.hook, hook).get_hookimpls()
+    plugins = list(dict.fromkeys(impl.plugin for impl in impls))
     declarations: list[Any] = []
-    for impl in getattr(pm.hook, hook).get_hookimpls():
-        dist = owners.get(impl.plugin_name, impl.plugin_name)
+    for plugin in plugins:
+        name = pm.get_name(plugin) or repr(plugin)
+        dist = owners.get(name, name)
+        caller = pm.subset_hook_caller(hook, [other for other in plugins if other is not plugin])
         try:
-            result = impl.function()
-            items = list(result or [])
+            items = [item for result in caller() for item in (result or [])]
             for item in items:
                 if not isinstance(item, Serializer | StorageSpec | FormatDescriptor):
                     raise TypeError(f"{hook}() returned {item!r}, not a butler declaration")
         except Exception as exc:
-            _warn(f"Plugin {impl.plugin_name!r} hook {hook}() failed:\n{type(exc).__name__}: {exc}")
+            _warn(f"Plugin {name!r} hook {hook}() failed:\n{type(exc).__name__}: {exc}")
             _mark_failed(infos, dist, f"{hook}(): {exc!r}")
             continue
-        declarations += [replace(item, distribution=dist) for item in items]
+        declarations += [
+            item.owned_by(dist)
+            if isinstance(item, Serializer)
+            else replace(item, distribution=dist)
+            for item in items
+        ]
     return declarations
 
 
@@ -163,7 +190,12 @@ def _resolve(
 
 
 def discover(prefer: Sequence[str] | None = None) -> Discovery:
-    """Run discovery now and return a fresh `Discovery` (not cached; see `discovery`)."""
+    """Run discovery now into a new `Registry` (not cached; see `discovery`)."""
+    return _discover_into(Registry(), prefer)
+
+
+def _discover_into(registry: Registry, prefer: Sequence[str] | None) -> Discovery:
+    """Run discovery and install its winners in ``registry`` (replacing the last run's)."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.register(_builtins, name=CORE_DISTRIBUTION)
@@ -177,7 +209,6 @@ def discover(prefer: Sequence[str] | None = None) -> Discovery:
     owners = {CORE_DISTRIBUTION: CORE_DISTRIBUTION}
     owners.update(_load_entry_points(pm, infos))
     order = _prefer_order(prefer)
-    registry = Registry()
 
     storages, c1 = _resolve(
         "storage", _collect(pm, "butler_storages", owners, infos), lambda s: (s.type_name,), order
@@ -188,19 +219,11 @@ def discover(prefer: Sequence[str] | None = None) -> Discovery:
     serializers, c3 = _resolve(
         "serializer", _collect(pm, "butler_serializers", owners, infos), lambda s: s.key, order
     )
-    for spec in storages:
-        registry.register_storage(spec)
-    for descriptor in formats:
-        registry.register_format(descriptor)
-    for s in serializers:
-        registry.register(
-            s.python_type, s.storage, s.format, s.write_ref, s.read_ref,
-            priority=s.priority, distribution=s.distribution,
-        )  # fmt: skip
-    registry.plugin_failures = [
-        f"{i.name} ({i.distribution}): {i.error}" for i in infos if i.status == "failed"
-    ]
-    return Discovery(registry, infos, c1 + c2 + c3)
+    failures = [f"{i.name} ({i.distribution}): {i.error}" for i in infos if i.status == "failed"]
+    shadowed = registry._install_discovered(serializers, storages, formats, failures)
+    # A registration made through the API wins over every plugin: say so like any conflict.
+    kept = [Conflict(kind, key, (dist, kept), kept) for kind, key, dist, kept in shadowed]
+    return Discovery(registry, infos, c1 + c2 + c3 + kept)
 
 
 _lock = threading.Lock()
@@ -228,16 +251,29 @@ def plugins() -> list[PluginInfo]:
 
 
 def refresh_plugins(prefer: Sequence[str] | None = None) -> Registry:
-    """Discover again (picking up newly installed distributions) and return the new registry.
+    """Discover again (picking up newly installed distributions), in place.
+
+    The process-wide registry stays the same object, so ``Butler`` objects created earlier
+    see the new plugins; serializers, storages and formats registered through the API
+    (``butler.register``, `Registry.register`, `Registry.add`, ...) are kept, and keep
+    winning over a plugin that declares the same key.
 
     Parameters
     ----------
     prefer
         Distribution names that win serializer conflicts, in order (overrides
         ``BUTLER_PREFER``).
+
+    Returns
+    -------
+    Registry
+        The process-wide registry, `default_registry()`.
     """
     global _current
     importlib.invalidate_caches()
     with _lock:
-        _current = discover(prefer)
+        if _current is None:
+            _current = discover(prefer)
+        else:
+            _current = _discover_into(_current.registry, prefer)
     return _current.registry

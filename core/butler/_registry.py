@@ -16,8 +16,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._errors import DuplicateSerializerError, FormatError, NoSerializerError, StorageError
-from ._specs import FormatDescriptor, Serializer, StorageSpec, make_serializer
+from ._errors import (
+    DuplicateFormatError,
+    DuplicateSerializerError,
+    DuplicateStorageError,
+    FormatError,
+    NoSerializerError,
+    StorageError,
+)
+from ._specs import FormatDescriptor, Serializer, StorageSpec
 from ._types import loaded_type, type_name
 from ._urls import mask_url
 
@@ -67,7 +74,7 @@ class Registry:
     --------
     >>> reg = Registry()
     >>> reg.register(dict, "*", "json", "json:dump", "json:load")
-    >>> reg.find(dict, "json", "posix").format
+    >>> reg.find(dict, "posix", "json").format
     'json'
     """
 
@@ -87,7 +94,14 @@ class Registry:
         self._storages: dict[str, StorageSpec] = {}
         self._schemes: dict[str, str] = {}
         self._formats: dict[str, FormatDescriptor] = {}
-        #: Set by plugin discovery: a callable returning plugin status lines for errors.
+        # What the last plugin discovery put in, so that a refresh replaces exactly that
+        # and keeps what was registered through the API (or overwritten by it).
+        self._discovered: tuple[list[Serializer], list[StorageSpec], list[FormatDescriptor]] = (
+            [],
+            [],
+            [],
+        )
+        #: Set by plugin discovery: "name (distribution): error" of each failed plugin.
         self.plugin_failures: list[str] = []
 
     # -- serializers -------------------------------------------------------------------
@@ -133,28 +147,51 @@ class Registry:
         ------
         DuplicateSerializerError
             If the key is taken by different callables and ``overwrite`` is false.
+        TypeError
+            If an argument has the wrong type (see `Serializer`).
         """
-        new = make_serializer(
-            python_type, storage, format, write, read, priority=priority, distribution=distribution
-        )
+        given: Any = python_type  # a class is kept by the Serializer, stored by name
+        new = Serializer(given, storage, format, write, read, priority, distribution)
+        return self.add(new, overwrite=overwrite)
+
+    def add(self, serializer: Serializer, *, overwrite: bool = False) -> Serializer:
+        """Register a `Serializer` built elsewhere (a plugin's declaration).
+
+        .. versionadded:: 0.2
+
+        Returns
+        -------
+        Serializer
+            ``serializer``, or the identical entry already registered for its key.
+
+        Raises
+        ------
+        DuplicateSerializerError
+            If the key is taken by different callables and ``overwrite`` is false.
+        """
+        name, storage, format = serializer.key
         with self._lock:
-            table = self._by_type.setdefault(new.python_type, {})
+            table = self._by_type.setdefault(name, {})
             old = table.get((storage, format))
             if old is not None and not overwrite:
-                if old.same_callables(new):
+                if old.same_callables(serializer):
                     return old  # re-importing a module that registers is harmless
                 raise DuplicateSerializerError(
-                    f"a serializer for type {new.python_type!r}, storage {storage!r} and format "
+                    f"a serializer for type {name!r}, storage {storage!r} and format "
                     f"{format!r} is already registered by {old.distribution!r} ({old!r}); "
                     f"pass overwrite=True to replace it"
                 )
-            table[(storage, format)] = new
-            if isinstance(python_type, type):
-                self._classes[new.python_type] = python_type
-            elif loaded_type(new.python_type) is None:
-                self._pending_modules.add(new.python_type.rsplit(".", 1)[0])
+            table[(storage, format)] = serializer
+            self._note_type(serializer)
             self._changed()
-        return new
+        return serializer
+
+    def _note_type(self, serializer: Serializer) -> None:
+        """Remember a registered class, or the module a string type waits for."""
+        if serializer._class is not None:
+            self._classes[serializer.python_type] = serializer._class
+        elif loaded_type(serializer.python_type) is None:
+            self._pending_modules.add(serializer.python_type.rsplit(".", 1)[0])
 
     @property
     def serializers(self) -> Mapping[tuple[str, str, str], Serializer]:
@@ -163,16 +200,21 @@ class Registry:
             {s.key: s for table in self._by_type.values() for s in table.values()}
         )
 
-    def find(self, python_type: type, format: str, storage: str) -> Serializer:
-        """Return the serializer for a class, a format and a storage type.
+    def find(self, python_type: type, storage: str, format: str) -> Serializer:
+        """Return the serializer for a class, a storage type and a format.
+
+        The keys come in the order `register` takes them: ``(python_type, storage, format)``.
 
         Raises
         ------
         NoSerializerError
             Naming the type, format and storage, listing what is registered for the type
             and which distribution would add a missing format or storage.
+        TypeError
+            If nothing is found and ``storage`` names a format (and ``format`` does not):
+            the keys were given in the pre-0.2 order ``(python_type, format, storage)``.
         """
-        key = (python_type, format, storage)
+        key = (python_type, storage, format)
         if self._pending_modules:
             self._refresh_pending()
         try:
@@ -180,13 +222,35 @@ class Registry:
         except KeyError:
             pass
         generation = self._generation
-        found = self._lookup(python_type, format, storage)
+        found = self._lookup(python_type, storage, format)
         if found is None:
+            self._check_order(python_type, storage, format)
             raise NoSerializerError(self._miss_message(python_type, format, storage))
         with self._lock:
             if generation == self._generation:
                 self._cache[key] = found
         return found
+
+    def _check_order(self, python_type: type, storage: str, format: str) -> None:
+        """Refuse a miss whose storage is a format name: the keys were swapped.
+
+        Only called on a miss, so a lookup that finds something never pays for it.
+        """
+        formats = set(self._formats)
+        storages = set(self._storages)
+        for table in list(self._by_type.values()):
+            for s_storage, s_format in list(table):
+                formats.add(s_format)
+                storages.add(s_storage)
+        storages.discard(ANY_STORAGE)
+        if storage in formats and storage not in storages and format not in formats:
+            name = python_type.__name__ if isinstance(python_type, type) else repr(python_type)
+            raise TypeError(
+                f"Registry.find takes (python_type, storage, format), the order of register; "
+                f"got storage={storage!r}, which is a format, and format={format!r}, which is "
+                f"{'a storage' if format in storages or format == ANY_STORAGE else 'no format'}"
+                f". Call find({name}, {format!r}, {storage!r})."
+            )
 
     def _changed(self) -> None:
         """Invalidate cached lookups (caller holds the lock)."""
@@ -230,7 +294,7 @@ class Registry:
             if name is not None:
                 yield self._by_type.get(name, {})
 
-    def _lookup(self, python_type: type, format: str, storage: str) -> Serializer | None:
+    def _lookup(self, python_type: type, storage: str, format: str) -> Serializer | None:
         for table in self._tables_along_mro(python_type):
             for candidate in (storage, ANY_STORAGE):
                 entry = table.get((candidate, format))
@@ -273,12 +337,19 @@ class Registry:
     # -- storages ---------------------------------------------------------------------
 
     def register_storage(self, spec: StorageSpec, *, overwrite: bool = False) -> None:
-        """Register a storage type and the URI schemes it serves."""
+        """Register a storage type and the URI schemes it serves.
+
+        Raises
+        ------
+        DuplicateStorageError
+            If another storage of that name is registered and ``overwrite`` is false.
+        """
         with self._lock:
             old = self._storages.get(spec.type_name)
             if old is not None and old != spec and not overwrite:
-                raise DuplicateSerializerError(
-                    f"storage {spec.type_name!r} is already registered by {old.distribution!r}"
+                raise DuplicateStorageError(
+                    f"storage {spec.type_name!r} is already registered by {old.distribution!r} "
+                    f"({old.cls!r}); pass overwrite=True to replace it"
                 )
             self._storages[spec.type_name] = spec
             for scheme in spec.schemes:
@@ -311,12 +382,19 @@ class Registry:
     # -- formats ----------------------------------------------------------------------
 
     def register_format(self, descriptor: FormatDescriptor, *, overwrite: bool = False) -> None:
-        """Register a format descriptor (name, extensions, identification)."""
+        """Register a format descriptor (name, extensions, identification).
+
+        Raises
+        ------
+        DuplicateFormatError
+            If another format of that name is registered and ``overwrite`` is false.
+        """
         with self._lock:
             old = self._formats.get(descriptor.name)
             if old is not None and old != descriptor and not overwrite:
-                raise DuplicateSerializerError(
-                    f"format {descriptor.name!r} is already registered by {old.distribution!r}"
+                raise DuplicateFormatError(
+                    f"format {descriptor.name!r} is already registered by {old.distribution!r}; "
+                    f"pass overwrite=True to replace it"
                 )
             self._formats[descriptor.name] = descriptor
 
@@ -372,6 +450,82 @@ class Registry:
         known = ", ".join(f"{d.name} ({' '.join(d.extensions)})" for d in self._sorted_formats())
         raise FormatError(f"cannot identify the format of {name!r}; known formats: {known}")
 
+    # -- plugin discovery ---------------------------------------------------------------
+
+    def _install_discovered(
+        self,
+        serializers: Iterable[Serializer],
+        storages: Iterable[StorageSpec],
+        formats: Iterable[FormatDescriptor],
+        failures: list[str],
+    ) -> list[tuple[str, tuple[str, ...], str, str]]:
+        """Replace what the previous discovery installed with a new discovery's winners.
+
+        Entries registered through the API (``register``, ``add``, ``register_storage``,
+        ``register_format``), including those that overwrote a plugin's, are kept and win
+        over a plugin declaring the same key. Done in place so that every `Butler` holding
+        this registry sees the result.
+
+        Returns
+        -------
+        list
+            ``(kind, key, plugin distribution, kept distribution)`` for each declaration
+            left out because an API registration holds its key.
+        """
+        shadowed: list[tuple[str, tuple[str, ...], str, str]] = []
+        with self._lock:
+            old_serializers, old_storages, old_formats = self._discovered
+            by_type = {name: dict(table) for name, table in self._by_type.items()}
+            for s in old_serializers:
+                table = by_type.get(s.python_type, {})
+                if table.get((s.storage, s.format)) is s:
+                    del table[(s.storage, s.format)]
+            storages_ = {k: v for k, v in self._storages.items() if not _any_is(v, old_storages)}
+            formats_ = {k: v for k, v in self._formats.items() if not _any_is(v, old_formats)}
+            new: tuple[list[Serializer], list[StorageSpec], list[FormatDescriptor]] = ([], [], [])
+            for s in serializers:
+                table = by_type.setdefault(s.python_type, {})
+                kept = table.get((s.storage, s.format))
+                if kept is not None:
+                    shadowed.append(("serializer", s.key, s.distribution, kept.distribution))
+                    continue
+                table[(s.storage, s.format)] = s
+                new[0].append(s)
+            for spec in storages:
+                if spec.type_name in storages_:
+                    kept_dist = storages_[spec.type_name].distribution
+                    shadowed.append(("storage", (spec.type_name,), spec.distribution, kept_dist))
+                    continue
+                storages_[spec.type_name] = spec
+                new[1].append(spec)
+            for descriptor in formats:
+                if descriptor.name in formats_:
+                    kept_dist = formats_[descriptor.name].distribution
+                    shadowed.append(
+                        ("format", (descriptor.name,), descriptor.distribution, kept_dist)
+                    )
+                    continue
+                formats_[descriptor.name] = descriptor
+                new[2].append(descriptor)
+            self._by_type = {name: table for name, table in by_type.items() if table}
+            self._classes = {n: c for n, c in self._classes.items() if n in self._by_type}
+            self._pending_modules = set()
+            for table in self._by_type.values():
+                for s in table.values():
+                    self._note_type(s)
+            # API-registered storages are added last: their schemes win.
+            self._storages = storages_
+            self._schemes = {
+                scheme: spec.type_name
+                for spec in sorted(storages_.values(), key=lambda sp: not _any_is(sp, new[1]))
+                for scheme in spec.schemes
+            }
+            self._formats = formats_
+            self._discovered = new
+            self.plugin_failures = list(failures)
+            self._changed()
+        return shadowed
+
     def _sorted_formats(self) -> Iterable[FormatDescriptor]:
         return [self._formats[k] for k in sorted(self._formats)]
 
@@ -381,3 +535,8 @@ class Registry:
             f"<Registry: {n} serializers, formats {sorted(self._formats)}, "
             f"storages {sorted(self._storages)}>"
         )
+
+
+def _any_is(item: object, items: Iterable[object]) -> bool:
+    """Identity, not equality: an equal declaration registered through the API is kept."""
+    return any(item is other for other in items)

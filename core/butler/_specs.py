@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._errors import ParameterError, PluginError
@@ -125,6 +125,12 @@ class Serializer:
     def read(self) -> Callable[..., Any]:
         """The read callable, imported on first access."""
         return self._read.get()  # type: ignore[no-any-return,unused-ignore]
+
+    def owned_by(self, distribution: str) -> Serializer:
+        """A copy recorded as declared by ``distribution`` (discovery sets the owner)."""
+        # The class, when one was given, so the copy still finds local classes.
+        given: Any = self._class or self.python_type
+        return replace(self, python_type=given, distribution=distribution)
 
     def same_callables(self, other: Serializer) -> bool:
         """True when ``other`` names the very same write and read functions."""

@@ -116,10 +116,10 @@ def test_raising_hook_is_isolated(site: Path) -> None:
     row = next(p for p in found.plugins if p.distribution == "butler-explodes")
     assert row.status == "failed" and "hook exploded" in row.error
     # core serializers are intact
-    assert found.registry.find(dict, "json", "posix").format == "json"
+    assert found.registry.find(dict, "posix", "json").format == "json"
     # and a miss mentions the failure
     with pytest.raises(NoSerializerError, match="hook exploded"):
-        found.registry.find(dict, "nothing", "posix")
+        found.registry.find(dict, "posix", "nothing")
 
 
 def test_invalid_hookimpl_signature_is_reported(site: Path) -> None:
@@ -165,7 +165,7 @@ def test_conflict_resolution_is_deterministic(site: Path) -> None:
     )
     found = discover()
     # equal priority: alphabetical distribution name wins, whatever the discovery order
-    assert found.registry.find(str, "txt", "posix").distribution == "butler-alpha"
+    assert found.registry.find(str, "posix", "txt").distribution == "butler-alpha"
     conflict = next(c for c in found.conflicts if c.kind == "serializer")
     assert conflict.winner == "butler-alpha"
     assert set(conflict.candidates) == {"butler-alpha", "butler-zeta"}
@@ -176,14 +176,14 @@ def test_priority_then_user_preference(site: Path, monkeypatch: pytest.MonkeyPat
     make_distribution(
         site, "butler-alpha", "alpha_plugin", CONFLICT.format(tag="alpha", priority=0)
     )
-    assert discover().registry.find(str, "txt", "posix").distribution == "butler-zeta"
+    assert discover().registry.find(str, "posix", "txt").distribution == "butler-zeta"
     # the user overrides priority explicitly...
-    assert discover(prefer=["butler-alpha"]).registry.find(str, "txt", "posix").distribution == (
+    assert discover(prefer=["butler-alpha"]).registry.find(str, "posix", "txt").distribution == (
         "butler-alpha"
     )
     # ... or through the environment
     monkeypatch.setenv("BUTLER_PREFER", "butler-alpha")
-    assert discover().registry.find(str, "txt", "posix").distribution == "butler-alpha"
+    assert discover().registry.find(str, "posix", "txt").distribution == "butler-alpha"
 
 
 def test_refresh_picks_up_a_distribution_installed_later(site: Path) -> None:
@@ -218,3 +218,98 @@ def test_unknown_scheme_names_the_distribution(tmp_path: Path) -> None:
         butler.Butler.create("s3://bucket/prefix", registry=reg)
     with pytest.raises(StorageError, match=r"'gopher'.*known schemes"):
         butler.Butler.create("gopher://x/y", registry=reg)
+
+
+# -- issue 14 item 7: one process-wide registry, refreshed in place -----------------------
+
+
+@pytest.fixture
+def own_default_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process-wide registry for this test only (what it registers does not leak)."""
+    import butler._plugins
+
+    monkeypatch.setattr(butler._plugins, "_current", None)
+
+
+class UserThing:
+    pass
+
+
+def user_write(obj: object, location: butler.ButlerLocation) -> None:
+    with location.open_write() as f:
+        f.write(b"user")
+
+
+def user_read(location: butler.ButlerLocation) -> UserThing:
+    return UserThing()
+
+
+@pytest.mark.usefixtures("own_default_registry")
+def test_refresh_updates_the_registry_earlier_butlers_hold(site: Path, tmp_path: Path) -> None:
+    registry = butler.default_registry()
+    b = butler.Butler.create(str(tmp_path / "repo"))  # holds default_registry()
+    assert b.registry is registry
+    butler.register(UserThing, "*", "user-format", user_write, user_read)
+    registry.register_format(butler.FormatDescriptor("user-format", (".usr",)))
+    with pytest.raises(NoSerializerError, match="widget"):
+        b.register_dataset_type("w", "butler_widget_plugin.Widget", "widget", dimensions=["n"])
+
+    make_distribution(site, "butler-widget", "butler_widget_plugin", GOOD_PLUGIN)
+    assert butler.refresh_plugins() is registry  # the same object, refreshed in place
+    assert butler.default_registry() is registry
+
+    # the Butler created before the plugin was installed now uses it...
+    import butler_widget_plugin as mod
+
+    b.register_dataset_type("w", "butler_widget_plugin.Widget", "widget", dimensions=["n"])
+    b.put(mod.Widget(), "w", n="a")
+    assert isinstance(b.get("w", n="a"), mod.Widget)
+    # ...and the user's own registration survived the refresh
+    found = registry.find(UserThing, "posix", "user-format")
+    assert found.write is user_write and found.distribution == "user"
+    b.register_dataset_type("u", UserThing, "user-format", dimensions=["n"])
+    b.put(UserThing(), "u", n="a")
+    assert isinstance(b.get("u", n="a"), UserThing)
+
+    # uninstalling and refreshing again removes the plugin's entries, still in place
+    sys.path.remove(str(site))
+    try:
+        assert butler.refresh_plugins() is registry
+    finally:
+        sys.path.insert(0, str(site))
+    assert "widget" not in registry.formats
+    assert not any(s.format == "widget" for s in registry.serializers.values())
+    assert registry.find(UserThing, "posix", "user-format").write is user_write
+    assert registry.formats["user-format"].distribution == "user"
+    assert registry.find(dict, "posix", "json").distribution == "butler-core"
+
+
+@pytest.mark.usefixtures("own_default_registry")
+def test_user_registration_wins_over_a_plugin_installed_later(site: Path) -> None:
+    registry = butler.default_registry()
+    registry.register("builtins.str", "*", "txt", user_write, user_read)
+    make_distribution(site, "butler-zeta", "zeta_plugin", CONFLICT.format(tag="zeta", priority=9))
+    butler.refresh_plugins()
+    assert registry.find(str, "posix", "txt").write is user_write
+    assert "txt" in registry.formats  # the plugin's format descriptor is installed
+    conflict = next(c for c in butler.discovery().conflicts if c.kind == "serializer")
+    assert conflict.candidates == ("butler-zeta", "user") and conflict.winner == "user"
+
+
+def test_invalid_declaration_is_a_failed_plugin(site: Path) -> None:
+    body = """
+        import butler
+
+        @butler.hookimpl
+        def butler_serializers():
+            return [butler.Serializer("x.Y", "", "fmt", "m:w", "m:r")]
+    """
+    make_distribution(site, "butler-badspec", "butler_badspec_plugin", body)
+    make_distribution(site, "butler-widget", "butler_widget_plugin", GOOD_PLUGIN)
+    with pytest.warns(RuntimeWarning, match="storage must be a non-empty string"):
+        found = discover()
+    row = next(p for p in found.plugins if p.distribution == "butler-badspec")
+    assert row.status == "failed" and "storage" in row.error
+    # the other plugin's declarations, called separately, are all there
+    assert found.registry.find(str, "posix", "json").format == "json"
+    assert any(s.format == "widget" for s in found.registry.serializers.values())

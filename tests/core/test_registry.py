@@ -45,7 +45,7 @@ class GrandChild(Child):
 def test_mro_fallback_through_user_subclass() -> None:
     reg = Registry()
     reg.register(Base, "*", "json", w_base, r_base)
-    found = reg.find(GrandChild, "json", "posix")
+    found = reg.find(GrandChild, "posix", "json")
     assert found.write is w_base and found.python_type.endswith("test_registry.Base")
 
 
@@ -53,15 +53,15 @@ def test_most_derived_class_wins() -> None:
     reg = Registry()
     reg.register(Base, "*", "json", w_base, r_base)
     reg.register(Child, "*", "json", w_other, r_other)
-    assert reg.find(GrandChild, "json", "posix").write is w_other
-    assert reg.find(Base, "json", "posix").write is w_base
+    assert reg.find(GrandChild, "posix", "json").write is w_other
+    assert reg.find(Base, "posix", "json").write is w_base
 
 
 def test_dict_found_through_mapping_abc() -> None:
     reg = Registry()
     reg.register(Mapping, "*", "json", w_base, r_base)
-    assert reg.find(dict, "json", "memory").write is w_base
-    assert reg.find(collections.OrderedDict, "json", "memory").write is w_base
+    assert reg.find(dict, "memory", "json").write is w_base
+    assert reg.find(collections.OrderedDict, "memory", "json").write is w_base
 
 
 def test_abc_order_follows_singledispatch() -> None:
@@ -69,22 +69,22 @@ def test_abc_order_follows_singledispatch() -> None:
     reg.register(Mapping, "*", "json", w_base, r_base)
     reg.register(MutableMapping, "*", "json", w_other, r_other)
     # dict is a MutableMapping, which is more derived than Mapping.
-    assert reg.find(dict, "json", "posix").write is w_other
+    assert reg.find(dict, "posix", "json").write is w_other
 
 
 def test_exact_storage_beats_any_storage_at_same_level() -> None:
     reg = Registry()
     reg.register(Base, "*", "fits", w_base, r_base)
     reg.register(Base, "posix", "fits", w_other, r_other)
-    assert reg.find(Base, "fits", "posix").write is w_other
-    assert reg.find(Base, "fits", "s3").write is w_base
+    assert reg.find(Base, "posix", "fits").write is w_other
+    assert reg.find(Base, "s3", "fits").write is w_base
 
 
 def test_more_derived_any_storage_beats_base_exact_storage() -> None:
     reg = Registry()
     reg.register(Base, "posix", "fits", w_base, r_base)
     reg.register(Child, "*", "fits", w_other, r_other)
-    assert reg.find(Child, "fits", "posix").write is w_other
+    assert reg.find(Child, "posix", "fits").write is w_other
 
 
 def test_duplicate_raises_and_names_the_key() -> None:
@@ -109,17 +109,17 @@ def test_identical_registration_is_a_no_op() -> None:
 def test_overwrite_replaces_and_clears_cache() -> None:
     reg = Registry()
     reg.register(Base, "*", "json", w_base, r_base)
-    assert reg.find(Child, "json", "posix").write is w_base  # now cached
+    assert reg.find(Child, "posix", "json").write is w_base  # now cached
     reg.register(Base, "*", "json", w_other, r_other, overwrite=True)
-    assert reg.find(Child, "json", "posix").write is w_other
+    assert reg.find(Child, "posix", "json").write is w_other
 
 
 def test_new_registration_clears_cache() -> None:
     reg = Registry()
     reg.register(Base, "*", "json", w_base, r_base)
-    assert reg.find(Child, "json", "posix").write is w_base
+    assert reg.find(Child, "posix", "json").write is w_base
     reg.register(Child, "*", "json", w_other, r_other)
-    assert reg.find(Child, "json", "posix").write is w_other
+    assert reg.find(Child, "posix", "json").write is w_other
 
 
 def test_miss_names_type_format_storage_and_what_exists() -> None:
@@ -127,7 +127,7 @@ def test_miss_names_type_format_storage_and_what_exists() -> None:
     reg.register(Base, "*", "json", w_base, r_base)
     reg.register(Base, "posix", "npy", w_base, r_base)
     with pytest.raises(NoSerializerError) as info:
-        reg.find(Child, "fits", "posix")
+        reg.find(Child, "posix", "fits")
     message = str(info.value)
     assert "test_registry.Child" in message
     assert "'fits'" in message and "'posix'" in message
@@ -139,13 +139,13 @@ def test_miss_hints_the_storage_distribution() -> None:
     reg = Registry()
     reg.register(Base, "*", "json", w_base, r_base)
     with pytest.raises(NoSerializerError, match="butler-db"):
-        reg.find(Base, "sql-table", "database")
+        reg.find(Base, "database", "sql-table")
 
 
 def test_miss_for_unrelated_type_says_nothing_is_registered() -> None:
     reg = Registry()
     with pytest.raises(NoSerializerError, match="Nothing is registered"):
-        reg.find(int, "json", "posix")
+        reg.find(int, "posix", "json")
 
 
 def test_string_type_matches_once_module_is_loaded() -> None:
@@ -153,14 +153,14 @@ def test_string_type_matches_once_module_is_loaded() -> None:
     reg.register("decimal.Decimal", "*", "json", w_base, r_base)
     import decimal
 
-    assert reg.find(decimal.Decimal, "json", "posix").write is w_base
+    assert reg.find(decimal.Decimal, "posix", "json").write is w_base
 
 
 def test_string_alias_of_a_class_matches() -> None:
     # "collections.OrderedDict" is defined in module "collections" and matches by identity.
     reg = Registry()
     reg.register("collections.OrderedDict", "*", "json", w_base, r_base)
-    assert reg.find(collections.OrderedDict, "json", "posix").write is w_base
+    assert reg.find(collections.OrderedDict, "posix", "json").write is w_base
 
 
 def test_string_callables_resolved_on_first_use() -> None:
@@ -198,12 +198,12 @@ def test_registering_strings_imports_nothing(tmp_path) -> None:
         reg.register("lazy_pkg_butler.types_.Thing", "*", "x", "lazy_pkg_butler.io_:write",
                      "lazy_pkg_butler.io_:read")
         try:
-            reg.find(int, "x", "posix")
+            reg.find(int, "posix", "x")
         except Exception:
             pass
         assert "lazy_pkg_butler" not in sys.modules, "registration imported the package"
         from lazy_pkg_butler.types_ import Thing
-        entry = reg.find(Thing, "x", "posix")
+        entry = reg.find(Thing, "posix", "x")
         assert "lazy_pkg_butler.io_" not in sys.modules, "lookup imported the callables"
         entry.write
         assert "lazy_pkg_butler.io_" in sys.modules
@@ -233,10 +233,10 @@ def test_cache_notices_abc_module_loaded_later(tmp_path) -> None:
         reg = Registry()
         reg.register(object, "*", "x", w_base, r_base)
         reg.register("late_abc_butler.HasShape", "*", "x", w_other, r_other)
-        assert reg.find(Shaped, "x", "posix").write is w_base  # ABC not loadable yet
+        assert reg.find(Shaped, "posix", "x").write is w_base  # ABC not loadable yet
         import late_abc_butler  # noqa: F401
 
-        assert reg.find(Shaped, "x", "posix").write is w_other
+        assert reg.find(Shaped, "posix", "x").write is w_other
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("late_abc_butler", None)
@@ -251,7 +251,7 @@ def test_registry_is_thread_safe() -> None:
         try:
             for cls in chunk:
                 reg.register(cls, "*", "json", w_base, r_base)
-                assert reg.find(cls, "json", "posix").write is w_base
+                assert reg.find(cls, "posix", "json").write is w_base
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -290,3 +290,102 @@ def test_identify_format_by_magic_then_extension() -> None:
 
     with pytest.raises(FormatError, match="cannot identify"):
         reg.identify_format("data.unknown", b"???")
+
+
+# -- issue 14 item 7: keys in register's order, add(), duplicate storages/formats ---------
+
+
+def test_find_takes_the_keys_in_register_order() -> None:
+    reg = Registry()
+    reg.register(Base, "posix", "json", w_other, r_other)
+    reg.register(Base, "*", "json", w_base, r_base)
+    # the exact call register was given, repeated to find: (type, storage, format)
+    assert reg.find(Base, "posix", "json").write is w_other
+    assert reg.find(Base, "memory", "json").write is w_base
+    assert reg.find(Base, storage="posix", format="json").write is w_other
+
+
+@pytest.mark.parametrize("storage_spec", [False, True])
+def test_find_with_swapped_keys_fails_loudly(storage_spec: bool) -> None:
+    from butler import StorageSpec
+
+    reg = Registry()
+    reg.register(Base, "*", "json", w_base, r_base)
+    if storage_spec:
+        reg.register_storage(StorageSpec("posix", ("file",), "m:PosixLike"))
+    # the pre-0.2 order (type, format, storage) used to miss silently
+    with pytest.raises(TypeError, match=r"\(python_type, storage, format\)") as info:
+        reg.find(Base, "json", "posix")
+    assert "find(Base, 'posix', 'json')" in str(info.value)
+    with pytest.raises(TypeError, match="storage='json', which is a format"):
+        reg.find(Base, "json", "*")
+    # a plain miss in the right order is still a NoSerializerError, not a TypeError
+    with pytest.raises(NoSerializerError):
+        reg.find(Base, "posix", "fits")
+    with pytest.raises(NoSerializerError):
+        reg.find(int, "posix", "json")
+
+
+def test_add_registers_a_serializer_built_elsewhere() -> None:
+    from butler import Serializer
+
+    class Local:  # only findable through the class object itself
+        pass
+
+    reg = Registry()
+    declared = Serializer(Local, "*", "json", w_base, r_base, distribution="butler-x")
+    assert reg.add(declared) is declared
+    assert reg.find(Local, "posix", "json") is declared
+    assert reg.serializers[declared.key].distribution == "butler-x"
+    # identical again: a no-op; other callables: the duplicate error; overwrite replaces
+    assert reg.add(Serializer(Local, "*", "json", w_base, r_base)) is declared
+    with pytest.raises(DuplicateSerializerError, match="butler-x"):
+        reg.add(Serializer(Local, "*", "json", w_other, r_other))
+    other = Serializer(Local, "*", "json", w_other, r_other)
+    assert reg.add(other, overwrite=True) is other
+    assert reg.find(Local, "posix", "json").write is w_other
+
+
+def test_serializer_validates_its_arguments_wherever_it_is_built() -> None:
+    from butler import Serializer
+
+    with pytest.raises(TypeError, match="format"):
+        Serializer("x.Y", "*", "", "m:w", "m:r")
+    with pytest.raises(TypeError, match="python_type"):
+        Serializer(42, "*", "json", "m:w", "m:r")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="read"):
+        Serializer("x.Y", "*", "json", "m:w", None)
+
+
+def test_duplicate_storage_and_format_have_their_own_errors() -> None:
+    from butler import (
+        ButlerError,
+        DuplicateFormatError,
+        DuplicateStorageError,
+        FormatDescriptor,
+        StorageSpec,
+    )
+
+    reg = Registry()
+    reg.register_storage(StorageSpec("posix", ("file",), "a:Storage", distribution="butler-a"))
+    reg.register_storage(StorageSpec("posix", ("file",), "a:Storage", distribution="butler-a"))
+    with pytest.raises(DuplicateStorageError, match=r"'posix'.*'butler-a'.*overwrite=True") as s:
+        reg.register_storage(StorageSpec("posix", ("file",), "b:Storage"))
+    reg.register_format(FormatDescriptor("txt", (".txt",), distribution="butler-a"))
+    with pytest.raises(DuplicateFormatError, match=r"'txt'.*'butler-a'.*overwrite=True") as f:
+        reg.register_format(FormatDescriptor("txt", (".text",)))
+    for error in (s.value, f.value):
+        assert isinstance(error, ButlerError) and isinstance(error, ValueError)
+        assert not isinstance(error, DuplicateSerializerError)
+    reg.register_storage(StorageSpec("posix", ("file",), "b:Storage"), overwrite=True)
+    reg.register_format(FormatDescriptor("txt", (".text",)), overwrite=True)
+    assert reg.storages["posix"].cls == "b:Storage"
+    assert reg.formats["txt"].extensions == (".text",)
+
+
+def test_format_descriptor_repr_shows_description_and_url() -> None:
+    from butler import FormatDescriptor
+
+    text = repr(FormatDescriptor("txt", (".txt",), description="Plain text", url="https://x.y"))
+    assert "'txt'" in text and ".txt" in text and "Plain text" in text
+    assert "Learn more at https://x.y" in text

@@ -182,7 +182,7 @@ def test_common_api_needs_no_registration(repo: Butler) -> None:
     assert issubclass(Exposure, FitsReadWritable)
     assert not issubclass(dict, FitsReadWritable)
     assert not issubclass(np.ndarray, FitsReadWritable)
-    serializer = repo.registry.find(Exposure, "fits", repo.storage.type_name)
+    serializer = repo.registry.find(Exposure, repo.storage.type_name, "fits")
     assert serializer.python_type == "butler_fits._abc.FitsReadWritable"
 
     repo.register_dataset_type("exp", Exposure, "fits", "exp/{n}.fits")

@@ -66,7 +66,7 @@ def test_lookup_prefers_storage_specific_and_subclasses() -> None:
     from astropy.table import QTable
 
     registry = butler.default_registry()
-    assert registry.find(np.ndarray, "fits", "posix").read_ref.endswith(":read_posix")
-    assert registry.find(np.ndarray, "fits", "memory").read_ref.endswith(":read")
-    assert registry.find(QTable, "fits", "memory").python_type == "astropy.table.Table"
-    assert registry.find(np.ma.MaskedArray, "fits", "posix").python_type == "numpy.ndarray"
+    assert registry.find(np.ndarray, "posix", "fits").read_ref.endswith(":read_posix")
+    assert registry.find(np.ndarray, "memory", "fits").read_ref.endswith(":read")
+    assert registry.find(QTable, "memory", "fits").python_type == "astropy.table.Table"
+    assert registry.find(np.ma.MaskedArray, "posix", "fits").python_type == "numpy.ndarray"

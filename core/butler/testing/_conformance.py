@@ -138,7 +138,7 @@ class SerializerConformance:
             pytest.skip(f"{storage}: {reason}")
         assert self.format, f"{type(self).__name__}.format is not set"
         try:
-            self._registry().find(self._type(), self.format, storage)
+            self._registry().find(self._type(), storage, self.format)
         except NoSerializerError:
             pytest.skip(f"no {self.format!r} serializer for {type_name(self._type())} on {storage}")
         return storage
@@ -206,7 +206,7 @@ class SerializerConformance:
 
     def _lookup(self, registry: Registry, storage: str) -> bool:
         try:
-            registry.find(self._type(), self.format, storage)
+            registry.find(self._type(), storage, self.format)
         except NoSerializerError:
             return False
         return True
@@ -347,7 +347,7 @@ class SerializerConformance:
         if not descriptor.extensions:
             pytest.skip(f"format {self.format!r} declares no file extension")
         try:
-            registry.find(self._type(), self.format, "posix")
+            registry.find(self._type(), "posix", self.format)
         except NoSerializerError:
             pytest.skip(f"no {self.format!r} serializer for local files")
         for n, obj in enumerate(self._objects()):
