@@ -14,18 +14,26 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import IO, Any, BinaryIO, ClassVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, get_args
 
-from ._errors import DatasetNotFoundError, FormatError, StorageError
+from ._errors import DatasetNotFoundError, FormatError, InvalidDataIdError, StorageError
+
+if TYPE_CHECKING:
+    from ._specs import StorageSpec
 
 __all__ = [
     "POLICY_KEY",
+    "READ_HINTS",
     "RESERVED_PREFIX",
     "ProgressCallback",
     "RandomAccessReader",
+    "ReadAccess",
+    "ReadHints",
     "Storage",
     "is_reserved_key",
+    "key_suffix",
 ]
 
 #: ``progress(bytes_done, bytes_total_or_None)``, called as bytes move.
@@ -37,6 +45,68 @@ POLICY_KEY = "butler.yaml"
 #: Keys under this prefix belong to butler itself (locks, index, sidecars of the repository).
 #: Templates cannot produce it: no key segment may start with ``"."``.
 RESERVED_PREFIX = ".butler/"
+
+
+#: How a reader will move through a file: ``"sequential"`` (front to back, the whole file or
+#: most of it) or ``"random"`` (seeks to small pieces: a cutout, a slice, HDF5 chunks).
+ReadAccess = Literal["random", "sequential"]
+
+
+@dataclass(frozen=True)
+class ReadHints:
+    """What a serializer tells `Storage.open` about the read to come.
+
+    Every storage accepts every hint and ignores those it cannot use: a serializer never
+    needs to know which storage it reads from.
+
+    Attributes
+    ----------
+    access
+        ``"sequential"`` (default) or ``"random"``. Posix advises the kernel
+        (``posix_fadvise``); S3 uses small cached blocks for random reads.
+    block_size
+        Bytes fetched per request by storages that read remote bytes in blocks (S3).
+    cache_blocks
+        How many such blocks a reader keeps (S3).
+    cache_type
+        The storage's own name for a read strategy, for storages that have several (S3:
+        ``"blocks"``, butler-s3's reader, or an fsspec cache name such as
+        ``"readahead"``); others ignore it.
+
+    .. versionadded:: 0.2
+    """
+
+    access: ReadAccess = "sequential"
+    block_size: int | None = None
+    cache_blocks: int | None = None
+    cache_type: str | None = None
+
+    def __post_init__(self) -> None:
+        # Hints may come from a repository's policy (serializer_args): checked, by name.
+        if self.access not in get_args(ReadAccess):
+            raise StorageError(
+                f"read hint access={self.access!r}: expected one of {list(get_args(ReadAccess))}"
+            )
+        for name in ("block_size", "cache_blocks"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise StorageError(f"read hint {name}={value!r}: expected an integer >= 1 or None")
+            if value is not None and value < 1:
+                raise StorageError(f"read hint {name}={value!r}: expected an integer >= 1 or None")
+        if self.cache_type is not None and not isinstance(self.cache_type, str):
+            raise StorageError(f"read hint cache_type={self.cache_type!r}: expected a string")
+
+
+#: The keyword arguments every `Storage.open` accepts besides ``mode`` and ``progress``.
+READ_HINTS = ("access", "block_size", "cache_blocks", "cache_type")
+
+
+def key_suffix(key: str) -> str:
+    """The extension(s) of a key's last segment (``"a/b.fits.gz"`` -> ``".fits.gz"``), kept
+    on temporary local files because libraries choose compression and format by them."""
+    name = key.rsplit("/", 1)[-1]
+    dot = name.find(".")
+    return name[dot:] if dot > 0 else ""
 
 
 def is_reserved_key(key: str) -> bool:
@@ -199,7 +269,7 @@ def file_sha256(path: str) -> str:
 
 
 class Storage(abc.ABC):
-    """Base class of storages. Subclasses set `type_name` and `schemes` and implement the I/O.
+    """Base class of storages. Subclasses implement the primitives; the base does the rest.
 
     Parameters
     ----------
@@ -211,9 +281,23 @@ class Storage(abc.ABC):
 
     Notes
     -----
-    Keys are relative ``/``-separated paths. Every write goes through `atomic_write` or
-    `atomic_local_path`: readers see the complete old dataset or the complete new one,
-    and ``metadata`` is committed together with the bytes.
+    Keys are relative ``/``-separated paths, checked by `check_key` (one rule for every
+    storage). Every write goes through `atomic_write` or `atomic_local_path`: readers see
+    the complete old dataset or the complete new one, and ``metadata`` (completed by
+    `full_metadata`) is committed together with the bytes.
+
+    A subclass implements `exists`, `_open`, `atomic_write`, `metadata`, `size`, `remove`,
+    `list` and `uri`; the base gives `open` (mode, key and read hints checked once),
+    `local_path` and `atomic_local_path` (through a local temporary file), the policy
+    helpers and the error helpers.
+
+    Its identity (`type_name`, `schemes`, `description`) is declared once, in the plugin's
+    `StorageSpec` (which discovery reads without importing the storage's module), and read
+    from there when the class is defined::
+
+        class S3Storage(Storage, declared_by=butler_s3._plugin.butler_storages): ...
+
+    The spec naming ``"<module>:<class>"`` of the class is the one used.
     """
 
     #: Storage type name used in serializer registrations (``"posix"``).
@@ -224,6 +308,28 @@ class Storage(abc.ABC):
     description: ClassVar[str] = ""
     #: True when `local_path` returns the dataset's real file without copying.
     has_local_paths: ClassVar[bool] = False
+    #: Directory for local temporary files (`local_path`, `atomic_local_path`); ``None``:
+    #: the system's.
+    tmpdir: str | None = None
+
+    def __init_subclass__(
+        cls, *, declared_by: Callable[[], Iterable[StorageSpec]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if declared_by is None:
+            return
+        ref = f"{cls.__module__}:{cls.__qualname__}"
+        specs = [s for s in declared_by() if s.cls == ref or s.cls is cls]
+        if len(specs) != 1:
+            raise TypeError(
+                f"{declared_by.__module__}.{declared_by.__qualname__}() declares "
+                f"{len(specs)} storage(s) for {ref!r}; expected exactly one StorageSpec "
+                f"naming it"
+            )
+        spec = specs[0]
+        cls.type_name = spec.type_name
+        cls.schemes = tuple(spec.schemes)
+        cls.description = spec.description
 
     def __init__(self, root: str, **options: Any) -> None:
         self.root = root
@@ -313,19 +419,83 @@ class Storage(abc.ABC):
     def exists(self, key: str) -> bool:
         """True when a dataset is stored under ``key``."""
 
-    @abc.abstractmethod
+    def check_key(self, key: str) -> tuple[str, ...]:
+        """Refuse keys that could reach outside the repository or butler's own files;
+        return the key's segments.
+
+        One rule for every storage: a key is a non-empty relative ``/``-separated path
+        without NUL or backslash, whose segments are neither empty, ``.`` nor ``..``, and
+        never start with ``"."`` (hidden names are butler's own: temporary files, sidecars)
+        except under the reserved ``.butler/`` area. Storages add their own limits (file
+        name lengths, S3 key bytes) after calling it.
+
+        Raises
+        ------
+        InvalidDataIdError
+            Naming the key and what is wrong with it.
+        """
+        return check_key(key)
+
+    @staticmethod
+    def full_metadata(
+        metadata: Mapping[str, Any] | None, size: int, sha256: str | None
+    ) -> dict[str, Any]:
+        """The metadata committed with a write: the caller's, plus ``size`` and, when
+        checksumming, ``sha256``."""
+        meta = dict(metadata or {})
+        meta["size"] = size
+        if sha256 is not None:
+            meta["sha256"] = sha256
+        return meta
+
     def open(
-        self, key: str, mode: str = "rb", *, progress: ProgressCallback | None = None
+        self,
+        key: str,
+        mode: str = "rb",
+        *,
+        progress: ProgressCallback | None = None,
+        access: ReadAccess = "sequential",
+        block_size: int | None = None,
+        cache_blocks: int | None = None,
+        cache_type: str | None = None,
     ) -> BinaryIO:
         """Open a stored dataset for binary reading (seekable where the storage allows).
 
-        ``progress`` is called as bytes are read.
+        Parameters
+        ----------
+        key
+            The dataset's key.
+        mode
+            ``"rb"``: storages only read through `open` (write with `atomic_write`).
+        progress
+            Called as bytes are read.
+        access, block_size, cache_blocks, cache_type
+            Read hints (`ReadHints`): every storage accepts them and ignores what it
+            cannot use, so a serializer tunes its reads without knowing the storage.
 
         Raises
         ------
         DatasetNotFoundError
             If nothing is stored under ``key``.
+        StorageError
+            For another mode, or a hint of the wrong type or value (naming it).
+        InvalidDataIdError
+            For a key `check_key` refuses.
+
+        .. versionchanged:: 0.2
+           The read hints.
         """
+        if mode != "rb":
+            raise StorageError(
+                f"{type(self).__name__}.open() only reads (mode 'rb', not {mode!r}); "
+                f"write with atomic_write()"
+            )
+        hints = ReadHints(access, block_size, cache_blocks, cache_type)
+        return self._open(key, hints, progress)
+
+    @abc.abstractmethod
+    def _open(self, key: str, hints: ReadHints, progress: ProgressCallback | None) -> BinaryIO:
+        """`open`'s primitive: ``mode`` and ``hints`` are checked; ``key`` is not yet."""
 
     @abc.abstractmethod
     def atomic_write(
@@ -386,10 +556,11 @@ class Storage(abc.ABC):
     def local_path(self, key: str) -> Iterator[str]:
         """Yield a local file path holding the dataset, for libraries that insist on one.
 
-        The generic version downloads to a temporary file removed afterwards.
+        The generic version downloads to a temporary file (in `tmpdir`, keeping the key's
+        extension) removed afterwards. Prefer `open`.
         """
-        suffix = _suffix(key)
-        fd, path = tempfile.mkstemp(prefix="butler-", suffix=suffix)
+        self.check_key(key)
+        fd, path = tempfile.mkstemp(prefix="butler-", suffix=key_suffix(key), dir=self.tmpdir)
         try:
             with os.fdopen(fd, "wb") as dst, self.open(key) as src:
                 shutil.copyfileobj(src, dst, COPY_CHUNK)
@@ -410,15 +581,23 @@ class Storage(abc.ABC):
     ) -> Iterator[str]:
         """Yield a local path to write; on success its content is committed atomically.
 
-        The generic version writes to a local temporary file and then streams it through
-        `atomic_write`; the temporary file is removed in every case.
+        The generic version writes to a local temporary file (in `tmpdir`) and then
+        streams it through `atomic_write`; the temporary file is removed in every case.
+
+        Raises
+        ------
+        StorageError
+            If the serializer wrote nothing at the path.
         """
-        fd, path = tempfile.mkstemp(prefix="butler-", suffix=_suffix(key))
+        self.check_key(key)  # before the serializer does any work
+        fd, path = tempfile.mkstemp(prefix="butler-", suffix=key_suffix(key), dir=self.tmpdir)
         os.close(fd)
         try:
             yield path
+            if not os.path.exists(path):  # the serializer removed or renamed it
+                raise StorageError(f"the serializer wrote nothing for {self.uri(key)!r}")
             with (
-                open(path, "rb") as src,
+                open(path, "rb") as source,
                 self.atomic_write(
                     key,
                     metadata=metadata,
@@ -427,7 +606,7 @@ class Storage(abc.ABC):
                     progress=progress,
                 ) as dst,
             ):
-                shutil.copyfileobj(src, dst, COPY_CHUNK)
+                shutil.copyfileobj(source, dst, COPY_CHUNK)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -456,7 +635,25 @@ class Storage(abc.ABC):
         return f"{type(self).__name__}({self.uri()!r})"
 
 
-def _suffix(key: str) -> str:
-    name = key.rsplit("/", 1)[-1]
-    dot = name.find(".")
-    return name[dot:] if dot > 0 else ""
+#: What a key segment may not be.
+_BAD_SEGMENTS = ("", ".")
+_RESERVED_SEGMENT = RESERVED_PREFIX.rstrip("/")
+
+
+def check_key(key: str) -> tuple[str, ...]:
+    """`Storage.check_key` as a function (pure: storages cache it on their hot paths)."""
+    if not isinstance(key, str) or not key or "\0" in key or key.startswith("/") or "\\" in key:
+        raise InvalidDataIdError(f"invalid storage key {key!r}")
+    parts = tuple(key.split("/"))
+    reserved = parts[0] == _RESERVED_SEGMENT
+    for part in parts:
+        if part == "..":
+            raise InvalidDataIdError(f"storage key {key!r} would leave the repository root")
+        if part in _BAD_SEGMENTS:
+            raise InvalidDataIdError(f"invalid storage key {key!r}: empty or '.' segment")
+        if part.startswith("..") or (part.startswith(".") and not reserved):
+            raise InvalidDataIdError(
+                f"invalid storage key {key!r}: segment {part!r} starts with '.'; hidden "
+                "names are butler's own (temporary files, sidecars)"
+            )
+    return parts

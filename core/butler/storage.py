@@ -3,7 +3,13 @@
 A storage plugin (``butler-s3``, ``butler-db``, a third party's) imports from here, never
 from ``butler._*`` modules:
 
-* `Storage`, the base class (policy lock/update, reserved keys, local paths);
+* `Storage`, the base class: subclasses implement the primitives (``exists``, ``_open``,
+  ``atomic_write``, ``metadata``, ``size``, ``remove``, ``list``, ``uri``); the base checks
+  keys (`Storage.check_key`), modes and read hints (`ReadHints`: ``access``,
+  ``block_size``, ``cache_blocks``, ``cache_type``), completes metadata
+  (`Storage.full_metadata`), and gives local paths and the policy helpers;
+* `ReadHints`, `ReadAccess` and `READ_HINTS`, what a serializer may tell `Storage.open`;
+* `key_suffix`, a key's extension(s), kept on temporary local files;
 * `RandomAccessReader`, the seekable reader base for remote bytes of known size;
 * `CountingWriter` and `ProgressReader`, the write/read wrappers that count, hash and report;
 * `file_sha256`, `parse_size`, `is_reserved_key`, `POLICY_KEY`, `RESERVED_PREFIX`,
@@ -20,14 +26,18 @@ from ._storage import (
     COPY_CHUNK,
     MAX_POLICY_BYTES,
     POLICY_KEY,
+    READ_HINTS,
     RESERVED_PREFIX,
     CountingWriter,
     ProgressCallback,
     ProgressReader,
     RandomAccessReader,
+    ReadAccess,
+    ReadHints,
     Storage,
     file_sha256,
     is_reserved_key,
+    key_suffix,
 )
 from ._urls import is_secret_key, mask_url
 
@@ -35,16 +45,20 @@ __all__ = [
     "COPY_CHUNK",
     "MAX_POLICY_BYTES",
     "POLICY_KEY",
+    "READ_HINTS",
     "RESERVED_PREFIX",
     "CountingWriter",
     "LimitError",
     "ProgressCallback",
     "ProgressReader",
     "RandomAccessReader",
+    "ReadAccess",
+    "ReadHints",
     "Storage",
     "file_sha256",
     "is_reserved_key",
     "is_secret_key",
+    "key_suffix",
     "mask_url",
     "parse_size",
 ]

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidDataIdError, StorageError
-from .._storage import COPY_CHUNK, RESERVED_PREFIX
+from .._storage import COPY_CHUNK, RESERVED_PREFIX, check_key, key_suffix
 
 XATTR = "user.butler"
 #: Prefix of temporary files (and xattr probes): no dataset or sidecar name starts with it.
@@ -66,24 +66,11 @@ class Absent(Exception):
 def split_key(key: str) -> tuple[str, ...]:
     """The path segments of a key, validated (pure, hence cached: this is the hot path).
 
-    No segment may be empty, ``.`` or ``..``, or start with ``"."`` (hidden names belong to
-    butler: temporary files and sidecars), except the reserved area ``.butler/``; and no
-    segment may exceed the 255-byte file-name limit.
+    `butler.storage.Storage.check_key`'s rule (the one every storage applies), plus what
+    file systems add: every segment encodable as a file name and at most 255 bytes long.
     """
-    if not key or "\0" in key or key.startswith("/") or "\\" in key:
-        raise InvalidDataIdError(f"invalid storage key {key!r}")
-    parts = tuple(key.split("/"))
-    reserved = parts[0] == LOCK_DIR
+    parts = check_key(key)
     for part in parts:
-        if part == "..":
-            raise InvalidDataIdError(f"storage key {key!r} would leave the repository root")
-        if part in ("", "."):
-            raise InvalidDataIdError(f"invalid storage key {key!r}: empty or '.' segment")
-        if part.startswith("..") or (part.startswith(".") and not reserved):
-            raise InvalidDataIdError(
-                f"invalid storage key {key!r}: segment {part!r} starts with '.'; hidden "
-                "names are butler's own (temporary files, sidecars)"
-            )
         try:
             size = len(os.fsencode(part))
         except UnicodeEncodeError as exc:
@@ -105,7 +92,7 @@ def fit(prefix: str, name: str) -> str:
     full = prefix + name
     if len(os.fsencode(full)) <= NAME_MAX:
         return full
-    ext = extension(name)
+    ext = key_suffix(name)
     while len(os.fsencode(ext)) > 100:
         ext = ext[ext.find(".", 1) :] if ext.find(".", 1) > 0 else ""
     return f"{prefix}~{hashlib.sha256(os.fsencode(name)).hexdigest()[:40]}{ext}"
@@ -381,8 +368,3 @@ def _live_sidecars(entries: Sequence[os.DirEntry[str]]) -> set[str]:
                 inode = entry.stat(follow_symlinks=False).st_ino
                 live.add(sidecar_name(entry.name, inode))
     return live
-
-
-def extension(name: str) -> str:
-    dot = name.find(".")
-    return name[dot:] if dot > 0 else ""

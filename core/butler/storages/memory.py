@@ -8,8 +8,16 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
+from .._builtins import butler_storages
 from .._errors import DatasetExistsError
-from .._storage import CountingWriter, ProgressCallback, ProgressReader, Storage
+from .._storage import (
+    POLICY_KEY,
+    CountingWriter,
+    ProgressCallback,
+    ProgressReader,
+    ReadHints,
+    Storage,
+)
 
 __all__ = ["MemoryStorage"]
 
@@ -19,12 +27,9 @@ _STORES: dict[str, dict[str, tuple[bytes, dict[str, Any]]]] = {}
 _LOCK = threading.Lock()
 
 
-class MemoryStorage(Storage):
-    """Datasets held in memory under a name (``memory://scratch``)."""
-
-    type_name = "memory"
-    schemes = ("memory",)
-    description = "In-process memory, shared by every Butler in the process"
+class MemoryStorage(Storage, declared_by=butler_storages):
+    """Datasets held in memory under a name (``memory://scratch``). Read hints are
+    accepted and ignored: the bytes are already in memory."""
 
     def __init__(self, root: str, **options: Any) -> None:
         name = root[len("memory://") :] if root.startswith("memory://") else root
@@ -36,19 +41,17 @@ class MemoryStorage(Storage):
         return f"{self.root}/{key}" if key else self.root
 
     def exists(self, key: str) -> bool:
+        self.check_key(key)
         return key in self._store
 
     def _get(self, key: str) -> tuple[bytes, dict[str, Any]]:
+        self.check_key(key)
         try:
             return self._store[key]
         except KeyError:
             raise self.not_found(key) from None
 
-    def open(
-        self, key: str, mode: str = "rb", *, progress: ProgressCallback | None = None
-    ) -> BinaryIO:
-        if mode != "rb":
-            raise ValueError("MemoryStorage.open() only reads; write with atomic_write()")
+    def _open(self, key: str, hints: ReadHints, progress: ProgressCallback | None) -> BinaryIO:
         data = self._get(key)[0]
         f = io.BytesIO(data)  # shares the bytes object until written to: no copy
         if progress is None:
@@ -71,13 +74,11 @@ class MemoryStorage(Storage):
         checksum: bool = False,
         progress: ProgressCallback | None = None,
     ) -> Iterator[BinaryIO]:
+        self.check_key(key)
         buffer = io.BytesIO()
         writer = CountingWriter(buffer, checksum=checksum, progress=progress)
         yield writer  # type: ignore[misc]
-        meta = dict(metadata or {})
-        meta["size"] = writer.size
-        if writer.sha256 is not None:
-            meta["sha256"] = writer.sha256
+        meta = self.full_metadata(metadata, writer.size, writer.sha256)
         data = buffer.getvalue()
         with _LOCK:
             if not overwrite and key in self._store:
@@ -85,6 +86,7 @@ class MemoryStorage(Storage):
             self._store[key] = (data, meta)
 
     def remove(self, key: str) -> None:
+        self.check_key(key)
         with _LOCK:
             if self._store.pop(key, None) is None:
                 raise self.not_found(key)
@@ -93,7 +95,7 @@ class MemoryStorage(Storage):
         with _LOCK:
             keys = sorted(k for k in self._store if k.startswith(prefix))
         for key in keys:
-            if key != "butler.yaml":
+            if key != POLICY_KEY:
                 yield key
 
     @classmethod

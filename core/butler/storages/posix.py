@@ -50,6 +50,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
+from .._builtins import butler_storages
 from .._errors import (
     ButlerError,
     DatasetExistsError,
@@ -61,6 +62,7 @@ from .._storage import (
     CountingWriter,
     ProgressCallback,
     ProgressReader,
+    ReadHints,
     Storage,
 )
 from ._resolve import (
@@ -119,7 +121,16 @@ class _Kept:
                 os.close(self.fd)
 
 
-class PosixStorage(DescriptorResolution, Storage):
+def _advise(fd: int, hints: ReadHints) -> None:
+    """Tell the kernel how the file will be read (read-ahead for sequential reads, none
+    for random ones). Advice only: a system without ``posix_fadvise`` reads the same."""
+    advice = "POSIX_FADV_RANDOM" if hints.access == "random" else "POSIX_FADV_SEQUENTIAL"
+    if hasattr(os, "posix_fadvise") and hasattr(os, advice):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, getattr(os, advice))
+
+
+class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
     """Datasets as files under a local directory.
 
     Parameters
@@ -142,9 +153,6 @@ class PosixStorage(DescriptorResolution, Storage):
         both either way.
     """
 
-    type_name = "posix"
-    schemes = ("file",)
-    description = "Local or network-mounted file system (atomic rename, fsync)"
     has_local_paths = True
 
     def __init__(
@@ -345,13 +353,10 @@ class PosixStorage(DescriptorResolution, Storage):
             raise self.not_found(key)
         return st.st_size
 
-    def open(
-        self, key: str, mode: str = "rb", *, progress: ProgressCallback | None = None
-    ) -> BinaryIO:
-        if mode != "rb":
-            raise ValueError("PosixStorage.open() only reads; write with atomic_write()")
+    def _open(self, key: str, hints: ReadHints, progress: ProgressCallback | None) -> BinaryIO:
         parts = split_key(key)
         fd = self._read_fd(key, parts)
+        _advise(fd, hints)
         raw = io.FileIO(fd, "rb", closefd=True)
         raw.name = os.path.join(self.root, *parts)  # for messages, as open(path) would
         f = io.BufferedReader(raw)
@@ -514,7 +519,7 @@ class PosixStorage(DescriptorResolution, Storage):
                     writer = CountingWriter(raw, checksum=checksum, progress=progress)
                     yield writer  # type: ignore[misc]
                     raw.flush()
-                    meta = self._full_metadata(metadata, writer.size, writer.sha256)
+                    meta = self.full_metadata(metadata, writer.size, writer.sha256)
                     inode = self._seal(raw.fileno(), meta)
             except ButlerError:  # some are OSErrors too: never re-wrap them
                 raise
@@ -558,7 +563,7 @@ class PosixStorage(DescriptorResolution, Storage):
                 if not stat.S_ISREG(st.st_mode):
                     raise self._refused(key, (*parts[:-1], tmp), st.st_mode)
                 sha = fd_sha256(fd) if checksum else None
-                meta = self._full_metadata(metadata, st.st_size, sha)
+                meta = self.full_metadata(metadata, st.st_size, sha)
                 inode = self._seal(fd, meta)
             except ButlerError:
                 raise
@@ -573,16 +578,6 @@ class PosixStorage(DescriptorResolution, Storage):
             with contextlib.suppress(OSError):  # gone already, or the fs is read-only
                 os.unlink(tmp, dir_fd=dfd)
             os.close(dfd)
-
-    @staticmethod
-    def _full_metadata(
-        metadata: Mapping[str, Any] | None, size: int, sha256: str | None
-    ) -> dict[str, Any]:
-        meta = dict(metadata or {})
-        meta["size"] = size
-        if sha256 is not None:
-            meta["sha256"] = sha256
-        return meta
 
     def _seal(self, fd: int, meta: Mapping[str, Any]) -> int:
         """Attach the metadata (xattr) and fsync the temporary file; return its inode."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from butler._storage import RandomAccessReader
+from butler.storage import RandomAccessReader
 
 from ._schema import chunks
 

@@ -22,7 +22,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
 
 from butler import DatasetExistsError, StorageError, mask_url
-from butler._urls import is_secret_key
+from butler.storage import is_secret_key
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT",

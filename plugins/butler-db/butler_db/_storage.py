@@ -21,9 +21,17 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from butler import DatasetExistsError, FormatError, Storage, StorageError
-from butler._limits import LimitError, parse_size
-from butler._storage import CountingWriter, ProgressCallback, ProgressReader, is_reserved_key
+from butler import DatasetExistsError, FormatError, StorageError
+from butler.storage import (
+    CountingWriter,
+    LimitError,
+    ProgressCallback,
+    ProgressReader,
+    ReadHints,
+    Storage,
+    is_reserved_key,
+    parse_size,
+)
 
 from . import _schema as schema
 from . import _views as views
@@ -39,6 +47,7 @@ from ._engine_ import (
     secret_values,
     translate,
 )
+from ._plugin import butler_storages
 from ._repository import RepositoryMixin
 from ._schema import DROP_AFTER_COMMIT, drop_table, drop_table_now
 
@@ -57,7 +66,7 @@ _BLOB_ID = re.compile(r"[0-9a-f]{32}")
 _COLUMNS = ("format", "python_type", "dataset_type", "data_id", "created", "size", "sha256")
 
 
-class DatabaseStorage(RepositoryMixin, Storage):
+class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
     """Datasets in a SQL database reached through SQLAlchemy.
 
     Parameters
@@ -80,11 +89,12 @@ class DatabaseStorage(RepositoryMixin, Storage):
     StorageError
         If the URL is malformed, an option has the wrong type or value (naming it), or the
         driver is missing.
-    """
 
-    type_name = "database"
-    schemes = ("sqlite", "postgresql", "mysql", "mariadb")
-    description = "SQL database via SQLAlchemy (SQLite, PostgreSQL, MariaDB)"
+    Notes
+    -----
+    Read hints (`butler.storage.ReadHints`) are accepted and ignored: reads fetch whole
+    chunk rows, a chunk or a run of chunks per query.
+    """
 
     def __init__(
         self,
@@ -188,6 +198,7 @@ class DatabaseStorage(RepositoryMixin, Storage):
         return conn.execute(query).first()
 
     def _require(self, conn: sa.Connection, key: str, *, lock: bool = False) -> Any:
+        self.check_key(key)
         row = self._row(conn, key, lock=lock)
         if row is None:
             raise self.not_found(key)
@@ -240,18 +251,21 @@ class DatabaseStorage(RepositoryMixin, Storage):
     # -- reading -----------------------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
+        self.check_key(key)
         if not self._check_schema():
             return False
         with self._read("look up", key) as conn:
             return self._row(conn, key) is not None
 
     def metadata(self, key: str) -> dict[str, Any]:
+        self.check_key(key)
         self._require_schema(key)
         with self._read("read the metadata of", key) as conn:
             row = self._require(conn, key)
         return _row_metadata(row)
 
     def size(self, key: str) -> int:
+        self.check_key(key)
         self._require_schema(key)
         with self._read("read the size of", key) as conn:
             return int(self._require(conn, key).size)
@@ -286,11 +300,8 @@ class DatabaseStorage(RepositoryMixin, Storage):
             if isinstance(k, str) and k.startswith(prefix) and not is_reserved_key(k):
                 yield k
 
-    def open(
-        self, key: str, mode: str = "rb", *, progress: ProgressCallback | None = None
-    ) -> BinaryIO:
-        if mode != "rb":
-            raise ValueError("DatabaseStorage.open() only reads; write with atomic_write()")
+    def _open(self, key: str, hints: ReadHints, progress: ProgressCallback | None) -> BinaryIO:
+        self.check_key(key)
         self._require_schema(key)
         on_error: Callable[[Exception], Exception] = lambda e: self.storage_error("read", key, e)  # noqa: E731
         with self._translate("open", key):
@@ -350,6 +361,7 @@ class DatabaseStorage(RepositoryMixin, Storage):
         checksum: bool = False,
         progress: ProgressCallback | None = None,
     ) -> Iterator[BinaryIO]:
+        self.check_key(key)
         if is_reserved_key(key):
             raise StorageError(f"{self.uri(key)!r} is reserved for butler itself")
         blob_id = secrets.token_hex(16)
@@ -358,10 +370,7 @@ class DatabaseStorage(RepositoryMixin, Storage):
             writer = CountingWriter(raw, checksum=checksum, progress=progress)  # type: ignore[arg-type]
             yield writer  # type: ignore[misc]
             raw.finish()
-            meta = dict(metadata or {})
-            meta["size"] = writer.size
-            if writer.sha256 is not None:
-                meta["sha256"] = writer.sha256
+            meta = self.full_metadata(metadata, writer.size, writer.sha256)
             values = {"blob_id": blob_id, "chunk_size": self.chunk_size, "table_name": None}
             self.commit_dataset(conn, key, meta, values, overwrite=overwrite)
 
@@ -382,6 +391,7 @@ class DatabaseStorage(RepositoryMixin, Storage):
         DatasetExistsError
             If ``key`` exists (or is created concurrently) and ``overwrite`` is false.
         """
+        self.check_key(key)
         row = _dataset_values(key, meta)
         row.update(values)
         table = schema.datasets
@@ -425,6 +435,7 @@ class DatabaseStorage(RepositoryMixin, Storage):
             drop_table(conn, table)
 
     def remove(self, key: str) -> None:
+        self.check_key(key)
         self._require_schema(key)
         with self._write_transaction("remove", key) as conn:
             row = self._require(conn, key, lock=True)

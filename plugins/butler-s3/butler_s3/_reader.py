@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from butler import DatasetNotFoundError
-from butler._storage import RandomAccessReader
+from butler.storage import RandomAccessReader
 
 from .s3fs_ import translated
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import posixpath
-import shutil
 import tempfile
 import threading
 import time
@@ -27,22 +25,23 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from butler import (
     DatasetExistsError,
     DatasetNotFoundError,
-    FormatError,
     InvalidDataIdError,
-    Storage,
     StorageError,
 )
-from butler._storage import (
-    COPY_CHUNK,
+from butler.storage import (
     POLICY_KEY,
     CountingWriter,
     ProgressReader,
+    ReadHints,
+    Storage,
     file_sha256,
     is_reserved_key,
+    key_suffix,
 )
 
 from . import _cas
 from ._options import check_bucket, check_cache, check_options, credential_values
+from ._plugin import butler_storages
 from ._reader import S3ReadFile, TranslatedFile
 from ._redact import install_log_redaction, mask_url
 from ._upload import upload
@@ -51,7 +50,7 @@ from .s3fs_ import make_filesystem, translate_error, translated
 if TYPE_CHECKING:
     from s3fs import S3FileSystem
 
-    from butler import ProgressCallback
+    from butler.storage import ProgressCallback
 
 __all__ = ["METADATA_HEADER", "S3Storage"]
 
@@ -63,6 +62,10 @@ MAX_METADATA_BYTES = 2048
 MAX_KEY_BYTES = 1024
 
 _MIB = 2**20
+
+#: Largest block for ``access="random"`` reads given no ``block_size``: small pieces of a
+#: big object (cutouts, HDF5 chunks) then fetch little more than they need.
+RANDOM_BLOCK_SIZE = 256 * 1024
 
 
 def _as_progress(progress: Any) -> ProgressCallback | None:
@@ -79,7 +82,7 @@ def _as_progress(progress: Any) -> ProgressCallback | None:
     return adapter
 
 
-class S3Storage(Storage):
+class S3Storage(Storage, declared_by=butler_storages):
     """Datasets as objects in an S3 (or S3-compatible) bucket, under a key prefix.
 
     Parameters
@@ -125,15 +128,13 @@ class S3Storage(Storage):
     Attributes
     ----------
     fs : s3fs.S3FileSystem
-        The file system used for every request, for code (FITS, HDF5 readers) that wants
-        to talk fsspec directly; combine it with `full_path`.
+        The file system used for every request, for code that wants to talk fsspec
+        directly (combine it with `full_path`). Serializers need not: `open` takes read
+        hints (`butler.storage.ReadHints`).
     bucket, prefix : str
         Where the repository lives.
     """
 
-    type_name = "s3"
-    schemes = ("s3",)
-    description = "Amazon S3 and S3-compatible object stores (conditional PUT, multipart)"
     has_local_paths = False
 
     def __init__(
@@ -217,12 +218,15 @@ class S3Storage(Storage):
     # -- names -------------------------------------------------------------------------
 
     def object_key(self, key: str) -> str:
-        """The S3 object key (without the bucket) of a storage key."""
-        if not key or "\0" in key or key.startswith("/") or "\\" in key:
-            raise InvalidDataIdError(f"invalid storage key {key!r}")
-        normal = posixpath.normpath(key)
-        if normal == ".." or normal.startswith("../") or normal != key.rstrip("/"):
-            raise InvalidDataIdError(f"storage key {key!r} would leave the repository root")
+        """The S3 object key (without the bucket) of a storage key, checked: the rule of
+        every storage (`~butler.storage.Storage.check_key`), then S3's own (valid UTF-8,
+        at most 1,024 bytes with the prefix)."""
+        self.check_key(key)
+        return self._s3_key(key)
+
+    def _s3_key(self, key: str) -> str:
+        """``prefix/key``, refused unless it is valid UTF-8 of at most 1,024 bytes (for
+        keys, and for listing prefixes, which `check_key` does not apply to)."""
         full = f"{self.prefix}/{key}" if self.prefix else key
         try:
             size = len(full.encode("utf-8"))
@@ -250,7 +254,10 @@ class S3Storage(Storage):
         return f"{self.bucket}/{self.object_key(key)}"
 
     def uri(self, key: str = "") -> str:
-        return f"s3://{self.full_path(key)}" if key else self.root
+        # For display only (a listing prefix "a/" too): never a request, so not checked.
+        if not key:
+            return self.root
+        return f"s3://{self.bucket}/{self.prefix}/{key}" if self.prefix else f"{self.root}/{key}"
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -310,8 +317,6 @@ class S3Storage(Storage):
 
     def _read_policy_versioned(self) -> tuple[dict[str, Any] | None, str | None]:
         """The policy and its ETag, in one bounded GET."""
-        from butler._yaml import load
-
         uri = self.uri(POLICY_KEY)
         with self._translated("read", POLICY_KEY):
             found = self._sync(
@@ -319,10 +324,7 @@ class S3Storage(Storage):
             )
         if found is None:
             return None, None
-        data = load(found[0], what=f"repository policy {uri!r}")
-        if not isinstance(data, dict):
-            raise FormatError(f"repository policy {uri!r} is not a mapping")
-        return data, found[1]
+        return self.policy_from_bytes(found[0], where=uri), found[1]
 
     def read_policy(self) -> dict[str, Any] | None:
         """The stored policy, or ``None``: one GET of at most `_cas.MAX_POLICY_BYTES`."""
@@ -341,8 +343,6 @@ class S3Storage(Storage):
         StorageError
             If `_cas.ATTEMPTS` rounds all lost to concurrent writers.
         """
-        from butler._yaml import dump
-
         okey = self.object_key(POLICY_KEY)
         lock_name = f"{self.endpoint_url or 'aws'}|{self.bucket}|{okey}"
         for attempt in range(_cas.ATTEMPTS):
@@ -351,7 +351,7 @@ class S3Storage(Storage):
                 new = change(current)
                 if new is None:
                     return current
-                data = dump(dict(new)).encode()
+                data = self.policy_to_bytes(new)
                 header = json.dumps({"size": len(data)}, separators=(",", ":"))
                 extra = {"Metadata": {METADATA_HEADER: header}}
                 try:
@@ -413,32 +413,21 @@ class S3Storage(Storage):
             return {}
         return meta if isinstance(meta, dict) else {}
 
-    def open(
-        self,
-        key: str,
-        mode: str = "rb",
-        *,
-        progress: ProgressCallback | None = None,
-        block_size: int | None = None,
-        cache_type: str | None = None,
-        cache_blocks: int | None = None,
-    ) -> BinaryIO:
+    def _open(self, key: str, hints: ReadHints, progress: Any) -> BinaryIO:
         """Open a dataset for reading: a seekable binary file.
 
-        Parameters
-        ----------
-        progress
-            ``progress(bytes_read, size)`` (or an `fsspec.callbacks.Callback`).
-        block_size, cache_type, cache_blocks
-            Override the storage's read-cache settings for this file.
+        ``progress`` may also be an `fsspec.callbacks.Callback`. The hints override the
+        storage's read settings for this file: ``cache_type`` (``"blocks"``, `S3ReadFile`,
+        or an fsspec cache name), ``block_size`` and ``cache_blocks``; ``access="random"``
+        without a ``block_size`` reads blocks of at most `RANDOM_BLOCK_SIZE`.
         """
-        if mode != "rb":
-            raise StorageError(
-                f"S3Storage.open() only reads (mode 'rb', not {mode!r}); write with atomic_write()"
-            )
+        cache_type = hints.cache_type or self.cache_type
+        block_size = hints.block_size or (
+            min(self.block_size, RANDOM_BLOCK_SIZE) if hints.access == "random" else self.block_size
+        )
+        cache_blocks = hints.cache_blocks or self.cache_blocks
         # Per-open settings may come from a repository's policy (serializer_args): checked.
-        cache_type = cache_type or self.cache_type
-        check_cache(cache_type, block_size or self.block_size, cache_blocks or self.cache_blocks)
+        check_cache(cache_type, block_size, cache_blocks)
         progress = _as_progress(progress)
         head = self._fresh_head(key) or self._head(key)
         # The size of what the server holds, not anything the object's writer declared:
@@ -449,7 +438,7 @@ class S3Storage(Storage):
                 f = self.fs.open(
                     self.full_path(key),
                     "rb",
-                    block_size=block_size or self.block_size,
+                    block_size=block_size,
                     cache_type=cache_type,
                     size=size,
                 )
@@ -464,30 +453,17 @@ class S3Storage(Storage):
             size,
             head.get("ETag"),
             uri=self.uri(key),
-            block_size=block_size or self.block_size,
-            cache_blocks=cache_blocks or self.cache_blocks,
+            block_size=block_size,
+            cache_blocks=cache_blocks,
             progress=progress,
             secrets=self._secrets,
         )
 
-    @contextlib.contextmanager
-    def local_path(self, key: str) -> Iterator[str]:
-        """Download the dataset to a temporary file (removed afterwards) and yield its path.
-
-        Only for libraries that cannot read a file object; prefer `open`.
-        """
-        fd, path = tempfile.mkstemp(prefix="butler-s3-", suffix=_suffix(key), dir=self.tmpdir)
-        try:
-            with os.fdopen(fd, "wb") as dst, self.open(key) as src:
-                shutil.copyfileobj(src, dst, COPY_CHUNK)
-            yield path
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield stored keys under ``prefix`` in lexicographic order, page by page."""
         base = f"{self.prefix}/" if self.prefix else ""
+        if prefix:
+            self._s3_key(prefix)  # no object has a longer key: say so, as every call does
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base + prefix}
         while True:
             with self._translated("list", prefix):
@@ -529,7 +505,7 @@ class S3Storage(Storage):
         with tempfile.SpooledTemporaryFile(max_size=self.spool_size, dir=self.tmpdir) as spool:
             writer = CountingWriter(spool, checksum=checksum)
             yield writer  # type: ignore[misc]
-            meta = _full_metadata(metadata, writer.size, writer.sha256)
+            meta = self.full_metadata(metadata, writer.size, writer.sha256)
             self._commit(key, spool, writer.size, meta, overwrite, progress)
 
     @contextlib.contextmanager
@@ -542,16 +518,17 @@ class S3Storage(Storage):
         checksum: bool = False,
         progress: ProgressCallback | None = None,
     ) -> Iterator[str]:
-        """Yield a local temporary path to write; on success it is uploaded atomically."""
+        """Yield a local temporary path to write; on success it is uploaded atomically:
+        one PUT (or multipart upload) straight from the file, never a second local copy."""
         self.object_key(key)
-        fd, path = tempfile.mkstemp(prefix="butler-s3-", suffix=_suffix(key), dir=self.tmpdir)
+        fd, path = tempfile.mkstemp(prefix="butler-", suffix=key_suffix(key), dir=self.tmpdir)
         os.close(fd)
         try:
             yield path
             try:
                 size = os.path.getsize(path)
                 digest = file_sha256(path) if checksum else None
-                meta = _full_metadata(metadata, size, digest)
+                meta = self.full_metadata(metadata, size, digest)
                 with open(path, "rb") as source:
                     self._commit(key, source, size, meta, overwrite, progress)
             except FileNotFoundError as exc:
@@ -660,19 +637,3 @@ def _missing_as(error: Exception) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise error from None
-
-
-def _full_metadata(
-    metadata: Mapping[str, Any] | None, size: int, sha256: str | None
-) -> dict[str, Any]:
-    meta = dict(metadata or {})
-    meta["size"] = size
-    if sha256 is not None:
-        meta["sha256"] = sha256
-    return meta
-
-
-def _suffix(key: str) -> str:
-    name = key.rsplit("/", 1)[-1]
-    dot = name.find(".")
-    return name[dot:] if dot > 0 else ""
