@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from astropy.io import fits
 
+from ._stored import open_stored
 from .astropy_ import (
     FitsSource,
     check_args,
     is_nonstandard,
-    open_source,
     verify_hdus,
     write_hdulist,
 )
@@ -19,7 +19,7 @@ from .astropy_ import (
 if TYPE_CHECKING:
     from butler import ButlerLocation
 
-__all__ = ["read", "read_posix", "read_s3", "write"]
+__all__ = ["read", "write"]
 
 
 def write(
@@ -84,21 +84,8 @@ def read_hdulist(source: FitsSource, location: ButlerLocation, *, checksum: bool
     return cls(hdus)
 
 
-def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> fits.HDUList:
-    """Read the whole file through a file object (any storage)."""
-    with open_source(location) as source:
-        return read_hdulist(source, location, checksum=checksum)
-
-
-def read_posix(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> fits.HDUList:
-    """Read the whole file by path (astropy reads each data array with one call)."""
-    with open_source(location, path=True) as source:
-        return read_hdulist(source, location, checksum=checksum)
-
-
-def read_s3(location: ButlerLocation, *, checksum: bool = False, **args: Any) -> fits.HDUList:
-    """Read the whole file from S3 through fsspec."""
-    from ._s3 import open_s3
-
-    with open_s3(location, **args) as source:
+def read(location: ButlerLocation, *, checksum: bool = False, **args: Any) -> fits.HDUList:
+    """Read the whole file from any storage (`open_stored`; astropy reads each data array
+    with one call)."""
+    with open_stored(location, **args) as source:
         return read_hdulist(source, location, checksum=checksum)

@@ -19,12 +19,12 @@ import numpy as np
 from astropy.io import fits
 
 from ._rows import is_table, refuse_groups, table_rows
+from ._stored import open_stored
 from .astropy_ import (
     FitsSource,
     check_args,
     first_hdu,
     is_nonstandard,
-    open_source,
     record_type,
     recorded_type,
     verify_hdus,
@@ -34,7 +34,7 @@ from .astropy_ import (
 if TYPE_CHECKING:
     from butler import ButlerLocation
 
-__all__ = ["image_section", "read", "read_posix", "read_s3", "storage_view", "write"]
+__all__ = ["image_section", "read", "storage_view", "write"]
 
 KW_DTYPE = "BUTLDTYP"
 KW_SHAPE = "BUTLSHAP"
@@ -324,29 +324,12 @@ def _read_mask(
     return np.asarray(data).astype(bool)
 
 
-def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> np.ndarray[Any, Any]:
-    """Read through a file object (any storage). Sections seek and read only their rows."""
-    with open_source(location, character_as_bytes=True) as source:
-        return read_array(source, location, checksum=checksum)
+def read(location: ButlerLocation, *, checksum: bool = False, **args: Any) -> np.ndarray[Any, Any]:
+    """Read an image from any storage (`open_stored`): whole images with one read,
+    sections row by row, fetching only their rows (on S3: only their blocks).
 
-
-def read_posix(
-    location: ButlerLocation, *, checksum: bool = False, **_: Any
-) -> np.ndarray[Any, Any]:
-    """Read the real file by path: whole images with one read, sections row by row.
-
-    No memory map: astropy refuses to map scaled (BZERO) images, and `.section` on the
-    real file already seeks to and reads only the rows of the cutout.
+    No memory map: astropy refuses to map scaled (BZERO) images, and `.section` on a real
+    file already seeks to and reads only the rows of the cutout.
     """
-    with open_source(location, path=True, character_as_bytes=True) as source:
-        return read_array(source, location, checksum=checksum)
-
-
-def read_s3(
-    location: ButlerLocation, *, checksum: bool = False, **args: Any
-) -> np.ndarray[Any, Any]:
-    """Read from S3 through astropy's fsspec support: sections fetch only their bytes."""
-    from ._s3 import open_s3
-
-    with open_s3(location, character_as_bytes=True, **args) as source:
+    with open_stored(location, character_as_bytes=True, **args) as source:
         return read_array(source, location, checksum=checksum)

@@ -1,9 +1,10 @@
 """Entry point of butler-fits: declarations only, as strings (no astropy, no numpy).
 
-Serializers named for storage ``"*"`` work on file objects through `ButlerLocation`, so
-they serve every storage (posix, memory, s3, database); the ``"posix"`` ones read through
-memory maps and direct paths, and the ``"s3"`` ones through astropy's fsspec support, so
-cutouts and column selections fetch only the bytes they need.
+Every serializer is registered for storage ``"*"``: one reader per type serves every
+storage (posix, memory, s3, database). Each opens its file through the Storage contract
+(`butler_fits._stored`): by path where the storage has local files, else through the
+storage's file object with read hints, so cutouts and column selections fetch only the
+bytes they need on S3.
 """
 
 from __future__ import annotations
@@ -32,9 +33,6 @@ _TYPES = {
     "butler_fits._abc.FitsReadWritable": "_common",
 }
 
-#: Types whose reads have a faster storage-specific path (memmap/sections/fsspec).
-_FAST_READS = ("numpy.ndarray", "astropy.table.Table", "astropy.io.fits.HDUList")
-
 
 @hookimpl
 def butler_formats() -> list[FormatDescriptor]:
@@ -62,14 +60,9 @@ def butler_formats() -> list[FormatDescriptor]:
 
 @hookimpl
 def butler_serializers() -> list[Serializer]:
-    specs = []
-    for python_type, module in _TYPES.items():
-        ref = f"butler_fits.{module}"
-        specs.append(Serializer(python_type, "*", FORMAT, f"{ref}:write", f"{ref}:read"))
-    for python_type in _FAST_READS:
-        ref = f"butler_fits.{_TYPES[python_type]}"
-        for storage in ("posix", "s3"):
-            specs.append(
-                Serializer(python_type, storage, FORMAT, f"{ref}:write", f"{ref}:read_{storage}")
-            )
-    return specs
+    return [
+        Serializer(
+            python_type, "*", FORMAT, f"butler_fits.{module}:write", f"butler_fits.{module}:read"
+        )
+        for python_type, module in _TYPES.items()
+    ]

@@ -25,6 +25,7 @@ from astropy.table import Column, MaskedColumn, Table
 from astropy.units import Quantity
 
 from ._sizes import hdu_label
+from ._stored import open_stored
 from ._table_meta import meta_from_header, split_meta, write_cards
 from .astropy_ import (
     FitsSource,
@@ -32,7 +33,6 @@ from .astropy_ import (
     check_astropy_yaml,
     first_hdu,
     get_yaml_block,
-    open_source,
     put_yaml_block,
     record_type,
     recorded_type,
@@ -43,7 +43,7 @@ from .astropy_ import (
 if TYPE_CHECKING:
     from butler import ButlerLocation
 
-__all__ = ["read", "read_posix", "read_s3", "write"]
+__all__ = ["read", "write"]
 
 KW_COLUMNS = "BUTLCOLS"
 META_MARKER = "BUTLER-TABLE-META"
@@ -325,22 +325,9 @@ def read_table(
     return result
 
 
-def read(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> Table:
-    """Read through a file object (any storage)."""
-    with open_source(location, character_as_bytes=True) as source:
-        return read_table(source, location, checksum=checksum)
-
-
-def read_posix(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> Table:
-    """Read the real file; with ``columns``, through a memory map (only those are copied)."""
-    memmap = "columns" in location.parameters
-    with open_source(location, path=True, memmap=memmap, character_as_bytes=True) as source:
+def read(location: ButlerLocation, *, checksum: bool = False, **args: Any) -> Table:
+    """Read a table from any storage (`open_stored`); with ``columns``, a local file is
+    memory-mapped (only those columns are copied) and S3 fetches small blocks."""
+    memmap = "columns" in location.parameters and location.storage.has_local_paths
+    with open_stored(location, memmap=memmap, character_as_bytes=True, **args) as source:
         return read_table(source, location, checksum=checksum, detach=memmap)
-
-
-def read_s3(location: ButlerLocation, *, checksum: bool = False, **args: Any) -> Table:
-    """Read from S3 through astropy's fsspec support."""
-    from ._s3 import open_s3
-
-    with open_s3(location, character_as_bytes=True, **args) as source:
-        return read_table(source, location, checksum=checksum)

@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 
 from butler import ButlerLocation
-from butler._types import type_name
+from butler.types import type_name
 
 from . import _attrs, _dtypes, _guards, h5py_
 
-__all__ = ["DEFAULT_PATH", "create_array", "read", "read_array", "read_posix", "read_s3", "write"]
+__all__ = ["DEFAULT_PATH", "create_array", "read", "read_array", "write"]
 
 #: Where an array is stored inside the file when ``additional_data`` names no ``path``.
 DEFAULT_PATH = "data"
@@ -174,19 +174,9 @@ def _unpacked(
 
 
 def read(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """Read the array through ``location.open_read()`` (any seekable storage).
+    """Read the array from any storage (`h5py_.open_read`).
 
     Read ``parameters``: ``slice`` (a tuple of slices/indices) and ``fields`` (a field name
     or list of names of a structured array) read only the selected part of the dataset.
     """
     return _read(location, h5py_.open_read, serializer_args)
-
-
-def read_posix(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """As `read`, h5py opening the repository file by path."""
-    return _read(location, h5py_.open_read_posix, serializer_args)
-
-
-def read_s3(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """As `read`, through fsspec range requests (``block_size``, ``cache_type`` options)."""
-    return _read(location, h5py_.open_read_s3, serializer_args)

@@ -39,11 +39,11 @@ import h5py
 import numpy as np
 
 from butler import ButlerLocation
-from butler._types import type_name
+from butler.types import type_name
 
 from . import _guards, h5py_
 
-__all__ = ["LAYOUT", "read", "read_posix", "read_s3", "write"]
+__all__ = ["LAYOUT", "read", "write"]
 
 #: Value of the ``butler.layout`` attribute marking a group holding an HDU list.
 LAYOUT = "fits-hdulist"
@@ -265,15 +265,5 @@ def _read(location: ButlerLocation, opener: Callable[..., Any], args: dict[str, 
 
 
 def read(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """Read the HDU list through ``location.open_read()`` (any seekable storage)."""
+    """Read the HDU list from any storage (`h5py_.open_read`)."""
     return _read(location, h5py_.open_read, serializer_args)
-
-
-def read_posix(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """As `read`, h5py opening the repository file by path."""
-    return _read(location, h5py_.open_read_posix, serializer_args)
-
-
-def read_s3(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """As `read`, through fsspec range requests (``block_size``, ``cache_type`` options)."""
-    return _read(location, h5py_.open_read_s3, serializer_args)

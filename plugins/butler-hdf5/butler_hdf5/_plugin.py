@@ -12,9 +12,10 @@ from . import FORMAT, HDF5_MAGIC
 
 __all__ = ["PARAMETERS", "SERIALIZER_ARGS", "butler_formats", "butler_serializers"]
 
-#: python type (dotted name) -> module implementing ``write``/``read``/``read_posix``/
-#: ``read_s3``. ``astropy.table.Table`` is matched only once astropy is imported, so the
-#: serializer is active exactly where astropy is installed and in use.
+#: python type (dotted name) -> module implementing ``write`` and ``read`` (one reader for
+#: every storage: ``h5py_.open_read`` picks a path or a file object with read hints
+#: through the Storage contract). ``astropy.table.Table`` is matched only once astropy is
+#: imported, so the serializer is active exactly where astropy is installed and in use.
 _TYPES = {
     "numpy.ndarray": "butler_hdf5._arrays",
     "builtins.dict": "butler_hdf5._mapping",
@@ -22,7 +23,8 @@ _TYPES = {
     "astropy.io.fits.HDUList": "butler_hdf5._hdulist",
 }
 
-#: S3 ranged-read options: serializer arguments, and read parameters overriding them.
+#: Read hints for the storage (`butler.storage.ReadHints`; S3 uses them for ranged reads):
+#: serializer arguments, and read parameters overriding them.
 _S3_READ = ("block_size", "cache_type", "cache_blocks")
 
 #: Read parameters (``get(..., parameters=...)``, ``read_file(..., parameters=...)``):
@@ -45,9 +47,6 @@ SERIALIZER_ARGS = frozenset(
     }
 )
 
-#: storage type -> reader function name; ``"*"`` reads through ``location.open_read()``.
-_READERS = {"*": "read", "posix": "read_posix", "s3": "read_s3"}
-
 
 @butler.hookimpl
 def butler_formats() -> list[butler.FormatDescriptor]:
@@ -69,7 +68,6 @@ def butler_formats() -> list[butler.FormatDescriptor]:
 @butler.hookimpl
 def butler_serializers() -> list[butler.Serializer]:
     return [
-        butler.Serializer(python_type, storage, FORMAT, f"{module}:write", f"{module}:{reader}")
+        butler.Serializer(python_type, "*", FORMAT, f"{module}:write", f"{module}:read")
         for python_type, module in _TYPES.items()
-        for storage, reader in _READERS.items()
     ]

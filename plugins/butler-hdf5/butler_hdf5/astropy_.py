@@ -18,11 +18,11 @@ from typing import Any
 import h5py
 
 from butler import ButlerLocation
-from butler._types import type_name
+from butler.types import type_name
 
 from . import _guards, h5py_
 
-__all__ = ["DEFAULT_PATH", "read", "read_posix", "read_s3", "write"]
+__all__ = ["DEFAULT_PATH", "read", "write"]
 
 #: Where a table is stored inside the file when ``additional_data`` names no ``path``.
 DEFAULT_PATH = "data"
@@ -105,15 +105,5 @@ def _bytes_to_text(table: Any) -> None:
 
 
 def read(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """Read the table through ``location.open_read()`` (any seekable storage)."""
+    """Read the table from any storage (`h5py_.open_read`)."""
     return _read(location, h5py_.open_read, serializer_args)
-
-
-def read_posix(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """As `read`, h5py opening the repository file by path."""
-    return _read(location, h5py_.open_read_posix, serializer_args)
-
-
-def read_s3(location: ButlerLocation, **serializer_args: Any) -> Any:
-    """As `read`, through fsspec range requests (``block_size``, ``cache_type`` options)."""
-    return _read(location, h5py_.open_read_s3, serializer_args)

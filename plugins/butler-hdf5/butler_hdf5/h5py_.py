@@ -1,11 +1,12 @@
 """h5py plumbing shared by the serializers: opening files, dataset options, selections.
 
 Reading
-    * `open_read` (any storage): h5py reads the seekable file object from
-      ``location.open_read()``; works on memory, S3, databases...
-    * `open_read_posix`: h5py opens the repository file by path (no Python I/O layer).
-    * `open_read_s3`: a seekable fsspec file with range requests, whose ``block_size`` and
-      ``cache_type`` are options (HDF5 makes many small reads).
+    `open_read`, for every storage, through the Storage contract: where the storage has
+    real local files (posix) h5py opens the file by path (no Python I/O layer); elsewhere
+    it reads the storage's seekable file object, opened with read hints
+    (``access="random"``, ``block_size``, ``cache_type``, ``cache_blocks``: HDF5 makes
+    many small reads), which S3 turns into small cached range requests and the other
+    storages ignore.
 
 Writing
     h5py needs a seekable target, so `open_write` writes to
@@ -17,7 +18,6 @@ Writing
 from __future__ import annotations
 
 import contextlib
-import inspect
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
@@ -34,13 +34,10 @@ __all__ = [
     "ATTR_KIND",
     "ATTR_TYPE",
     "DEFAULT_S3_BLOCK_SIZE",
-    "DEFAULT_S3_CACHE_TYPE",
     "dataset_options",
     "flag",
     "node_at",
     "open_read",
-    "open_read_posix",
-    "open_read_s3",
     "open_write",
     "read_selection",
     "target_path",
@@ -53,10 +50,9 @@ ATTR_KIND = "butler.kind"
 #: Attribute recording the original numpy dtype when it had to be converted for HDF5.
 ATTR_DTYPE = "butler.numpy_dtype"
 
-#: Default range-request size for reads through S3 (chosen with ``bench/hdf5.py``).
+#: Default ``block_size`` read hint: the range-request size on S3 (chosen with
+#: ``bench/hdf5.py``).
 DEFAULT_S3_BLOCK_SIZE = 256 * 1024
-#: fsspec cache used when a storage exposes only ``fs``: HDF5 revisits its metadata blocks.
-DEFAULT_S3_CACHE_TYPE = "blockcache"
 
 #: Serializer arguments passed to ``create_dataset`` (the filters and layout).
 _DATASET_ARGS = (
@@ -90,67 +86,7 @@ def _open_file(location: ButlerLocation, target: str | BinaryIO) -> h5py.File:
 
 
 @contextlib.contextmanager
-def open_read(location: ButlerLocation, **_: Any) -> Iterator[h5py.File]:
-    """Open the dataset through the storage's seekable file object (any storage)."""
-    with location.open_read() as raw, _open_file(location, raw) as f:
-        yield f
-
-
-@contextlib.contextmanager
-def open_read_posix(location: ButlerLocation, **options: Any) -> Iterator[h5py.File]:
-    """Open the dataset's file by path (storages with real local paths)."""
-    if not location.storage.has_local_paths:
-        with open_read(location, **options) as f:
-            yield f
-        return
-    with location.local_path() as path, _open_file(location, path) as f:
-        yield f
-
-
-def _s3_file(
-    location: ButlerLocation,
-    block_size: int | None,
-    cache_type: str | None,
-    cache_blocks: int | None,
-) -> BinaryIO:
-    """The seekable ranged-read file for `open_read_s3`, read options resolved."""
-    storage = location.storage
-    params = location.parameters
-    options = {
-        "block_size": params.get("block_size", block_size or DEFAULT_S3_BLOCK_SIZE),
-        "cache_type": params.get("cache_type", cache_type),
-        "cache_blocks": params.get("cache_blocks", cache_blocks),
-    }
-    options = {k: v for k, v in options.items() if v is not None}
-    if _accepts(storage.open, options):
-        # butler-s3's own open(): its block cache, or any fsspec cache by name.
-        return storage.open(location.key, progress=location.progress, **options)
-    fs = getattr(storage, "fs", None)
-    full_path = getattr(storage, "full_path", None)
-    if fs is None or full_path is None:
-        return location.open_read()
-    cache = options.get("cache_type", DEFAULT_S3_CACHE_TYPE)
-    try:
-        return fs.open(
-            full_path(location.key),
-            "rb",
-            block_size=options["block_size"],
-            cache_type="blockcache" if cache == "blocks" else cache,
-        )
-    except FileNotFoundError:
-        raise storage.not_found(location.key) from None
-
-
-def _accepts(function: Any, names: Mapping[str, Any]) -> bool:
-    """True when ``function`` takes every keyword in ``names``."""
-    parameters = inspect.signature(function).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return True
-    return all(name in parameters for name in names)
-
-
-@contextlib.contextmanager
-def open_read_s3(
+def open_read(
     location: ButlerLocation,
     *,
     block_size: int | None = None,
@@ -158,17 +94,33 @@ def open_read_s3(
     cache_blocks: int | None = None,
     **_: Any,
 ) -> Iterator[h5py.File]:
-    """Open the dataset through a seekable S3 file reading byte ranges.
+    """Open the dataset for reading, the best way its storage offers.
 
-    ``block_size`` (bytes per range request, default `DEFAULT_S3_BLOCK_SIZE`),
-    ``cache_type`` (``"blocks"``: butler-s3's block cache, or an fsspec cache name such as
-    ``"readahead"``, ``"blockcache"``, ``"bytes"``...) and ``cache_blocks`` (blocks kept)
-    come from the read ``parameters`` or else the serializer arguments. HDF5 makes many
-    small reads (metadata, B-tree nodes, chunks), so small blocks that are kept cached keep
-    a slice read down to little more than the chunks it touches.
+    A storage with real local files (`~butler.storage.Storage.has_local_paths`) gives h5py
+    the file's path. Any other gives a seekable file object opened with the read hints
+    ``access="random"``, ``block_size`` (default `DEFAULT_S3_BLOCK_SIZE`), ``cache_type``
+    and ``cache_blocks``, taken from the read ``parameters`` or else the serializer
+    arguments: HDF5 makes many small reads (metadata, B-tree nodes, chunks), so on S3
+    small blocks that are kept cached keep a slice read down to little more than the
+    chunks it touches. Storages ignore the hints they cannot use.
     """
-    raw = _s3_file(location, block_size, cache_type, cache_blocks)
-    with raw, _open_file(location, raw) as f:
+    if location.storage.has_local_paths:
+        with location.local_path() as path, _open_file(location, path) as f:
+            yield f
+        return
+    params = location.parameters
+    hints = {
+        "block_size": params.get("block_size", block_size or DEFAULT_S3_BLOCK_SIZE),
+        "cache_type": params.get("cache_type", cache_type),
+        "cache_blocks": params.get("cache_blocks", cache_blocks),
+    }
+    hints = {k: v for k, v in hints.items() if v is not None}
+    with (
+        location.storage.open(
+            location.key, progress=location.progress, access="random", **hints
+        ) as raw,
+        _open_file(location, raw) as f,
+    ):
         yield f
 
 
