@@ -45,13 +45,12 @@ def cli_json(cli: Callable[..., Result]) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(butler_repo: Callable[..., Butler]) -> Path:
     """A posix repository with checksums and dataset types ``img`` (npy) and ``cfg`` (json)."""
-    root = tmp_path / "repo"
-    b = Butler.create(str(root), checksum=True)
+    b = butler_repo("posix", checksum=True)
     b.register_dataset_type("img", "numpy.ndarray", "npy", dimensions={"visit": int})
     b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int, "band": str})
-    return root
+    return Path(b.storage.root)
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
-"""Fixtures for core tests: a fresh repository on each core storage."""
+"""Fixtures for core tests: a fresh repository on each core storage (the shared
+``butler_repo`` factory in tests/conftest.py creates and cleans up)."""
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -11,14 +11,12 @@ from butler import Butler
 
 
 @pytest.fixture(params=["posix", "memory"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Butler:
+def repo(request: pytest.FixtureRequest, butler_repo: Callable[..., Butler]) -> Butler:
     """A new repository on posix (a temp dir) or memory (a unique name)."""
-    if request.param == "posix":
-        return Butler.create(str(tmp_path / "repo"))
-    return Butler.create(f"memory://{uuid.uuid4().hex}")
+    return butler_repo(request.param)
 
 
 @pytest.fixture
-def posix_repo(tmp_path: Path) -> Butler:
+def posix_repo(butler_repo: Callable[..., Butler]) -> Butler:
     """A new repository on local disk."""
-    return Butler.create(str(tmp_path / "repo"))
+    return butler_repo("posix")

@@ -354,6 +354,7 @@ def test_wrong_password_message_is_masked(mysql_root: str) -> None:
 
 
 def test_password_option_and_unparsable_url() -> None:
+    pytest.importorskip("psycopg", reason="psycopg (butler-db[postgresql]) is not installed")
     storage = DatabaseStorage(f"postgresql://bob@127.0.0.1:{_closed_port()}/x", password="pw-xyz")
     assert "pw-xyz" not in repr(storage) and storage.engine.url.password == "pw-xyz"
     assert storage.url.drivername == "postgresql+psycopg"

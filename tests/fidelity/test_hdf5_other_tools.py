@@ -242,8 +242,8 @@ def _same_dict(a: Any, b: Any, where: str = "") -> None:
 
 
 @pytest.fixture
-def posix_repo(tmp_path: Path) -> Butler:
-    return Butler.create(str(tmp_path / "repo"))
+def posix_repo(butler_repo: Callable[..., Butler]) -> Butler:
+    return butler_repo("posix")
 
 
 # -- tests ------------------------------------------------------------------------------

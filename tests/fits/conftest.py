@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+# The whole suite needs the plugin (and what it brings): without it every module here skips
+# with this reason, even one that imports astropy at its top.
+pytest.importorskip("butler_fits", reason="butler-fits is not installed")
 
 from butler import Butler
 
 
 @pytest.fixture(params=["posix", "memory"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Butler]:
-    """A fresh repository on local disk, then in memory."""
-    if request.param == "posix":
-        butler = Butler.create(str(tmp_path / "repo"))
-    else:
-        from butler.storages.memory import MemoryStorage
-
-        name = f"fits-{uuid.uuid4().hex}"
-        butler = Butler.create(f"memory://{name}")
-        request.addfinalizer(lambda: MemoryStorage.clear(name))
-    with butler:
-        yield butler
+def repo(request: pytest.FixtureRequest, butler_repo: Callable[..., Butler]) -> Butler:
+    """A fresh repository on local disk, then in memory (shared ``butler_repo`` cleans up)."""
+    return butler_repo(request.param)
 
 
 @pytest.fixture
-def posix_repo(tmp_path: Path) -> Iterator[Butler]:
+def posix_repo(butler_repo: Callable[..., Butler]) -> Butler:
     """A fresh repository on local disk (for tests that open the files directly)."""
-    with Butler.create(str(tmp_path / "repo")) as butler:
-        yield butler
+    return butler_repo("posix")
 
 
 class Tools:

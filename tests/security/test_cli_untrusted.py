@@ -160,14 +160,13 @@ def test_write_file_does_not_replace_without_overwrite(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    b = Butler.create(str(root))
+def repo(butler_repo: Callable[..., Butler]) -> Path:
+    b = butler_repo("posix")
     b.register_dataset_type(
         "cfg", dict, "json", dimensions={"visit": int, "band": str},
         template="cfg/{visit:03d}/{band}.json",
     )  # fmt: skip
-    return root
+    return Path(b.storage.root)
 
 
 @pytest.mark.parametrize("value", ["true", "false", "null", "None", "TRUE", "1e3", "0x10"])

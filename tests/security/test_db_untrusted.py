@@ -353,6 +353,7 @@ def test_query_string_password_never_shown(
 
 
 def test_connect_args_password_is_scrubbed() -> None:
+    pytest.importorskip("psycopg", reason="psycopg (butler-db[postgresql]) is not installed")
     secret = "ca-secret-9931"
     storage = DatabaseStorage(
         f"postgresql://bob@127.0.0.1:{_closed_port()}/x",

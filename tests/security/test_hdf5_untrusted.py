@@ -24,7 +24,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,27 +113,11 @@ def plant(b: Butler, dataset_type: str, data: bytes, **data_id: Any) -> None:
 
 
 @pytest.fixture(params=["posix", "memory", "sqlite", "s3"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Butler]:
+def repo(request: pytest.FixtureRequest, butler_repo: Callable[..., Butler]) -> Butler:
     """A fresh repository on each storage an HDF5 dataset can live in."""
-    kind = request.param
-    if kind == "s3":
-        b = request.getfixturevalue("s3_repo")
-        _define(b)
-        yield b
-        return
-    root = {
-        "posix": str(tmp_path / "repo"),
-        "memory": f"memory://hdf5-untrusted-{uuid.uuid4().hex}",
-        "sqlite": f"sqlite:///{tmp_path}/repo.db",
-    }[kind]
-    b = Butler.create(root)
+    b = butler_repo(request.param)
     _define(b)
-    yield b
-    b.close()
-    if kind == "memory":
-        from butler.storages.memory import MemoryStorage
-
-        MemoryStorage.clear(root[len("memory://") :])
+    return b
 
 
 def _assert_refused(exc: BaseException, kind: str, obj: str, target: str) -> None:

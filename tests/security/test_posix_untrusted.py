@@ -45,8 +45,8 @@ def outside(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Butler:
-    b = Butler.create(str(tmp_path / "repo"))
+def repo(butler_repo: Callable[..., Butler]) -> Butler:
+    b = butler_repo("posix")
     b.register_dataset_type("j", dict, "json", "j/{name}.json", dimensions={"name": str})
     return b
 
