@@ -20,7 +20,7 @@ def butler_cmd() -> list[str]:
     # The console script when it belongs to this interpreter, else the module.
     if script and Path(script).resolve().parent == Path(sys.executable).resolve().parent:
         return [script]
-    return [sys.executable, "-m", "butler._cli"]
+    return [sys.executable, "-m", "butler"]
 
 
 def run(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -63,7 +63,7 @@ def test_errors_and_debug_in_a_subprocess(tmp_path: Path) -> None:
 
 def test_module_entry_point(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "butler._cli", "--json", "plugins"],
+        [sys.executable, "-m", "butler", "--json", "plugins"],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert "npy" in json.loads(proc.stdout)["formats"]

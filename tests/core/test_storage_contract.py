@@ -319,10 +319,6 @@ def test_the_scan_sees_private_imports(tmp_path: Path, monkeypatch: pytest.Monke
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="examples/butler-csv/tests/test_csv.py imports butler._cli (the lead's to fix)",
-)
 def test_no_plugin_or_example_imports_a_private_butler_module() -> None:
     modules = _plugin_and_example_modules()
     assert len(modules) > 20

@@ -45,7 +45,7 @@ def run(*args: object) -> subprocess.CompletedProcess[str]:
 
 def convert(src: Path, dst: Path) -> subprocess.CompletedProcess[str]:
     """``butler convert SRC DST`` in a fresh interpreter that has imported only butler."""
-    return run("-m", "butler._cli", "convert", src, dst)
+    return run("-m", "butler", "convert", src, dst)
 
 
 def assert_same_table(got: Table, expected: Table) -> None:

@@ -225,7 +225,7 @@ def test_cli_ls_on_a_laughing_policy_terminates(tmp_path: Path) -> None:
     Butler.create(str(root))
     (root / POLICY_KEY).write_text(LAUGHS)
     run = subprocess.run(
-        [sys.executable, "-m", "butler._cli", "ls", str(root)],
+        [sys.executable, "-m", "butler", "ls", str(root)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -94,7 +94,7 @@ def test_cli_converts_csv_to_json(tmp_path: Path) -> None:
 
     from click.testing import CliRunner
 
-    from butler._cli import main
+    from butler.cli import main
 
     source = tmp_path / "t.csv"
     source.write_text("a:int,b:str\n1,x\n2,y\n", encoding="utf-8")

@@ -1,0 +1,5 @@
+"""``python -m butler``: the ``butler`` command line."""
+
+from .cli import main
+
+main(prog_name="butler")
