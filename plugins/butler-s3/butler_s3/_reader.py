@@ -261,6 +261,12 @@ class TranslatedFile(io.RawIOBase):
         except FileNotFoundError:
             raise DatasetNotFoundError(f"{self.uri!r} was removed while being read") from None
 
+    @property
+    def cache(self) -> Any:
+        """The fsspec file's cache (its ``total_requested_bytes`` and ``miss_count`` say
+        what went over the network; fsspec drops it on close)."""
+        return getattr(self.raw, "cache", None)
+
     def readable(self) -> bool:
         return True
 
