@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._errors import ButlerError, FormatError, StorageError
-from ._storage import ProgressCallback, Storage
+from ._storage import ProgressCallback, ReadAccess, Storage
 from ._types import resolve_policy_type, resolve_subclass, type_name
 
 if TYPE_CHECKING:
@@ -136,9 +136,27 @@ class ButlerLocation:
             progress=self.progress,
         )
 
-    def open_read(self) -> BinaryIO:
-        """Binary file object (seekable where the storage allows) of the stored dataset."""
-        return self.storage.open(self.key, progress=self.progress)
+    def open_read(
+        self,
+        *,
+        access: ReadAccess = "sequential",
+        block_size: int | None = None,
+        cache_blocks: int | None = None,
+        cache_type: str | None = None,
+    ) -> BinaryIO:
+        """Binary file object (seekable where the storage allows) of the stored dataset.
+
+        The read hints (``access="random"`` for cutouts and slices, ``block_size``...) go
+        to `Storage.open`; every storage accepts them and ignores what it cannot use.
+        """
+        return self.storage.open(
+            self.key,
+            progress=self.progress,
+            access=access,
+            block_size=block_size,
+            cache_blocks=cache_blocks,
+            cache_type=cache_type,
+        )
 
     def local_path(self) -> contextlib.AbstractContextManager[str]:
         """Local path of the stored dataset; downloaded to a temporary file if need be."""

@@ -27,7 +27,7 @@ def test_image_round_trip_and_direct_read(s3_repo: Butler, opened) -> None:
         np.testing.assert_array_equal(got, array)
         cut = s3_repo.get("img", n=n, parameters={"section": (slice(3, 9), slice(10, 12))})
         np.testing.assert_array_equal(cut, array[3:9, 10:12])
-    assert s3_repo.registry.find(np.ndarray, "s3", "fits").read_ref.endswith(":read_s3")
+    assert s3_repo.registry.find(np.ndarray, "s3", "fits").read_ref.endswith(":read")
     options, _ = opened[-1]
     assert options["block_size"] == 256 * 1024  # small blocks for a cutout
 

@@ -74,7 +74,7 @@ def open_stored(
     if cache_blocks:
         hints["cache_blocks"] = int(cache_blocks)
     with (
-        storage.open(location.key, progress=location.progress, **hints) as f,
+        location.open_read(**hints) as f,
         open_fileobj(f, location, character_as_bytes=character_as_bytes) as source,
     ):
         yield source

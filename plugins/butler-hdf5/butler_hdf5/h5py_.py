@@ -116,9 +116,7 @@ def open_read(
     }
     hints = {k: v for k, v in hints.items() if v is not None}
     with (
-        location.storage.open(
-            location.key, progress=location.progress, access="random", **hints
-        ) as raw,
+        location.open_read(access="random", **hints) as raw,
         _open_file(location, raw) as f,
     ):
         yield f
