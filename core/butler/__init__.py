@@ -11,6 +11,7 @@ from typing import Any
 from ._abc import DataclassLike
 from ._butler import Butler, VerifyReport
 from ._config import Config
+from ._declarations import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._errors import (
     ButlerError,
     DatasetExistsError,
@@ -40,7 +41,6 @@ from ._plugins import (
 )
 from ._policy import DatasetType
 from ._registry import Registry
-from ._specs import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._storage import ProgressCallback, Storage
 from ._urls import is_secret_key, mask_url
 from .hookspecs import hookimpl

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._specs import FormatDescriptor, Serializer, StorageSpec
+from ._declarations import FormatDescriptor, Serializer, StorageSpec
 from .hookspecs import hookimpl
 
 _JSON_TYPES = (

@@ -14,8 +14,8 @@ from ._storage import ProgressCallback, ReadAccess, Storage
 from ._types import resolve_policy_type, resolve_subclass, type_name
 
 if TYPE_CHECKING:
+    from ._declarations import Serializer
     from ._registry import Registry
-    from ._specs import Serializer
 
 __all__ = ["ButlerLocation"]
 

@@ -42,8 +42,8 @@ from typing import Any
 import pluggy
 
 from . import _builtins, hookspecs
+from ._declarations import FormatDescriptor, Serializer, StorageSpec
 from ._registry import Registry
-from ._specs import FormatDescriptor, Serializer, StorageSpec
 
 __all__ = [
     "Conflict",

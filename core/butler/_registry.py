@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ._declarations import FormatDescriptor, Serializer, StorageSpec
 from ._errors import (
     DuplicateFormatError,
     DuplicateSerializerError,
@@ -24,7 +25,6 @@ from ._errors import (
     NoSerializerError,
     StorageError,
 )
-from ._specs import FormatDescriptor, Serializer, StorageSpec
 from ._types import loaded_type, type_name
 from ._urls import mask_url
 

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, get_args
 from ._errors import DatasetNotFoundError, FormatError, InvalidDataIdError, StorageError
 
 if TYPE_CHECKING:
-    from ._specs import StorageSpec
+    from ._declarations import StorageSpec
 
 __all__ = [
     "POLICY_KEY",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ._specs import FormatDescriptor, Serializer, StorageSpec
+    from ._declarations import FormatDescriptor, Serializer, StorageSpec
 
 __all__ = ["hookimpl", "hookspec"]
 

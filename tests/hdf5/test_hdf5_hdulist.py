@@ -135,11 +135,6 @@ def test_through_repositories(tmp_path: Path, repo: Butler) -> None:
     _assert_same(repo.get("raw", i=1), _reference(tmp_path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="astropy's writeto loads and scales a file-backed BSCALE image (BITPIX -32) in "
-    "place; the HDF5 file then holds the scaled floats, not the file's int16 (known limit)",
-)
 def test_a_file_from_disk_round_trips(tmp_path: Path) -> None:
     hdul = _seven_hdus()
     hdul.writeto(tmp_path / "in.fits")

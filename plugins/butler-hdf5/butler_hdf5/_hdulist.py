@@ -163,22 +163,31 @@ def _write_hdu(
     group.create_dataset("data", data=np.frombuffer(data, dtype=np.uint8))
 
 
-def _restore_headers(obj: Any, saved: list[Any]) -> None:
-    """Undo what ``writeto`` changed in the headers given (it sets PCOUNT, the TFORMn of
-    variable-length columns...), so a put never modifies its object.
+def _detached(hdu: Any) -> Any:
+    """``hdu`` to write without touching it: same state, its own header, a read-only image.
 
-    astropy swaps the bytes of little-endian arrays in place while writing and swaps them
-    back once written, so the data is as given when ``writeto`` returns.
+    A shallow copy keeps every attribute astropy writes from (``hdu.copy()`` would rebuild
+    the HDU from its data, rescaling BZERO/BLANK images and dropping structural comments);
+    the header is copied, and a loaded image becomes a read-only view so that astropy
+    writes a byte-swapped copy instead of swapping the caller's array in place. Data not
+    loaded yet is loaded by the copy, unscaled, never into the caller's HDU.
     """
-    for hdu, before in zip(obj, saved, strict=True):
-        header = hdu.header
-        if header.tostring() == before.tostring() or list(header) != list(before):
-            continue  # unchanged, or keywords added/removed: astropy's own normalization
-        for card in before.cards:
-            if card.keyword in ("", "COMMENT", "HISTORY"):
-                continue
-            if header.get(card.keyword) != card.value:
-                header[card.keyword] = (card.value, card.comment)
+    import copy
+
+    work = copy.copy(hdu)
+    work._header = hdu._header.copy()
+    work.__dict__.pop("data", None)
+    data = hdu.__dict__.get("data")
+    if data is None and hasattr(hdu, "_do_not_scale_image_data"):
+        # Not loaded yet: the copy loads the stored integers as they are (BSCALE/BZERO/
+        # BLANK kept in its header), rather than astropy's scaled floats.
+        work._do_not_scale_image_data = True
+    if data is not None:
+        if type(data) is np.ndarray and data.flags.writeable:
+            data = data.view()
+            data.flags.writeable = False
+        work.__dict__["data"] = data
+    return work
 
 
 def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
@@ -192,13 +201,11 @@ def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
     from astropy.io import fits
 
     buffer = io.BytesIO()
-    # Not a copy: hdu.copy() loses state astropy's writer uses (an in-memory image given
-    # BSCALE after its raw data is written scaled, its copy is not).
-    saved = [hdu.header.copy() for hdu in obj]
-    try:
-        obj.writeto(buffer, output_verify="exception")
-    finally:
-        _restore_headers(obj, saved)
+    # astropy's writeto changes what it writes (headers it "fixes", checksums, a
+    # file-backed BSCALE image loaded and scaled in place): it writes shallow copies, so
+    # the object given comes out exactly as it went in.
+    work = fits.HDUList([_detached(hdu) for hdu in obj])
+    work.writeto(buffer, output_verify="exception")
     raw = buffer.getvalue()
     path = h5py_.target_path(location, "/")
     with fits.open(io.BytesIO(raw), lazy_load_hdus=False) as parsed:
