@@ -66,7 +66,7 @@ def _fresh(kind: str, url: str | None, tmp: str) -> Iterator[str]:
 
 
 def bench_blob(root: str, size_mib: int) -> dict[str, float]:
-    from butler_db._engine_ import create_engine, normalise_url
+    from butler_db._engine import create_engine, normalise_url
 
     arr = np.random.default_rng(0).integers(0, 2**62, size_mib * 1024 * 1024 // 8)
     payload = arr.tobytes()
@@ -123,7 +123,7 @@ def _frame(rows: int) -> Any:
 
 
 def bench_table(root: str, rows: int) -> dict[str, float]:
-    from butler_db._engine_ import create_engine, normalise_url
+    from butler_db._engine import create_engine, normalise_url
 
     df = _frame(rows)
     b = Butler.create(root)

@@ -13,7 +13,7 @@ from butler import Butler, DatasetExistsError
 
 def raw_engine(root: str) -> sa.Engine:
     """A plain engine on a repository's database (the storage's own URL normalisation)."""
-    from butler_db._engine_ import normalise_url
+    from butler_db._engine import normalise_url
 
     return sa.create_engine(normalise_url(root), poolclass=sa.pool.NullPool)
 

@@ -137,7 +137,7 @@ def s3_pending_uploads(repo: Repo) -> int:
 def db_engine(repo: Repo) -> Any:
     import sqlalchemy as sa
 
-    from butler_db._engine_ import normalise_url
+    from butler_db._engine import normalise_url
 
     return sa.create_engine(normalise_url(repo.root), poolclass=sa.pool.NullPool)
 

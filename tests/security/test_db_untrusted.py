@@ -71,7 +71,7 @@ def db_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def _engine(root: str) -> Iterator[sa.Engine]:
     """A plain engine on a repository's database, behind butler's back."""
-    from butler_db._engine_ import normalise_url
+    from butler_db._engine import normalise_url
 
     engine = sa.create_engine(normalise_url(root), poolclass=sa.pool.NullPool)
     try:
@@ -366,7 +366,7 @@ def test_connect_args_password_is_scrubbed() -> None:
 
 
 def test_safe_url_masks_every_credential() -> None:
-    from butler_db._engine_ import _strip_secret, normalise_url, safe_url
+    from butler_db._engine import _strip_secret, normalise_url, safe_url
 
     url = normalise_url(
         "postgresql://bob:pw1@h/db?password=pw2&sslpassword=pw3&token=pw4&passwd=pw5&"

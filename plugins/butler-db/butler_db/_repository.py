@@ -21,7 +21,7 @@ from sqlalchemy import exc
 from butler import DatasetExistsError, DatasetNotFoundError, FormatError, StorageError
 
 from . import _schema as schema
-from ._engine_ import is_retryable
+from ._engine import is_retryable
 
 __all__ = ["RepositoryMixin"]
 

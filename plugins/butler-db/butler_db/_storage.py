@@ -36,7 +36,7 @@ from butler.storage import (
 from . import _schema as schema
 from . import _views as views
 from ._blob import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter
-from ._engine_ import (
+from ._engine import (
     check_engine_options,
     connect,
     create_engine,
@@ -206,7 +206,7 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
 
     def storage_error(self, action: str, key: str, error: BaseException) -> StorageError:
         """A secret-free `StorageError` for a failure of ``action`` on ``key``."""
-        from ._engine_ import _message
+        from ._engine import _message
 
         return StorageError(f"cannot {action} {self.uri(key)!r}: {_message(error, self._secrets)}")
 
