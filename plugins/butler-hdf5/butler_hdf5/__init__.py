@@ -1,7 +1,8 @@
 """butler-hdf5: the ``hdf5`` format for butler, through h5py.
 
 Importing this package imports neither h5py nor numpy: the serializers live in
-``butler_hdf5._arrays``, ``butler_hdf5._mapping`` and ``butler_hdf5.astropy_`` and are
+``butler_hdf5._arrays``, ``butler_hdf5._mapping``, ``butler_hdf5._table`` and
+``butler_hdf5._hdulist`` and are
 named by ``"module:function"`` strings in ``butler_hdf5._plugin``.
 """
 

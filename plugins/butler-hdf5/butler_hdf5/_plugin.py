@@ -19,7 +19,7 @@ __all__ = ["PARAMETERS", "SERIALIZER_ARGS", "butler_formats", "butler_serializer
 _TYPES = {
     "numpy.ndarray": "butler_hdf5._arrays",
     "builtins.dict": "butler_hdf5._mapping",
-    "astropy.table.Table": "butler_hdf5.astropy_",
+    "astropy.table.Table": "butler_hdf5._table",
     "astropy.io.fits.HDUList": "butler_hdf5._hdulist",
 }
 
