@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from astropy.io import fits
 from astropy.nddata import CCDData
 
-from ._image import image_section
-from .astropy_ import (
+from ._fitsfile import (
     FitsSource,
     check_args,
     hdu_key,
@@ -27,6 +26,7 @@ from .astropy_ import (
     verify_hdus,
     write_hdulist,
 )
+from ._image import image_section
 
 if TYPE_CHECKING:
     from butler import ButlerLocation

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from astropy.io import fits
 
-from .astropy_ import (
+from ._fitsfile import (
     check_args,
     get_yaml_block,
     open_source,

@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from astropy.io import fits
 
-from ._rows import is_table, refuse_groups, table_rows
-from ._stored import open_stored
-from .astropy_ import (
+from ._fitsfile import (
     FitsSource,
     check_args,
     first_hdu,
@@ -30,6 +28,8 @@ from .astropy_ import (
     verify_hdus,
     write_hdulist,
 )
+from ._rows import is_table, refuse_groups, table_rows
+from ._stored import open_stored
 
 if TYPE_CHECKING:
     from butler import ButlerLocation

@@ -27,10 +27,10 @@ SERIALIZER_ARGS = frozenset({"checksum", "compress", "compress_args", "block_siz
 _TYPES = {
     "numpy.ndarray": "_image",
     "astropy.table.Table": "_table",
-    "astropy.io.fits.HDUList": "_hdus",
+    "astropy.io.fits.HDUList": "_hdulist",
     "astropy.io.fits.Header": "_header",
     "astropy.nddata.CCDData": "_ccddata",
-    "butler_fits._abc.FitsReadWritable": "_common",
+    "butler_fits._abc.FitsReadWritable": "_common_api",
 }
 
 

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .astropy_ import FitsSource, open_fileobj, open_source
+from ._fitsfile import FitsSource, open_fileobj, open_source
 
 if TYPE_CHECKING:
     from butler import ButlerLocation
@@ -54,7 +54,7 @@ def open_stored(
         Memory-map the data where the storage has local files (sections and columns then
         touch only the pages they need); ignored elsewhere.
     character_as_bytes
-        As for `~butler_fits.astropy_.open_source`.
+        As for `~butler_fits._fitsfile.open_source`.
     block_size, cache_blocks
         Serializer arguments (e.g. under ``per_storage: {s3: ...}``) passed to the storage
         as read hints; by default `PARTIAL_BLOCK_SIZE` for ``section``/``columns`` reads

@@ -24,10 +24,7 @@ from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 from astropy.units import Quantity
 
-from ._sizes import hdu_label
-from ._stored import open_stored
-from ._table_meta import meta_from_header, split_meta, write_cards
-from .astropy_ import (
+from ._fitsfile import (
     FitsSource,
     check_args,
     check_astropy_yaml,
@@ -39,6 +36,9 @@ from .astropy_ import (
     verify_hdus,
     write_hdulist,
 )
+from ._sizes import hdu_label
+from ._stored import open_stored
+from ._table_meta import meta_from_header, split_meta, write_cards
 
 if TYPE_CHECKING:
     from butler import ButlerLocation

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from astropy.io import fits
 
-from ._stored import open_stored
-from .astropy_ import (
+from ._fitsfile import (
     FitsSource,
     check_args,
     is_nonstandard,
     verify_hdus,
     write_hdulist,
 )
+from ._stored import open_stored
 
 if TYPE_CHECKING:
     from butler import ButlerLocation

@@ -1,4 +1,8 @@
-"""Shared astropy plumbing: opening stored FITS files, choosing HDUs, checks, writing.
+"""FITS files as astropy opens and writes them: the layer every FITS serializer shares.
+
+Opening a stored file (`FitsSource`, `open_source`), choosing HDUs (`select_hdu`), checking
+them (`verify_hdus`), recording the written type (`record_type`) and writing an HDU list
+atomically (`write_hdulist`).
 
 Every serializer module goes through these helpers, so that signature checks, truncation
 checks, checksum verification and atomic writes behave the same for every python type.
