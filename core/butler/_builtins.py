@@ -81,7 +81,7 @@ def _pair(module: str) -> tuple[str, str]:
 @hookimpl
 def butler_serializers() -> list[Serializer]:
     specs = [Serializer(t, "*", "json", *_pair("json_")) for t in _JSON_TYPES]
-    specs += [Serializer(t, "*", "config", *_pair("config_")) for t in _CONFIG_TYPES]
+    specs += [Serializer(t, "*", "config", *_pair("config")) for t in _CONFIG_TYPES]
     specs.append(Serializer("builtins.object", "*", "pickle", *_pair("pickle_")))
-    specs.append(Serializer("numpy.ndarray", "*", "npy", *_pair("npy_")))
+    specs.append(Serializer("numpy.ndarray", "*", "npy", *_pair("npy")))
     return specs
