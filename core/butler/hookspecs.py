@@ -9,12 +9,12 @@ and implements any of these hooks with ``@butler.hookimpl``. Hooks return *decla
 whose callables and classes may be ``"module:attribute"`` strings, so that discovering a
 plugin imports nothing heavy::
 
-    import butler
+    from butler import Serializer, hookimpl
 
-    @butler.hookimpl
+    @hookimpl
     def butler_serializers():
-        return [butler.Serializer("astropy.table.Table", "*", "csv",
-                                      "butler_csv._csv:write", "butler_csv._csv:read")]
+        return [Serializer("builtins.dict", "*", "csv",
+                           "butler_csv._csv:write", "butler_csv._csv:read")]
 """
 
 from __future__ import annotations

@@ -6,15 +6,15 @@ plugin discovery (which runs on the first `butler.default_registry()`) imports n
 
 from __future__ import annotations
 
-import butler
+from butler import FormatDescriptor, Serializer, hookimpl
 
 DISTRIBUTION = "butler-csv"
 
 
-@butler.hookimpl
-def butler_formats() -> list[butler.FormatDescriptor]:
+@hookimpl
+def butler_formats() -> list[FormatDescriptor]:
     return [
-        butler.FormatDescriptor(
+        FormatDescriptor(
             "csv",
             (".csv",),
             description="Dict of columns as CSV with a typed header (name:int,...)",
@@ -24,11 +24,11 @@ def butler_formats() -> list[butler.FormatDescriptor]:
     ]
 
 
-@butler.hookimpl
-def butler_serializers() -> list[butler.Serializer]:
+@hookimpl
+def butler_serializers() -> list[Serializer]:
     # "*": the serializer only uses the location's file objects, so any storage works.
     return [
-        butler.Serializer(
+        Serializer(
             "builtins.dict",
             "*",
             "csv",

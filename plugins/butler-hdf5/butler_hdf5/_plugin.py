@@ -6,7 +6,7 @@ free; each serializer module is imported the first time a dataset of its kind is
 
 from __future__ import annotations
 
-import butler
+from butler import FormatDescriptor, Serializer, hookimpl
 
 from . import FORMAT, HDF5_MAGIC
 
@@ -48,10 +48,10 @@ SERIALIZER_ARGS = frozenset(
 )
 
 
-@butler.hookimpl
-def butler_formats() -> list[butler.FormatDescriptor]:
+@hookimpl
+def butler_formats() -> list[FormatDescriptor]:
     return [
-        butler.FormatDescriptor(
+        FormatDescriptor(
             FORMAT,
             (".h5", ".hdf5", ".he5"),
             magic=HDF5_MAGIC,
@@ -65,9 +65,9 @@ def butler_formats() -> list[butler.FormatDescriptor]:
     ]
 
 
-@butler.hookimpl
-def butler_serializers() -> list[butler.Serializer]:
+@hookimpl
+def butler_serializers() -> list[Serializer]:
     return [
-        butler.Serializer(python_type, "*", FORMAT, f"{module}:write", f"{module}:read")
+        Serializer(python_type, "*", FORMAT, f"{module}:write", f"{module}:read")
         for python_type, module in _TYPES.items()
     ]
