@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DatabaseStorage", "__version__"]
-
-__version__ = "0.1.0"
+__all__ = ["DatabaseStorage"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # lazy: importlib.metadata costs import time
+        from importlib.metadata import version
+
+        return version("butler-db")
     if name == "DatabaseStorage":
         from ._storage import DatabaseStorage
 

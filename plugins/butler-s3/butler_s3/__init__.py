@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
         from ._storage import S3Storage
 
         return S3Storage
-    if name == "__version__":
+    if name == "__version__":  # lazy: importlib.metadata costs import time
         from importlib.metadata import version
 
         return version("butler-s3")
