@@ -105,7 +105,10 @@ class Writer:
         self.proc.send_signal(signal.SIGKILL)
         out, err = self.proc.communicate()
         assert self.proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-        for line in out.decode().splitlines():
+        for line in out.decode().splitlines(keepends=True):
+            # A writer killed mid-print can leave a partial last line: only whole ones count.
+            if not line.endswith("\n") or len(line.split()) != 2:
+                continue
             what, gen = line.split()
             (self.started if what == "started" else self.committed).append(int(gen))
 

@@ -55,25 +55,54 @@ def start_moto(
     RuntimeError
         If the server exits or does not listen in time.
     """
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, **(env or {})),
-    )
     deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto server exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+    for _attempt in range(5):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, **(env or {})),
+        )
+        while proc.poll() is None:
+            # Another process (a parallel test run) may have taken the same free port: the
+            # port only counts once *this* server is the one listening on it.
+            if _listening(proc.pid, port):
                 return f"http://127.0.0.1:{port}", proc
-        except OSError:
             if time.monotonic() > deadline:
                 stop_moto(proc)
-                raise RuntimeError("moto server did not start in time") from None
+                raise RuntimeError("moto server did not start in time")
             time.sleep(0.05)
+        # It exited (the port was taken meanwhile): try another port.
+    raise RuntimeError(f"moto server exited with status {proc.returncode}")
+
+
+def _listening(pid: int, port: int) -> bool:
+    """True when process ``pid`` listens on TCP ``port`` of 127.0.0.1.
+
+    Read from ``/proc`` (the listening socket's inode among the process's descriptors);
+    where ``/proc`` is missing, a successful connection is taken as the answer.
+    """
+    try:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        with open("/proc/net/tcp") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.split(":")[1], 16) == port and inode in inodes:
+                    return True
+        return False
+    except OSError:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
 
 @contextlib.contextmanager
