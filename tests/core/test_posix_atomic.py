@@ -10,12 +10,15 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from butler import Butler, DatasetExistsError, DatasetNotFoundError, StorageError
 from butler.storages.posix import PosixStorage
+
+from .._mounts import mounted
 
 
 def test_exception_keeps_old_and_leaves_no_partial(tmp_path: Path) -> None:
@@ -92,20 +95,10 @@ def test_create_only_has_exactly_one_winner(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path):
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs (needs root and mount rights, as in CI; skipped elsewhere)."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted(tmp_path / "tiny") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_disk_full_gives_storage_error_and_keeps_old_data(tiny_tmpfs: Path) -> None:
