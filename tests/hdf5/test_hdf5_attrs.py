@@ -182,7 +182,7 @@ def test_unknown_parameters_and_arguments_are_refused(tmp_path: Path, posix_repo
 def test_declared_arguments_match_the_writers() -> None:
     from butler_hdf5 import _plugin, h5py_
 
-    assert {*h5py_._DATASET_ARGS, *h5py_.READ_ARGS} == _plugin.SERIALIZER_ARGS
+    assert {*h5py_.DATASET_ARGS, *h5py_.READ_ARGS} == _plugin.SERIALIZER_ARGS
 
 
 def test_reserved_names_in_a_file_are_refused(tmp_path: Path) -> None:

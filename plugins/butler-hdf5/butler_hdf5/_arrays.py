@@ -163,14 +163,7 @@ def _unpacked(
         return data
     check(data.size * 8 + data.nbytes)
     attrs = _attrs.read_attrs(location, node, path)
-    try:
-        return _attrs.decode(data, attrs)
-    except TypeError as exc:
-        raise location.format_error(
-            f"HDF5 dataset {path!r} declares CF packing (scale_factor/add_offset) that "
-            f"cannot be decoded: {exc}; read the raw values with "
-            f"parameters={{'mask_and_scale': False}}"
-        ) from exc
+    return _attrs.decode_for(location, data, attrs, path)
 
 
 def read(location: ButlerLocation, **serializer_args: Any) -> Any:

@@ -210,6 +210,21 @@ def decode(raw: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
     return data
 
 
+def decode_for(
+    location: ButlerLocation, raw: np.ndarray, attrs: Mapping[str, Any], path: str
+) -> np.ndarray:
+    """`decode`, with packing that cannot be decoded reported as a `FormatError` naming
+    the dataset and how to read the raw values instead."""
+    try:
+        return decode(raw, attrs)
+    except TypeError as exc:
+        raise location.format_error(
+            f"HDF5 dataset {path!r} declares CF packing (scale_factor/add_offset) that "
+            f"cannot be decoded: {exc}; read the raw values with "
+            f"parameters={{'mask_and_scale': False}}"
+        ) from exc
+
+
 def encode(values: np.ndarray, encoding: Mapping[str, Any], where: str) -> np.ndarray:
     """Pack decoded floats back to the stored dtype (the inverse of `decode`).
 

@@ -290,14 +290,7 @@ def _decoded(
     if not isinstance(value, np.ndarray | np.number):
         return value, None
     raw = np.asarray(value)
-    try:
-        data = _attrs.decode(raw, attrs)
-    except TypeError as exc:
-        raise location.format_error(
-            f"HDF5 dataset {path!r} declares CF packing (scale_factor/add_offset) that "
-            f"cannot be decoded: {exc}; read the raw values with "
-            f"parameters={{'mask_and_scale': False}}"
-        ) from exc
+    data = _attrs.decode_for(location, raw, attrs, path)
     encoding = {k: attrs.pop(k) for k in _attrs.PACKING if k in attrs}
     encoding["dtype"] = raw.dtype.str
     return (data if isinstance(value, np.ndarray) else data[()]), encoding

@@ -25,27 +25,20 @@ _TYPES = {
 
 #: Read hints for the storage (`butler.storage.ReadHints`; S3 uses them for ranged reads):
 #: serializer arguments, and read parameters overriding them.
-_S3_READ = ("block_size", "cache_type", "cache_blocks")
+READ_ARGS = ("block_size", "cache_type", "cache_blocks")
+
+#: Serializer arguments passed to h5py's ``create_dataset`` (the filters and layout).
+DATASET_ARGS = ("compression", "compression_opts", "chunks", "shuffle", "fletcher32", "scaleoffset")
 
 #: Read parameters (``get(..., parameters=...)``, ``read_file(..., parameters=...)``):
 #: ``path`` one group or dataset of the file; ``slice``/``fields`` a part of an array;
 #: ``attrs`` (dicts: carry attributes, default True); ``mask_and_scale`` (decode CF
 #: packing, default True); and the S3 read options.
-PARAMETERS = frozenset({"path", "slice", "fields", "attrs", "mask_and_scale", *_S3_READ})
+PARAMETERS = frozenset({"path", "slice", "fields", "attrs", "mask_and_scale", *READ_ARGS})
 
 #: Serializer arguments (``register_dataset_type(..., serializer_args=...)``): the h5py
 #: dataset filters and layout, and the S3 read options.
-SERIALIZER_ARGS = frozenset(
-    {
-        "compression",
-        "compression_opts",
-        "chunks",
-        "shuffle",
-        "fletcher32",
-        "scaleoffset",
-        *_S3_READ,
-    }
-)
+SERIALIZER_ARGS = frozenset({*DATASET_ARGS, *READ_ARGS})
 
 
 @hookimpl

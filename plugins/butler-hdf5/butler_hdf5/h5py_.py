@@ -28,6 +28,7 @@ import numpy as np
 from butler import ButlerLocation
 
 from . import _guards
+from ._plugin import DATASET_ARGS, READ_ARGS
 
 __all__ = [
     "ATTR_DTYPE",
@@ -54,17 +55,6 @@ ATTR_DTYPE = "butler.numpy_dtype"
 #: ``bench/hdf5.py``).
 DEFAULT_S3_BLOCK_SIZE = 256 * 1024
 
-#: Serializer arguments passed to ``create_dataset`` (the filters and layout).
-_DATASET_ARGS = (
-    "compression",
-    "compression_opts",
-    "chunks",
-    "shuffle",
-    "fletcher32",
-    "scaleoffset",
-)
-#: Serializer arguments that only tune reads (accepted, and ignored on write).
-READ_ARGS = ("block_size", "cache_type", "cache_blocks")
 _COMPRESSIONS = ("gzip", "lzf", "szip")
 
 
@@ -194,11 +184,11 @@ def dataset_options(
     Scalar and empty datasets cannot be chunked or filtered: they get no options. Chunk
     dimensions larger than the data are clipped to it.
     """
-    unknown = set(args) - set(_DATASET_ARGS) - set(READ_ARGS)
+    unknown = set(args) - set(DATASET_ARGS) - set(READ_ARGS)
     if unknown:
-        known = sorted((*_DATASET_ARGS, *READ_ARGS))
+        known = sorted((*DATASET_ARGS, *READ_ARGS))
         raise ValueError(f"unknown hdf5 serializer arguments {sorted(unknown)}; known: {known}")
-    options = {k: args[k] for k in _DATASET_ARGS if args.get(k) not in (None, False)}
+    options = {k: args[k] for k in DATASET_ARGS if args.get(k) not in (None, False)}
     compression = options.get("compression")
     if compression is not None and not (
         compression in _COMPRESSIONS or (isinstance(compression, int) and 0 <= compression <= 9)
