@@ -242,7 +242,8 @@ class ButlerLocation:
         FormatError
             If the serializer fails on the object; `StorageError` if the storage does.
         """
-        self.check_arguments()
+        if self.serializer is None:  # resolved locations were checked when resolved
+            self.check_arguments()
         location = self
         if self.serializer is None or self.written_type != type_name(type(obj)):
             location = replace(
@@ -260,7 +261,8 @@ class ButlerLocation:
         FormatError
             If the bytes are corrupt, truncated or not in the recorded format.
         """
-        self.check_arguments()
+        if self.serializer is None:  # resolved locations were checked when resolved
+            self.check_arguments()
         serializer = self.serializer or self.serializer_for(self.read_type())
         with self._translate_errors("read"):
             return serializer.read(self, **self.serializer_args)
