@@ -359,7 +359,7 @@ class S3Storage(Storage, declared_by=butler_storages):
                         self._sync(_cas.put_if, self.fs, self.bucket, okey, data, etag, extra)
                     return dict(new)
                 except _cas.Conflict:
-                    pass
+                    pass  # another writer changed the policy since we read it: retry
             time.sleep(_cas.backoff(attempt))
         raise StorageError(
             f"cannot update the repository policy {self.uri(POLICY_KEY)!r}: "
