@@ -56,20 +56,25 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> dict[st
 
 
 @pytest.fixture
-def s3_bucket(s3_credentials: dict[str, str]) -> str:
+def s3_bucket(boto_client: Any) -> str:
     """Name of a fresh, empty bucket on the moto server."""
+    name = f"butler-{uuid.uuid4().hex[:12]}"
+    boto_client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def boto_client(s3_credentials: dict[str, str]) -> Any:
+    """A plain boto3 client on the moto server, to look (and plant) behind butler's back."""
     import boto3
 
-    name = f"butler-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=s3_credentials["endpoint_url"],
-        aws_access_key_id=S3_KEY,
-        aws_secret_access_key=S3_SECRET,
+        aws_access_key_id=s3_credentials["key"],
+        aws_secret_access_key=s3_credentials["secret"],
         region_name="us-east-1",
     )
-    client.create_bucket(Bucket=name)
-    return name
 
 
 #: The storages `butler_repo` creates repositories on.

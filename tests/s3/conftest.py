@@ -21,20 +21,6 @@ def s3_butler(s3_repo: Any) -> Any:
     return s3_repo
 
 
-@pytest.fixture
-def boto_client(s3_credentials: dict[str, str]) -> Any:
-    """A plain boto3 client on the moto server, to look behind butler's back."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_credentials["endpoint_url"],
-        aws_access_key_id=s3_credentials["key"],
-        aws_secret_access_key=s3_credentials["secret"],
-        region_name="us-east-1",
-    )
-
-
 @pytest.fixture(scope="session")
 def s3_auth_endpoint() -> Iterator[tuple[str, str]]:
     """A second moto server that checks credentials (IAM auth on after two actions).

@@ -37,17 +37,9 @@ KEY = "AKIAIOSFODNN7EXAMPLE"
 
 
 @pytest.fixture
-def client(s3_credentials: dict[str, str]) -> Any:
-    """A plain boto3 client on the moto server, to look and plant behind butler's back."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_credentials["endpoint_url"],
-        aws_access_key_id=s3_credentials["key"],
-        aws_secret_access_key=s3_credentials["secret"],
-        region_name="us-east-1",
-    )
+def client(boto_client: Any) -> Any:
+    """The shared boto3 client (tests/conftest.py), to look and plant behind butler's back."""
+    return boto_client
 
 
 def _policy(client: Any, bucket: str) -> bytes:
