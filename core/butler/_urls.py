@@ -40,9 +40,9 @@ def is_secret_key(name: str) -> bool:
     return name.lower() in SECRET_QUERY_KEYS or bool(_SECRET_NAME.search(name))
 
 
-def mask_url(text: str) -> str:
+def mask_url(text: str, *, hide_user: bool = False) -> str:
     """``text`` (a URL, parsed or not) with its userinfo password and the values of its
-    secret query parameters replaced by ``***``.
+    secret query parameters replaced by ``***``; with ``hide_user`` the whole userinfo.
 
     Examples
     --------
@@ -58,6 +58,8 @@ def mask_url(text: str) -> str:
         return text
     creds, _, after = authority.rpartition("@")
     tail = rest[len(authority) :]
+    if hide_user:  # the user part is itself a credential (an S3 access key id)
+        return f"{scheme}://***@{after}{tail}"
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{after}{tail}" if ":" in creds else text
 

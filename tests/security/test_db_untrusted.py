@@ -366,7 +366,8 @@ def test_connect_args_password_is_scrubbed() -> None:
 
 
 def test_safe_url_masks_every_credential() -> None:
-    from butler_db._engine import _strip_secret, normalise_url, safe_url
+    from butler import mask_url
+    from butler_db._engine import normalise_url, safe_url
 
     url = normalise_url(
         "postgresql://bob:pw1@h/db?password=pw2&sslpassword=pw3&token=pw4&passwd=pw5&"
@@ -376,7 +377,7 @@ def test_safe_url_masks_every_credential() -> None:
     assert not any(f"pw{i}" in text for i in range(1, 8)), text
     assert "bob:***@h" in text and "sslmode=require" in text and "search_path" in text
     assert "password=***" in text and "token=***" in text
-    unparsed = _strip_secret("postgresql://bob:pw1@h:x/db?token=pw4&a=b")
+    unparsed = mask_url("postgresql://bob:pw1@h:x/db?token=pw4&a=b")
     assert "pw1" not in unparsed and "pw4" not in unparsed and "a=b" in unparsed
 
 

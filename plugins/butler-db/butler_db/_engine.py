@@ -68,8 +68,8 @@ def normalise_url(root: str, password: str | None = None) -> URL:
     try:
         url = make_url(root)
     except (exc.ArgumentError, ValueError) as e:
-        reason = str(e).replace(root, _strip_secret(root))
-        raise StorageError(f"invalid database URL {_strip_secret(root)!r}: {reason}") from None
+        reason = str(e).replace(root, mask_url(root))
+        raise StorageError(f"invalid database URL {mask_url(root)!r}: {reason}") from None
     if url.drivername in DEFAULT_DRIVERS:
         url = url.set(drivername=DEFAULT_DRIVERS[url.drivername])
     if password is not None:
@@ -126,11 +126,6 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, "***")
     return text
-
-
-def _strip_secret(text: str) -> str:
-    """Best-effort masking of a URL that did not parse (butler's one URL masker)."""
-    return mask_url(text)
 
 
 #: ``create_engine`` options checked here, so a mistyped value fails when the storage is

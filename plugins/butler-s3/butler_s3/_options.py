@@ -15,9 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from butler import StorageError
-
-from ._redact import mask_url
+from butler import StorageError, mask_url
 
 __all__ = [
     "check_bucket",
@@ -72,7 +70,7 @@ def check_endpoint(endpoint_url: Any) -> None:
         return
     if not isinstance(endpoint_url, str):
         raise _fail("endpoint_url", endpoint_url, "a URL string such as 'http://127.0.0.1:9000'")
-    shown = mask_url(endpoint_url)
+    shown = mask_url(endpoint_url, hide_user=True)
     try:
         parts = re.match(r"^(https?)://([^/?#]+)", endpoint_url)
         netloc = parts.group(2) if parts else ""

@@ -30,9 +30,9 @@ import re
 import threading
 import weakref
 from collections.abc import Iterable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
-__all__ = ["LOGGER_PREFIXES", "REDACTOR", "install_log_redaction", "mask_url", "redact"]
+__all__ = ["LOGGER_PREFIXES", "REDACTOR", "install_log_redaction", "redact"]
 
 #: Loggers (and their children) that can see request headers, URLs or credentials.
 LOGGER_PREFIXES = (
@@ -87,18 +87,6 @@ def redact(text: str, values: Iterable[str] = ()) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its userinfo (``user:password@``) replaced by ``***@``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{MASK}@{host}"))
 
 
 class _Redactor(logging.Filter):

@@ -27,6 +27,7 @@ from butler import (
     DatasetNotFoundError,
     InvalidDataIdError,
     StorageError,
+    mask_url,
 )
 from butler.storage import (
     POLICY_KEY,
@@ -43,7 +44,7 @@ from . import _cas
 from ._options import check_bucket, check_cache, check_options, credential_values
 from ._plugin import butler_storages
 from ._reader import S3ReadFile, TranslatedFile
-from ._redact import install_log_redaction, mask_url
+from ._redact import install_log_redaction
 from ._upload import upload
 from .s3fs_ import make_filesystem, translate_error, translated
 
@@ -612,7 +613,7 @@ def _parse_root(root: str) -> tuple[str, str]:
     bucket, _, prefix = text.partition("/")
     if "@" in bucket:
         # Credentials in a URL end up in shell histories, process lists and logs.
-        shown = mask_url(f"s3://{text}")
+        shown = mask_url(f"s3://{text}", hide_user=True)
         raise StorageError(
             f"invalid S3 root {shown!r}: credentials in the root URL are not accepted; "
             f"pass key=/secret= (and token=), or set AWS_PROFILE or the AWS_* environment "
