@@ -25,6 +25,7 @@ from ._errors import (
     NoSerializerError,
     ParameterError,
     PluginError,
+    QueryError,
     StorageError,
     UnsafeFormatError,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "PluginError",
     "PluginInfo",
     "ProgressCallback",
+    "QueryError",
     "Registry",
     "Serializer",
     "Storage",

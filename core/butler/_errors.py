@@ -15,6 +15,7 @@ __all__ = [
     "NoSerializerError",
     "ParameterError",
     "PluginError",
+    "QueryError",
     "StorageError",
     "UnsafeFormatError",
 ]
@@ -67,6 +68,15 @@ class DatasetTypeError(ButlerError, KeyError):
 
 class InvalidDataIdError(ButlerError, ValueError):
     """A data ID is incomplete, has unknown keys, or a value that could leave the repository."""
+
+
+class QueryError(InvalidDataIdError):
+    """A data-ID query (``where`` expression, constraints or ``order_by``) is invalid.
+
+    The message names the bad token and its position in the ``where`` text.
+
+    .. versionadded:: 0.2
+    """
 
 
 class ParameterError(ButlerError, TypeError):
