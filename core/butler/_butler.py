@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._errors import (
+    ButlerError,
     DatasetExistsError,
     DatasetNotFoundError,
     DatasetTypeError,
@@ -17,6 +19,7 @@ from ._errors import (
     NoSerializerError,
     StorageError,
 )
+from ._index import INT_RANGE, Index, IndexEntry, entry_id
 from ._limits import parse_size
 from ._location import ButlerLocation
 from ._mapper import (
@@ -35,11 +38,24 @@ from ._policy import (
     python_type_name,
     validate_dataset_type_name,
 )
+from ._query import QueryError, parse_order_by, query_predicate, sort_key
 from ._registry import Registry
 from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, is_reserved_key
 from ._types import resolve_policy_type, type_name
+from ._urls import mask_url, strip_credentials
 
-__all__ = ["Butler", "VerifyReport"]
+__all__ = ["Butler", "ReindexReport", "VerifyReport"]
+
+
+@dataclass
+class ReindexReport:
+    """What `Butler.reindex` did: rows written, rows dropped (bytes gone), datasets
+    skipped by a resumed run (done before the interruption), per the whole call."""
+
+    listed: int = 0
+    indexed: int = 0
+    dropped: int = 0
+    resumed: int = 0
 
 
 @dataclass
@@ -52,14 +68,26 @@ class VerifyReport:
     truncated: list[str] = field(default_factory=list)
     corrupted: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)
+    #: Stored datasets the index has no row for (a put interrupted between its two steps,
+    #: or files copied in): queries through the index miss them until `Butler.reindex`.
+    unindexed: list[str] = field(default_factory=list)
+    #: Index rows for bytes that are not stored (a damaged or foreign index).
+    stale: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
         """True when every dataset was checked and nothing is missing, truncated or
-        corrupted. A dataset without recorded metadata (``unrecorded``) could not be
-        checked, so it makes the report unhealthy too: verify never vouches for what it
-        did not check."""
-        return not (self.missing or self.truncated or self.corrupted or self.unrecorded)
+        corrupted, and the index (if any) matches the storage both ways. A dataset without
+        recorded metadata (``unrecorded``) could not be checked, so it makes the report
+        unhealthy too: verify never vouches for what it did not check."""
+        return not (
+            self.missing
+            or self.truncated
+            or self.corrupted
+            or self.unrecorded
+            or self.unindexed
+            or self.stale
+        )
 
 
 class Butler:
@@ -85,6 +113,11 @@ class Butler:
         Top-level packages that a python type named by the repository's policy may be
         imported from. Types already imported and types an installed plugin registered
         always resolve; nothing else is imported, so a policy cannot run a module.
+    index
+        The dataset index to use for queries: ``None`` (default) as the repository's policy
+        says, ``False`` for none (queries list the storage), or a database URL with
+        credentials (``"postgresql+psycopg://user:pw@host/db"``) for an index the policy
+        records without them.
     **storage_options
         Passed to the storage (credentials, endpoints); never written to the repository.
         Unknown options raise `StorageError` listing the valid ones.
@@ -107,8 +140,11 @@ class Butler:
         allow_pickle: bool | None = None,
         max_read_bytes: int | str | None = None,
         allow_imports: Sequence[str] = (),
+        index: str | bool | None = None,
         **storage_options: Any,
     ) -> None:
+        if index is True or not (index is None or index is False or isinstance(index, str)):
+            raise StorageError(f"index must be None, False or a database URL, not {index!r}")
         if isinstance(allow_imports, str) or not all(
             isinstance(p, str) and p.isidentifier() for p in allow_imports
         ):
@@ -127,6 +163,10 @@ class Butler:
         self._allow_pickle = allow_pickle
         self.allow_imports = tuple(allow_imports)
         self.max_read_bytes = None if max_read_bytes is None else parse_size(max_read_bytes)
+        self._index_choice = index
+        self._index: Index | None = None
+        self._index_opened = False
+        self._index_storage: Any = None
 
     @classmethod
     def create(
@@ -139,12 +179,21 @@ class Butler:
         allow_pickle: bool = False,
         max_read_bytes: int | str | None = None,
         allow_imports: Sequence[str] = (),
+        index: str | None = None,
         **storage_options: Any,
     ) -> Butler:
         """Create a repository at ``root`` (or open it, if it exists) and return a Butler.
 
         Parameters
         ----------
+        index
+            Where to keep the dataset index: ``None`` (default) the storage's embedded one
+            (posix: ``.butler/index.sqlite3``; memory: in process; databases: tables in
+            the same database; S3 has none: queries list the bucket), ``"none"`` for no
+            index, or a database URL served by an installed storage (butler-db:
+            ``"postgresql+psycopg://user@host/db"``, MariaDB, ``sqlite:///file``). The
+            policy records the URL without credentials; readers supply them (environment,
+            ``~/.pgpass``, or ``Butler(root, index=url)``).
         checksum
             Keep a sha256 per dataset (computed while writing) so `verify` finds corruption.
         allow_pickle
@@ -159,8 +208,13 @@ class Butler:
             registry = default_registry()
         storage = open_storage(root, registry, **storage_options)
         storage.initialize()
+        repo_id = secrets.token_hex(16)
         policy = RepositoryPolicy(
-            storage=storage.type_name, checksum=checksum, allow_pickle=allow_pickle
+            storage=storage.type_name,
+            checksum=checksum,
+            allow_pickle=allow_pickle,
+            id=repo_id,
+            index=_index_setting(storage, repo_id, index, registry),
         )
         try:
             # Create-if-absent under the policy lock: a concurrent create never clobbers.
@@ -174,6 +228,7 @@ class Butler:
             allow_pickle=allow_pickle,
             max_read_bytes=max_read_bytes,
             allow_imports=allow_imports,
+            index=index if index and index != "none" else None,
             **storage_options,
         )
 
@@ -189,8 +244,54 @@ class Butler:
         return RepositoryPolicy.from_dict(data)
 
     def close(self) -> None:
-        """Close the storage's connections."""
+        """Close the storage's and the index's connections."""
+        with self._lock:
+            index, self._index, self._index_opened = self._index, None, False
+            other, self._index_storage = self._index_storage, None
+        if index is not None:
+            index.close()
+        if other is not None:
+            other.close()
         self.storage.close()
+
+    # -- the dataset index -------------------------------------------------------------
+
+    @property
+    def index(self) -> Index | None:
+        """The dataset index queries use, opened on first use; ``None`` when the
+        repository has none (or the Butler was opened with ``index=False``)."""
+        if self._index_opened:
+            return self._index
+        with self._lock:
+            if not self._index_opened:
+                self._index = self._open_index()
+                self._index_opened = True
+        return self._index
+
+    def _open_index(self) -> Index | None:
+        choice, policy = self._index_choice, self._policy
+        if choice is False:
+            return None
+        where = choice if isinstance(choice, str) else policy.index
+        if not where or where == "none":
+            return None
+        if policy.id is None:
+            raise StorageError(
+                f"repository {self.storage.uri()!r} has no id to bind an index to; run "
+                f"'butler reindex' to create its index"
+            )
+        if where == "embedded":
+            return self.storage.default_index(policy.id)
+        other = open_storage(where, self.registry)
+        index = other.default_index(policy.id)
+        if index is None:
+            other.close()
+            raise StorageError(
+                f"the {other.type_name} storage cannot keep a dataset index "
+                f"({mask_url(where, hide_user=True)!r}); use a database URL (butler-db)"
+            )
+        self._index_storage = other
+        return index
 
     def __enter__(self) -> Butler:
         return self
@@ -448,11 +549,49 @@ class Butler:
             **data_id_kw,
         )
         location = self._resolve_write(location, obj)
+        index = self.index
+        if index is not None:
+            self._check_indexable(location)
+            self.storage.last_committed_metadata(clear=True)
         try:
             location.write(obj)
         except DatasetExistsError:
             raise self._exists_error(location) from None
+        if index is not None:
+            self._index_written(index, location)
         return location
+
+    def _check_indexable(self, location: ButlerLocation) -> None:
+        """Refuse, before writing, a data ID the index cannot hold (integers beyond 64
+        bits): the bytes would be stored but never found by queries."""
+        low, high = INT_RANGE
+        for name, value in location.data_id.items():
+            if isinstance(value, int) and not low <= value <= high:
+                raise InvalidDataIdError(
+                    f"data ID value {name}={value} of dataset type {location.dataset_type!r} "
+                    f"does not fit the dataset index's 64-bit integers"
+                )
+
+    def _index_written(self, index: Index, location: ButlerLocation) -> None:
+        """Second step of a put: the bytes are committed; now the index row. The metadata
+        comes from the commit itself (no read back) when the storage reports it."""
+        meta = self.storage.last_committed_metadata(clear=True)
+        try:
+            if (
+                meta is None
+                or meta.get("dataset_type") != location.dataset_type
+                or meta.get("data_id") != dict(location.data_id)
+            ):
+                meta = self.storage.metadata(location.key)
+            dt = self.dataset_type(location.dataset_type)
+            entry = IndexEntry.from_metadata(dt, location.key, location.data_id, meta)
+            index.add(dt, [entry])
+        except ButlerError as exc:
+            raise StorageError(
+                f"{location.describe()} was stored, but the dataset index could not record "
+                f"it ({exc}); queries through the index miss it until 'butler reindex "
+                f"{self.storage.uri()}'"
+            ) from exc
 
     def _expected_type(self, location: ButlerLocation) -> type:
         """The dataset type's class, resolved by the reader's rules (`resolve_policy_type`)."""
@@ -570,30 +709,115 @@ class Butler:
     ) -> None:
         """Delete a dataset. Raises `DatasetNotFoundError` if it does not exist."""
         location = self.location(dataset_type, data_id, **kw)
+        index = self.index
+        dt = self.dataset_type(dataset_type)
+        if index is not None:  # the row first: never a row for removed bytes
+            index.discard(dt, [location.data_id])
         try:
             self.storage.remove(location.key)
         except DatasetNotFoundError:
             raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
+        if index is not None and not self.storage.exists(location.key):
+            # A concurrent overwrite may have indexed its bytes between our two steps and
+            # we removed them: drop its row again (see docs/index.rst on this race).
+            index.discard(dt, [location.data_id])
 
-    def datasets(self, dataset_type: str, **partial_data_id: Any) -> Iterator[dict[str, Any]]:
-        """Yield the data IDs of stored datasets of a type matching a partial data ID."""
-        for _key, data_id in self._stored(dataset_type, partial_data_id):
-            yield data_id
+    def datasets(
+        self,
+        dataset_type: str,
+        where: str | None = None,
+        *,
+        limit: int | None = None,
+        order_by: str | Sequence[str] | None = None,
+        **constraints: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """The data IDs of stored datasets of a type, selected by data ID.
+
+        Parameters
+        ----------
+        where
+            An expression over the dimensions: ``"visit >= 100 and visit < 200 and ccd in
+            (1, 2, 5) and band = 'r'"`` (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``,
+            ``not in``, ``between``, ``and``, ``or``, ``not``, parentheses; strings in
+            quotes). Parsed by butler into bound parameters, never pasted into SQL.
+        limit
+            At most this many data IDs.
+        order_by
+            Dimension names (``"-visit"`` for descending); the remaining dimensions follow
+            in their declared order. Default: all dimensions in declared order.
+        **constraints
+            ``dimension=value``: a scalar (equal), a list/tuple/set (any of), a ``range``
+            or a ``slice(lo, hi)`` (``lo <= value < hi``, either end open).
+
+        Answers come from the dataset index when the repository has one, else from
+        listing the storage (slower, same answers).
+
+        Raises
+        ------
+        QueryError
+            An unknown dimension, a bad token (with its position), a value of the wrong
+            type.
+        """
+        dt = self.dataset_type(dataset_type)
+        return iter(self._query(dt, where, limit, order_by, constraints))
+
+    def count(self, dataset_type: str, where: str | None = None, **constraints: Any) -> int:
+        """How many stored datasets `datasets` would yield (same arguments, no limit)."""
+        dt = self.dataset_type(dataset_type)
+        predicate = query_predicate(dt, where, constraints)
+        index = self.index
+        if index is not None:
+            return index.count(dt, predicate)
+        return sum(1 for _ in self._listed(dt, predicate))
 
     def stored_locations(
-        self, dataset_type: str, **partial_data_id: Any
+        self,
+        dataset_type: str,
+        where: str | None = None,
+        *,
+        limit: int | None = None,
+        order_by: str | Sequence[str] | None = None,
+        **constraints: Any,
     ) -> Iterator[ButlerLocation]:
-        """Yield the `ButlerLocation` of every stored dataset of a type matching a partial
-        data ID (as `datasets`, without mapping each data ID back to its key)."""
+        """The `ButlerLocation` of every dataset `datasets` selects (same arguments)."""
         dt = self.dataset_type(dataset_type)
-        for key, data_id in self._stored(dataset_type, partial_data_id):
-            yield self._location_at(dt, key, data_id)
+        found = self._query(dt, where, limit, order_by, constraints)
+        return (self._location_at(dt, *self.mapper.map(dt, data_id)) for data_id in found)
 
-    def _stored(
-        self, dataset_type: str, partial_data_id: Mapping[str, Any]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(key, data ID) of the stored datasets matching a partial data ID."""
-        return self._stored_with(self.dataset_type(dataset_type), partial_data_id)
+    def _query(
+        self,
+        dt: DatasetType,
+        where: str | None,
+        limit: int | None,
+        order_by: str | Sequence[str] | None,
+        constraints: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        predicate = query_predicate(dt, where, constraints)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise QueryError(f"limit must be a non-negative integer or None, not {limit!r}")
+        order = parse_order_by(order_by, dt)
+        named = {d for d, _ in order}
+        order += [(d, False) for d in dt.dimensions if d not in named]
+        index = self.index
+        if index is not None:
+            return index.query(dt, predicate, order, limit)
+        found = sorted(
+            (data_id for _, data_id in self._listed(dt, predicate)), key=sort_key(order, dt)
+        )
+        return found if limit is None else found[:limit]
+
+    def _listed(self, dt: DatasetType, predicate: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(key, data ID) of stored datasets matching ``predicate``, by listing the storage
+        (narrowed to the key prefix its equalities pin)."""
+        prefix = self.mapper.prefix_for(dt, predicate.equalities())
+        for key in self.storage.list(prefix):
+            if is_reserved_key(key):
+                continue
+            data_id = self.mapper.data_id_for(dt, key)
+            if data_id is not None and predicate.matches(data_id):
+                yield key, data_id
 
     def _stored_with(
         self, dt: DatasetType, partial_data_id: Mapping[str, Any]
@@ -617,13 +841,95 @@ class Butler:
     # -- maintenance -------------------------------------------------------------------
 
     def verify(self, dataset_type: str | None = None) -> VerifyReport:
-        """Check every dataset's recorded size (and checksum, when kept) against its bytes."""
+        """Check every dataset's recorded size (and checksum, when kept) against its bytes,
+        and the dataset index against the storage both ways (``unindexed``, ``stale``).
+
+        The storage is listed (not the index): verify looks at what is really stored.
+        """
         report = VerifyReport()
         names = [dataset_type] if dataset_type else sorted(self._policy.dataset_types)
+        index = self.index
         for name in names:
-            for location in self.stored_locations(name):
+            dt = self.dataset_type(name)
+            stored: dict[str, ButlerLocation] = {}
+            for key, data_id in self._stored_with(dt, {}):
+                location = self._location_at(dt, key, data_id)
                 report.checked += 1
                 self._verify_one(location, report)
+                stored[entry_id(data_id)] = location
+            if index is not None:
+                self._verify_index(index, dt, stored, report)
+        return report
+
+    def _verify_index(
+        self,
+        index: Index,
+        dt: DatasetType,
+        stored: Mapping[str, ButlerLocation],
+        report: VerifyReport,
+    ) -> None:
+        indexed = set()
+        for entry in index.entries(dt):
+            ident = entry_id(entry.data_id)
+            indexed.add(ident)
+            if ident not in stored and not self._exists_now(dt, entry.data_id):
+                report.stale.append(
+                    f"dataset {dt.name!r} {dict(entry.data_id)}: indexed, but not stored"
+                )
+        for ident, location in stored.items():
+            if ident not in indexed and self.storage.exists(location.key):
+                report.unindexed.append(f"{location.describe()}: stored, but not indexed")
+
+    def _exists_now(self, dt: DatasetType, data_id: Mapping[str, Any]) -> bool:
+        """Whether a data ID is stored now (a put may have landed since the listing)."""
+        try:
+            key, _ = self.mapper.map(dt, data_id)
+        except InvalidDataIdError:
+            return False
+        return self.storage.exists(key)
+
+    def reindex(
+        self,
+        dataset_type: str | None = None,
+        *,
+        index: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> ReindexReport:
+        """Rebuild or repair the dataset index from the storage: list every dataset, read
+        the metadata stored with it, add the missing rows, refresh the others, drop rows
+        for bytes that are gone.
+
+        Resumable: the last key done is checkpointed in the index after each batch; an
+        interrupted reindex (killed, Ctrl-C) starts again after it (the listing is
+        repeated, the metadata of datasets already done is not re-read).
+
+        Parameters
+        ----------
+        dataset_type
+            Only this dataset type (default: all).
+        index
+            For a repository without an index: where to create it (as for
+            `Butler.create`); the policy then records it. Default: the storage's
+            embedded index.
+        progress
+            ``progress(dataset_type, done, total)`` after each batch.
+
+        Raises
+        ------
+        StorageError
+            If the repository has no index and the storage has no embedded one (S3: pass
+            ``index="postgresql+psycopg://..."``).
+        """
+        from ._reindex import configure_index, reindex_type
+
+        if self.index is None:
+            configure_index(self, index)
+        target = self.index
+        assert target is not None
+        report = ReindexReport()
+        names = [dataset_type] if dataset_type else sorted(self._policy.dataset_types)
+        for name in names:
+            reindex_type(self, target, self.dataset_type(name), report, progress)
         return report
 
     def purge_debris(self, older_than: float = 3600.0) -> list[str]:
@@ -663,3 +969,37 @@ def _merge_data_id(data_id: Mapping[str, Any] | None, extra: Mapping[str, Any]) 
         raise InvalidDataIdError(f"data ID keys {clash} given twice with different values")
     merged.update(extra)
     return merged
+
+
+def _index_setting(storage: Any, repo_id: str, index: str | None, registry: Registry) -> str | None:
+    """What a new repository's policy records as its index (see `Butler.create`)."""
+    if index is not None and not isinstance(index, str):
+        raise StorageError(
+            f"index must be None, 'none', 'embedded' or a database URL, not {index!r}"
+        )
+    if index == "none":
+        return None
+    if index is None or index == "embedded":
+        embedded = storage.default_index(repo_id)
+        if embedded is None:
+            if index == "embedded":
+                raise StorageError(
+                    f"the {storage.type_name} storage has no embedded dataset index; pass a "
+                    f"database URL (index='postgresql+psycopg://...') or index='none'"
+                )
+            return None
+        embedded.close()
+        return "embedded"
+    other = open_storage(index, registry)  # checks that an installed storage serves it
+    try:
+        probe = other.default_index(repo_id)
+        if probe is None:
+            raise StorageError(
+                f"the {other.type_name} storage cannot keep a dataset index "
+                f"({mask_url(index, hide_user=True)!r}); use a database URL (butler-db)"
+            )
+        probe.count  # noqa: B018 - opened: the URL is reachable
+        probe.close()
+    finally:
+        other.close()
+    return strip_credentials(index)

@@ -12,11 +12,15 @@ from ._types import type_name
 
 __all__ = ["POLICY_VERSION", "DatasetType", "RepositoryPolicy"]
 
-POLICY_VERSION = 1
+#: Version 2 adds the dataset index (``butler.index``): a butler that predates it would
+#: write datasets without indexing them, so it must refuse such a repository. Policies
+#: without an index keep writing version 1.
+POLICY_VERSION = 2
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
 _FORMAT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,63}$")
+_ID = re.compile(r"^[0-9a-f]{8,64}$")
 _DIMENSION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 #: Names that cannot be dimensions: they are keyword arguments of `Butler.put`/`get`/...
@@ -33,6 +37,9 @@ RESERVED_DIMENSIONS = frozenset(
         "partial_data_id",
         "kw",
         "self",
+        "where",
+        "limit",
+        "order_by",
     }
 )
 
@@ -147,17 +154,27 @@ class RepositoryPolicy:
     dataset_types: dict[str, DatasetType] = field(default_factory=dict)
     checksum: bool = False
     allow_pickle: bool = False
-    version: int = POLICY_VERSION
+    version: int = 1
+    #: The repository's identity (a random hex string), binding an index to it.
+    id: str | None = None
+    #: Where the dataset index lives: ``"embedded"`` (the storage's own), a database URL
+    #: without credentials, or ``None`` (no index: queries list the storage).
+    index: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for ``butler.yaml`` (never holds credentials)."""
+        head: dict[str, Any] = {
+            "version": POLICY_VERSION if self.index else self.version,
+            "storage": self.storage,
+            "checksum": self.checksum,
+            "allow_pickle": self.allow_pickle,
+        }
+        if self.id is not None:
+            head["id"] = self.id
+        if self.index is not None:
+            head["index"] = self.index
         return {
-            "butler": {
-                "version": self.version,
-                "storage": self.storage,
-                "checksum": self.checksum,
-                "allow_pickle": self.allow_pickle,
-            },
+            "butler": head,
             "dataset_types": {n: d.to_dict() for n, d in sorted(self.dataset_types.items())},
         }
 
@@ -185,12 +202,19 @@ class RepositoryPolicy:
             raise DatasetTypeError(
                 "repository policy's 'dataset_types' is not a mapping of mappings"
             )
+        repo_id, index = head.get("id"), head.get("index")
+        if repo_id is not None and (not isinstance(repo_id, str) or not _ID.match(repo_id)):
+            raise DatasetTypeError(f"repository policy id {repo_id!r} is not a hex string")
+        if index is not None and (not isinstance(index, str) or not 0 < len(index) <= 2048):
+            raise DatasetTypeError(f"repository policy index {index!r} is not a URL")
         return cls(
             storage=str(head.get("storage", "")),
             dataset_types={n: DatasetType.from_dict(n, d) for n, d in types.items()},
             checksum=bool(head.get("checksum", False)),
             allow_pickle=bool(head.get("allow_pickle", False)),
             version=version,
+            id=repo_id,
+            index=index,
         )
 
 

@@ -22,6 +22,7 @@ from ._errors import DatasetNotFoundError, FormatError, InvalidDataIdError, Stor
 
 if TYPE_CHECKING:
     from ._declarations import StorageSpec
+    from ._index import Index
 
 __all__ = [
     "POLICY_KEY",
@@ -436,17 +437,55 @@ class Storage(abc.ABC):
         """
         return check_key(key)
 
-    @staticmethod
     def full_metadata(
-        metadata: Mapping[str, Any] | None, size: int, sha256: str | None
+        self, metadata: Mapping[str, Any] | None, size: int, sha256: str | None
     ) -> dict[str, Any]:
         """The metadata committed with a write: the caller's, plus ``size`` and, when
-        checksumming, ``sha256``."""
+        checksumming, ``sha256``.
+
+        Storages call it just before their commit step; the result is also kept for the
+        calling thread (`last_committed_metadata`), so that `Butler` can index the dataset
+        without reading its metadata back.
+
+        .. versionchanged:: 0.2
+           An instance method (it was a static method).
+        """
         meta = dict(metadata or {})
         meta["size"] = size
         if sha256 is not None:
             meta["sha256"] = sha256
+        self._receipts().last = meta
         return meta
+
+    def _receipts(self) -> threading.local:
+        receipts = self.__dict__.get("_receipt_local")
+        if receipts is None:  # storages that skip Storage.__init__ still work
+            receipts = self.__dict__.setdefault("_receipt_local", threading.local())
+        return receipts
+
+    def last_committed_metadata(self, *, clear: bool = False) -> dict[str, Any] | None:
+        """The metadata this thread's last write prepared with `full_metadata` (``None`` if
+        none, or if the storage never calls it); ``clear`` forgets it.
+
+        .. versionadded:: 0.2
+        """
+        receipts = self._receipts()
+        meta = getattr(receipts, "last", None)
+        if clear:
+            receipts.last = None
+        return meta
+
+    def default_index(self, repository: str) -> Index | None:
+        """The embedded dataset index of this kind of storage for a repository, or ``None``
+        when it has none (queries then list the storage).
+
+        Posix: a SQLite file in the reserved area (``.butler/index.sqlite3``); memory: an
+        in-process index; databases: tables in the same database. A database storage opened
+        on an index URL gives the index of another repository kept in its database.
+
+        .. versionadded:: 0.2
+        """
+        return None
 
     def open(
         self,

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SECRET_QUERY_KEYS", "is_secret_key", "mask_url", "scheme_of", "split_file_uri"]
+__all__ = [
+    "SECRET_QUERY_KEYS",
+    "is_secret_key",
+    "mask_url",
+    "scheme_of",
+    "split_file_uri",
+    "strip_credentials",
+]
 
 #: URL query parameters known to carry a credential (libpq, PyMySQL, cloud IAM tokens).
 SECRET_QUERY_KEYS = frozenset(
@@ -62,6 +69,32 @@ def mask_url(text: str, *, hide_user: bool = False) -> str:
         return f"{scheme}://***@{after}{tail}"
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{after}{tail}" if ":" in creds else text
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` without its userinfo password and without secret query parameters (the
+    user name stays): what a repository may record, for readers to add their own
+    credentials to (``PGPASSWORD``, ``~/.pgpass``).
+
+    Examples
+    --------
+    >>> strip_credentials("postgresql://u:pw@h/db?sslmode=require&password=pw2")
+    'postgresql://u@h/db?sslmode=require'
+    """
+    base, sep, query = str(url).partition("?")
+    if sep:
+        kept = [
+            item
+            for item in re.split(r"[&;]", query)
+            if item and not is_secret_key(item.split("=", 1)[0])
+        ]
+        base = f"{base}?{'&'.join(kept)}" if kept else base
+    scheme, sep, rest = base.partition("://")
+    authority = rest.split("/", 1)[0]
+    if not sep or "@" not in authority:
+        return base
+    creds, _, after = authority.rpartition("@")
+    return f"{scheme}://{creds.split(':', 1)[0]}@{after}{rest[len(authority) :]}"
 
 
 def scheme_of(uri: str) -> str:

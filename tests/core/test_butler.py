@@ -93,7 +93,7 @@ def test_datasets_with_partial_data_id(repo: Butler) -> None:
     assert len(list(repo.datasets("c"))) == 6
     assert sorted(d["ccd"] for d in repo.datasets("c", visit=2)) == [10, 11, 12]
     assert list(repo.datasets("c", visit=1, ccd=11)) == [{"visit": 1, "ccd": 11}]
-    with pytest.raises(InvalidDataIdError, match=r"unknown data ID keys \['filter'\]"):
+    with pytest.raises(InvalidDataIdError, match=r"unknown dimension 'filter'"):
         list(repo.datasets("c", filter="r"))
 
 

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import ast
 import inspect
 from collections.abc import Callable, Iterator
@@ -216,7 +218,18 @@ def test_full_metadata_on_every_storage(storage: Storage) -> None:
     meta = storage.metadata("b/2.bin")
     assert meta["format"] == "x" and meta["size"] == 3
     assert meta["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert Storage.full_metadata({"k": 1}, 5, None) == {"k": 1, "size": 5}
+    # What the commit recorded is reported to the writing thread (the index uses it
+    # instead of reading the metadata back), and only to it.
+    receipt = storage.last_committed_metadata(clear=True)
+    assert receipt is not None and {k: receipt[k] for k in meta} == meta
+    assert storage.last_committed_metadata() is None
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(storage.last_committed_metadata()))
+    storage.write_bytes("b/3.bin", b"abcd")
+    thread.start()
+    thread.join()
+    assert seen == [None] and storage.last_committed_metadata()["size"] == 4
+    assert storage.full_metadata({"k": 1}, 5, None) == {"k": 1, "size": 5}
 
 
 def test_storage_identity_is_the_spec_s() -> None:

@@ -6,7 +6,7 @@ import contextlib
 import io
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._builtins import butler_storages
 from .._errors import DatasetExistsError
@@ -18,6 +18,9 @@ from .._storage import (
     ReadHints,
     Storage,
 )
+
+if TYPE_CHECKING:
+    from .._index import Index
 
 __all__ = ["MemoryStorage"]
 
@@ -97,6 +100,12 @@ class MemoryStorage(Storage, declared_by=butler_storages):
         for key in keys:
             if key != POLICY_KEY:
                 yield key
+
+    def default_index(self, repository: str) -> Index:
+        """An in-process index, shared by every Butler on this repository (like the bytes)."""
+        from .._index import memory_index
+
+        return memory_index(repository, self.root)
 
     @classmethod
     def clear(cls, name: str | None = None) -> None:

@@ -48,7 +48,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._builtins import butler_storages
 from .._errors import (
@@ -89,6 +89,9 @@ from ._resolve import (
 )
 
 __all__ = ["PosixStorage"]
+
+if TYPE_CHECKING:
+    from .._index import Index
 
 #: How long a descriptor opened by `PosixStorage.metadata` waits for the read of the same
 #: key in the same thread (`Butler.get` calls them back to back).
@@ -277,6 +280,46 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise self.wrap_os_error(exc, "create repository directory", "") from exc
+
+    def default_index(self, repository: str) -> Index | None:
+        """The index in ``.butler/index.sqlite3``, opened through the kept descriptor of
+        ``.butler`` (``/proc/self/fd/N/...``: a swapped directory symlink cannot redirect
+        it); the file and SQLite's ``-wal``/``-shm`` must be regular files, not links.
+        ``None`` when a reader cannot create the reserved area (queries then list)."""
+        from .._index import INDEX_NAME, SqliteIndex
+
+        key = f"{LOCK_DIR}/{INDEX_NAME}"
+        try:
+            dfd = self._open_dir((LOCK_DIR,), key, create=True)
+        except (Absent, PermissionError):
+            return None
+        except OSError as exc:
+            if isinstance(exc, ButlerError):
+                raise
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return None
+            raise self.wrap_os_error(exc, "open the index directory", key) from exc
+
+        def check() -> None:
+            for name in (INDEX_NAME, f"{INDEX_NAME}-wal", f"{INDEX_NAME}-shm"):
+                try:
+                    st = os.lstat(name, dir_fd=dfd)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    raise self._refused(f"{LOCK_DIR}/{name}", (LOCK_DIR, name), st.st_mode)
+
+        if proc_fd():
+            path = f"/proc/self/fd/{dfd}/{INDEX_NAME}"
+        else:
+            path = os.path.join(self.root, LOCK_DIR, INDEX_NAME)
+        return SqliteIndex(
+            path,
+            repository,
+            description=self.uri(key),
+            opener=check,
+            on_close=lambda: os.close(dfd),
+        )
 
     @contextlib.contextmanager
     def policy_lock(self) -> Iterator[None]:

@@ -1,0 +1,680 @@
+"""The dataset index: one row per stored dataset, queried by data ID.
+
+The bytes and the metadata committed with them stay the truth; the index is a copy that
+makes queries fast and can always be rebuilt from storage alone (`Butler.reindex`). The
+consistency rule is one-directional: a put commits the bytes, *then* the row; a remove
+deletes the row, *then* the bytes. A crash in between leaves at most a dataset the index
+does not know (found by `Butler.verify`, repaired by `Butler.reindex`), never a row for bytes
+that are not there.
+
+`SqlIndex` holds the SQL, written once with named bound parameters (``:p0``) and quoted
+identifiers derived from validated names only; subclasses run it: `SqliteIndex` (the
+standard library's ``sqlite3``: the embedded default of posix and memory repositories) and
+butler-db's SQLAlchemy index (PostgreSQL, MariaDB, SQLite through a URL).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._errors import FormatError, StorageError
+from ._policy import DatasetType
+
+if TYPE_CHECKING:
+    from ._query import Predicate
+
+__all__ = ["INDEX_NAME", "Index", "IndexEntry", "SqlIndex", "SqliteIndex", "memory_index"]
+
+#: File name of the embedded index in a posix repository's reserved area (``.butler/``).
+INDEX_NAME = "index.sqlite3"
+
+#: Version of the index's table layout (recorded in the catalog; a newer one is refused).
+SCHEMA_VERSION = 1
+
+#: Table listing, per repository, the dataset types indexed and their tables.
+CATALOG = "butler_index_catalog"
+
+#: The only table names the index uses (and trusts from its catalog).
+_TABLE = re.compile(r"bidx_[0-9a-f]{20}")
+
+#: Rows written per statement batch (bulk adds and reindexing).
+BATCH = 500
+
+#: Integers the index stores exactly (64-bit, as SQLite, PostgreSQL BIGINT, MariaDB BIGINT).
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+#: Columns every dataset type's table has besides one ``d_<dimension>`` per dimension.
+#: They start with ``_`` so no dimension column (``d_...``) can take their name.
+FIXED_COLUMNS = ("_id", "_key", "_format", "_python_type", "_size", "_checksum", "_created")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """What the index records about one stored dataset.
+
+    Attributes
+    ----------
+    data_id
+        The normalised data ID (values typed as the dataset type's dimensions).
+    key
+        The storage key.
+    format, python_type
+        The format it was written in and the concrete class written.
+    size, checksum, created
+        Bytes stored, sha256 when the repository keeps checksums, and the UNIX time of the
+        commit, as recorded in the dataset's metadata.
+    """
+
+    data_id: Mapping[str, Any]
+    key: str
+    format: str
+    python_type: str
+    size: int | None = None
+    checksum: str | None = None
+    created: float | None = None
+
+    @classmethod
+    def from_metadata(
+        cls, dt: DatasetType, key: str, data_id: Mapping[str, Any], meta: Mapping[str, Any]
+    ) -> IndexEntry:
+        """The entry for a dataset from the metadata stored with it (untrusted: fields of
+        the wrong type are dropped, never trusted)."""
+
+        def text(name: str, default: str) -> str:
+            value = meta.get(name)
+            return value if isinstance(value, str) and len(value) <= 1024 else default
+
+        size, created, checksum = meta.get("size"), meta.get("created"), meta.get("sha256")
+        return cls(
+            data_id=dict(data_id),
+            key=key,
+            format=text("format", dt.format),
+            python_type=text("python_type", dt.python_type),
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            checksum=checksum if isinstance(checksum, str) and len(checksum) == 64 else None,
+            created=float(created)
+            if isinstance(created, int | float) and not isinstance(created, bool)
+            else None,
+        )
+
+
+class Index(abc.ABC):
+    """Interface of dataset indexes (what `Butler` calls)."""
+
+    #: One line for ``butler info``: where the index lives.
+    description: str = ""
+
+    @abc.abstractmethod
+    def add(self, dt: DatasetType, entries: Sequence[IndexEntry]) -> None:
+        """Record datasets (replacing the rows of the same data IDs)."""
+
+    @abc.abstractmethod
+    def discard(self, dt: DatasetType, data_ids: Sequence[Mapping[str, Any]]) -> None:
+        """Forget datasets (absent ones are ignored)."""
+
+    @abc.abstractmethod
+    def query(
+        self,
+        dt: DatasetType,
+        predicate: Predicate,
+        order: Sequence[tuple[str, bool]],
+        limit: int | None,
+    ) -> list[dict[str, Any]]:
+        """Data IDs matching ``predicate``, ordered by ``order`` ((dimension, descending)
+        pairs covering every dimension), at most ``limit``."""
+
+    @abc.abstractmethod
+    def count(self, dt: DatasetType, predicate: Predicate) -> int:
+        """How many datasets match ``predicate``."""
+
+    @abc.abstractmethod
+    def entries(self, dt: DatasetType) -> Iterator[IndexEntry]:
+        """Every entry of a dataset type (for `Butler.verify` and reindexing)."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Datasets per dataset type name."""
+
+    @abc.abstractmethod
+    def checkpoint(self, dt: DatasetType, key: str | None = None, *, clear: bool = False) -> str:
+        """Reindexing progress: store ``key`` as the last key done (or ``clear`` it); return
+        the stored one (``""`` if none)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+# -- the SQL, once -----------------------------------------------------------------------
+
+
+def table_name(repository: str, dt: DatasetType) -> str:
+    """The table of a dataset type: bound to the repository and to the dimensions (a
+    redefinition with other dimensions gets a new table), never built from user text."""
+    dims = json.dumps(dict(dt.dimensions), sort_keys=False)
+    digest = hashlib.sha256(f"{repository}\0{dt.name}\0{dims}".encode()).hexdigest()
+    return f"bidx_{digest[:20]}"
+
+
+def dimension_column(dimension: str) -> str:
+    """Column of a dimension: ``d_<name>``, shortened with a hash beyond 60 characters
+    (identifiers are at most 63-64 characters in PostgreSQL and MariaDB)."""
+    column = f"d_{dimension}"
+    if len(column) <= 60:
+        return column
+    return f"d_{dimension[:40]}_{hashlib.sha256(dimension.encode()).hexdigest()[:12]}"
+
+
+def entry_id(data_id: Mapping[str, Any]) -> str:
+    """The row's primary key: a digest of the canonical data ID (fixed width, so databases
+    that limit index sizes can index it, however long the values)."""
+    canonical = json.dumps([[k, data_id[k]] for k in sorted(data_id)], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class SqlIndex(Index):
+    """The index's SQL, for any database with standard SQL; subclasses run it.
+
+    Every value reaches the database as a bound parameter; identifiers are built from a
+    digest (tables) or from validated dimension names (columns) and quoted.
+
+    Subclasses implement `_execute`, `_executemany`, `_transaction` and may override the
+    type names and `upsert_sql` (MariaDB's ``ON DUPLICATE KEY UPDATE``).
+    """
+
+    #: Column types.
+    int_type = "BIGINT"
+    str_type = "VARCHAR(200)"
+    text_type = "TEXT"
+    float_type = "DOUBLE PRECISION"
+    id_type = "CHAR(32)"
+
+    def __init__(self, repository: str) -> None:
+        self.repository = repository
+        self._ready: set[str] = set()
+        self._ready_lock = threading.Lock()
+
+    # -- what subclasses run ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement in its own transaction (committed); return its rows."""
+
+    @abc.abstractmethod
+    def _executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run one statement for many parameter sets, in one committed transaction."""
+
+    @abc.abstractmethod
+    def _iterate(self, sql: str, params: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
+        """Stream the rows of a query."""
+
+    def quote(self, identifier: str) -> str:
+        """Quote an identifier (only ever a table or column name built here)."""
+        return f'"{identifier}"'
+
+    def upsert_sql(self, table: str, columns: Sequence[str]) -> str:
+        """Insert-or-replace by ``_id`` (standard ``ON CONFLICT``: SQLite, PostgreSQL)."""
+        q = self.quote
+        names = ", ".join(q(c) for c in columns)
+        values = ", ".join(f":{c}" for c in columns)
+        updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in columns if c != "_id")
+        return (
+            f"INSERT INTO {q(table)} ({names}) VALUES ({values}) "
+            f"ON CONFLICT ({q('_id')}) DO UPDATE SET {updates}"
+        )
+
+    def create_statements(self, table: str, dt: DatasetType) -> list[str]:
+        """DDL of a dataset type's table and its indexes (idempotent: IF NOT EXISTS)."""
+        q = self.quote
+        dims = [
+            f"{q(dimension_column(d))} {self.int_type if k == 'int' else self.str_type} NOT NULL"
+            for d, k in dt.dimensions.items()
+        ]
+        fixed = [
+            f"{q('_id')} {self.id_type} NOT NULL PRIMARY KEY",
+            f"{q('_key')} {self.text_type} NOT NULL",
+            f"{q('_format')} {self.text_type}",
+            f"{q('_python_type')} {self.text_type}",
+            f"{q('_size')} {self.int_type}",
+            f"{q('_checksum')} {self.text_type}",
+            f"{q('_created')} {self.float_type}",
+        ]
+        statements = [f"CREATE TABLE IF NOT EXISTS {q(table)} ({', '.join(fixed + dims)})"]
+        columns = [dimension_column(d) for d in dt.dimensions]
+        # One index per dimension (ranges and IN on any of them) and one over all of them
+        # in order (prefix queries and the default ORDER BY).
+        for i, column in enumerate(columns):
+            statements.append(
+                f"CREATE INDEX IF NOT EXISTS {q(f'{table}_{i}')} ON {q(table)} ({q(column)})"
+            )
+        if len(columns) > 1:
+            statements.append(
+                f"CREATE INDEX IF NOT EXISTS {q(f'{table}_all')} ON {q(table)} "
+                f"({', '.join(q(c) for c in columns)})"
+            )
+        return statements
+
+    def catalog_statements(self) -> list[str]:
+        """DDL of the catalog (which tables belong to which repository and dataset type)."""
+        q = self.quote
+        return [
+            f"CREATE TABLE IF NOT EXISTS {q(CATALOG)} ("
+            f"{q('repository')} VARCHAR(64) NOT NULL, {q('dataset_type')} VARCHAR(128) NOT NULL, "
+            f"{q('table_name')} VARCHAR(64) NOT NULL, {q('dimensions')} {self.text_type} NOT NULL, "
+            f"{q('schema_version')} INTEGER NOT NULL, {q('checkpoint')} {self.text_type}, "
+            f"PRIMARY KEY ({q('repository')}, {q('table_name')}))"
+        ]
+
+    # -- tables ----------------------------------------------------------------------
+
+    def _table(self, dt: DatasetType, *, create: bool) -> str | None:
+        """The table of ``dt``, created (with its catalog row) on first use when
+        ``create``; ``None`` if it does not exist and ``create`` is false."""
+        table = table_name(self.repository, dt)
+        if table in self._ready:
+            return table
+        with self._ready_lock:
+            if table in self._ready:
+                return table
+            rows = self._catalog_row(table)
+            if not rows and not create:
+                return None
+            if rows and rows[0][1] > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the index {self.description} has layout version {rows[0][1]}, newer than "
+                    f"this butler understands ({SCHEMA_VERSION}); upgrade butler-core"
+                )
+            if not rows:
+                for statement in self.create_statements(table, dt):
+                    self._ddl(statement)
+                self._insert_catalog(table, dt)
+            self._ready.add(table)
+        return table
+
+    def _ddl(self, statement: str) -> None:
+        self._execute(statement)
+
+    def _catalog_row(self, table: str) -> list[tuple[Any, ...]]:
+        for statement in self.catalog_statements():
+            if CATALOG not in self._ready:
+                self._ddl(statement)
+        self._ready.add(CATALOG)
+        q = self.quote
+        return self._execute(
+            f"SELECT {q('table_name')}, {q('schema_version')} FROM {q(CATALOG)} "
+            f"WHERE {q('repository')} = :repository AND {q('table_name')} = :table_name",
+            {"repository": self.repository, "table_name": table},
+        )
+
+    def _insert_catalog(self, table: str, dt: DatasetType) -> None:
+        q = self.quote
+        try:
+            self._execute(
+                f"INSERT INTO {q(CATALOG)} ({q('repository')}, {q('dataset_type')}, "
+                f"{q('table_name')}, {q('dimensions')}, {q('schema_version')}) VALUES "
+                f"(:repository, :dataset_type, :table_name, :dimensions, :schema_version)",
+                {
+                    "repository": self.repository,
+                    "dataset_type": dt.name,
+                    "table_name": table,
+                    "dimensions": json.dumps(dict(dt.dimensions)),
+                    "schema_version": SCHEMA_VERSION,
+                },
+            )
+        except Exception:
+            # Another writer registered it first; the row is what we would have written.
+            if not self._catalog_row(table):
+                raise
+
+    # -- Index -----------------------------------------------------------------------
+
+    def add(self, dt: DatasetType, entries: Sequence[IndexEntry]) -> None:
+        if not entries:
+            return
+        table = self._table(dt, create=True)
+        assert table is not None
+        columns = [*FIXED_COLUMNS, *(dimension_column(d) for d in dt.dimensions)]
+        rows = [self._row(dt, e) for e in entries]
+        sql = self.upsert_sql(table, columns)
+        if len(rows) == 1:
+            self._execute(sql, rows[0])
+        else:
+            for start in range(0, len(rows), BATCH):
+                self._executemany(sql, rows[start : start + BATCH])
+
+    def _row(self, dt: DatasetType, entry: IndexEntry) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "_id": entry_id(entry.data_id),
+            "_key": entry.key,
+            "_format": entry.format,
+            "_python_type": entry.python_type,
+            "_size": entry.size,
+            "_checksum": entry.checksum,
+            "_created": entry.created,
+        }
+        for d, kind in dt.dimensions.items():
+            value = entry.data_id[d]
+            if kind == "int" and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+                raise StorageError(
+                    f"the index keeps integers in 64 bits; data ID value {d}={value} of "
+                    f"dataset type {dt.name!r} does not fit"
+                )
+            row[dimension_column(d)] = value
+        return row
+
+    def discard(self, dt: DatasetType, data_ids: Sequence[Mapping[str, Any]]) -> None:
+        table = self._table(dt, create=False)
+        if table is None or not data_ids:
+            return
+        sql = f"DELETE FROM {self.quote(table)} WHERE {self.quote('_id')} = :_id"
+        rows = [{"_id": entry_id(d)} for d in data_ids]
+        if len(rows) == 1:
+            self._execute(sql, rows[0])
+        else:
+            self._executemany(sql, rows)
+
+    def _where(self, dt: DatasetType, predicate: Predicate) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {}
+        columns = {d: self.quote(dimension_column(d)) for d in dt.dimensions}
+        return predicate.to_sql(columns.__getitem__, params), params
+
+    def query(
+        self,
+        dt: DatasetType,
+        predicate: Predicate,
+        order: Sequence[tuple[str, bool]],
+        limit: int | None,
+    ) -> list[dict[str, Any]]:
+        table = self._table(dt, create=False)
+        if table is None:
+            return []
+        where, params = self._where(dt, predicate)
+        dims = list(dt.dimensions)
+        select = ", ".join(self.quote(dimension_column(d)) for d in dims)
+        ordering = ", ".join(
+            f"{self.quote(dimension_column(d))}{' DESC' if desc else ''}" for d, desc in order
+        )
+        sql = f"SELECT {select} FROM {self.quote(table)} WHERE {where}"
+        if ordering:
+            sql += f" ORDER BY {ordering}"
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        kinds = [dt.dimensions[d] for d in dims]
+        return [_data_id(dt, dims, kinds, row) for row in self._execute(sql, params)]
+
+    def count(self, dt: DatasetType, predicate: Predicate) -> int:
+        table = self._table(dt, create=False)
+        if table is None:
+            return 0
+        where, params = self._where(dt, predicate)
+        rows = self._execute(f"SELECT COUNT(*) FROM {self.quote(table)} WHERE {where}", params)
+        return int(rows[0][0])
+
+    def entries(self, dt: DatasetType) -> Iterator[IndexEntry]:
+        table = self._table(dt, create=False)
+        if table is None:
+            return
+        dims = list(dt.dimensions)
+        kinds = [dt.dimensions[d] for d in dims]
+        columns = [*FIXED_COLUMNS[1:], *(dimension_column(d) for d in dims)]
+        sql = f"SELECT {', '.join(self.quote(c) for c in columns)} FROM {self.quote(table)}"
+        for row in self._iterate(sql, {}):
+            key, fmt, python_type, size, checksum, created = row[:6]
+            yield IndexEntry(
+                data_id=_data_id(dt, dims, kinds, row[6:]),
+                key=str(key),
+                format=fmt,
+                python_type=python_type,
+                size=None if size is None else int(size),
+                checksum=checksum,
+                created=None if created is None else float(created),
+            )
+
+    def counts(self) -> dict[str, int]:
+        q = self.quote
+        self._catalog_row("")  # creates the catalog if needed
+        tables = self._execute(
+            f"SELECT {q('dataset_type')}, {q('table_name')} FROM {q(CATALOG)} "
+            f"WHERE {q('repository')} = :repository",
+            {"repository": self.repository},
+        )
+        result: dict[str, int] = {}
+        for name, table in tables:
+            if not isinstance(table, str) or not _TABLE.fullmatch(table):
+                continue  # the catalog is untrusted: only names this module makes are used
+            rows = self._execute(f"SELECT COUNT(*) FROM {q(table)}")
+            result[str(name)] = result.get(str(name), 0) + int(rows[0][0])
+        return result
+
+    def checkpoint(self, dt: DatasetType, key: str | None = None, *, clear: bool = False) -> str:
+        table = self._table(dt, create=True)
+        q = self.quote
+        where = f"WHERE {q('repository')} = :repository AND {q('table_name')} = :table_name"
+        params: dict[str, Any] = {"repository": self.repository, "table_name": table}
+        if clear or key is not None:
+            self._execute(
+                f"UPDATE {q(CATALOG)} SET {q('checkpoint')} = :checkpoint {where}",
+                {**params, "checkpoint": None if clear else key},
+            )
+        rows = self._execute(f"SELECT {q('checkpoint')} FROM {q(CATALOG)} {where}", params)
+        return str(rows[0][0]) if rows and rows[0][0] else ""
+
+
+def _data_id(
+    dt: DatasetType, dims: Sequence[str], kinds: Sequence[str], row: Sequence[Any]
+) -> dict[str, Any]:
+    """A data ID from an index row. The index is as untrusted as the repository: values
+    of the wrong type are a `FormatError` (rebuild it with ``butler reindex``)."""
+    data_id = {}
+    for d, kind, value in zip(dims, kinds, row, strict=True):
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                try:
+                    value = int(value)  # Decimal from some drivers
+                except (TypeError, ValueError):
+                    raise _corrupt(dt, d, value) from None
+        elif not isinstance(value, str):
+            raise _corrupt(dt, d, value)
+        data_id[d] = value
+    return data_id
+
+
+def _corrupt(dt: DatasetType, dimension: str, value: Any) -> FormatError:
+    return FormatError(
+        f"the dataset index holds {type(value).__name__} {str(value)[:40]!r} for dimension "
+        f"{dimension!r} of dataset type {dt.name!r}; it is corrupt or was written by another "
+        f"tool: rebuild it with 'butler reindex'"
+    )
+
+
+class SqliteIndex(SqlIndex):
+    """The index in a SQLite database through the standard library (no SQLAlchemy).
+
+    Parameters
+    ----------
+    path
+        Database file (``":memory:"`` for an in-process index).
+    repository
+        The repository's id (one database may index several repositories).
+    description
+        What ``butler info`` shows.
+    opener
+        Called before each new connection (posix checks the files are not links).
+    on_close
+        Called once by `close` (posix closes its descriptor of ``.butler``).
+
+    Notes
+    -----
+    WAL mode with ``synchronous=NORMAL``: a put's row costs no fsync (the index is
+    rebuildable, the bytes are not), readers never block writers, and each write holds
+    SQLite's lock for one statement. Connections are per thread.
+    """
+
+    int_type = "INTEGER"
+    str_type = "TEXT"
+    float_type = "REAL"
+    id_type = "TEXT"
+    #: True once a connection could only be opened read-only.
+    read_only = False
+
+    def __init__(
+        self,
+        path: str,
+        repository: str,
+        *,
+        description: str = "",
+        opener: Callable[[], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(repository)
+        self.path = path
+        self.description = description or f"SQLite {path}"
+        self._local = threading.local()
+        self._shared: sqlite3.Connection | None = None
+        self._shared_lock = threading.RLock()
+        self._opener = opener
+        self._on_close = on_close
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        if path == ":memory:":
+            self._shared = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._opener is not None:
+            self._opener()  # re-checks the file before SQLite opens it by path
+        try:
+            conn = self._open_connection()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the dataset index {self.description}: {exc}") from exc
+        self._connections.append(conn)
+        return conn
+
+    def _open_connection(self) -> sqlite3.Connection:
+        def connect(target: str, uri: bool = False) -> sqlite3.Connection:
+            return sqlite3.connect(
+                target, timeout=60.0, isolation_level=None, check_same_thread=False, uri=uri
+            )
+
+        if self.path == ":memory:":
+            return connect(self.path)
+        try:
+            conn = connect(self.path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                raise
+        # A reader of a repository it cannot write (read-only mount, another user's
+        # files): read-only, and on read-only media "immutable" (nothing can change it).
+        quoted = self.path.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                conn = connect(f"file:{quoted}?{mode}", uri=True)
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                self.read_only = True
+                return conn
+            except sqlite3.OperationalError:
+                continue
+        return connect(f"file:{quoted}?mode=ro", uri=True)  # raises the real error
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise StorageError(f"the dataset index {self.description} is closed")
+        if self._shared is not None:
+            with self._shared_lock:
+                yield self._shared
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = self._local.conn = self._connect()
+            self._local.pid = os.getpid()
+        yield conn
+
+    def _run(self, action: Callable[[sqlite3.Connection], Any]) -> Any:
+        # SQLite's busy timeout covers most contention; a writer that still finds the
+        # database locked (a WAL checkpoint, a long reader) retries briefly.
+        for attempt in range(50):
+            try:
+                with self._conn() as conn:
+                    return action(conn)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise StorageError(f"dataset index {self.description}: {exc}") from exc
+                time.sleep(min(0.001 * 2**attempt, 0.2))
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"dataset index {self.description}: {exc}") from exc
+        raise StorageError(f"dataset index {self.description} stayed locked for too long")
+
+    def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._run(lambda conn: conn.execute(sql, params or {}).fetchall())  # type: ignore[no-any-return]
+
+    def _executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        def many(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(sql, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        self._run(many)
+
+    def _iterate(self, sql: str, params: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
+        with self._conn() as conn:
+            cursor = conn.execute(sql, params)
+            while rows := cursor.fetchmany(BATCH):
+                yield from rows
+
+    def close(self) -> None:
+        if self._shared is not None:
+            return  # an in-process index outlives the Butlers using it, like memory bytes
+        self._closed = True
+        for conn in self._connections:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._connections.clear()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            with contextlib.suppress(OSError):
+                on_close()
+
+
+# In-process indexes of memory repositories, one per repository id (like their bytes).
+_MEMORY_INDEXES: dict[str, SqliteIndex] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def memory_index(repository: str, name: str) -> SqliteIndex:
+    """The in-process index shared by every Butler on one memory repository."""
+    with _MEMORY_LOCK:
+        index = _MEMORY_INDEXES.get(repository)
+        if index is None or index._closed:
+            index = SqliteIndex(":memory:", repository, description=f"in-process ({name})")
+            _MEMORY_INDEXES[repository] = index
+        return index
+
+
+def iter_batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
+    """``items`` in lists of at most ``size``."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,108 @@
+"""Rebuilding the dataset index from storage alone (`Butler.reindex`).
+
+The bytes and the metadata committed with them are the truth: reindexing lists the
+storage, reads each dataset's metadata, upserts rows in batches and checkpoints the last
+key done, so that a killed run resumes where it stopped. Rows whose bytes are gone are
+dropped last, after checking again that the bytes are still absent (a put may land while
+the reindex runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._errors import DatasetNotFoundError
+from ._index import BATCH, Index, IndexEntry, entry_id, iter_batches
+from ._policy import DatasetType, RepositoryPolicy
+
+if TYPE_CHECKING:
+    from ._butler import Butler, ReindexReport
+
+__all__ = ["configure_index", "reindex_type"]
+
+
+def configure_index(butler: Butler, index: str | None) -> None:
+    """Give a repository without an index one (recorded in its policy), as `Butler.create`
+    would, and make ``butler`` use it."""
+    import secrets
+
+    from ._butler import _index_setting
+
+    policy = butler.policy
+    repo_id = policy.id or secrets.token_hex(16)
+    setting = _index_setting(butler.storage, repo_id, index, butler.registry)
+    if setting is None:
+        from ._errors import StorageError
+
+        raise StorageError(
+            f"the {butler.storage.type_name} storage has no embedded dataset index; pass a "
+            f"database URL (index='postgresql+psycopg://...')"
+        )
+
+    def change(data: dict[str, Any] | None) -> dict[str, Any] | None:
+        current = butler._parse_policy(data)
+        if current.index:  # another process configured one meanwhile: keep it
+            return None
+        current.id = current.id or repo_id
+        current.index = setting
+        return current.to_dict()
+
+    with butler._lock:
+        stored = butler.storage.update_policy(change)
+        butler._policy = RepositoryPolicy.from_dict(stored or {})
+        if isinstance(index, str) and index not in ("none", "embedded"):
+            butler._index_choice = index  # the URL with its credentials, for this session
+        butler._index_opened = False
+
+
+def reindex_type(
+    butler: Butler,
+    index: Index,
+    dt: DatasetType,
+    report: ReindexReport,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
+    """Reindex one dataset type (see the module docstring)."""
+    listed = sorted(butler._stored_with(dt, {}))
+    report.listed += len(listed)
+    done_until = index.checkpoint(dt)
+    todo = [(k, d) for k, d in listed if k > done_until] if done_until else listed
+    report.resumed += len(listed) - len(todo)
+    done = len(listed) - len(todo)
+    if progress is not None:
+        progress(dt.name, done, len(listed))
+    for batch in iter_batches(todo, BATCH):
+        entries = []
+        for key, data_id in batch:
+            entry = _entry(butler, dt, key, data_id)
+            if entry is not None:
+                entries.append(entry)
+        index.add(dt, entries)
+        report.indexed += len(entries)
+        index.checkpoint(dt, batch[-1][0])
+        done += len(batch)
+        if progress is not None:
+            progress(dt.name, done, len(listed))
+    present = {entry_id(d) for _, d in listed}
+    gone = [
+        e.data_id
+        for e in index.entries(dt)
+        if entry_id(e.data_id) not in present and not butler.storage.exists(e.key)
+    ]
+    # The row's key is untrusted; the key the mapper gives for its data ID is what counts.
+    gone = [d for d in gone if not butler._exists_now(dt, d)]
+    index.discard(dt, gone)
+    report.dropped += len(gone)
+    index.checkpoint(dt, clear=True)
+
+
+def _entry(butler: Butler, dt: DatasetType, key: str, data_id: dict[str, Any]) -> IndexEntry | None:
+    """The entry of one listed dataset from its stored metadata; ``None`` if it vanished."""
+    try:
+        meta = butler.storage.metadata(key)
+        if not isinstance(meta.get("size"), int):  # foreign files: no recorded size
+            meta = {**meta, "size": butler.storage.size(key)}
+    except DatasetNotFoundError:
+        return None
+    return IndexEntry.from_metadata(dt, key, data_id, meta)
