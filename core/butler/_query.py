@@ -100,6 +100,27 @@ _SPELLINGS = {
     ">": ">",
     ">=": ">=",
 }
+#: The integers an index column holds (64-bit). `Predicate.to_sql` never binds one outside:
+#: SQLite cannot, and for 64-bit columns ``x < 10**20`` is exactly ``x <= 2**63 - 1``.
+_INT64 = (-(2**63), 2**63 - 1)
+#: op → (op, bound) equivalent, on 64-bit values, to comparing with a value above the range...
+_ABOVE_INT64 = {
+    "<": ("<=", _INT64[1]),
+    "<=": ("<=", _INT64[1]),
+    "!=": ("<=", _INT64[1]),
+    ">": (">", _INT64[1]),
+    ">=": (">", _INT64[1]),
+    "=": (">", _INT64[1]),
+}
+#: ...and below it.
+_BELOW_INT64 = {
+    ">": (">=", _INT64[0]),
+    ">=": (">=", _INT64[0]),
+    "!=": (">=", _INT64[0]),
+    "<": ("<", _INT64[0]),
+    "<=": ("<", _INT64[0]),
+    "=": ("<", _INT64[0]),
+}
 _KEYWORDS = frozenset({"and", "or", "not", "in", "between"})
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -175,6 +196,12 @@ class Predicate(ABC):
             Gives the (quoted) column expression of a dimension.
         params
             Receives each value under a fresh name ``p<N>`` (``N`` = ``len(params)``).
+
+        Notes
+        -----
+        Integer columns are taken to hold 64-bit values, as the index does: a comparison
+        with an integer beyond that range is written as the equivalent comparison with the
+        range's bound (no database is sent an integer it cannot hold).
         """
 
     @abstractmethod
@@ -233,8 +260,10 @@ class Compare(Predicate):
         return _OPERATORS[self.op](value, self.value)
 
     def to_sql(self, column: Callable[[str], str], params: dict[str, Any]) -> str:
-        op = _SQL_OPERATORS[self.op]
-        return f"{column(self.dimension)} {op} {_placeholder(params, self.value)}"
+        op, value = self.op, self.value
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            op, value = (_ABOVE_INT64 if value > 0 else _BELOW_INT64)[op]
+        return f"{column(self.dimension)} {_SQL_OPERATORS[op]} {_placeholder(params, value)}"
 
     def dimensions(self) -> frozenset[str]:
         return frozenset((self.dimension,))
@@ -275,7 +304,10 @@ class In(Predicate):
     def to_sql(self, column: Callable[[str], str], params: dict[str, Any]) -> str:
         if not self.values:  # "IN ()" is not valid SQL everywhere
             return "1=0"
-        names = ", ".join(_placeholder(params, v) for v in self.values)
+        kept = [v for v in self.values if isinstance(v, str) or _INT64[0] <= v <= _INT64[1]]
+        if not kept:  # false, or NULL for NULL, as IN would be
+            return f"{column(self.dimension)} > {_placeholder(params, _INT64[1])}"
+        names = ", ".join(_placeholder(params, v) for v in kept)
         return f"{column(self.dimension)} IN ({names})"
 
     def dimensions(self) -> frozenset[str]:
@@ -406,7 +438,7 @@ _LEXER = re.compile(
     (?P<space>[ \t\r\n]+)
     | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
     | (?P<int>[+-]?[0-9]+)
-    | (?P<str>'[^']*(?:''[^']*)*'|"[^"]*(?:""[^"]*)*")
+    | (?P<str>'[^']*+(?:''[^']*+)*+'|"[^"]*+(?:""[^"]*+)*+")  # possessive: '' is a quote
     | (?P<op>==|!=|<>|<=|>=|=|<|>)
     | (?P<punct>[(),])
     """,
