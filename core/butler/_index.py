@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,8 @@ from ._errors import FormatError, StorageError
 from ._policy import DatasetType
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from ._query import Predicate
 
 __all__ = ["INDEX_NAME", "Index", "IndexEntry", "SqlIndex", "SqliteIndex", "memory_index"]
@@ -551,6 +552,8 @@ class SqliteIndex(SqlIndex):
             self._shared = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
+        import sqlite3
+
         if self._opener is not None:
             self._opener()  # re-checks the file before SQLite opens it by path
         try:
@@ -561,6 +564,8 @@ class SqliteIndex(SqlIndex):
         return conn
 
     def _open_connection(self) -> sqlite3.Connection:
+        import sqlite3  # here: ``import butler`` does not load it
+
         def connect(target: str, uri: bool = False) -> sqlite3.Connection:
             return sqlite3.connect(
                 target, timeout=60.0, isolation_level=None, check_same_thread=False, uri=uri
@@ -604,6 +609,8 @@ class SqliteIndex(SqlIndex):
         yield conn
 
     def _run(self, action: Callable[[sqlite3.Connection], Any]) -> Any:
+        import sqlite3
+
         # SQLite's busy timeout covers most contention; a writer that still finds the
         # database locked (a WAL checkpoint, a long reader) retries briefly.
         for attempt in range(50):
@@ -619,7 +626,7 @@ class SqliteIndex(SqlIndex):
         raise StorageError(f"dataset index {self.description} stayed locked for too long")
 
     def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        return self._run(lambda conn: conn.execute(sql, params or {}).fetchall())  # type: ignore[no-any-return]
+        return self._run(lambda conn: conn.execute(sql, params or {}).fetchall())
 
     def _executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         def many(conn: sqlite3.Connection) -> None:

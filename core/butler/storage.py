@@ -14,13 +14,16 @@ from ``butler._*`` modules:
 * `CountingWriter` and `ProgressReader`, the write/read wrappers that count, hash and report;
 * `file_sha256`, `parse_size`, `is_reserved_key`, `POLICY_KEY`, `RESERVED_PREFIX`,
   `MAX_POLICY_BYTES`, `COPY_CHUNK`, `ProgressCallback`;
-* `mask_url` and `is_secret_key`, the one way to show a URL without its credentials.
+* `mask_url` and `is_secret_key`, the one way to show a URL without its credentials;
+* `Index`, `IndexEntry` and `SqlIndex`, for a storage that keeps a dataset index
+  (`Storage.default_index`): `SqlIndex` holds the SQL, a subclass runs it.
 
 .. versionadded:: 0.2
 """
 
 from __future__ import annotations
 
+from ._index import Index, IndexEntry, SqlIndex
 from ._limits import LimitError, parse_size
 from ._storage import (
     COPY_CHUNK,
@@ -48,12 +51,15 @@ __all__ = [
     "READ_HINTS",
     "RESERVED_PREFIX",
     "CountingWriter",
+    "Index",
+    "IndexEntry",
     "LimitError",
     "ProgressCallback",
     "ProgressReader",
     "RandomAccessReader",
     "ReadAccess",
     "ReadHints",
+    "SqlIndex",
     "Storage",
     "file_sha256",
     "is_reserved_key",
