@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._abc import DataclassLike
-from ._butler import Butler, VerifyReport
+from ._butler import Butler, ReindexReport, VerifyReport
 from ._config import Config
 from ._declarations import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._errors import (
@@ -72,6 +72,7 @@ __all__ = [
     "ProgressCallback",
     "QueryError",
     "Registry",
+    "ReindexReport",
     "Serializer",
     "Storage",
     "StorageError",

@@ -127,10 +127,14 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 def _short(value: Any, limit: int = 60) -> str:
     """``repr`` of a text for messages, cut to about ``limit`` characters."""
-    text = value if isinstance(value, str) else repr(value)
+    if not isinstance(value, str):
+        from ._mapper import _short_repr  # bounded, never failing (huge ints, hostile reprs)
+
+        return _short_repr(value, limit)
+    text = value
     if len(text) > limit:
         text = text[: limit - 3] + "..."
-    return repr(text) if isinstance(value, str) else text
+    return repr(text)
 
 
 def _check_value(value: Any, where: str) -> None:

@@ -267,7 +267,7 @@ def test_mistyped_later_dimension_in_datasets(root: str) -> None:
     b.put({}, "cfg", v=1, c=2)
     with pytest.raises(InvalidDataIdError, match=r"c='abc'.* must be an integer"):
         list(b.datasets("cfg", v=1, c="abc"))
-    with pytest.raises(InvalidDataIdError, match="unknown data ID keys"):
+    with pytest.raises(InvalidDataIdError, match="unknown dimension 'nope'"):
         list(b.datasets("cfg", nope=1))
 
 
