@@ -189,8 +189,9 @@ class SqlIndex(Index):
     Every value reaches the database as a bound parameter; identifiers are built from a
     digest (tables) or from validated dimension names (columns) and quoted.
 
-    Subclasses implement `_execute`, `_executemany`, `_transaction` and may override the
-    type names and `upsert_sql` (MariaDB's ``ON DUPLICATE KEY UPDATE``).
+    Subclasses implement `_execute`, `_executemany`, `_iterate` and may override the type
+    names, `quote`, `upsert_sql` (MariaDB's ``ON DUPLICATE KEY UPDATE``), `_ddl` (retries)
+    and `combined_index_columns`.
     """
 
     #: Column types.
@@ -258,12 +259,18 @@ class SqlIndex(Index):
             statements.append(
                 f"CREATE INDEX IF NOT EXISTS {q(f'{table}_{i}')} ON {q(table)} ({q(column)})"
             )
-        if len(columns) > 1:
+        combined = self.combined_index_columns(dt)
+        if len(combined) > 1:
             statements.append(
                 f"CREATE INDEX IF NOT EXISTS {q(f'{table}_all')} ON {q(table)} "
-                f"({', '.join(q(c) for c in columns)})"
+                f"({', '.join(q(c) for c in combined)})"
             )
         return statements
+
+    def combined_index_columns(self, dt: DatasetType) -> list[str]:
+        """Columns of the index over the dimensions in declared order: all of them here; a
+        database limiting an index's size (MariaDB: 3072 bytes) keeps a leading part."""
+        return [dimension_column(d) for d in dt.dimensions]
 
     def catalog_statements(self) -> list[str]:
         """DDL of the catalog (which tables belong to which repository and dataset type)."""

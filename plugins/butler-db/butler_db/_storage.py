@@ -24,6 +24,7 @@ from sqlalchemy import exc
 from butler import DatasetExistsError, FormatError, StorageError
 from butler.storage import (
     CountingWriter,
+    Index,
     LimitError,
     ProgressCallback,
     ProgressReader,
@@ -47,6 +48,7 @@ from ._engine import (
     secret_values,
     translate,
 )
+from ._index import BACKENDS, SqlAlchemyIndex
 from ._plugin import butler_storages
 from ._repository import RepositoryMixin
 from ._schema import DROP_AFTER_COMMIT, drop_table, drop_table_now
@@ -247,6 +249,20 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
                 f"{blob_id!r:.50}, size {size!r:.50}, chunk size {chunk_size!r:.50})"
             )
         return blob_id, size, chunk_size
+
+    # -- the dataset index -------------------------------------------------------------------
+
+    def default_index(self, repository: str) -> Index | None:
+        """The dataset index of ``repository`` in this database: tables ``bidx_*`` and
+        ``butler_index_catalog``, on this storage's engine (closing the storage disposes it).
+
+        The index of the repository stored here (``index: embedded``), or, for a storage
+        opened on an index URL, of another repository (S3...) bound by its id. ``None`` for a
+        database other than SQLite, PostgreSQL and MariaDB/MySQL.
+        """
+        if self.backend not in BACKENDS:
+            return None
+        return SqlAlchemyIndex(self, repository)
 
     # -- reading -----------------------------------------------------------------------------
 
