@@ -7,9 +7,10 @@ Every command prints one clear line on error (``butler: error: ...``) and exits 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -101,6 +102,7 @@ def _data_id(
 _CLI_REMEDIES = (
     ("overwrite=True", "--overwrite"),
     ("register_dataset_type()", "'butler define'"),
+    ("(index='postgresql+psycopg://...')", "(--index postgresql+psycopg://...)"),
 )
 
 
@@ -345,20 +347,164 @@ def plugins_cmd(ctx: click.Context) -> None:
     )  # fmt: skip
 
 
+def _query_ids(b: Any, dataset_type: str, ids: tuple[str, ...]) -> dict[str, Any]:
+    """``--id`` of ``butler ls``: constraints for `Butler.datasets`, typed by dimension.
+
+    ``KEY=VALUE`` is one value; ``KEY=A,B,C`` any of those values (items stripped of
+    surrounding spaces); for an ``int`` dimension ``KEY=A..B`` is the inclusive range
+    ``A <= value <= B`` (``A..`` and ``..B`` leave one end open). A string value holding a
+    comma is asked for with ``--where "band = 'a,b'"``.
+    """
+    from ._errors import InvalidDataIdError, QueryError
+    from ._mapper import coerce_value
+    from ._query import MAX_IN_VALUES
+
+    raw = _split_pairs(ids, "--id")
+    dt = b.dataset_type(dataset_type)
+    dims = dict(dt.dimensions)
+    known = ", ".join(f"{d} ({k})" for d, k in dims.items()) or "none"
+    result: dict[str, Any] = {}
+    for key, value in raw.items():
+        flag = f"--id {key}={value}"
+        if key not in dims:
+            raise InvalidDataIdError(
+                f"{flag}: dataset type {dataset_type!r} has no dimension {key!r}; "
+                f"its dimensions are {known}"
+            )
+
+        def typed(text: str, flag: str = flag, key: str = key) -> Any:
+            try:
+                return coerce_value(dt, key, text)
+            except InvalidDataIdError as exc:
+                raise InvalidDataIdError(
+                    f"{flag}: dimension {key!r} of dataset type {dataset_type!r} is "
+                    f"{dims[key]}: {exc}"
+                ) from None
+
+        is_int = dims[key] == "int"
+        if "," in value:
+            items = [item.strip() for item in value.split(",")]
+            if not all(items):
+                raise QueryError(
+                    f"{flag}: empty item in a list; give values separated by commas ({key}=1,2,5)"
+                )
+            if is_int and any(".." in item for item in items):
+                raise QueryError(
+                    f"{flag}: a list cannot hold a range; give one range ({key}=1..5) or "
+                    f"a list of values ({key}=1,2,5), or use --where"
+                )
+            if len(items) > MAX_IN_VALUES:
+                raise QueryError(
+                    f"{flag}: {len(items)} values; at most {MAX_IN_VALUES} are allowed"
+                )
+            result[key] = [typed(item) for item in items]
+        elif is_int and ".." in value:
+            result[key] = _int_range(flag, key, value, typed)
+        else:
+            result[key] = typed(value)
+    return result
+
+
+def _int_range(flag: str, key: str, value: str, typed: Callable[[str], Any]) -> slice:
+    """``A..B`` (inclusive; either end may be left out) as the half-open ``slice(A, B+1)``."""
+    from ._errors import QueryError
+
+    low, _, high = (part.strip() for part in value.partition(".."))
+    if (not low and not high) or ".." in high:
+        raise QueryError(
+            f"{flag}: a range is FIRST..LAST (inclusive), FIRST.. or ..LAST ({key}=100..199)"
+        )
+    start = typed(low) if low else None
+    last = typed(high) if high else None
+    if start is not None and last is not None and start > last:
+        raise QueryError(
+            f"{flag}: empty range: {start} is above {last} (a range is FIRST..LAST, inclusive)"
+        )
+    # No stored value has 30 digits or more (data IDs refuse them): LAST at that edge is
+    # the same as an open end.
+    stop = None if last is None or last + 1 >= 10**30 else last + 1
+    return slice(start, stop)
+
+
+@contextlib.contextmanager
+def _query_flags() -> Iterator[None]:
+    """`QueryError` messages in command-line terms: ``--where``, ``--order-by``."""
+    from ._errors import QueryError
+
+    try:
+        yield
+    except QueryError as exc:
+        message = str(exc)
+        for python, flag in (("where ", "--where "), ("order_by ", "--order-by ")):
+            if message.startswith(python):
+                raise QueryError(flag + message[len(python) :]) from exc
+        raise
+
+
+def _order_by(b: Any, dataset_type: str, terms: tuple[str, ...]) -> list[str]:
+    """Each ``--order-by`` checked on its own (errors show the flag's value), then together."""
+    from ._errors import QueryError
+    from ._query import parse_order_by
+
+    dt = b.dataset_type(dataset_type)
+    seen: dict[str, str] = {}
+    for term in terms:
+        with _query_flags():
+            parsed = parse_order_by(term, dt)
+        for name, _ in parsed:
+            if name in seen:
+                raise QueryError(
+                    f"--order-by {term}: dimension {name!r} is already ordered by "
+                    f"--order-by {seen[name]}"
+                )
+            seen[name] = term
+    return list(terms)
+
+
 @main.command(name="ls")
 @click.argument("root")
 @click.argument("dataset_type", required=False)
-@_ids
+@click.option(
+    "--id", "ids", multiple=True, metavar="KEY=VALUE",
+    help="Only these data IDs (repeatable): KEY=V, KEY=A,B,C (any of), KEY=FIRST..LAST "
+    "(int dimension, inclusive; FIRST.. or ..LAST leave an end open).",
+)  # fmt: skip
+@click.option(
+    "--where", metavar="EXPR",
+    help="Only data IDs matching EXPR: \"visit >= 100 and band in ('g', 'r')\".",
+)  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N data IDs.")
+@click.option(
+    "--order-by", "order_by", multiple=True, metavar="DIM",
+    help="Order by DIM (-DIM descending; repeatable); other dimensions follow in declared order.",
+)  # fmt: skip
+@click.option("--count", "count_only", is_flag=True, help="Print only how many match.")
 @_option
 @click.pass_context
-def ls_cmd(ctx: click.Context, root: str, dataset_type: str | None, ids: Any, options: Any) -> None:
-    """List dataset types, or the data IDs of DATASET_TYPE (filtered by --id).
+def ls_cmd(
+    ctx: click.Context, root: str, dataset_type: str | None, ids: Any, where: str | None,
+    limit: int | None, order_by: tuple[str, ...], count_only: bool, options: Any,
+) -> None:  # fmt: skip
+    """List dataset types, or the data IDs of DATASET_TYPE's stored datasets.
+
+    Data IDs come from the repository's dataset index (or, without one, from listing the
+    storage), in order of their dimensions unless --order-by says otherwise.
 
     \b
     Examples:
       butler ls ./repo
       butler ls ./repo calexp --id visit=1
+      butler ls ./repo calexp --id visit=100..199 --id ccd=1,2,5
+      butler ls ./repo calexp --where "visit >= 100 and band in ('g', 'r')" --count
+      butler ls ./repo calexp --order-by -visit --limit 10
     """
+    if dataset_type is None:
+        given = [flag for flag, value in (("--id", ids), ("--where", where), ("--limit", limit),
+                 ("--order-by", order_by), ("--count", count_only)) if value]  # fmt: skip
+        if given:
+            raise click.UsageError(f"{', '.join(given)} need(s) a DATASET_TYPE")
+    if count_only and (limit is not None or order_by):
+        raise click.UsageError("--count counts every match: --limit and --order-by do not apply")
     b = _butler(root, options)
     if dataset_type is None:
         types = {n: d.to_dict() for n, d in sorted(b.dataset_types.items())}
@@ -366,7 +512,16 @@ def ls_cmd(ctx: click.Context, root: str, dataset_type: str | None, ids: Any, op
                          for n, d in types.items())  # fmt: skip
         _emit(ctx, types, text or "(no dataset types)")
         return
-    found = list(b.datasets(dataset_type, **_data_id(b, dataset_type, ids, partial=True)))
+    constraints = _query_ids(b, dataset_type, ids)
+    order = _order_by(b, dataset_type, order_by)
+    with _query_flags():
+        if count_only:
+            n = b.count(dataset_type, where, **constraints)
+            _emit(ctx, n, str(n))
+            return
+        found = list(
+            b.datasets(dataset_type, where, limit=limit, order_by=order or None, **constraints)
+        )
     text = "\n".join(" ".join(f"{k}={v}" for k, v in d.items()) for d in found)
     _emit(ctx, found, text or "(no datasets)")
 
@@ -376,40 +531,168 @@ def ls_cmd(ctx: click.Context, root: str, dataset_type: str | None, ids: Any, op
 @_option
 @click.pass_context
 def info(ctx: click.Context, root: str, options: Any) -> None:
-    """Show the storage, dataset types, dataset counts and sizes of a repository.
+    """Show the storage, the dataset index, and per dataset type its format and number of
+    datasets (from the index; never by listing the whole storage).
 
     \b
     Example:
       butler info ./repo
     """
+    from ._urls import mask_url
+
     b = _butler(root, options)
-    types = {}
-    for name, dt in sorted(b.dataset_types.items()):
-        count = size = 0
-        for location in b.stored_locations(name):
-            count += 1
-            size += b.storage.size(location.key)
-        types[name] = {"python_type": dt.python_type, "format": dt.format, "count": count,
-                       "bytes": size}  # fmt: skip
-    data = {"root": b.storage.uri(), "storage": b.storage.type_name,
-            "checksum": b.policy.checksum, "dataset_types": types}  # fmt: skip
+    index_line, counts, problem = _index_state(b, root)
+    types = {
+        name: {"python_type": dt.python_type, "format": dt.format,
+               "count": None if counts is None else counts.get(name, 0)}
+        for name, dt in sorted(b.dataset_types.items())
+    }  # fmt: skip
+    index = b.index if counts is not None else None
+    data: dict[str, Any] = {
+        "root": b.storage.uri(), "storage": b.storage.type_name, "checksum": b.policy.checksum,
+        "index": None if index is None else mask_url(index.description, hide_user=True),
+        "dataset_types": types,
+    }  # fmt: skip
+    if problem:
+        data["index_error"] = problem
     lines = [f"repository: {data['root']}", f"storage:    {data['storage']}",
-             f"checksums:  {'on' if b.policy.checksum else 'off'}", "dataset types:"]  # fmt: skip
+             f"checksums:  {'on' if b.policy.checksum else 'off'}", f"index:      {index_line}",
+             "dataset types:"]  # fmt: skip
     lines += [
-        f"  {n:<20} {t['format']:<8} {t['count']:>7} datasets {_human(t['bytes']):>10}"
-        f"  {t['python_type']}"
+        f"  {n:<20} {t['format']:<8} "
+        + ("not indexed" if t["count"] is None else f"{t['count']:>7} datasets")
+        + f"  {t['python_type']}"
         for n, t in types.items()
     ]
     _emit(ctx, data, "\n".join(lines))
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+def _index_state(b: Any, root: str) -> tuple[str, dict[str, int] | None, str | None]:
+    """``info``'s index line, the datasets per type the index holds (``None``: no index
+    to ask) and why an index the repository records cannot be used."""
+    from ._urls import mask_url
+
+    recorded = b.policy.index
+    shown = mask_url(recorded or "", hide_user=True)
+    try:
+        index = b.index
+        counts = None if index is None else index.counts()
+    except ButlerError as exc:
+        problem = " ".join(str(exc).split())
+        return f"{shown}: cannot be used ({problem})", None, problem
+    if index is not None:
+        return mask_url(index.description, hide_user=True), counts, None
+    if recorded:
+        problem = f"the {shown} index is not available to this reader: queries list the storage"
+        return problem, None, problem
+    return (
+        f"none: queries list the storage (run `butler reindex {mask_url(root, hide_user=True)}` "
+        f"to create one)",
+        None,
+        None,
+    )
+
+
+@contextlib.contextmanager
+def _reindex_progress() -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar per dataset type (done/total datasets) on a terminal; otherwise
+    nothing."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    try:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    except ImportError:
+        yield None
+        return
+    from rich.console import Console
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(dataset_type: str, done: int, total: int) -> None:
+            if dataset_type not in tasks:
+                tasks[dataset_type] = bar.add_task(dataset_type, total=total)
+            bar.update(tasks[dataset_type], completed=done, total=total)
+
+        yield update
+
+
+@main.command()
+@click.argument("root")
+@click.option("--type", "dataset_type", metavar="NAME", help="Only this dataset type.")
+@click.option(
+    "--index", "index_url", metavar="URL",
+    help="For a repository without an index: where to create it ('embedded', or a database "
+    "URL of butler-db). Credentials in URL are used, never recorded.",
+)  # fmt: skip
+@_option
+@click.pass_context
+def reindex(
+    ctx: click.Context, root: str, dataset_type: str | None, index_url: str | None, options: Any
+) -> None:
+    """Rebuild or repair the dataset index from the storage.
+
+    Lists every dataset, reads the metadata stored with it, adds missing rows, refreshes
+    the others and drops rows whose bytes are gone. An interrupted reindex resumes where it
+    stopped. A repository without an index gets one (the storage's own, or --index URL).
+
+    \b
+    Examples:
+      butler reindex ./repo
+      butler reindex ./repo --type calexp
+      butler reindex s3://bucket/repo --index postgresql+psycopg://user@db.example/butler
+    """
+    from ._butler import Butler
+    from ._errors import StorageError
+    from ._urls import mask_url, strip_credentials
+
+    if index_url is not None and index_url.strip().lower() == "none":
+        raise click.BadParameter(
+            "'none' creates no index; give 'embedded' or a database URL", param_hint="--index"
+        )
+    parsed = _parse_pairs(options, "--option")
+    with _option_errors(parsed):
+        b = Butler(root, **parsed)
+    recorded = b.policy.index
+    if index_url is not None and recorded:
+        if strip_credentials(index_url) != recorded:
+            raise StorageError(
+                f"--index {mask_url(index_url, hide_user=True)}: the repository already has "
+                f"its index at {mask_url(recorded, hide_user=True)!r}; --index creates one "
+                f"only for a repository without an index"
+            )
+        if recorded != "embedded":  # the recorded URL, with the credentials given here
+            b.close()
+            with _option_errors(parsed):
+                b = Butler(root, index=index_url, **parsed)
+    if dataset_type is not None:
+        with naming(f"--type {dataset_type}"):
+            b.dataset_type(dataset_type)
+    if b.index is None:
+        if recorded:
+            raise StorageError(
+                f"the repository records its index ({mask_url(recorded, hide_user=True)}), "
+                f"but this reader cannot open it (no write access to the repository?); "
+                f"reindex as a user who can write it"
+            )
+        from ._reindex import configure_index
+
+        flag = f"--index {mask_url(index_url, hide_user=True)}" if index_url else None
+        with naming(flag) if flag else contextlib.nullcontext():
+            configure_index(b, index_url)
+    with _reindex_progress() as progress:
+        report = b.reindex(dataset_type, progress=progress)
+    index = b.index
+    where = mask_url(index.description, hide_user=True) if index is not None else "?"
+    data = {"index": where, **dataclasses.asdict(report)}
+    text = (
+        f"index {where}: listed {report.listed} datasets, indexed {report.indexed}, "
+        f"dropped {report.dropped} stale rows, resumed {report.resumed} (done by an "
+        f"interrupted run)"
+    )
+    _emit(ctx, data, text)
 
 
 @main.command()
@@ -511,19 +794,28 @@ def rm(ctx: click.Context, root: str, dataset_type: str, ids: Any, options: Any)
 @_option
 @click.pass_context
 def verify(ctx: click.Context, root: str, options: Any) -> None:
-    """Check every dataset's size (and checksum, when kept); exit 1 if any is damaged.
+    """Check every dataset's size (and checksum, when kept), and the dataset index against
+    the storage both ways; exit 1 if anything is damaged or the index is out of step.
 
     \b
     Example:
       butler verify ./repo
     """
+    from ._urls import mask_url
+
     b = _butler(root, options)
     report = b.verify()
-    data = {k: getattr(report, k) for k in ("checked", "missing", "truncated", "corrupted",
-                                            "unrecorded")}  # fmt: skip
+    kinds = ("missing", "truncated", "corrupted", "unrecorded", "unindexed", "stale")
+    data: dict[str, Any] = {"checked": report.checked}
+    data.update({k: getattr(report, k) for k in kinds})
     lines = [f"checked {report.checked} datasets: {len(report.ok)} ok"]
-    for kind in ("missing", "truncated", "corrupted", "unrecorded"):
+    for kind in kinds:
         lines += [f"{kind}: {item}" for item in getattr(report, kind)]
+    if report.unindexed or report.stale:
+        lines.append(
+            f"the dataset index is out of step with the storage: run `butler reindex "
+            f"{mask_url(root, hide_user=True)}` to repair it"
+        )
     _emit(ctx, data, "\n".join(lines))
     if not report.healthy:
         ctx.exit(1)

@@ -91,6 +91,7 @@ def test_commands_are_all_covered() -> None:
                 "plugins",
                 "purge",
                 "put",
+                "reindex",
                 "rm",
                 "verify",
             ]
