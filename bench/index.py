@@ -183,22 +183,51 @@ def bench_queries(base: str, n: int, repeat: int) -> None:
         (f"count(ccd=3) -> {visits:,}", f"count ({visits:,})", lambda: fresh.count(DATASET, ccd=3)),
         (f"count() -> {visits * CCDS:,}", "count (all)", lambda: fresh.count(DATASET)),
     ]
+    measure_cases(cases, repeat, visits * CCDS, "")
+    fresh.close()
+
+    # What SQLite's planner does with statistics: the index never runs ANALYZE itself, so
+    # the figures above are what a user gets; these show what statistics would change.
+    import sqlite3
+
+    conn = sqlite3.connect(os.path.join(root, ".butler", INDEX_NAME))
+    start = time.perf_counter()
+    conn.execute("ANALYZE")
+    conn.commit()
+    conn.close()
+    print(
+        f"\n   after ANALYZE on the index file (sqlite3, outside butler; "
+        f"{time.perf_counter() - start:.1f} s), same calls on a new Butler:"
+    )
+    fresh = Butler(root)
+    assert list(fresh.datasets(DATASET, **constraint)) == expected_c
+    measure_cases(cases, repeat, visits * CCDS, " after ANALYZE")
+    fresh.close()
+    shutil.rmtree(root)
+
+
+def measure_cases(
+    cases: list[tuple[str, str, Callable[[], Any]]], repeat: int, n: int, note: str
+) -> None:
+    """Each case ``repeat`` times, the cases interleaved; one check per case."""
     times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     for _ in range(repeat):
         for name, _, fn in cases:
             times[name] += samples(fn, 1)
+    at_size = n >= 1_000_000
     for name, short, _ in cases:
         print(f"   {name}\n      {spread(times[name])}")
         median = statistics.median(times[name])
-        at_size = visits * CCDS >= 1_000_000
+        if note:  # not what butler does by itself: shown, not judged
+            ok: bool | str = "info"
+        else:
+            ok = median <= 0.050 if at_size else "info"
         check(
-            f"{short} at {visits * CCDS:,} indexed",
+            f"{short} at {n:,} indexed{note}",
             f"median {median * 1e3:.1f} ms",
             "<= 50 ms at 1,000,000" + ("" if at_size else "; judged only at that size"),
-            median <= 0.050 if at_size else "info",
+            ok,
         )
-    fresh.close()
-    shutil.rmtree(root)
 
 
 # -- 2. real puts on posix: index vs listing, reindex -----------------------------------
