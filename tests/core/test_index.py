@@ -534,7 +534,7 @@ def test_failing_index_add_after_commit(posix_repo: Butler) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: SqliteIndex._iterate (core/butler/_index.py:642) lets sqlite3 errors escape "
+    reason="bug: SqliteIndex._iterate (core/butler/_index.py:650-654) lets sqlite3 errors escape "
     "unwrapped (verify raises sqlite3.OperationalError, not a ButlerError)",
 )
 def test_damaged_index_errors_are_butler_errors(posix_repo: Butler) -> None:
@@ -550,7 +550,7 @@ def test_damaged_index_errors_are_butler_errors(posix_repo: Butler) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="bug: a catalog row whose table is gone is trusted (SqlIndex._table, "
-    "core/butler/_index.py:277): add fails forever and reindex cannot repair it",
+    "core/butler/_index.py:297-307): add fails forever and reindex cannot repair it",
 )
 def test_reindex_repairs_a_dropped_table(posix_repo: Butler) -> None:
     fill(posix_repo, DATA_IDS[:2])
@@ -710,7 +710,7 @@ def test_index_row_of_wrong_type(posix_repo: Butler) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: _data_id (core/butler/_index.py:485) turns a REAL 1.5 into visit=1 "
+    reason="bug: _data_id (core/butler/_index.py:492) turns a REAL 1.5 into visit=1 "
     "(int() of a float) instead of a FormatError",
 )
 def test_index_row_with_a_float_is_corrupt(posix_repo: Butler) -> None:
