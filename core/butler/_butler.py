@@ -869,13 +869,17 @@ class Butler:
         report: VerifyReport,
     ) -> None:
         indexed = set()
-        for entry in index.entries(dt):
+        corrupt: list[str] = []
+        for entry in index.entries(dt, corrupt=corrupt):
             ident = entry_id(entry.data_id)
             indexed.add(ident)
             if ident not in stored and not self._exists_now(dt, entry.data_id):
                 report.stale.append(
                     f"dataset {dt.name!r} {dict(entry.data_id)}: indexed, but not stored"
                 )
+        report.stale.extend(
+            f"dataset {dt.name!r}: index row {ident} is unreadable" for ident in corrupt
+        )
         for ident, location in stored.items():
             if ident not in indexed and self.storage.exists(location.key):
                 report.unindexed.append(f"{location.describe()}: stored, but not indexed")
@@ -923,9 +927,16 @@ class Butler:
         from ._reindex import configure_index, reindex_type
 
         if self.index is None:
+            if self._policy.index and self._index_choice is not False:
+                raise StorageError(
+                    f"repository {self.storage.uri()!r} records an index "
+                    f"({mask_url(self._policy.index, hide_user=True)!r}) that this reader "
+                    f"cannot open (a read-only repository?); reindex where it can be written"
+                )
             configure_index(self, index)
         target = self.index
-        assert target is not None
+        if target is None:
+            raise StorageError(f"no dataset index could be opened for {self.storage.uri()!r}")
         report = ReindexReport()
         names = [dataset_type] if dataset_type else sorted(self._policy.dataset_types)
         for name in names:
@@ -998,8 +1009,10 @@ def _index_setting(storage: Any, repo_id: str, index: str | None, registry: Regi
                 f"the {other.type_name} storage cannot keep a dataset index "
                 f"({mask_url(index, hide_user=True)!r}); use a database URL (butler-db)"
             )
-        probe.count  # noqa: B018 - opened: the URL is reachable
-        probe.close()
+        try:
+            probe.counts()  # connects: an unreachable URL is refused, never recorded
+        finally:
+            probe.close()
     finally:
         other.close()
     return strip_credentials(index)

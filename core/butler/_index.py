@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ._errors import FormatError, StorageError
@@ -140,8 +141,16 @@ class Index(abc.ABC):
         """How many datasets match ``predicate``."""
 
     @abc.abstractmethod
-    def entries(self, dt: DatasetType) -> Iterator[IndexEntry]:
-        """Every entry of a dataset type (for `Butler.verify` and reindexing)."""
+    def discard_ids(self, dt: DatasetType, ids: Sequence[str]) -> None:
+        """Forget rows by their id (`entry_id`), e.g. rows too corrupt to name a data ID."""
+
+    @abc.abstractmethod
+    def entries(self, dt: DatasetType, *, corrupt: list[str] | None = None) -> Iterator[IndexEntry]:
+        """Every entry of a dataset type (for `Butler.verify` and reindexing).
+
+        A row whose values do not fit the dataset type raises `FormatError`, or, with a
+        ``corrupt`` list, has its id appended there and is skipped (reindex drops them).
+        """
 
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:
@@ -302,10 +311,13 @@ class SqlIndex(Index):
                     f"the index {self.description} has layout version {rows[0][1]}, newer than "
                     f"this butler understands ({SCHEMA_VERSION}); upgrade butler-core"
                 )
-            if not rows:
+            if create:
+                # Idempotent (IF NOT EXISTS), and run even when the catalog names the table:
+                # a table dropped behind butler's back is recreated (reindex repairs it).
                 for statement in self.create_statements(table, dt):
                     self._ddl(statement)
-                self._insert_catalog(table, dt)
+                if not rows:
+                    self._insert_catalog(table, dt)
             self._ready.add(table)
         return table
 
@@ -381,11 +393,14 @@ class SqlIndex(Index):
         return row
 
     def discard(self, dt: DatasetType, data_ids: Sequence[Mapping[str, Any]]) -> None:
+        self.discard_ids(dt, [entry_id(d) for d in data_ids])
+
+    def discard_ids(self, dt: DatasetType, ids: Sequence[str]) -> None:
         table = self._table(dt, create=False)
-        if table is None or not data_ids:
+        if table is None or not ids:
             return
         sql = f"DELETE FROM {self.quote(table)} WHERE {self.quote('_id')} = :_id"
-        rows = [{"_id": entry_id(d)} for d in data_ids]
+        rows = [{"_id": i} for i in ids]
         if len(rows) == 1:
             self._execute(sql, rows[0])
         else:
@@ -429,19 +444,28 @@ class SqlIndex(Index):
         rows = self._execute(f"SELECT COUNT(*) FROM {self.quote(table)} WHERE {where}", params)
         return int(rows[0][0])
 
-    def entries(self, dt: DatasetType) -> Iterator[IndexEntry]:
+    def entries(self, dt: DatasetType, *, corrupt: list[str] | None = None) -> Iterator[IndexEntry]:
         table = self._table(dt, create=False)
         if table is None:
             return
         dims = list(dt.dimensions)
         kinds = [dt.dimensions[d] for d in dims]
-        columns = [*FIXED_COLUMNS[1:], *(dimension_column(d) for d in dims)]
+        columns = [*FIXED_COLUMNS, *(dimension_column(d) for d in dims)]
         sql = f"SELECT {', '.join(self.quote(c) for c in columns)} FROM {self.quote(table)}"
         for row in self._iterate(sql, {}):
-            key, fmt, python_type, size, checksum, created = row[:6]
+            ident, key, fmt, python_type, size, checksum, created = row[:7]
+            try:
+                data_id = _data_id(dt, dims, kinds, row[7:])
+                if not isinstance(key, str):
+                    raise _corrupt(dt, "_key", key)
+            except FormatError:
+                if corrupt is None:
+                    raise
+                corrupt.append(str(ident))
+                continue
             yield IndexEntry(
-                data_id=_data_id(dt, dims, kinds, row[6:]),
-                key=str(key),
+                data_id=data_id,
+                key=key,
                 format=fmt,
                 python_type=python_type,
                 size=None if size is None else int(size),
@@ -488,10 +512,10 @@ def _data_id(
     for d, kind, value in zip(dims, kinds, row, strict=True):
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
-                try:
-                    value = int(value)  # Decimal from some drivers
-                except (TypeError, ValueError):
-                    raise _corrupt(dt, d, value) from None
+                # Decimal from some drivers, when integral; never a float or a text.
+                if not isinstance(value, Decimal) or value != value.to_integral_value():
+                    raise _corrupt(dt, d, value)
+                value = int(value)
         elif not isinstance(value, str):
             raise _corrupt(dt, d, value)
         data_id[d] = value
@@ -648,10 +672,15 @@ class SqliteIndex(SqlIndex):
         self._run(many)
 
     def _iterate(self, sql: str, params: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
+        import sqlite3
+
         with self._conn() as conn:
-            cursor = conn.execute(sql, params)
-            while rows := cursor.fetchmany(BATCH):
-                yield from rows
+            try:
+                cursor = conn.execute(sql, params)
+                while rows := cursor.fetchmany(BATCH):
+                    yield from rows
+            except sqlite3.Error as exc:
+                raise StorageError(f"dataset index {self.description}: {exc}") from exc
 
     def close(self) -> None:
         if self._shared is not None:

@@ -85,15 +85,16 @@ def reindex_type(
         if progress is not None:
             progress(dt.name, done, len(listed))
     present = {entry_id(d) for _, d in listed}
+    corrupt: list[str] = []
+    # The row's key is untrusted; the key the mapper gives for its data ID is what counts
+    # (checked again now: a put may have landed since the listing).
     gone = [
-        e.data_id
-        for e in index.entries(dt)
-        if entry_id(e.data_id) not in present and not butler.storage.exists(e.key)
+        entry_id(e.data_id)
+        for e in index.entries(dt, corrupt=corrupt)
+        if entry_id(e.data_id) not in present and not butler._exists_now(dt, e.data_id)
     ]
-    # The row's key is untrusted; the key the mapper gives for its data ID is what counts.
-    gone = [d for d in gone if not butler._exists_now(dt, d)]
-    index.discard(dt, gone)
-    report.dropped += len(gone)
+    index.discard_ids(dt, gone + corrupt)
+    report.dropped += len(gone) + len(corrupt)
     index.checkpoint(dt, clear=True)
 
 

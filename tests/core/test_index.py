@@ -532,11 +532,6 @@ def test_failing_index_add_after_commit(posix_repo: Butler) -> None:
     assert posix_repo.verify().healthy and posix_repo.count("calexp") == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SqliteIndex._iterate (core/butler/_index.py:650-654) lets sqlite3 errors escape "
-    "unwrapped (verify raises sqlite3.OperationalError, not a ButlerError)",
-)
 def test_damaged_index_errors_are_butler_errors(posix_repo: Butler) -> None:
     fill(posix_repo, DATA_IDS[:2])
     db = index_db(posix_repo.storage.root)
@@ -547,11 +542,6 @@ def test_damaged_index_errors_are_butler_errors(posix_repo: Butler) -> None:
         b.verify()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a catalog row whose table is gone is trusted (SqlIndex._table, "
-    "core/butler/_index.py:297-307): add fails forever and reindex cannot repair it",
-)
 def test_reindex_repairs_a_dropped_table(posix_repo: Butler) -> None:
     fill(posix_repo, DATA_IDS[:2])
     db = index_db(posix_repo.storage.root)
@@ -708,11 +698,6 @@ def test_index_row_of_wrong_type(posix_repo: Butler) -> None:
     assert list(posix_repo.datasets("calexp")) == expected(DATA_IDS[:8], QUERIES[0], [], None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _data_id (core/butler/_index.py:492) turns a REAL 1.5 into visit=1 "
-    "(int() of a float) instead of a FormatError",
-)
 def test_index_row_with_a_float_is_corrupt(posix_repo: Butler) -> None:
     fill(posix_repo, DATA_IDS[:3])
     corrupt(posix_repo.storage.root, -29.5)
@@ -720,12 +705,6 @@ def test_index_row_with_a_float_is_corrupt(posix_repo: Butler) -> None:
         list(posix_repo.datasets("calexp"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reindex_type (core/butler/_reindex.py:90) reads every row through "
-    "index.entries, so a corrupt row of no stored dataset makes reindex raise the "
-    "FormatError that tells the user to run reindex",
-)
 def test_reindex_repairs_a_foreign_corrupt_row(posix_repo: Butler) -> None:
     fill(posix_repo, DATA_IDS[:3])
     root = posix_repo.storage.root
