@@ -213,6 +213,7 @@ class SqlIndex(Index):
     def __init__(self, repository: str) -> None:
         self.repository = repository
         self._ready: set[str] = set()
+        self._upserts: dict[str, str] = {}
         self._ready_lock = threading.Lock()
 
     # -- what subclasses run ---------------------------------------------------------
@@ -363,9 +364,11 @@ class SqlIndex(Index):
             return
         table = self._table(dt, create=True)
         assert table is not None
-        columns = [*FIXED_COLUMNS, *(dimension_column(d) for d in dt.dimensions)]
         rows = [self._row(dt, e) for e in entries]
-        sql = self.upsert_sql(table, columns)
+        sql = self._upserts.get(table)
+        if sql is None:  # built once per table: a put's row costs one statement
+            columns = [*FIXED_COLUMNS, *(dimension_column(d) for d in dt.dimensions)]
+            sql = self._upserts[table] = self.upsert_sql(table, columns)
         if len(rows) == 1:
             self._execute(sql, rows[0])
         else:
