@@ -378,6 +378,10 @@ def test_index_password_is_never_shown(pg_index: str, tmp_path: Path) -> None:
         b.count("cfg")
     assert password not in str(info.value)
     assert "butler_no_such_db_7f3a" in str(info.value)
+    # Nor does creating a repository with that index (refused before it is recorded).
+    with pytest.raises(StorageError) as info:
+        Butler.create(str(tmp_path / "other"), index=bad)
+    assert password not in str(info.value) and "butler_no_such_db_7f3a" in str(info.value)
 
 
 def test_mariadb_wrong_password_error_hides_it(mysql_index: str, tmp_path: Path) -> None:
