@@ -10,6 +10,7 @@ from typing import Any
 
 from ._abc import DataclassLike
 from ._butler import Butler, ReindexReport, VerifyReport
+from ._collections import DatasetVersion
 from ._config import Config
 from ._declarations import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._errors import (
@@ -41,6 +42,7 @@ from ._plugins import (
     refresh_plugins,
 )
 from ._policy import DatasetType
+from ._provenance import DatasetRef, Provenance
 from ._registry import Registry
 from ._storage import ProgressCallback, Storage
 from ._urls import is_secret_key, mask_url
@@ -55,8 +57,10 @@ __all__ = [
     "DataclassLike",
     "DatasetExistsError",
     "DatasetNotFoundError",
+    "DatasetRef",
     "DatasetType",
     "DatasetTypeError",
+    "DatasetVersion",
     "Dropped",
     "DuplicateFormatError",
     "DuplicateSerializerError",
@@ -70,6 +74,7 @@ __all__ = [
     "PluginError",
     "PluginInfo",
     "ProgressCallback",
+    "Provenance",
     "QueryError",
     "Registry",
     "ReindexReport",

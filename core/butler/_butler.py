@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ._collections import CollectionsMixin
 from ._errors import (
     ButlerError,
     DatasetExistsError,
@@ -25,7 +26,6 @@ from ._location import ButlerLocation
 from ._mapper import (
     Mapper,
     TemplateMapper,
-    coerce_value,
     template_dimensions,
     validate_template,
 )
@@ -38,8 +38,19 @@ from ._policy import (
     python_type_name,
     validate_dataset_type_name,
 )
+from ._provenance import DatasetRef, new_created, provenance_record, ref_from_metadata
 from ._query import QueryError, parse_order_by, query_predicate, sort_key
 from ._registry import Registry
+from ._runs import (
+    DEFAULT_RUN,
+    RUNS_SEGMENT,
+    check_run_name,
+    expand_collections,
+    is_run_key,
+    run_key,
+    run_of_key,
+    run_prefix,
+)
 from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, is_reserved_key
 from ._types import resolve_policy_type, type_name
 from ._urls import mask_url, strip_credentials
@@ -90,7 +101,7 @@ class VerifyReport:
         )
 
 
-class Butler:
+class Butler(CollectionsMixin):
     """A data repository: typed datasets addressed by dataset type and data ID.
 
     Parameters
@@ -113,6 +124,14 @@ class Butler:
         Top-level packages that a python type named by the repository's policy may be
         imported from. Types already imported and types an installed plugin registered
         always resolve; nothing else is imported, so a policy cannot run a module.
+    run
+        The run every put goes into (default: the default run, where datasets written
+        before runs existed live). Within a run a dataset is create-only unless
+        ``overwrite=True``; the same data ID can exist in any number of runs.
+    collections
+        Runs and named chains that reads (`get`, `exists`, `datasets`, `count`) search, in
+        order, first match wins. Default: ``[run, "default"]`` (just ``["default"]``
+        without a run).
     index
         The dataset index to use for queries: ``None`` (default) as the repository's policy
         says, ``False`` for none (queries list the storage), or a database URL with
@@ -141,8 +160,19 @@ class Butler:
         max_read_bytes: int | str | None = None,
         allow_imports: Sequence[str] = (),
         index: str | bool | None = None,
+        run: str | None = None,
+        collections: str | Sequence[str] | None = None,
         **storage_options: Any,
     ) -> None:
+        self.run = DEFAULT_RUN if run is None else check_run_name(run)
+        if collections is None:
+            searched: tuple[str, ...] = (self.run,)
+            if self.run != DEFAULT_RUN:
+                searched += (DEFAULT_RUN,)
+        else:
+            searched = (collections,) if isinstance(collections, str) else tuple(collections)
+        self._collections = tuple(check_run_name(c, what="collection") for c in searched)
+        self._recording = threading.local()
         if index is True or not (index is None or index is False or isinstance(index, str)):
             raise StorageError(f"index must be None, False or a database URL, not {index!r}")
         if isinstance(allow_imports, str) or not all(
@@ -180,6 +210,8 @@ class Butler:
         max_read_bytes: int | str | None = None,
         allow_imports: Sequence[str] = (),
         index: str | None = None,
+        run: str | None = None,
+        collections: str | Sequence[str] | None = None,
         **storage_options: Any,
     ) -> Butler:
         """Create a repository at ``root`` (or open it, if it exists) and return a Butler.
@@ -194,6 +226,8 @@ class Butler:
             ``"postgresql+psycopg://user@host/db"``, MariaDB, ``sqlite:///file``). The
             policy records the URL without credentials; readers supply them (environment,
             ``~/.pgpass``, or ``Butler(root, index=url)``).
+        run, collections
+            As for `Butler`, for the returned Butler.
         checksum
             Keep a sha256 per dataset (computed while writing) so `verify` finds corruption.
         allow_pickle
@@ -228,7 +262,9 @@ class Butler:
             allow_pickle=allow_pickle,
             max_read_bytes=max_read_bytes,
             allow_imports=allow_imports,
-            index=index if index and index != "none" else None,
+            index=index if index and index != "none" and index != "embedded" else None,
+            run=run,
+            collections=collections,
             **storage_options,
         )
 
@@ -433,10 +469,11 @@ class Butler:
     def _refuse_relayout(self, old: DatasetType, new: DatasetType) -> None:
         """Refuse a new template or dimensions while datasets are stored under the old ones:
         they would vanish from ``get``, ``datasets``, ``info`` and ``verify``."""
-        stored = next(self._stored_with(old, {}), None)
+        stored = next(self._stored_all(old), None)
         if stored is not None:
             raise DatasetTypeError(
-                f"dataset type {old.name!r} has stored datasets (e.g. {stored[1]}) under "
+                f"dataset type {old.name!r} has stored datasets (e.g. {stored[2]} in run "
+                f"{stored[1]!r}) under "
                 f"template {old.template!r}; redefining it with template {new.template!r} "
                 f"would make them unreachable. Keep the template (omit it to keep the old "
                 f"one), or define a new dataset type"
@@ -470,15 +507,60 @@ class Butler:
         progress: ProgressCallback | None = None,
         **data_id_kw: Any,
     ) -> ButlerLocation:
-        """The `ButlerLocation` the mapper gives for a dataset (nothing is read or written)."""
+        """The `ButlerLocation` of a dataset in this Butler's run (where a put would go;
+        nothing is read or written)."""
         dt = self.dataset_type(dataset_type)
-        key, normal = self.mapper.map(dt, _merge_data_id(data_id, data_id_kw))
-        if is_reserved_key(key):  # whatever the mapper: butler's own keys are never datasets
+        key, normal = self._map(dt, _merge_data_id(data_id, data_id_kw))
+        return self._location_at(
+            dt,
+            run_key(self.run, key),
+            normal,
+            parameters,
+            overwrite,
+            allow_pickle,
+            progress,
+            run=self.run,
+        )
+
+    def _map(self, dt: DatasetType, data_id: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(template key, normalised data ID): the key before the run's prefix."""
+        key, normal = self.mapper.map(dt, data_id)
+        # Whatever the mapper: butler's own keys and the runs area are never a data ID's.
+        if is_reserved_key(key) or is_run_key(key):
+            area = "the runs area" if is_run_key(key) else "its own files"
             raise InvalidDataIdError(
                 f"data ID {normal} of dataset type {dt.name!r} maps to {key!r}, which is "
-                f"reserved for butler itself"
+                f"reserved for butler itself ({area})"
             )
-        return self._location_at(dt, key, normal, parameters, overwrite, allow_pickle, progress)
+        return key, normal
+
+    def _split_run(
+        self,
+        dt: DatasetType,
+        data_id: Mapping[str, Any] | None,
+        data_id_kw: dict[str, Any],
+        collections: str | Sequence[str] | None,
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """(data ID, runs to search): ``run=`` picks one run unless the dataset type has a
+        dimension named ``run`` (then it is a data ID value: use ``collections=``)."""
+        if "run" in data_id_kw and "run" not in dt.dimensions:
+            if collections is not None:
+                raise InvalidDataIdError("pass run= or collections=, not both")
+            collections = (data_id_kw.pop("run"),)
+        return _merge_data_id(data_id, data_id_kw), self._search(collections)
+
+    def _search(self, collections: str | Sequence[str] | None = None) -> tuple[str, ...]:
+        """The runs searched for ``collections`` (default: this Butler's), chains expanded."""
+        if collections is None:
+            names: Sequence[str] = self._collections
+        else:
+            names = (collections,) if isinstance(collections, str) else collections
+        return expand_collections(names, self._policy.collections)
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        """The collections reads search, as given (chains not expanded)."""
+        return self._collections
 
     def _location_at(
         self,
@@ -489,6 +571,8 @@ class Butler:
         overwrite: bool = False,
         allow_pickle: bool | None = None,
         progress: ProgressCallback | None = None,
+        *,
+        run: str = DEFAULT_RUN,
     ) -> ButlerLocation:
         """The location of an already mapped dataset (key and normalised data ID)."""
         if allow_pickle is None:  # the reader's choice; the policy's flag only suggests it
@@ -509,6 +593,7 @@ class Butler:
             allow_pickle=allow_pickle,
             progress=progress,
             max_read_bytes=self.max_read_bytes,
+            run=run,
         )
 
     # -- put / get ---------------------------------------------------------------------
@@ -522,9 +607,15 @@ class Butler:
         overwrite: bool = False,
         parameters: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        inputs: Sequence[DatasetRef] | None = None,
         **data_id_kw: Any,
     ) -> ButlerLocation:
-        """Store ``obj`` as a dataset; atomic: readers see the old or the new dataset.
+        """Store ``obj`` as a dataset in this Butler's run; atomic: readers see the old or
+        the new dataset.
+
+        The provenance (run, creation time, user, host, versions, and ``inputs``: the
+        `DatasetRef` s of what it was made from, plus every ``get`` of an enclosing
+        `recording` block) is committed with the bytes.
 
         ``parameters`` are write-time options understood by the format. A parameter the
         format declares as merging (`FormatDescriptor.merging_parameters`, such as
@@ -548,7 +639,12 @@ class Butler:
             progress=progress,
             **data_id_kw,
         )
+        if self.run in self._policy.collections:
+            raise InvalidDataIdError(
+                f"{self.run!r} is a collection chain, not a run: puts go into runs"
+            )
         location = self._resolve_write(location, obj)
+        location = self._with_provenance(location, inputs)
         index = self.index
         if index is not None:
             self._check_indexable(location)
@@ -560,6 +656,29 @@ class Butler:
         if index is not None:
             self._index_written(index, location)
         return location
+
+    def _with_provenance(
+        self, location: ButlerLocation, inputs: Sequence[DatasetRef] | None
+    ) -> ButlerLocation:
+        """The write location carrying its provenance record (see `butler._provenance`)."""
+        refs: list[DatasetRef] = []
+        for ref in [*(inputs or ()), *getattr(self._recording, "refs", ())]:
+            if not isinstance(ref, DatasetRef):
+                raise DatasetTypeError(
+                    f"inputs must be DatasetRef objects (from Butler.ref), not {ref!r}"
+                )
+            if ref not in refs:
+                refs.append(ref)
+        created, stamp = new_created()
+        assert location.serializer is not None
+        record = provenance_record(
+            self.storage,
+            run=self.run,
+            created=stamp,
+            distribution=location.serializer.distribution,
+            inputs=refs,
+        )
+        return replace(location, provenance=record, created=created)
 
     def _check_indexable(self, location: ButlerLocation) -> None:
         """Refuse, before writing, a data ID the index cannot hold (integers beyond 64
@@ -584,7 +703,7 @@ class Butler:
             ):
                 meta = self.storage.metadata(location.key)
             dt = self.dataset_type(location.dataset_type)
-            entry = IndexEntry.from_metadata(dt, location.key, location.data_id, meta)
+            entry = IndexEntry.from_metadata(dt, location.key, location.data_id, meta, location.run)
             index.add(dt, [entry])
         except ButlerError as exc:
             raise StorageError(
@@ -638,6 +757,7 @@ class Butler:
         parameters: Mapping[str, Any] | None = None,
         allow_pickle: bool | None = None,
         progress: ProgressCallback | None = None,
+        collections: str | Sequence[str] | None = None,
         **data_id_kw: Any,
     ) -> Any:
         """Read a dataset, as the concrete (sub)class it was written as.
@@ -649,23 +769,59 @@ class Butler:
             ``{"columns": [...]}``).
         allow_pickle
             Opt in to unpickling for this call.
+        collections
+            Runs and chains to search, in order (default: this Butler's); ``run="x"``
+            reads from one run (unless the dataset type has a ``run`` dimension).
 
         Raises
         ------
         DatasetNotFoundError
-            If there is no such dataset.
+            If no searched run holds the dataset.
         FormatError
             If the stored bytes are corrupt or unreadable.
         """
-        location = self.location(
-            dataset_type,
-            data_id,
-            parameters=parameters,
-            allow_pickle=allow_pickle,
-            progress=progress,
-            **data_id_kw,
+        dt = self.dataset_type(dataset_type)
+        merged, runs = self._split_run(dt, data_id, data_id_kw, collections)
+        resolved = self._find(dt, merged, runs, parameters, allow_pickle, progress)
+        obj = resolved.read()
+        refs = getattr(self._recording, "refs", None)
+        if refs is not None:
+            assert resolved.stored is not None
+            refs.append(ref_from_metadata(dt.name, resolved.data_id, resolved.run, resolved.stored))
+        return obj
+
+    def _find(
+        self,
+        dt: DatasetType,
+        data_id: Mapping[str, Any],
+        runs: Sequence[str],
+        parameters: Mapping[str, Any] | None = None,
+        allow_pickle: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> ButlerLocation:
+        """The resolved read location of a data ID in the first of ``runs`` holding it."""
+        key, normal = self._map(dt, data_id)
+        first: ButlerLocation | None = None
+        for run in runs:
+            location = self._location_at(
+                dt, run_key(run, key), normal, parameters, False, allow_pickle, progress, run=run
+            )
+            first = first or location
+            try:
+                return self._resolve_read(location)
+            except DatasetNotFoundError:
+                continue
+        if first is None:
+            raise DatasetNotFoundError(f"dataset {dt.name!r} {normal}: no run to search")
+        raise self._not_found(first, runs)
+
+    def _not_found(self, location: ButlerLocation, runs: Sequence[str]) -> DatasetNotFoundError:
+        if len(runs) == 1 and runs[0] == location.run:
+            return DatasetNotFoundError(f"{location.describe()} does not exist")
+        return DatasetNotFoundError(
+            f"dataset {location.dataset_type!r} {dict(location.data_id)} does not exist in "
+            f"runs {list(runs)} (searched in that order) of {self.storage.uri()!r}"
         )
-        return self._resolve_read(location).read()
 
     def _resolve_read(self, location: ButlerLocation) -> ButlerLocation:
         """The mapped location, resolved for reading, once: the stored metadata, the format
@@ -699,28 +855,45 @@ class Butler:
         return replace(resolved, serializer=serializer)
 
     def exists(
-        self, dataset_type: str, data_id: Mapping[str, Any] | None = None, **kw: Any
+        self,
+        dataset_type: str,
+        data_id: Mapping[str, Any] | None = None,
+        *,
+        collections: str | Sequence[str] | None = None,
+        **kw: Any,
     ) -> bool:
-        """True when the dataset is stored."""
-        return self.storage.exists(self.location(dataset_type, data_id, **kw).key)
+        """True when a searched run holds the dataset (arguments as `get`)."""
+        dt = self.dataset_type(dataset_type)
+        merged, runs = self._split_run(dt, data_id, kw, collections)
+        key, _ = self._map(dt, merged)
+        return any(self.storage.exists(run_key(run, key)) for run in runs)
 
     def remove(
         self, dataset_type: str, data_id: Mapping[str, Any] | None = None, **kw: Any
     ) -> None:
-        """Delete a dataset. Raises `DatasetNotFoundError` if it does not exist."""
-        location = self.location(dataset_type, data_id, **kw)
-        index = self.index
+        """Delete a dataset of this Butler's run (``run="x"``: of run ``x``). Raises
+        `DatasetNotFoundError` if it does not exist. The index row goes first: a crash
+        between the two steps leaves an unindexed dataset, never a row for removed bytes."""
         dt = self.dataset_type(dataset_type)
+        run = self.run
+        if "run" in kw and "run" not in dt.dimensions:
+            run = check_run_name(kw.pop("run"))
+        key, normal = self._map(dt, _merge_data_id(data_id, kw))
+        location = self._location_at(dt, run_key(run, key), normal, run=run)
+        self._remove_at(dt, location)
+
+    def _remove_at(self, dt: DatasetType, location: ButlerLocation) -> None:
+        index = self.index
         if index is not None:  # the row first: never a row for removed bytes
-            index.discard(dt, [location.data_id])
+            index.discard(dt, [location.data_id], location.run)
         try:
             self.storage.remove(location.key)
         except DatasetNotFoundError:
             raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
         if index is not None and not self.storage.exists(location.key):
             # A concurrent overwrite may have indexed its bytes between our two steps and
-            # we removed them: drop its row again (see docs/index.rst on this race).
-            index.discard(dt, [location.data_id])
+            # we removed them: drop its row again (see docs/dataset-index.rst on this race).
+            index.discard(dt, [location.data_id], location.run)
 
     def datasets(
         self,
@@ -729,6 +902,7 @@ class Butler:
         *,
         limit: int | None = None,
         order_by: str | Sequence[str] | None = None,
+        collections: str | Sequence[str] | None = None,
         **constraints: Any,
     ) -> Iterator[dict[str, Any]]:
         """The data IDs of stored datasets of a type, selected by data ID.
@@ -745,6 +919,9 @@ class Butler:
         order_by
             Dimension names (``"-visit"`` for descending); the remaining dimensions follow
             in their declared order. Default: all dimensions in declared order.
+        collections
+            Runs and chains searched (default: this Butler's); a data ID held by several
+            comes once. ``run="x"`` searches one run (unless ``run`` is a dimension).
         **constraints
             ``dimension=value``: a scalar (equal), a list/tuple/set (any of), a ``range``
             or a ``slice(lo, hi)`` (``lo <= value < hi``, either end open).
@@ -759,16 +936,25 @@ class Butler:
             type.
         """
         dt = self.dataset_type(dataset_type)
-        return iter(self._query(dt, where, limit, order_by, constraints))
+        found = self._query(dt, where, limit, order_by, collections, constraints)
+        return iter([data_id for data_id, _ in found])
 
-    def count(self, dataset_type: str, where: str | None = None, **constraints: Any) -> int:
-        """How many stored datasets `datasets` would yield (same arguments, no limit)."""
+    def count(
+        self,
+        dataset_type: str,
+        where: str | None = None,
+        *,
+        collections: str | Sequence[str] | None = None,
+        **constraints: Any,
+    ) -> int:
+        """How many data IDs `datasets` would yield (same arguments, no limit)."""
         dt = self.dataset_type(dataset_type)
+        runs = self._query_runs(dt, collections, constraints)
         predicate = query_predicate(dt, where, constraints)
         index = self.index
         if index is not None:
-            return index.count(dt, predicate)
-        return sum(1 for _ in self._listed(dt, predicate))
+            return index.count(dt, predicate, runs)
+        return len(self._listed_runs(dt, predicate, runs))
 
     def stored_locations(
         self,
@@ -777,12 +963,30 @@ class Butler:
         *,
         limit: int | None = None,
         order_by: str | Sequence[str] | None = None,
+        collections: str | Sequence[str] | None = None,
         **constraints: Any,
     ) -> Iterator[ButlerLocation]:
-        """The `ButlerLocation` of every dataset `datasets` selects (same arguments)."""
+        """The `ButlerLocation` of every dataset `datasets` selects (same arguments), in
+        the run it was found in."""
         dt = self.dataset_type(dataset_type)
-        found = self._query(dt, where, limit, order_by, constraints)
-        return (self._location_at(dt, *self.mapper.map(dt, data_id)) for data_id in found)
+        found = self._query(dt, where, limit, order_by, collections, constraints)
+        locations = []
+        for data_id, run in found:
+            key, normal = self._map(dt, data_id)
+            locations.append(self._location_at(dt, run_key(run, key), normal, run=run))
+        return iter(locations)
+
+    def _query_runs(
+        self,
+        dt: DatasetType,
+        collections: str | Sequence[str] | None,
+        constraints: dict[str, Any],
+    ) -> tuple[str, ...]:
+        if "run" in constraints and "run" not in dt.dimensions:
+            if collections is not None:
+                raise InvalidDataIdError("pass run= or collections=, not both")
+            collections = (constraints.pop("run"),)
+        return self._search(collections)
 
     def _query(
         self,
@@ -790,8 +994,12 @@ class Butler:
         where: str | None,
         limit: int | None,
         order_by: str | Sequence[str] | None,
+        collections: str | Sequence[str] | None,
         constraints: Mapping[str, Any],
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[dict[str, Any], str]]:
+        """(data ID, run) selected, ordered and limited; through the index or by listing."""
+        constraints = dict(constraints)
+        runs = self._query_runs(dt, collections, constraints)
         predicate = query_predicate(dt, where, constraints)
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
@@ -802,41 +1010,49 @@ class Butler:
         order += [(d, False) for d in dt.dimensions if d not in named]
         index = self.index
         if index is not None:
-            return index.query(dt, predicate, order, limit)
-        found = sorted(
-            (data_id for _, data_id in self._listed(dt, predicate)), key=sort_key(order, dt)
-        )
+            return index.query(dt, predicate, order, limit, runs)
+        found = self._listed_runs(dt, predicate, runs)
+        by_data_id = sort_key(order, dt)
+        found.sort(key=lambda item: by_data_id(item[0]))
         return found if limit is None else found[:limit]
 
-    def _listed(self, dt: DatasetType, predicate: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(key, data ID) of stored datasets matching ``predicate``, by listing the storage
-        (narrowed to the key prefix its equalities pin)."""
-        prefix = self.mapper.prefix_for(dt, predicate.equalities())
+    def _listed_runs(
+        self, dt: DatasetType, predicate: Any, runs: Sequence[str]
+    ) -> list[tuple[dict[str, Any], str]]:
+        """(data ID, run) matching ``predicate`` in ``runs`` by listing; a data ID held
+        by several runs comes once, with the first."""
+        first: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+        for run in runs:
+            for _key, data_id in self._listed(dt, predicate, run):
+                first.setdefault(tuple(data_id.values()), (data_id, run))
+        return list(first.values())
+
+    def _listed(
+        self, dt: DatasetType, predicate: Any, run: str = DEFAULT_RUN
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(key, data ID) of one run's datasets matching ``predicate``, by listing the
+        storage (narrowed to the key prefix the run and the predicate's equalities pin)."""
+        base = run_prefix(run)
+        prefix = base + self.mapper.prefix_for(dt, predicate.equalities())
         for key in self.storage.list(prefix):
-            if is_reserved_key(key):
+            if is_reserved_key(key) or (not base and is_run_key(key)):
                 continue
-            data_id = self.mapper.data_id_for(dt, key)
+            data_id = self.mapper.data_id_for(dt, key[len(base) :])
             if data_id is not None and predicate.matches(data_id):
                 yield key, data_id
 
-    def _stored_with(
-        self, dt: DatasetType, partial_data_id: Mapping[str, Any]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        dataset_type = dt.name
-        unknown = [k for k in partial_data_id if k not in dt.dimensions]
-        if unknown:
-            raise InvalidDataIdError(
-                f"unknown data ID keys {unknown} for dataset type {dataset_type!r}; its "
-                f"dimensions are {list(dt.dimensions)}"
-            )
-        wanted = {k: coerce_value(dt, k, v) for k, v in partial_data_id.items()}
-        prefix = self.mapper.prefix_for(dt, wanted)
-        for key in self.storage.list(prefix):
-            if is_reserved_key(key):
+    def _stored_all(self, dt: DatasetType) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(key, run, data ID) of every stored dataset of a type, in every run."""
+        for key, data_id in self._listed(dt, _ALL):
+            yield key, DEFAULT_RUN, data_id
+        for key in self.storage.list(f"{RUNS_SEGMENT}/"):
+            parsed = run_of_key(key)
+            if parsed is None:
                 continue
-            data_id = self.mapper.data_id_for(dt, key)
-            if data_id is not None and all(data_id[k] == v for k, v in wanted.items()):
-                yield key, data_id
+            run, rest = parsed
+            in_run = self.mapper.data_id_for(dt, rest)
+            if in_run is not None:
+                yield key, run, in_run
 
     # -- maintenance -------------------------------------------------------------------
 
@@ -852,11 +1068,11 @@ class Butler:
         for name in names:
             dt = self.dataset_type(name)
             stored: dict[str, ButlerLocation] = {}
-            for key, data_id in self._stored_with(dt, {}):
-                location = self._location_at(dt, key, data_id)
+            for key, run, data_id in self._stored_all(dt):
+                location = self._location_at(dt, key, data_id, run=run)
                 report.checked += 1
                 self._verify_one(location, report)
-                stored[entry_id(data_id)] = location
+                stored[entry_id(data_id, run)] = location
             if index is not None:
                 self._verify_index(index, dt, stored, report)
         return report
@@ -871,11 +1087,12 @@ class Butler:
         indexed = set()
         corrupt: list[str] = []
         for entry in index.entries(dt, corrupt=corrupt):
-            ident = entry_id(entry.data_id)
+            ident = entry_id(entry.data_id, entry.run)
             indexed.add(ident)
-            if ident not in stored and not self._exists_now(dt, entry.data_id):
+            if ident not in stored and not self._exists_now(dt, entry.data_id, entry.run):
+                where = "" if entry.run == DEFAULT_RUN else f" in run {entry.run!r}"
                 report.stale.append(
-                    f"dataset {dt.name!r} {dict(entry.data_id)}: indexed, but not stored"
+                    f"dataset {dt.name!r} {dict(entry.data_id)}{where}: indexed, but not stored"
                 )
         report.stale.extend(
             f"dataset {dt.name!r}: index row {ident} is unreadable" for ident in corrupt
@@ -884,13 +1101,16 @@ class Butler:
             if ident not in indexed and self.storage.exists(location.key):
                 report.unindexed.append(f"{location.describe()}: stored, but not indexed")
 
-    def _exists_now(self, dt: DatasetType, data_id: Mapping[str, Any]) -> bool:
-        """Whether a data ID is stored now (a put may have landed since the listing)."""
+    def _exists_now(
+        self, dt: DatasetType, data_id: Mapping[str, Any], run: str = DEFAULT_RUN
+    ) -> bool:
+        """Whether a data ID is stored in a run now (a put may have landed since the
+        listing)."""
         try:
-            key, _ = self.mapper.map(dt, data_id)
+            key, _ = self._map(dt, data_id)
+            return self.storage.exists(run_key(check_run_name(run), key))
         except InvalidDataIdError:
             return False
-        return self.storage.exists(key)
 
     def reindex(
         self,
@@ -971,6 +1191,21 @@ class Butler:
                 report.corrupted.append(f"{what}: sha256 mismatch")
                 return
         report.ok.append(what)
+
+
+class _All:
+    """The predicate every data ID matches (listing everything)."""
+
+    @staticmethod
+    def equalities() -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def matches(data_id: Mapping[str, Any]) -> bool:
+        return True
+
+
+_ALL = _All()
 
 
 def _merge_data_id(data_id: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import FormatError, StorageError
 from ._policy import DatasetType
+from ._runs import DEFAULT_RUN
 
 if TYPE_CHECKING:
     import sqlite3
@@ -42,7 +43,7 @@ __all__ = ["INDEX_NAME", "Index", "IndexEntry", "SqlIndex", "SqliteIndex", "memo
 INDEX_NAME = "index.sqlite3"
 
 #: Version of the index's table layout (recorded in the catalog; a newer one is refused).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Table listing, per repository, the dataset types indexed and their tables.
 CATALOG = "butler_index_catalog"
@@ -58,7 +59,18 @@ INT_RANGE = (-(2**63), 2**63 - 1)
 
 #: Columns every dataset type's table has besides one ``d_<dimension>`` per dimension.
 #: They start with ``_`` so no dimension column (``d_...``) can take their name.
-FIXED_COLUMNS = ("_id", "_key", "_format", "_python_type", "_size", "_checksum", "_created")
+FIXED_COLUMNS = (
+    "_id",
+    "_key",
+    "_format",
+    "_python_type",
+    "_size",
+    "_checksum",
+    "_created",
+    "_run",
+    "_did",
+    "_provenance",
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,10 @@ class IndexEntry:
     size, checksum, created
         Bytes stored, sha256 when the repository keeps checksums, and the UNIX time of the
         commit, as recorded in the dataset's metadata.
+    run
+        The run holding it.
+    provenance
+        The provenance recorded with it (`butler._provenance`), if any.
     """
 
     data_id: Mapping[str, Any]
@@ -85,10 +101,17 @@ class IndexEntry:
     size: int | None = None
     checksum: str | None = None
     created: float | None = None
+    run: str = DEFAULT_RUN
+    provenance: Mapping[str, Any] | None = None
 
     @classmethod
     def from_metadata(
-        cls, dt: DatasetType, key: str, data_id: Mapping[str, Any], meta: Mapping[str, Any]
+        cls,
+        dt: DatasetType,
+        key: str,
+        data_id: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        run: str = DEFAULT_RUN,
     ) -> IndexEntry:
         """The entry for a dataset from the metadata stored with it (untrusted: fields of
         the wrong type are dropped, never trusted)."""
@@ -108,6 +131,8 @@ class IndexEntry:
             created=float(created)
             if isinstance(created, int | float) and not isinstance(created, bool)
             else None,
+            run=run,
+            provenance=meta["provenance"] if isinstance(meta.get("provenance"), dict) else None,
         )
 
 
@@ -122,8 +147,10 @@ class Index(abc.ABC):
         """Record datasets (replacing the rows of the same data IDs)."""
 
     @abc.abstractmethod
-    def discard(self, dt: DatasetType, data_ids: Sequence[Mapping[str, Any]]) -> None:
-        """Forget datasets (absent ones are ignored)."""
+    def discard(
+        self, dt: DatasetType, data_ids: Sequence[Mapping[str, Any]], run: str = DEFAULT_RUN
+    ) -> None:
+        """Forget datasets of one run (absent ones are ignored)."""
 
     @abc.abstractmethod
     def query(
@@ -132,13 +159,26 @@ class Index(abc.ABC):
         predicate: Predicate,
         order: Sequence[tuple[str, bool]],
         limit: int | None,
-    ) -> list[dict[str, Any]]:
-        """Data IDs matching ``predicate``, ordered by ``order`` ((dimension, descending)
-        pairs covering every dimension), at most ``limit``."""
+        runs: Sequence[str] = (DEFAULT_RUN,),
+    ) -> list[tuple[dict[str, Any], str]]:
+        """(data ID, run) of the datasets matching ``predicate`` in any of ``runs``; a data
+        ID held by several of them comes once, with the first of ``runs`` holding it;
+        ordered by ``order`` ((dimension, descending) pairs covering every dimension), at
+        most ``limit``."""
 
     @abc.abstractmethod
-    def count(self, dt: DatasetType, predicate: Predicate) -> int:
-        """How many datasets match ``predicate``."""
+    def count(
+        self, dt: DatasetType, predicate: Predicate, runs: Sequence[str] = (DEFAULT_RUN,)
+    ) -> int:
+        """How many data IDs match ``predicate`` in any of ``runs``."""
+
+    @abc.abstractmethod
+    def history(self, dt: DatasetType, data_id: Mapping[str, Any]) -> list[IndexEntry]:
+        """Every run's entry for one data ID, oldest first."""
+
+    @abc.abstractmethod
+    def runs(self) -> dict[str, int]:
+        """Datasets per run, over every dataset type."""
 
     @abc.abstractmethod
     def discard_ids(self, dt: DatasetType, ids: Sequence[str]) -> None:
@@ -172,23 +212,35 @@ def table_name(repository: str, dt: DatasetType) -> str:
     """The table of a dataset type: bound to the repository and to the dimensions (a
     redefinition with other dimensions gets a new table), never built from user text."""
     dims = json.dumps(dict(dt.dimensions), sort_keys=False)
-    digest = hashlib.sha256(f"{repository}\0{dt.name}\0{dims}".encode()).hexdigest()
+    seed = f"{repository}\0{dt.name}\0{dims}\0{SCHEMA_VERSION}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()
     return f"bidx_{digest[:20]}"
 
 
 def dimension_column(dimension: str) -> str:
     """Column of a dimension: ``d_<name>``, shortened with a hash beyond 60 characters
-    (identifiers are at most 63-64 characters in PostgreSQL and MariaDB)."""
+    (identifiers are at most 63-64 characters in PostgreSQL and MariaDB) and for names with
+    capitals."""
     column = f"d_{dimension}"
-    if len(column) <= 60:
+    # Databases compare identifiers case-insensitively (SQLite, MariaDB): names with capitals
+    # get a hash, so "Band" and "band" never share a column.
+    if len(column) <= 60 and dimension == dimension.lower():
         return column
-    return f"d_{dimension[:40]}_{hashlib.sha256(dimension.encode()).hexdigest()[:12]}"
+    return f"d_{dimension[:40].lower()}_{hashlib.sha256(dimension.encode()).hexdigest()[:12]}"
 
 
-def entry_id(data_id: Mapping[str, Any]) -> str:
-    """The row's primary key: a digest of the canonical data ID (fixed width, so databases
-    that limit index sizes can index it, however long the values)."""
+def data_id_digest(data_id: Mapping[str, Any]) -> str:
+    """A digest of the canonical data ID (fixed width, so databases that limit index sizes
+    can index it, however long the values): the ``_did`` column."""
     canonical = json.dumps([[k, data_id[k]] for k in sorted(data_id)], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def entry_id(data_id: Mapping[str, Any], run: str = DEFAULT_RUN) -> str:
+    """The row's primary key: one row per (run, data ID)."""
+    if run == DEFAULT_RUN:
+        return data_id_digest(data_id)
+    canonical = json.dumps([run, data_id_digest(data_id)], separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -260,15 +312,24 @@ class SqlIndex(Index):
             f"{q('_size')} {self.int_type}",
             f"{q('_checksum')} {self.text_type}",
             f"{q('_created')} {self.float_type}",
+            f"{q('_run')} {self.str_type} NOT NULL",
+            f"{q('_did')} {self.id_type} NOT NULL",
+            f"{q('_provenance')} {self.text_type}",
         ]
         statements = [f"CREATE TABLE IF NOT EXISTS {q(table)} ({', '.join(fixed + dims)})"]
         columns = [dimension_column(d) for d in dt.dimensions]
-        # One index per dimension (ranges and IN on any of them) and one over all of them
-        # in order (prefix queries and the default ORDER BY).
+        # One index per dimension, with the run (ranges and IN on any dimension, within the
+        # runs searched), one over all dimensions in order (prefix queries and the default
+        # ORDER BY), and one on the data ID digest (a data ID's history across runs). No
+        # index on the run alone: a planner without statistics would prefer it.
         for i, column in enumerate(columns):
             statements.append(
-                f"CREATE INDEX IF NOT EXISTS {q(f'{table}_{i}')} ON {q(table)} ({q(column)})"
+                f"CREATE INDEX IF NOT EXISTS {q(f'{table}_{i}')} ON {q(table)} "
+                f"({q(column)}, {q('_run')})"
             )
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {q(f'{table}_did')} ON {q(table)} ({q('_did')})"
+        )
         combined = self.combined_index_columns(dt)
         if len(combined) > 1:
             statements.append(
@@ -377,13 +438,18 @@ class SqlIndex(Index):
 
     def _row(self, dt: DatasetType, entry: IndexEntry) -> dict[str, Any]:
         row: dict[str, Any] = {
-            "_id": entry_id(entry.data_id),
+            "_id": entry_id(entry.data_id, entry.run),
             "_key": entry.key,
             "_format": entry.format,
             "_python_type": entry.python_type,
             "_size": entry.size,
             "_checksum": entry.checksum,
             "_created": entry.created,
+            "_run": entry.run,
+            "_did": data_id_digest(entry.data_id),
+            "_provenance": None
+            if entry.provenance is None
+            else json.dumps(entry.provenance, separators=(",", ":"), sort_keys=True),
         }
         for d, kind in dt.dimensions.items():
             value = entry.data_id[d]
@@ -395,8 +461,10 @@ class SqlIndex(Index):
             row[dimension_column(d)] = value
         return row
 
-    def discard(self, dt: DatasetType, data_ids: Sequence[Mapping[str, Any]]) -> None:
-        self.discard_ids(dt, [entry_id(d) for d in data_ids])
+    def discard(
+        self, dt: DatasetType, data_ids: Sequence[Mapping[str, Any]], run: str = DEFAULT_RUN
+    ) -> None:
+        self.discard_ids(dt, [entry_id(d, run) for d in data_ids])
 
     def discard_ids(self, dt: DatasetType, ids: Sequence[str]) -> None:
         table = self._table(dt, create=False)
@@ -409,10 +477,24 @@ class SqlIndex(Index):
         else:
             self._executemany(sql, rows)
 
-    def _where(self, dt: DatasetType, predicate: Predicate) -> tuple[str, dict[str, Any]]:
+    def _where(
+        self, dt: DatasetType, predicate: Predicate, runs: Sequence[str]
+    ) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause: the predicate, within ``runs`` (bound, never formatted)."""
         params: dict[str, Any] = {}
         columns = {d: self.quote(dimension_column(d)) for d in dt.dimensions}
-        return predicate.to_sql(columns.__getitem__, params), params
+        where = predicate.to_sql(columns.__getitem__, params)
+        names = []
+        for i, run in enumerate(runs):
+            params[f"r{i}"] = run
+            names.append(f":r{i}")
+        if not names:
+            return "1=0", params
+        run_col = self.quote("_run")
+        within = (
+            f"{run_col} = {names[0]}" if len(names) == 1 else f"{run_col} IN ({', '.join(names)})"
+        )
+        return f"{within} AND ({where})", params
 
     def query(
         self,
@@ -420,34 +502,75 @@ class SqlIndex(Index):
         predicate: Predicate,
         order: Sequence[tuple[str, bool]],
         limit: int | None,
-    ) -> list[dict[str, Any]]:
+        runs: Sequence[str] = (DEFAULT_RUN,),
+    ) -> list[tuple[dict[str, Any], str]]:
         table = self._table(dt, create=False)
-        if table is None:
+        if table is None or not runs:
             return []
-        where, params = self._where(dt, predicate)
+        where, params = self._where(dt, predicate, runs)
         dims = list(dt.dimensions)
         select = ", ".join(self.quote(dimension_column(d)) for d in dims)
         ordering = ", ".join(
             f"{self.quote(dimension_column(d))}{' DESC' if desc else ''}" for d, desc in order
         )
-        sql = f"SELECT {select} FROM {self.quote(table)} WHERE {where}"
+        if len(runs) == 1:
+            sql = f"SELECT {select} FROM {self.quote(table)} WHERE {where}"
+        else:
+            # One row per data ID, with the rank of the first run (in search order) holding it.
+            rank = " ".join(f"WHEN :r{i} THEN {i}" for i in range(len(runs)))
+            sql = (
+                f"SELECT {select}, MIN(CASE {self.quote('_run')} {rank} END) "
+                f"FROM {self.quote(table)} WHERE {where} GROUP BY {select}"
+            )
         if ordering:
             sql += f" ORDER BY {ordering}"
         if limit is not None:
             sql += " LIMIT :limit"
             params["limit"] = limit
         kinds = [dt.dimensions[d] for d in dims]
-        return [_data_id(dt, dims, kinds, row) for row in self._execute(sql, params)]
+        result = []
+        for row in self._execute(sql, params):
+            run = runs[0] if len(runs) == 1 else runs[_rank(row[len(dims)], len(runs))]
+            result.append((_data_id(dt, dims, kinds, row[: len(dims)]), run))
+        return result
 
-    def count(self, dt: DatasetType, predicate: Predicate) -> int:
+    def count(
+        self, dt: DatasetType, predicate: Predicate, runs: Sequence[str] = (DEFAULT_RUN,)
+    ) -> int:
         table = self._table(dt, create=False)
-        if table is None:
+        if table is None or not runs:
             return 0
-        where, params = self._where(dt, predicate)
-        rows = self._execute(f"SELECT COUNT(*) FROM {self.quote(table)} WHERE {where}", params)
+        where, params = self._where(dt, predicate, runs)
+        what = "COUNT(*)" if len(runs) == 1 else f"COUNT(DISTINCT {self.quote('_did')})"
+        rows = self._execute(f"SELECT {what} FROM {self.quote(table)} WHERE {where}", params)
         return int(rows[0][0])
 
+    def history(self, dt: DatasetType, data_id: Mapping[str, Any]) -> list[IndexEntry]:
+        found = self._entries(
+            dt, f"WHERE {self.quote('_did')} = :did", {"did": data_id_digest(data_id)}, None
+        )
+        return sorted(found, key=lambda e: (e.created or 0.0, e.run))
+
+    def runs(self) -> dict[str, int]:
+        result: dict[str, int] = {}
+        run = self.quote("_run")
+        for table in self._tables():
+            for name, n in self._execute(
+                f"SELECT {run}, COUNT(*) FROM {self.quote(table)} GROUP BY {run}"
+            ):
+                result[str(name)] = result.get(str(name), 0) + int(n)
+        return dict(sorted(result.items()))
+
     def entries(self, dt: DatasetType, *, corrupt: list[str] | None = None) -> Iterator[IndexEntry]:
+        return self._entries(dt, "", {}, corrupt)
+
+    def _entries(
+        self,
+        dt: DatasetType,
+        where: str,
+        params: Mapping[str, Any],
+        corrupt: list[str] | None,
+    ) -> Iterator[IndexEntry]:
         table = self._table(dt, create=False)
         if table is None:
             return
@@ -455,12 +578,16 @@ class SqlIndex(Index):
         kinds = [dt.dimensions[d] for d in dims]
         columns = [*FIXED_COLUMNS, *(dimension_column(d) for d in dims)]
         sql = f"SELECT {', '.join(self.quote(c) for c in columns)} FROM {self.quote(table)}"
-        for row in self._iterate(sql, {}):
-            ident, key, fmt, python_type, size, checksum, created = row[:7]
+        n = len(FIXED_COLUMNS)
+        for row in self._iterate(f"{sql} {where}", params):
+            ident, key, fmt, python_type, size, checksum, created, run, _did, prov = row[:n]
             try:
-                data_id = _data_id(dt, dims, kinds, row[7:])
+                data_id = _data_id(dt, dims, kinds, row[n:])
                 if not isinstance(key, str):
                     raise _corrupt(dt, "_key", key)
+                if not isinstance(run, str):
+                    raise _corrupt(dt, "_run", run)
+                provenance = _provenance(prov)
             except FormatError:
                 if corrupt is None:
                     raise
@@ -474,22 +601,34 @@ class SqlIndex(Index):
                 size=None if size is None else int(size),
                 checksum=checksum,
                 created=None if created is None else float(created),
+                run=run,
+                provenance=provenance,
             )
 
-    def counts(self) -> dict[str, int]:
+    def _catalog(self) -> list[tuple[str, str]]:
+        """(dataset type, table) of this repository. The catalog is untrusted: only table
+        names of the shape this module makes are used."""
         q = self.quote
         self._catalog_row("")  # creates the catalog if needed
-        tables = self._execute(
+        rows = self._execute(
             f"SELECT {q('dataset_type')}, {q('table_name')} FROM {q(CATALOG)} "
             f"WHERE {q('repository')} = :repository",
             {"repository": self.repository},
         )
+        return [
+            (str(name), table)
+            for name, table in rows
+            if isinstance(table, str) and _TABLE.fullmatch(table)
+        ]
+
+    def _tables(self) -> list[str]:
+        return [table for _, table in self._catalog()]
+
+    def counts(self) -> dict[str, int]:
         result: dict[str, int] = {}
-        for name, table in tables:
-            if not isinstance(table, str) or not _TABLE.fullmatch(table):
-                continue  # the catalog is untrusted: only names this module makes are used
-            rows = self._execute(f"SELECT COUNT(*) FROM {q(table)}")
-            result[str(name)] = result.get(str(name), 0) + int(rows[0][0])
+        for name, table in self._catalog():
+            rows = self._execute(f"SELECT COUNT(*) FROM {self.quote(table)}")
+            result[name] = result.get(name, 0) + int(rows[0][0])
         return result
 
     def checkpoint(self, dt: DatasetType, key: str | None = None, *, clear: bool = False) -> str:
@@ -523,6 +662,28 @@ def _data_id(
             raise _corrupt(dt, d, value)
         data_id[d] = value
     return data_id
+
+
+def _rank(value: Any, n: int) -> int:
+    """The run rank a multi-run query computed (an int below ``n``, from the database)."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal) or not 0 <= value < n:
+        raise FormatError(f"the dataset index returned run rank {value!r}; expected 0..{n - 1}")
+    return int(value)
+
+
+def _provenance(value: Any) -> dict[str, Any] | None:
+    """The provenance JSON of an index row (``None`` if absent), or `FormatError`."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value) if isinstance(value, str) and len(value) < 2**22 else None
+    except (ValueError, RecursionError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise FormatError(
+            "the dataset index holds unreadable provenance; rebuild it with 'butler reindex'"
+        )
+    return parsed
 
 
 def _corrupt(dt: DatasetType, dimension: str, value: Any) -> FormatError:

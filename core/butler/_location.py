@@ -86,6 +86,11 @@ class ButlerLocation:
     stored: Mapping[str, Any] | None = field(default=None, repr=False)
     #: Only for unresolved locations: where to look serializers up.
     registry: Registry | None = field(default=None, repr=False)
+    #: The run the dataset belongs to.
+    run: str = "default"
+    #: Write side: the provenance record and creation time committed with the bytes.
+    provenance: Mapping[str, Any] | None = field(default=None, repr=False)
+    created: float | None = field(default=None, repr=False)
 
     # -- description -------------------------------------------------------------------
 
@@ -107,14 +112,18 @@ class ButlerLocation:
     # -- files for serializers ---------------------------------------------------------
 
     def write_metadata(self) -> dict[str, Any]:
-        """Metadata committed with the bytes: format, concrete type, dataset type, data ID."""
-        return {
+        """Metadata committed with the bytes: format, concrete type, dataset type, data ID,
+        creation time and (from `Butler.put`) the provenance record."""
+        meta = {
             "format": self.format,
             "python_type": self.written_type or self.python_type,
             "dataset_type": self.dataset_type,
             "data_id": dict(self.data_id),
-            "created": time.time(),
+            "created": time.time() if self.created is None else self.created,
         }
+        if self.provenance is not None:
+            meta["provenance"] = dict(self.provenance)
+        return meta
 
     def open_write(self) -> contextlib.AbstractContextManager[BinaryIO]:
         """Binary file whose content replaces the dataset atomically when the block succeeds."""

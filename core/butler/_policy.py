@@ -160,6 +160,8 @@ class RepositoryPolicy:
     #: Where the dataset index lives: ``"embedded"`` (the storage's own), a database URL
     #: without credentials, or ``None`` (no index: queries list the storage).
     index: str | None = None
+    #: Named collection chains: name -> ordered member collections (runs or chains).
+    collections: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for ``butler.yaml`` (never holds credentials)."""
@@ -173,10 +175,13 @@ class RepositoryPolicy:
             head["id"] = self.id
         if self.index is not None:
             head["index"] = self.index
-        return {
+        data: dict[str, Any] = {
             "butler": head,
             "dataset_types": {n: d.to_dict() for n, d in sorted(self.dataset_types.items())},
         }
+        if self.collections:
+            data["collections"] = {n: list(m) for n, m in sorted(self.collections.items())}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RepositoryPolicy:
@@ -207,7 +212,29 @@ class RepositoryPolicy:
             raise DatasetTypeError(f"repository policy id {repo_id!r} is not a hex string")
         if index is not None and (not isinstance(index, str) or not 0 < len(index) <= 2048):
             raise DatasetTypeError(f"repository policy index {index!r} is not a URL")
+        chains = data.get("collections") or {}
+        if not isinstance(chains, Mapping) or not all(
+            isinstance(n, str)
+            and isinstance(m, list)
+            and len(m) <= 1000
+            and all(isinstance(x, str) for x in m)
+            for n, m in chains.items()
+        ):
+            raise DatasetTypeError(
+                "repository policy's 'collections' is not a mapping of names to lists of names"
+            )
+        from ._errors import InvalidDataIdError
+        from ._runs import check_run_name
+
+        try:
+            for name, members in chains.items():
+                check_run_name(name, what="collection")
+                for member in members:
+                    check_run_name(member, what="collection")
+        except InvalidDataIdError as exc:
+            raise DatasetTypeError(f"repository policy's 'collections': {exc}") from None
         return cls(
+            collections={str(n): list(m) for n, m in chains.items()},
             storage=str(head.get("storage", "")),
             dataset_types={n: DatasetType.from_dict(n, d) for n, d in types.items()},
             checksum=bool(head.get("checksum", False)),

@@ -64,18 +64,18 @@ def reindex_type(
     progress: Callable[[str, int, int], None] | None,
 ) -> None:
     """Reindex one dataset type (see the module docstring)."""
-    listed = sorted(butler._stored_with(dt, {}))
+    listed = sorted((key, run, data_id) for key, run, data_id in butler._stored_all(dt))
     report.listed += len(listed)
     done_until = index.checkpoint(dt)
-    todo = [(k, d) for k, d in listed if k > done_until] if done_until else listed
+    todo = [item for item in listed if item[0] > done_until] if done_until else listed
     report.resumed += len(listed) - len(todo)
     done = len(listed) - len(todo)
     if progress is not None:
         progress(dt.name, done, len(listed))
     for batch in iter_batches(todo, BATCH):
         entries = []
-        for key, data_id in batch:
-            entry = _entry(butler, dt, key, data_id)
+        for key, run, data_id in batch:
+            entry = _entry(butler, dt, key, data_id, run)
             if entry is not None:
                 entries.append(entry)
         index.add(dt, entries)
@@ -84,21 +84,24 @@ def reindex_type(
         done += len(batch)
         if progress is not None:
             progress(dt.name, done, len(listed))
-    present = {entry_id(d) for _, d in listed}
+    present = {entry_id(d, run) for _, run, d in listed}
     corrupt: list[str] = []
     # The row's key is untrusted; the key the mapper gives for its data ID is what counts
     # (checked again now: a put may have landed since the listing).
     gone = [
-        entry_id(e.data_id)
+        entry_id(e.data_id, e.run)
         for e in index.entries(dt, corrupt=corrupt)
-        if entry_id(e.data_id) not in present and not butler._exists_now(dt, e.data_id)
+        if entry_id(e.data_id, e.run) not in present
+        and not butler._exists_now(dt, e.data_id, e.run)
     ]
     index.discard_ids(dt, gone + corrupt)
     report.dropped += len(gone) + len(corrupt)
     index.checkpoint(dt, clear=True)
 
 
-def _entry(butler: Butler, dt: DatasetType, key: str, data_id: dict[str, Any]) -> IndexEntry | None:
+def _entry(
+    butler: Butler, dt: DatasetType, key: str, data_id: dict[str, Any], run: str
+) -> IndexEntry | None:
     """The entry of one listed dataset from its stored metadata; ``None`` if it vanished."""
     try:
         meta = butler.storage.metadata(key)
@@ -106,4 +109,4 @@ def _entry(butler: Butler, dt: DatasetType, key: str, data_id: dict[str, Any]) -
             meta = {**meta, "size": butler.storage.size(key)}
     except DatasetNotFoundError:
         return None
-    return IndexEntry.from_metadata(dt, key, data_id, meta)
+    return IndexEntry.from_metadata(dt, key, data_id, meta, run)

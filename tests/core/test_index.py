@@ -710,8 +710,9 @@ def test_reindex_repairs_a_foreign_corrupt_row(posix_repo: Butler) -> None:
     root = posix_repo.storage.root
     db = index_db(root)
     db.execute(
-        f'INSERT INTO "{index_table(db)}" (_id, _key, d_visit, d_ccd, d_band) '
-        "VALUES ('0123456789abcdef0123456789abcdef', 'planted', 'abc', 1, 'r')"
+        f'INSERT INTO "{index_table(db)}" (_id, _key, _run, _did, d_visit, d_ccd, d_band) '
+        "VALUES ('0123456789abcdef0123456789abcdef', 'planted', 'default', "
+        "'0123456789abcdef0123456789abcdef', 'abc', 1, 'r')"
     )
     db.commit()
     db.close()
