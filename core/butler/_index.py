@@ -51,6 +51,10 @@ CATALOG = "butler_index_catalog"
 #: The only table names the index uses (and trusts from its catalog).
 _TABLE = re.compile(r"bidx_[0-9a-f]{20}")
 
+#: A process refreshes a table's planner statistics after adding this many rows to it, then
+#: at each doubling: queries are planned from real selectivities, not guesses.
+ANALYZE_FIRST = 1000
+
 #: Rows written per statement batch (bulk adds and reindexing).
 BATCH = 500
 
@@ -266,6 +270,7 @@ class SqlIndex(Index):
         self.repository = repository
         self._ready: set[str] = set()
         self._upserts: dict[str, str] = {}
+        self._added: dict[str, int] = {}
         self._ready_lock = threading.Lock()
 
     # -- what subclasses run ---------------------------------------------------------
@@ -380,6 +385,8 @@ class SqlIndex(Index):
                     self._ddl(statement)
                 if not rows:
                     self._insert_catalog(table, dt)
+            else:
+                self._first_use(table)
             self._ready.add(table)
         return table
 
@@ -435,6 +442,20 @@ class SqlIndex(Index):
         else:
             for start in range(0, len(rows), BATCH):
                 self._executemany(sql, rows[start : start + BATCH])
+        before = self._added.get(table, 0)
+        self._added[table] = after = before + len(rows)
+        if (
+            after >= ANALYZE_FIRST
+            and after.bit_length() > max(before, ANALYZE_FIRST - 1).bit_length()
+        ):
+            self.analyze(table)
+
+    def analyze(self, table: str) -> None:
+        """Refresh the query planner's statistics of a table. Nothing here: PostgreSQL's
+        autovacuum and InnoDB keep them; SQLite (`SqliteIndex`) has to be told."""
+
+    def _first_use(self, table: str) -> None:
+        """Called when a process first queries a table."""
 
     def _row(self, dt: DatasetType, entry: IndexEntry) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -834,6 +855,33 @@ class SqliteIndex(SqlIndex):
             conn.execute("COMMIT")
 
         self._run(many)
+
+    def analyze(self, table: str) -> None:
+        """``ANALYZE`` the table, sampling (``analysis_limit``): milliseconds even at
+        millions of rows. Without statistics SQLite guesses that an ``IN`` list is more
+        selective than a range and may scan a third of the table. A reader that cannot
+        write skips it."""
+        if self.read_only:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA analysis_limit=1000")
+            conn.execute(f"ANALYZE {self.quote(table)}")
+
+        with contextlib.suppress(StorageError):
+            self._run(run)
+
+    def _first_use(self, table: str) -> None:
+        """Analyze a table that has no statistics yet (filled by another process, or by
+        fewer than `ANALYZE_FIRST` rows before): once per process, cheap when present."""
+        has_stats = self._execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+        )
+        if has_stats and self._execute(
+            "SELECT 1 FROM sqlite_stat1 WHERE tbl = :table LIMIT 1", {"table": table}
+        ):
+            return
+        self.analyze(table)
 
     def _iterate(self, sql: str, params: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
         import sqlite3
