@@ -283,19 +283,23 @@ def bench_posix(base: str, n: int, rounds: int) -> None:
     print(f"   Butler.put x {n:,} (fsync'ed, each indexed): {took:.0f} s, {n / took:,.0f} puts/s")
     listed = Butler(root, index=False)
     visits = n // CCDS
-    v0 = visits // 2 - 50
-    # Neither query pins a key prefix (the template is calexp/{visit}/{ccd}.json and visit
-    # is not given as one value): listing reads every key; the index answers from SQL.
-    queries: list[tuple[str, str, dict[str, Any], int]] = [
-        ("ccd=3", "ccd=3", {"ccd": 3}, visits),
+    v0 = max(visits // 2 - 250, 0)
+    width = min(500, visits)
+    # No query pins a key prefix (the template is calexp/{visit}/{ccd}.json and visit is
+    # not given as one value): listing reads every key; the index answers from SQL. The
+    # judged one is the issue's: 1,000 data IDs (at 100,000 datasets); ccd=3 returns a
+    # tenth of the repository and is shown for information.
+    queries: list[tuple[str, str, dict[str, Any], int, bool]] = [
         (
-            f"ccd=3, visit=range({v0}, {v0 + 100})",
-            "ccd=3 in 100 visits",
-            {"ccd": 3, "visit": range(v0, v0 + 100)},
-            100,
+            f"ccd=[3, 4], visit=range({v0}, {v0 + width})",
+            "1,000-answer",
+            {"ccd": [3, 4], "visit": range(v0, v0 + width)},
+            2 * width,
+            True,
         ),
+        ("ccd=3", "ccd=3", {"ccd": 3}, visits, False),
     ]
-    for text, short, constraints, answers in queries:
+    for text, short, constraints, answers, judged in queries:
         t_index, t_list = compare_query(butler, listed, rounds, 5, "posix", constraints)
         print(f"   query {text} -> {answers:,} data IDs; {rounds} interleaved rounds")
         print(f"     through the index (SELECT on .butler/{INDEX_NAME}) : {spread(t_index)}")
@@ -304,8 +308,9 @@ def bench_posix(base: str, n: int, rounds: int) -> None:
         check(
             f"posix {short} query at {n:,} ({answers:,} answers), index vs listing",
             f"{ratio:,.0f}x faster",
-            ">= 100x at 100,000" + ("" if n >= 100_000 else "; judged only at that size"),
-            ratio >= 100 if n >= 100_000 else "info",
+            (">= 100x at 100,000" if judged else "none (a tenth of the repository)")
+            + ("" if n >= 100_000 or not judged else "; judged only at that size"),
+            ratio >= 100 if n >= 100_000 and judged else "info",
         )
     butler.close()
     listed.close()
