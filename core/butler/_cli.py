@@ -23,6 +23,7 @@ from ._cli_files import (
     local_path,
     naming,
     read_standalone,
+    warn,
 )
 from ._errors import ButlerError
 
@@ -220,6 +221,113 @@ def _check_format(registry: Any, name: str | None, flag: str) -> None:
     if name is not None:
         with naming(f"{flag} {name}"):
             registry.format(name)
+
+
+# -- runs and collections ------------------------------------------------------------------
+
+_write_run = click.option(
+    "--run", metavar="RUN", help="The run to write into (default: the default run)."
+)
+
+
+def _read_collections(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--run`` and ``--collections`` of the commands that read datasets."""
+    func = click.option(
+        "--collections", "collections", multiple=True, metavar="A,B,...",
+        help="Search these runs and chains, in order; the first holding the data ID wins "
+        "(comma-separated or repeated; default: the default run).",
+    )(func)  # fmt: skip
+    return click.option("--run", metavar="RUN", help="Read from run RUN only.")(func)
+
+
+def _run_name(run: str, flag: str = "--run") -> str:
+    """A run name given on the command line, checked (errors name ``flag``)."""
+    from ._runs import check_run_name
+
+    with naming(f"{flag} {run}"):
+        return check_run_name(run)
+
+
+def _searched(run: str | None, collections: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The collections a read searches: ``--run X`` is ``(X,)``; each ``--collections``
+    value is split on commas; ``None`` (neither given) is the Butler's default."""
+    from ._runs import check_run_name
+
+    if run is not None and collections:
+        raise click.UsageError(
+            "--run reads one run and --collections searches several: give one of them"
+        )
+    if run is not None:
+        return (_run_name(run),)
+    if not collections:
+        return None
+    names: list[str] = []
+    for value in collections:
+        items = [item.strip() for item in value.split(",")]
+        if not all(items):
+            raise click.BadParameter(
+                f"{value!r} has an empty name; give names separated by commas (B,A)",
+                param_hint="--collections",
+            )
+        for item in items:
+            with naming(f"--collections {value}"):
+                names.append(check_run_name(item, what="collection"))
+    return tuple(names)
+
+
+def _has_run(b: Any, name: str) -> bool:
+    """True for the default run, a chain, or a run holding datasets (one listing call)."""
+    from ._runs import DEFAULT_RUN, run_prefix
+
+    if name == DEFAULT_RUN or name in b.chains:
+        return True
+    return next(iter(b.storage.list(run_prefix(name))), None) is not None
+
+
+def _reading_butler(
+    root: str, options: tuple[str, ...], run: str | None, collections: tuple[str, ...]
+) -> Any:
+    """A Butler reading the collections ``--run``/``--collections`` name (checked before the
+    repository is opened); a name that is neither a chain nor a run holding datasets is
+    warned about, as it is most likely mistyped."""
+    from ._butler import Butler
+
+    searched = _searched(run, collections)
+    parsed = _parse_pairs(options, "--option")
+    with _option_errors(parsed):
+        b = Butler(root, collections=searched, **parsed)
+    flag = "--run" if run is not None else "--collections"
+    for name in searched or ():
+        if not _has_run(b, name):
+            warn(
+                f"{flag} {name}: no run of that name holds datasets and no chain has that "
+                f"name (see 'butler runs {root}')"
+            )
+    return b
+
+
+def _in_run(run: str) -> str:
+    """`` in run 'X'`` for messages about a dataset of a run other than the default one."""
+    from ._runs import DEFAULT_RUN
+
+    return "" if run == DEFAULT_RUN else f" in run {run!r}"
+
+
+def _writing_butler(root: str, options: tuple[str, ...], run: str | None) -> Any:
+    """A Butler writing into ``--run`` (refused when it names a chain)."""
+    from ._butler import Butler
+    from ._errors import InvalidDataIdError
+
+    name = None if run is None else _run_name(run)
+    parsed = _parse_pairs(options, "--option")
+    with _option_errors(parsed):
+        b = Butler(root, run=name, **parsed)
+    if name is not None and name in b.chains:
+        raise InvalidDataIdError(
+            f"--run {name}: {name!r} is a collection chain ({', '.join(b.chains[name])}), not "
+            f"a run; datasets are written into runs"
+        )
+    return b
 
 
 @main.command()
@@ -479,16 +587,21 @@ def _order_by(b: Any, dataset_type: str, terms: tuple[str, ...]) -> list[str]:
     help="Order by DIM (-DIM descending; repeatable); other dimensions follow in declared order.",
 )  # fmt: skip
 @click.option("--count", "count_only", is_flag=True, help="Print only how many match.")
+@_read_collections
 @_option
 @click.pass_context
 def ls_cmd(
     ctx: click.Context, root: str, dataset_type: str | None, ids: Any, where: str | None,
-    limit: int | None, order_by: tuple[str, ...], count_only: bool, options: Any,
+    limit: int | None, order_by: tuple[str, ...], count_only: bool, run: str | None,
+    collections: tuple[str, ...], options: Any,
 ) -> None:  # fmt: skip
     """List dataset types, or the data IDs of DATASET_TYPE's stored datasets.
 
     Data IDs come from the repository's dataset index (or, without one, from listing the
-    storage), in order of their dimensions unless --order-by says otherwise.
+    storage), in order of their dimensions unless --order-by says otherwise. They are
+    searched for in the default run, in --run RUN only, or in the runs and chains of
+    --collections (in order; a data ID held by several comes once, with the run it was
+    found in).
 
     \b
     Examples:
@@ -497,15 +610,17 @@ def ls_cmd(
       butler ls ./repo calexp --id visit=100..199 --id ccd=1,2,5
       butler ls ./repo calexp --where "visit >= 100 and band in ('g', 'r')" --count
       butler ls ./repo calexp --order-by -visit --limit 10
+      butler ls ./repo calexp --collections u/me/rerun,default
     """
     if dataset_type is None:
         given = [flag for flag, value in (("--id", ids), ("--where", where), ("--limit", limit),
-                 ("--order-by", order_by), ("--count", count_only)) if value]  # fmt: skip
+                 ("--order-by", order_by), ("--count", count_only), ("--run", run),
+                 ("--collections", collections)) if value]  # fmt: skip
         if given:
             raise click.UsageError(f"{', '.join(given)} need(s) a DATASET_TYPE")
     if count_only and (limit is not None or order_by):
         raise click.UsageError("--count counts every match: --limit and --order-by do not apply")
-    b = _butler(root, options)
+    b = _reading_butler(root, options, run, collections)
     if dataset_type is None:
         types = {n: d.to_dict() for n, d in sorted(b.dataset_types.items())}
         text = "\n".join(f"{n}  ({d['python_type']}, {d['format']}, {d['template']})"
@@ -518,6 +633,19 @@ def ls_cmd(
         if count_only:
             n = b.count(dataset_type, where, **constraints)
             _emit(ctx, n, str(n))
+            return
+        if collections:  # several runs searched: say which one each data ID is in
+            located = [
+                {"data_id": dict(loc.data_id), "run": loc.run}
+                for loc in b.stored_locations(
+                    dataset_type, where, limit=limit, order_by=order or None, **constraints
+                )
+            ]
+            text = "\n".join(
+                " ".join(f"{k}={v}" for k, v in item["data_id"].items()) + f"  (run {item['run']})"
+                for item in located
+            )
+            _emit(ctx, located, text or "(no datasets)")
             return
         found = list(
             b.datasets(dataset_type, where, limit=limit, order_by=order or None, **constraints)
@@ -702,12 +830,13 @@ def reindex(
 @_ids
 @click.option("--format", "file_format", help="Format of FILE (default: identified).")
 @_hdu_option
-@click.option("--overwrite", is_flag=True, help="Replace an existing dataset.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset (of the same run).")
+@_write_run
 @_option
 @click.pass_context
 def put(
     ctx: click.Context, root: str, dataset_type: str, file: str, ids: Any,
-    file_format: str | None, hdu: str | None, overwrite: bool, options: Any,
+    file_format: str | None, hdu: str | None, overwrite: bool, run: str | None, options: Any,
 ) -> None:  # fmt: skip
     """Read FILE (format from its extension or first bytes) and store it as a dataset.
 
@@ -715,12 +844,16 @@ def put(
     file's header cards and other HDUs, for a numpy.ndarray dataset type) is named in a
     warning on stderr: define the dataset type as astropy.io.fits.HDUList to keep it all.
 
+    The dataset goes into the default run, or into --run RUN (a run holds one dataset per
+    data ID; the same data ID can be stored in any number of runs).
+
     \b
     Examples:
       butler put ./repo calexp image.fits --id visit=1 --id ccd=2
       butler put ./repo calexp multi.fits --hdu SCI --id visit=1 --id ccd=2
+      butler put ./repo calexp image.fits --id visit=1 --id ccd=2 --run u/me/rerun-1
     """
-    b = _butler(root, options)
+    b = _writing_butler(root, options, run)
     dt = b.dataset_type(dataset_type)
     data_id = _data_id(b, dataset_type, ids)  # a mistyped --id fails before FILE is read
     _check_format(b.registry, file_format, "--format")
@@ -730,8 +863,9 @@ def put(
     )  # fmt: skip
     with _progress(f"put {dataset_type}", file_size(file)) as progress:
         loc = b.put(obj, dataset_type, data_id, overwrite=overwrite, progress=progress)
-    _emit(ctx, {"dataset_type": dataset_type, "data_id": dict(loc.data_id), "uri": loc.uri},
-          f"stored {loc.describe()}")  # fmt: skip
+    _emit(ctx, {"dataset_type": dataset_type, "data_id": dict(loc.data_id), "uri": loc.uri,
+                "run": loc.run},
+          f"stored {loc.describe()}{_in_run(loc.run)}")  # fmt: skip
 
 
 @main.command()
@@ -741,28 +875,40 @@ def put(
 @click.option("-o", "--output", required=True, help="File to write (format from its name).")
 @click.option("--format", "file_format", help="Format of the output (default: from its name).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@_read_collections
 @_option
 @click.pass_context
 def get(
     ctx: click.Context, root: str, dataset_type: str, ids: Any, output: str,
-    file_format: str | None, overwrite: bool, options: Any,
+    file_format: str | None, overwrite: bool, run: str | None, collections: tuple[str, ...],
+    options: Any,
 ) -> None:  # fmt: skip
     """Read a dataset and write it to a file, in the format implied by the file name.
+
+    The dataset is read from the default run, from --run RUN, or from the first of the
+    runs and chains of --collections holding the data ID.
 
     \b
     Examples:
       butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.fits
       butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.h5
       butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.dat --format npy
+      butler get ./repo calexp --id visit=1 --id ccd=2 -o c.fits --collections rerun-2,rerun-1
     """
+    from ._errors import DatasetNotFoundError
     from ._files import write_file
+    from ._runs import run_key, run_prefix
 
-    b = _butler(root, options)
+    b = _reading_butler(root, options, run, collections)
     data_id = _data_id(b, dataset_type, ids)
     _check_format(b.registry, file_format, "--format")
     location = b.location(dataset_type, data_id)
-    check_output(output, "-o/--output", overwrite, source=location.uri)
-    key = location.key
+    try:  # the run the dataset would be read from, to name the file that is read
+        found = b.ref(dataset_type, data_id).run
+    except DatasetNotFoundError:
+        found = location.run  # the get below says what was searched
+    key = run_key(found, location.key[len(run_prefix(location.run)) :])
+    check_output(output, "-o/--output", overwrite, source=b.storage.uri(key))
     total = b.storage.size(key) if b.storage.exists(key) else None
     with _progress(f"get {dataset_type}", total) as progress:
         obj = b.get(dataset_type, data_id, progress=progress)
@@ -774,19 +920,24 @@ def get(
 @click.argument("root")
 @click.argument("dataset_type")
 @_ids
+@click.option("--run", metavar="RUN", help="Remove it from run RUN (default: the default run).")
 @_option
 @click.pass_context
-def rm(ctx: click.Context, root: str, dataset_type: str, ids: Any, options: Any) -> None:
-    """Remove a dataset.
+def rm(
+    ctx: click.Context, root: str, dataset_type: str, ids: Any, run: str | None, options: Any
+) -> None:
+    """Remove a dataset (of the default run, or of --run RUN; other runs keep theirs).
 
     \b
-    Example:
+    Examples:
       butler rm ./repo calexp --id visit=1 --id ccd=2
+      butler rm ./repo calexp --id visit=1 --id ccd=2 --run u/me/rerun-1
     """
-    b = _butler(root, options)
+    b = _writing_butler(root, options, run)
     data_id = _data_id(b, dataset_type, ids)
     b.remove(dataset_type, data_id)
-    _emit(ctx, {"removed": data_id}, f"removed {dataset_type} {data_id}")
+    _emit(ctx, {"removed": data_id, "run": b.run},
+          f"removed {dataset_type} {data_id}{_in_run(b.run)}")  # fmt: skip
 
 
 @main.command()
@@ -908,6 +1059,364 @@ def convert(
     with _option_errors(dst_options):
         write_file(obj, dst, format=dst_format, overwrite=overwrite, registry=reg, **dst_options)
     _emit(ctx, {"src": src, "dst": dst}, f"converted {src} -> {dst}")
+
+
+# -- runs, history, provenance, chains -------------------------------------------------------
+
+
+@main.command(name="runs")
+@click.argument("root")
+@_option
+@click.pass_context
+def runs_cmd(ctx: click.Context, root: str, options: Any) -> None:
+    """List the runs holding datasets, with how many each holds, and the collection chains
+    (each with its members, searched in order).
+
+    \b
+    Example:
+      butler runs ./repo
+    """
+    from ._runs import expand_collections
+
+    b = _butler(root, options)
+    counts = b.runs()
+    chains = b.chains
+    expanded = {name: list(expand_collections([name], chains)) for name in sorted(chains)}
+    data = {
+        "runs": counts,
+        "chains": {name: {"members": chains[name], "runs": expanded[name]} for name in expanded},
+    }
+    width = max((len(name) for name in [*counts, *chains]), default=0)
+    lines = ["runs:"] if counts else ["runs: none holds datasets"]
+    lines += [f"  {name:<{width}}  {n:>7} datasets" for name, n in counts.items()]
+    if chains:
+        lines.append("chains (members searched in order):")
+        for name, runs in expanded.items():
+            line = f"  {name:<{width}}  {', '.join(chains[name])}"
+            if runs != chains[name]:
+                line += f"  (runs {', '.join(runs)})"
+            lines.append(line)
+    _emit(ctx, data, "\n".join(lines))
+
+
+@main.command()
+@click.argument("root")
+@click.argument("dataset_type")
+@_ids
+@_option
+@click.pass_context
+def history(ctx: click.Context, root: str, dataset_type: str, ids: Any, options: Any) -> None:
+    """List every run's dataset for one data ID, oldest first: run, creation time (UTC),
+    size and checksum (the first 12 hex digits of its sha256, when kept).
+
+    \b
+    Example:
+      butler history ./repo calexp --id visit=1 --id ccd=2
+    """
+    from ._errors import DatasetNotFoundError
+
+    b = _butler(root, options)
+    data_id = _data_id(b, dataset_type, ids)
+    versions = b.history(dataset_type, data_id)
+    if not versions:
+        raise DatasetNotFoundError(
+            f"dataset {dataset_type!r} {data_id} is stored in no run of {b.storage.uri()!r}"
+        )
+    rows = [
+        {"run": v.run, "created": v.created, "size": v.size, "checksum": v.checksum}
+        for v in versions
+    ]
+    width = max(len(v.run) for v in versions)
+    lines = [
+        f"{r['run']:<{width}}  {r['created'] or '(creation time unknown)':<27}  "
+        f"{'?' if r['size'] is None else r['size']:>10} bytes  "
+        f"{'sha256 ' + r['checksum'][:12] if r['checksum'] else 'no checksum'}"
+        for r in rows
+    ]
+    _emit(ctx, rows, "\n".join(lines))
+
+
+def _ref_id(ref: Any) -> tuple[Any, ...]:
+    return (ref.dataset_type, tuple(sorted(ref.data_id.items())), ref.run)
+
+
+def _ref_data(ref: Any) -> dict[str, Any]:
+    return {
+        "dataset_type": ref.dataset_type,
+        "data_id": dict(ref.data_id),
+        "run": ref.run,
+        "created": ref.created,
+        "checksum": ref.checksum,
+    }
+
+
+def _provenance_data(prov: Any) -> dict[str, Any]:
+    """One dataset of ``butler provenance``'s tree, as JSON."""
+    recorded = any(
+        (prov.user, prov.host, prov.python, prov.butler_version, prov.serializer, prov.inputs)
+    )
+    return {
+        **_ref_data(prov.ref),
+        "user": prov.user,
+        "host": prov.host,
+        "butler_version": prov.butler_version,
+        "serializer": dict(prov.serializer),
+        "python": prov.python,
+        # ok: inputs listed below; raw: provenance recorded, no inputs; unrecorded: written
+        # before butler recorded provenance (or by another tool).
+        "status": "ok" if prov.inputs else "raw" if recorded else "unrecorded",
+        "inputs": [],
+    }
+
+
+def _trace(b: Any, root: Any, depth: int | None) -> dict[str, Any]:
+    """The provenance tree of ``root`` (a `Provenance`), inputs resolved in the run each
+    was recorded in, depth first, without recursion (a chain may be long).
+
+    An input no longer stored is ``missing``; one whose run now holds another version
+    (overwritten since: other checksum or creation time) is ``replaced`` and not followed;
+    one already shown (two inputs sharing an input) is ``repeated``; beyond ``depth``
+    levels, a dataset's inputs are only counted (``not_shown``)."""
+    from ._errors import ButlerError, DatasetNotFoundError, DatasetTypeError
+
+    tree = _provenance_data(root)
+    visited = {_ref_id(root.ref)}
+    stack: list[tuple[Any, dict[str, Any], int]] = [(root, tree, 0)]
+    while stack:
+        prov, node, level = stack.pop()
+        if not prov.inputs:
+            continue
+        if depth is not None and level >= depth:
+            node["not_shown"] = len(prov.inputs)
+            continue
+        followed = []
+        for ref in prov.inputs:
+            child: dict[str, Any] = {**_ref_data(ref), "inputs": []}
+            node["inputs"].append(child)
+            if _ref_id(ref) in visited:
+                child["status"] = "repeated"
+                continue
+            visited.add(_ref_id(ref))
+            try:
+                found = b.provenance(ref.dataset_type, ref.data_id, collections=[ref.run])
+            except (DatasetNotFoundError, DatasetTypeError) as exc:
+                child.update(status="missing", error=str(exc))
+                continue
+            except ButlerError as exc:  # corrupt metadata or input record
+                child.update(status="unreadable", error=f"{type(exc).__name__}: {exc}")
+                continue
+            now = found.ref
+            if (ref.checksum and now.checksum and ref.checksum != now.checksum) or (
+                ref.created and now.created and ref.created != now.created
+            ):
+                child.update(status="replaced", now={"created": now.created,
+                                                     "checksum": now.checksum})  # fmt: skip
+                continue
+            child.clear()
+            child.update(_provenance_data(found))
+            followed.append((found, child, level + 1))
+        stack.extend(reversed(followed))
+    return tree
+
+
+def _node_label(node: dict[str, Any], depth: int | None) -> str:
+    """One line of the provenance tree."""
+    ids = " ".join(f"{k}={v}" for k, v in node["data_id"].items())
+    label = f"{node['dataset_type']} {ids}  run {node['run']}  {node['created'] or '?'}"
+    status = node["status"]
+    if status == "raw":
+        label += "  (raw: no recorded inputs)"
+    elif status == "unrecorded":
+        label += "  (no provenance recorded)"
+    elif status == "repeated":
+        label += "  (shown above)"
+    elif status == "missing":
+        label += f"  (missing: no longer in run {node['run']!r})"
+    elif status == "unreadable":
+        label += f"  (provenance unreadable: {' '.join(node['error'].split())})"
+    elif status == "replaced":
+        label += (
+            f"  (replaced: run {node['run']!r} now holds another version, created "
+            f"{node['now']['created'] or '?'}; its inputs are not the recorded ones)"
+        )
+    if node.get("not_shown"):
+        label += f"  ({node['not_shown']} input(s) not shown: --depth {depth})"
+    return label
+
+
+def _tree_lines(tree: dict[str, Any], depth: int | None) -> list[str]:
+    """The tree as text, drawn as rich's `Tree` draws it (``├── ``, ``│   ``...)."""
+    lines = [_node_label(tree, depth)]
+    stack: list[tuple[dict[str, Any], str, bool]] = [
+        (child, "", i == len(tree["inputs"]) - 1) for i, child in enumerate(tree["inputs"])
+    ][::-1]
+    while stack:
+        node, prefix, last = stack.pop()
+        lines.append(prefix + ("└── " if last else "├── ") + _node_label(node, depth))
+        inner = prefix + ("    " if last else "│   ")
+        children = node["inputs"]
+        stack.extend(
+            reversed([(child, inner, i == len(children) - 1) for i, child in enumerate(children)])
+        )
+    return lines
+
+
+def _rich_tree(tree: dict[str, Any], depth: int | None) -> Any:
+    """The same tree as a rich `Tree` (for a terminal: statuses in colour)."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    styles = {"missing": "red", "unreadable": "red", "replaced": "yellow", "repeated": "dim",
+              "raw": "green", "unrecorded": "yellow"}  # fmt: skip
+
+    def text(node: dict[str, Any]) -> Text:
+        return Text(_node_label(node, depth), style=styles.get(node["status"], ""))
+
+    top = Tree(text(tree))
+    stack = [(top, tree)]
+    while stack:
+        parent, node = stack.pop()
+        for child in node["inputs"]:
+            stack.append((parent.add(text(child)), child))
+    return top
+
+
+@main.command()
+@click.argument("root")
+@click.argument("dataset_type")
+@_ids
+@_read_collections
+@click.option(
+    "--depth", type=click.IntRange(min=0), metavar="N",
+    help="Follow inputs at most N levels deep (0: the dataset alone; default: all).",
+)  # fmt: skip
+@_option
+@click.pass_context
+def provenance(
+    ctx: click.Context, root: str, dataset_type: str, ids: Any, run: str | None,
+    collections: tuple[str, ...], depth: int | None, options: Any,
+) -> None:  # fmt: skip
+    """Show how a dataset was made: its run, creation time, user, host, versions (butler,
+    the serializer's distribution, Python), and the tree of its inputs, each found in the
+    run it was recorded in, back to datasets with no recorded inputs (raw).
+
+    An input no longer stored is shown as missing, one overwritten since as replaced.
+
+    \b
+    Examples:
+      butler provenance ./repo catalog --id visit=1
+      butler provenance ./repo catalog --id visit=1 --collections rerun-2,rerun-1 --depth 2
+      butler --json provenance ./repo catalog --id visit=1 --run rerun-2
+    """
+    b = _reading_butler(root, options, run, collections)
+    data_id = _data_id(b, dataset_type, ids)
+    found = b.provenance(dataset_type, data_id)
+    tree = _trace(b, found, depth)
+    if ctx.find_root().params.get("json_output"):
+        click.echo(json.dumps(tree, indent=2, default=str))
+        return
+    serializer = " ".join(str(v) for v in (found.serializer.get("distribution"),
+                                           found.serializer.get("version")) if v)  # fmt: skip
+    who = "@".join(part for part in (found.user, found.host) if part)
+    for name, value in (
+        ("dataset", f"{dataset_type} {' '.join(f'{k}={v}' for k, v in found.ref.data_id.items())}"),
+        ("run", found.ref.run),
+        ("created", found.ref.created),
+        ("by", who),
+        ("butler", found.butler_version),
+        ("serializer", serializer),
+        ("python", found.python),
+        ("checksum", found.ref.checksum and f"sha256 {found.ref.checksum}"),
+    ):
+        click.echo(f"{name + ':':<12}{value or '(not recorded)'}")
+    click.echo("inputs:")
+    if sys.stdout.isatty():
+        try:
+            from rich.console import Console
+        except ImportError:
+            pass
+        else:
+            Console(highlight=False, soft_wrap=True).print(_rich_tree(tree, depth))
+            return
+    click.echo("\n".join(_tree_lines(tree, depth)))
+
+
+@main.command()
+@click.argument("root")
+@click.argument("name")
+@click.argument("members", nargs=-1, required=True)
+@_option
+@click.pass_context
+def chain(ctx: click.Context, root: str, name: str, members: tuple[str, ...], options: Any) -> None:
+    """Define (or redefine) the collection chain NAME: reading through it (--collections
+    NAME) searches MEMBERS (runs or other chains) in the order given.
+
+    \b
+    Examples:
+      butler chain ./repo latest rerun-2 rerun-1 default
+      butler ls ./repo calexp --collections latest
+    """
+    from ._runs import check_run_name
+
+    with naming(f"NAME {name}"):
+        check_run_name(name, what="chain")
+    for member in members:
+        with naming(f"MEMBER {member}"):
+            check_run_name(member, what="collection")
+    b = _butler(root, options)
+    before = b.chains.get(name)
+    with naming(f"chain {name}"):
+        runs = b.define_collection(name, list(members))
+    for member in members:
+        if member != name and not _has_run(b, member):
+            warn(
+                f"MEMBER {member}: no run of that name holds datasets and no chain has that "
+                f"name (yet); reads through {name!r} skip it"
+            )
+    text = f"chain {name}: {', '.join(members)} (searches runs {', '.join(runs)})"
+    if before is not None and before != list(members):
+        text += f"; was {', '.join(before)}"
+    _emit(ctx, {"chain": name, "members": list(members), "runs": runs, "was": before}, text)
+
+
+@main.command(name="rm-run")
+@click.argument("root")
+@click.argument("run")
+@click.option("--yes", is_flag=True, help="Confirm: remove every dataset of RUN.")
+@_option
+@click.pass_context
+def rm_run(ctx: click.Context, root: str, run: str, yes: bool, options: Any) -> None:
+    """Remove every dataset of the run RUN (needs --yes). Other runs keep theirs; chains
+    naming RUN keep naming it (reads through them skip it).
+
+    \b
+    Example:
+      butler rm-run ./repo u/me/rerun-1 --yes
+    """
+    from ._errors import DatasetNotFoundError, InvalidDataIdError
+
+    _run_name(run, "RUN")
+    b = _butler(root, options)
+    if run in b.chains:
+        raise InvalidDataIdError(
+            f"RUN {run}: {run!r} is a collection chain ({', '.join(b.chains[run])}), not a run"
+        )
+    counts = b.runs()
+    if not counts.get(run):
+        held = ", ".join(f"{r} ({n})" for r, n in counts.items()) or "none"
+        raise DatasetNotFoundError(
+            f"RUN {run}: no run {run!r} holds datasets in {b.storage.uri()!r}; runs: {held}"
+        )
+    if not yes:
+        raise click.UsageError(
+            f"removing run {run!r} deletes its {counts[run]} dataset(s); pass --yes to confirm"
+        )
+    removed = b.remove_run(run)
+    naming_it = sorted(c for c, members in b.chains.items() if run in members)
+    text = f"removed run {run!r}: {removed} dataset(s)"
+    if naming_it:
+        text += f"; chains still naming it: {', '.join(naming_it)}"
+    _emit(ctx, {"run": run, "removed": removed, "chains": naming_it}, text)
 
 
 if __name__ == "__main__":  # pragma: no cover

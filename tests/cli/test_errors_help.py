@@ -82,17 +82,22 @@ def test_commands_are_all_covered() -> None:
     assert (
         sorted(
             [
+                "chain",
                 "convert",
                 "define",
                 "get",
+                "history",
                 "info",
                 "init",
                 "ls",
                 "plugins",
+                "provenance",
                 "purge",
                 "put",
                 "reindex",
                 "rm",
+                "rm-run",
+                "runs",
                 "verify",
             ]
         )
