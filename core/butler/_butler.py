@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,6 +57,10 @@ from ._types import resolve_policy_type, type_name
 from ._urls import mask_url, strip_credentials
 
 __all__ = ["Butler", "ReindexReport", "VerifyReport"]
+
+#: Seconds a Butler trusts its copy of the repository's collection chains (see
+#: `Butler._fresh_chains`).
+CHAINS_MAX_AGE = 1.0
 
 
 @dataclass
@@ -173,6 +178,7 @@ class Butler(CollectionsMixin):
             searched = (collections,) if isinstance(collections, str) else tuple(collections)
         self._collections = tuple(check_run_name(c, what="collection") for c in searched)
         self._recording = threading.local()
+        self._policy_read = time.monotonic()
         if index is True or not (index is None or index is False or isinstance(index, str)):
             raise StorageError(f"index must be None, False or a database URL, not {index!r}")
         if isinstance(allow_imports, str) or not all(
@@ -269,6 +275,7 @@ class Butler(CollectionsMixin):
         )
 
     def _load_policy(self) -> RepositoryPolicy:
+        self._policy_read = time.monotonic()
         return self._parse_policy(self.storage.read_policy())
 
     def _parse_policy(self, data: Mapping[str, Any] | None) -> RepositoryPolicy:
@@ -555,7 +562,20 @@ class Butler(CollectionsMixin):
             names: Sequence[str] = self._collections
         else:
             names = (collections,) if isinstance(collections, str) else collections
+        self._fresh_chains(names)
         return expand_collections(names, self._policy.collections)
+
+    def _fresh_chains(self, names: Sequence[str]) -> None:
+        """Re-read the policy when ``names`` include one that is not a known chain and the
+        policy is older than `CHAINS_MAX_AGE`: a chain defined by another process since is
+        seen within that time (a run name costs at most one policy read per interval)."""
+        chains = self._policy.collections
+        if all(n in chains or n == DEFAULT_RUN for n in names):
+            return
+        if time.monotonic() - self._policy_read < CHAINS_MAX_AGE:
+            return
+        with self._lock:
+            self._policy = self._load_policy()
 
     @property
     def collections(self) -> tuple[str, ...]:
@@ -639,6 +659,7 @@ class Butler(CollectionsMixin):
             progress=progress,
             **data_id_kw,
         )
+        self._fresh_chains([self.run])
         if self.run in self._policy.collections:
             raise InvalidDataIdError(
                 f"{self.run!r} is a collection chain, not a run: puts go into runs"
@@ -662,7 +683,7 @@ class Butler(CollectionsMixin):
     ) -> ButlerLocation:
         """The write location carrying its provenance record (see `butler._provenance`)."""
         refs: list[DatasetRef] = []
-        for ref in [*(inputs or ()), *getattr(self._recording, "refs", ())]:
+        for ref in [*(inputs or ()), *(getattr(self._recording, "refs", None) or ())]:
             if not isinstance(ref, DatasetRef):
                 raise DatasetTypeError(
                     f"inputs must be DatasetRef objects (from Butler.ref), not {ref!r}"

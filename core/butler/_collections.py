@@ -244,10 +244,15 @@ class CollectionsMixin:
                     self._remove_at(dt, self._location_at(dt, key, data_id, run=run))
                     removed += 1
         index = self.index
-        if index is not None:  # rows of bytes removed behind butler's back
+        if index is not None:  # rows of bytes removed behind butler's back (not new puts)
             for type_name in sorted(self._policy.dataset_types):
                 dt = self.dataset_type(type_name)
-                stale = [e.data_id for e in index.entries(dt) if e.run == name]
+                stale = [
+                    e.data_id
+                    for e in index.entries(dt)
+                    if e.run == name
+                    and not self.storage.exists(run_key(name, self._map(dt, e.data_id)[0]))
+                ]
                 index.discard(dt, stale, name)
         return removed
 

@@ -166,7 +166,9 @@ class RepositoryPolicy:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for ``butler.yaml`` (never holds credentials)."""
         head: dict[str, Any] = {
-            "version": POLICY_VERSION if self.index else self.version,
+            # An older butler would drop the chains on its next policy write, or write
+            # unindexed datasets: version 2 makes it refuse the repository instead.
+            "version": POLICY_VERSION if self.index or self.collections else self.version,
             "storage": self.storage,
             "checksum": self.checksum,
             "allow_pickle": self.allow_pickle,

@@ -68,8 +68,8 @@ class DatasetRef:
     Attributes
     ----------
     dataset_type, data_id, run
-        Where it is: resolve it with ``b.get(ref.dataset_type, ref.data_id,
-        collections=[ref.run])`` (or `Butler.get_ref`).
+        Where it is: read it with ``b.get(ref.dataset_type, ref.data_id,
+        collections=[ref.run])``.
     checksum
         Its sha256 when the repository keeps checksums.
     created
