@@ -16,8 +16,10 @@ from ._runs import (
     RUNS_SEGMENT,
     check_run_name,
     expand_collections,
+    is_run_key,
     run_key,
     run_of_key,
+    run_prefix,
 )
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
     from ._index import Index
     from ._location import ButlerLocation
+    from ._mapper import Mapper
     from ._policy import DatasetType, RepositoryPolicy
     from ._storage import Storage
 
@@ -68,6 +71,7 @@ class CollectionsMixin:
     if TYPE_CHECKING:
         run: str
         storage: Storage
+        mapper: Mapper
         _policy: RepositoryPolicy
         _recording: threading.local
         _lock: threading.RLock
@@ -235,14 +239,18 @@ class CollectionsMixin:
         """
         check_run_name(name)
         removed = 0
-        for type_name in sorted(self._policy.dataset_types):
-            dt = self.dataset_type(type_name)
-            for key, run, data_id in list(self._stored_all(dt)):
-                if run != name:
+        types = [self.dataset_type(t) for t in sorted(self._policy.dataset_types)]
+        prefix = run_prefix(name)
+        keys = [k for k in self.storage.list(prefix) if prefix or not is_run_key(k)]
+        for key in keys:  # one listing of the run's own keys, whatever the dataset types
+            for dt in types:
+                data_id = self.mapper.data_id_for(dt, key[len(prefix) :])
+                if data_id is None:
                     continue
                 with contextlib.suppress(DatasetNotFoundError):  # removed concurrently
-                    self._remove_at(dt, self._location_at(dt, key, data_id, run=run))
+                    self._remove_at(dt, self._location_at(dt, key, data_id, run=name))
                     removed += 1
+                break
         index = self.index
         if index is not None:  # rows of bytes removed behind butler's back (not new puts)
             for type_name in sorted(self._policy.dataset_types):
@@ -292,6 +300,29 @@ class CollectionsMixin:
         with self._lock:
             self._policy = self._parse_policy(self.storage.update_policy(change))
         return list(expand_collections([name], self._policy.collections))
+
+    def remove_collection(self, name: str) -> None:
+        """Forget a named chain (its runs and datasets stay). Chains that name it then
+        search it as a run (holding nothing unless such a run exists).
+
+        Raises
+        ------
+        InvalidDataIdError
+            If no chain has that name.
+        """
+        check_run_name(name, what="collection")
+
+        def change(data: dict[str, Any] | None) -> dict[str, Any] | None:
+            policy = self._parse_policy(data)
+            if name not in policy.collections:
+                raise InvalidDataIdError(
+                    f"no collection chain named {name!r}; defined: {sorted(policy.collections)}"
+                )
+            del policy.collections[name]
+            return policy.to_dict()
+
+        with self._lock:
+            self._policy = self._parse_policy(self.storage.update_policy(change))
 
     @property
     def chains(self) -> dict[str, list[str]]:

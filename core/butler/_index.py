@@ -535,7 +535,8 @@ class SqlIndex(Index):
                 f"SELECT {self.quote('_run')} FROM {self.quote(table)} WHERE {where}", params
             )
             held = {row[0] for row in rows}
-            found = [({}, run) for run in runs if run in held][:1]
+            empty: dict[str, Any] = {}
+            found = [(empty, run) for run in runs if run in held][:1]
             return found if limit is None else found[:limit]
         select = ", ".join(self.quote(dimension_column(d)) for d in dims)
         ordering = ", ".join(

@@ -23,6 +23,7 @@ __all__ = [
     "RUNS_SEGMENT",
     "check_run_name",
     "expand_collections",
+    "is_run_key",
     "run_key",
     "run_of_key",
     "run_prefix",
@@ -34,9 +35,10 @@ DEFAULT_RUN = "default"
 #: First key segment of the datasets of every run but the default one.
 RUNS_SEGMENT = "@runs"
 
-#: Run and chain names: letters, digits, ``_.-+=,``; ``/``-separated parts (LSST's
-#: ``u/someone/rerun-1``) are allowed and stored as ``~`` in the key segment.
-_PART = r"[A-Za-z0-9_][A-Za-z0-9_.+=,-]*"
+#: Run and chain names: letters, digits, ``_.-+=``; ``/``-separated parts (LSST's
+#: ``u/someone/rerun-1``) are allowed and stored as ``~`` in the key segment. No ``,``:
+#: the command line separates collections with it.
+_PART = r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*"
 _RUN_NAME = re.compile(rf"{_PART}(?:/{_PART})*\Z")
 _MAX_RUN = 128
 
@@ -46,7 +48,7 @@ def check_run_name(name: Any, *, what: str = "run") -> str:
     if not isinstance(name, str) or len(name) > _MAX_RUN or not _RUN_NAME.match(name):
         shown = repr(name)[:80]
         raise InvalidDataIdError(
-            f"invalid {what} name {shown}: use 1-{_MAX_RUN} letters, digits and '_.-+=,', "
+            f"invalid {what} name {shown}: use 1-{_MAX_RUN} letters, digits and '_.-+=', "
             f"optionally in '/'-separated parts (like 'u/me/rerun-1')"
         )
     return name
