@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ._bulk import BulkMixin
 from ._collections import CollectionsMixin
 from ._errors import (
     ButlerError,
@@ -106,7 +107,7 @@ class VerifyReport:
         )
 
 
-class Butler(CollectionsMixin):
+class Butler(CollectionsMixin, BulkMixin):
     """A data repository: typed datasets addressed by dataset type and data ID.
 
     Parameters
@@ -194,6 +195,19 @@ class Butler(CollectionsMixin):
         self.registry = registry
         self.mapper = mapper or TemplateMapper()
         self.storage = open_storage(root, registry, **storage_options)
+        # What reopens this Butler elsewhere (a Dask worker): see __reduce__.
+        self._reopen_args: dict[str, Any] = {
+            "root": root,
+            "registry": None if _is_default(registry) else registry,
+            "mapper": mapper,
+            "allow_pickle": allow_pickle,
+            "max_read_bytes": max_read_bytes,
+            "allow_imports": tuple(allow_imports),
+            "index": index,
+            "run": run,
+            "collections": collections,
+            "storage_options": dict(storage_options),
+        }
         self._lock = threading.RLock()
         self._policy = self._load_policy()
         self._allow_pickle = allow_pickle
@@ -344,6 +358,14 @@ class Butler(CollectionsMixin):
 
     def __repr__(self) -> str:
         return f"Butler({self.storage.uri()!r}, storage={self.storage.type_name!r})"
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        """Pickle as what reopens it (root and options), never as open connections: a
+        Dask worker unpickling it opens the repository itself. Storage options (explicit
+        credentials, if given) travel in the pickle; credentials from the environment or a
+        credential chain are read on the worker. The default plugin registry is not
+        pickled: the worker uses its own."""
+        return (_reopen, (self._reopen_args,))
 
     # -- dataset types -----------------------------------------------------------------
 
@@ -1212,6 +1234,19 @@ class Butler(CollectionsMixin):
                 report.corrupted.append(f"{what}: sha256 mismatch")
                 return
         report.ok.append(what)
+
+
+def _is_default(registry: Registry) -> bool:
+    from ._plugins import default_registry
+
+    return registry is default_registry()
+
+
+def _reopen(args: Mapping[str, Any]) -> Butler:
+    """Unpickle a `Butler` (see `Butler.__reduce__`)."""
+    options = dict(args)
+    storage_options = options.pop("storage_options")
+    return Butler(options.pop("root"), **options, **storage_options)
 
 
 class _All:
