@@ -935,7 +935,8 @@ class Butler(CollectionsMixin, BulkMixin):
             raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
         if index is not None and not self.storage.exists(location.key):
             # A concurrent overwrite may have indexed its bytes between our two steps and
-            # we removed them: drop its row again (docs/dataset-index.rst, "The remove/overwrite race").
+            # we removed them: drop its row again (docs/dataset-index.rst, "The
+            # remove/overwrite race").
             index.discard(dt, [location.data_id], location.run)
 
     def datasets(
