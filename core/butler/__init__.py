@@ -14,6 +14,7 @@ from ._collections import DatasetVersion
 from ._config import Config
 from ._declarations import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._errors import (
+    BulkError,
     ButlerError,
     DatasetExistsError,
     DatasetNotFoundError,
@@ -49,6 +50,7 @@ from ._urls import is_secret_key, mask_url
 from .hookspecs import hookimpl
 
 __all__ = [
+    "BulkError",
     "Butler",
     "ButlerError",
     "ButlerLocation",

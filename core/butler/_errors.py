@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
+    "BulkError",
     "ButlerError",
     "DatasetExistsError",
     "DatasetNotFoundError",
@@ -97,3 +101,61 @@ class StorageError(ButlerError, OSError):
 
 class PluginError(ButlerError, RuntimeError):
     """A plugin could not be loaded or returned invalid declarations."""
+
+
+class BulkError(ButlerError):
+    """Some items of a bulk call (`Butler.get_many`, `Butler.put_many`) failed; raised once
+    every item has finished. Each item is atomic on its own: a failed put left nothing for
+    its data ID, and the items not listed here succeeded.
+
+    The message lists each failed item (its position, data ID and error).
+
+    Attributes
+    ----------
+    errors
+        Position of each failed item in the call's input -> its exception.
+    data_ids
+        Position of each failed item -> its data ID, as given.
+    results
+        Position of each successful item -> its result (the object read, or the
+        `ButlerLocation` written).
+
+    .. versionadded:: 0.2
+    """
+
+    #: Failed items listed in the message at most (all of them are in ``errors``).
+    MAX_LISTED = 100
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        errors: Mapping[int, BaseException],
+        data_ids: Mapping[int, Any],
+        results: Mapping[int, Any],
+    ) -> None:
+        self.errors = dict(sorted(errors.items()))
+        self.data_ids = {i: data_ids.get(i) for i in self.errors}
+        self.results = dict(sorted(results.items()))
+        lines = [f"{what}: {len(self.errors)} of {total} items failed"]
+        for n, (i, exc) in enumerate(self.errors.items()):
+            if n == self.MAX_LISTED:
+                lines.append(f"  ... and {len(self.errors) - n} more (see BulkError.errors)")
+                break
+            lines.append(f"  [{i}] data ID {self.data_ids[i]}: {type(exc).__name__}: {exc}")
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (a Dask worker's error) as built
+        return (_bulk_error, (str(self), self.errors, self.data_ids, self.results))
+
+
+def _bulk_error(
+    message: str,
+    errors: Mapping[int, BaseException],
+    data_ids: Mapping[int, Any],
+    results: Mapping[int, Any],
+) -> BulkError:
+    error = BulkError.__new__(BulkError)
+    ButlerError.__init__(error, message)
+    error.errors, error.data_ids, error.results = dict(errors), dict(data_ids), dict(results)
+    return error
