@@ -145,8 +145,19 @@ class BulkError(ButlerError):
             lines.append(f"  [{i}] data ID {self.data_ids[i]}: {type(exc).__name__}: {exc}")
         super().__init__("\n".join(lines))
 
-    def __reduce__(self) -> tuple[Any, ...]:  # pickles (a Dask worker's error) as built
-        return (_bulk_error, (str(self), self.errors, self.data_ids, self.results))
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle (a Dask worker's error) with its message, errors and data IDs; results
+        that cannot be pickled (a `ButlerLocation` holds its open storage) are left out."""
+        import pickle
+
+        results = {}
+        for i, result in self.results.items():
+            try:
+                pickle.dumps(result)
+            except Exception:
+                continue
+            results[i] = result
+        return (_bulk_error, (str(self), self.errors, self.data_ids, results))
 
 
 def _bulk_error(
