@@ -45,7 +45,15 @@ from .s3fs_ import error_code
 if TYPE_CHECKING:
     from s3fs import S3FileSystem
 
-__all__ = ["ATTEMPTS", "MAX_POLICY_BYTES", "Conflict", "get_versioned", "host_lock", "put_if"]
+__all__ = [
+    "ATTEMPTS",
+    "MAX_POLICY_BYTES",
+    "Conflict",
+    "Unchanged",
+    "get_versioned",
+    "host_lock",
+    "put_if",
+]
 
 #: Most compare-and-swap rounds before giving up.
 ATTEMPTS = 50
@@ -58,10 +66,16 @@ BACKOFF_CAP = 1.0
 HOST_LOCK_TIMEOUT = 60.0
 
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"})
+#: How botocore reports a ``304`` answer to a conditional GET (it has no error body).
+_NOT_MODIFIED_CODES = frozenset({"304", "NotModified"})
 
 
 class Conflict(Exception):
     """The conditional PUT lost: someone else changed (or removed) the policy."""
+
+
+class Unchanged(Exception):
+    """The conditional GET answered ``304 Not Modified``: the cached copy is current."""
 
 
 def backoff(attempt: int) -> float:
@@ -70,19 +84,29 @@ def backoff(attempt: int) -> float:
 
 
 async def get_versioned(
-    fs: S3FileSystem, bucket: str, key: str, uri: str
+    fs: S3FileSystem, bucket: str, key: str, uri: str, etag: str | None = None
 ) -> tuple[bytes, str] | None:
     """The object's bytes and ETag, or ``None`` if it does not exist.
 
+    With ``etag`` (of a copy the caller holds) the GET is conditional (``If-None-Match``):
+    an unchanged object costs one request with an empty body.
+
     Raises
     ------
+    Unchanged
+        If the object still has ``etag``.
     FormatError
         If it is larger than `MAX_POLICY_BYTES` (read no further than that).
     """
+    condition = {"IfNoneMatch": etag} if etag else {}
     try:
-        response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key, **condition)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if etag and error_code(exc) in _NOT_MODIFIED_CODES:
+            raise Unchanged(etag) from None
+        raise
     body = response["Body"]
     try:
         declared = int(response.get("ContentLength") or 0)
@@ -108,8 +132,9 @@ def _too_large(uri: str, size: int) -> FormatError:
 
 async def put_if(
     fs: S3FileSystem, bucket: str, key: str, data: bytes, etag: str | None, extra: Any
-) -> None:
-    """PUT ``data`` if the object still has ``etag`` (``None``: if there is no object).
+) -> str:
+    """PUT ``data`` if the object still has ``etag`` (``None``: if there is no object);
+    return the new object's ETag (``""`` if the server sent none).
 
     Raises
     ------
@@ -118,13 +143,16 @@ async def put_if(
     """
     match = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
     try:
-        await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data, **extra, **match)
+        response = await fs._call_s3(
+            "put_object", Bucket=bucket, Key=key, Body=data, **extra, **match
+        )
     except (FileExistsError, FileNotFoundError) as exc:
         raise Conflict(str(exc)) from exc
     except OSError as exc:
         if error_code(exc) in _CONFLICT_CODES:
             raise Conflict(str(exc)) from exc
         raise
+    return str(response.get("ETag") or "")
 
 
 @contextlib.contextmanager

@@ -145,6 +145,7 @@ def check_options(options: Mapping[str, Any]) -> None:
         if not isinstance(options[name], bool):
             raise _fail(name, options[name], "True or False")
     check_cache(options["cache_type"], options["block_size"], options["cache_blocks"])
+    _int("prefetch_size", options["prefetch_size"], 0)
     _int("part_size", options["part_size"], 1)
     _int("multipart_threshold", options["multipart_threshold"], 0, optional=True)
     _int("max_concurrency", options["max_concurrency"], 1)

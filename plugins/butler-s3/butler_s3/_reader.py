@@ -11,6 +11,10 @@ Three access patterns, three strategies:
   last fetch ended, one open-ended GET streams the rest, so a whole-object read costs two
   requests however small the reads are.
 
+A reader opened by ``Butler.get`` starts with the object's first bytes in hand: the GET that
+read the metadata brought them (`S3Storage.metadata`, up to ``prefetch_size``), so a small
+dataset is read in that one request, and a larger one continues where it ended.
+
 Every GET carries ``If-Match: <etag>``: an object replaced while it is being read raises a
 `StorageError` instead of mixing two versions. `requests` and `bytes_fetched` count what
 went over the network (the benchmark and the tests read them).
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 
     from butler import ProgressCallback
 
-__all__ = ["S3ReadFile", "TranslatedFile"]
+__all__ = ["S3ReadFile", "TranslatedFile", "fill"]
 
 
 class S3ReadFile(RandomAccessReader):
@@ -47,7 +51,7 @@ class S3ReadFile(RandomAccessReader):
     bucket, key
         The object.
     size, etag
-        From the ``HEAD`` done when opening.
+        From the ``HEAD`` or ``GET`` that read the metadata.
     uri
         Displayable URI for error messages.
     block_size
@@ -58,6 +62,9 @@ class S3ReadFile(RandomAccessReader):
         ``progress(bytes_read, size)`` called after each read.
     secrets
         Strings to keep out of error messages.
+    prefix
+        The object's first bytes, already received with ``etag`` (by the GET that read the
+        metadata): served from memory; it counts as one request in `requests`.
     """
 
     def __init__(
@@ -73,8 +80,11 @@ class S3ReadFile(RandomAccessReader):
         cache_blocks: int = 16,
         progress: ProgressCallback | None = None,
         secrets: tuple[str | None, ...] = (),
+        prefix: bytes = b"",
     ) -> None:
         super().__init__(size)
+        if len(prefix) > size:
+            raise ValueError(f"prefix of {len(prefix)} bytes for an object of {size}")
         if block_size < 1:
             raise ValueError(f"block_size must be positive, not {block_size}")
         self.fs = fs
@@ -84,15 +94,17 @@ class S3ReadFile(RandomAccessReader):
         self.uri = uri
         self.block_size = block_size
         self.cache_blocks = max(1, cache_blocks)
-        #: Number of GET requests issued.
-        self.requests = 0
+        #: Number of GET requests this file's bytes came from.
+        self.requests = 1 if prefix else 0
         #: Bytes received from the server.
-        self.bytes_fetched = 0
+        self.bytes_fetched = len(prefix)
         self._progress = progress
         self._secrets = secrets
         self._delivered = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
-        self._fetched_end = -1  # end offset of the last network fetch
+        self._prefix = prefix
+        # End offset of the last network fetch: reading on from the prefix streams the rest.
+        self._fetched_end = len(prefix) if prefix else -1
         self._stream: Any = None  # open-ended GET body being read sequentially
         self._stream_pos = -1
 
@@ -110,7 +122,11 @@ class S3ReadFile(RandomAccessReader):
         with translated("read", self.uri, self._secrets), self._removed_as_not_found():
             while done < n:
                 pos, rest = start + done, view[done:n]
-                if self._stream is not None and self._stream_pos == pos:
+                if pos < len(self._prefix):
+                    take = min(len(rest), len(self._prefix) - pos)
+                    rest[:take] = self._prefix[pos : pos + take]
+                    done += take
+                elif self._stream is not None and self._stream_pos == pos:
                     self._read_stream(rest)
                     done = n
                 elif (pos // self.block_size) in self._blocks:
@@ -134,6 +150,7 @@ class S3ReadFile(RandomAccessReader):
         if not self.closed:
             self._close_stream()
             self._blocks.clear()
+            self._prefix = b""
         super().close()
 
     def __repr__(self) -> str:
@@ -170,7 +187,7 @@ class S3ReadFile(RandomAccessReader):
         )
         body = response["Body"]
         try:
-            return await _fill(body, view)
+            return await fill(body, view)
         finally:
             await _aclose(body)
 
@@ -226,7 +243,7 @@ class S3ReadFile(RandomAccessReader):
         self._stream_pos = start
 
     def _read_stream(self, view: memoryview) -> None:
-        got = self._sync(_fill, self._stream, view)
+        got = self._sync(fill, self._stream, view)
         self.bytes_fetched += got
         self._stream_pos += got
         self._fetched_end = self._stream_pos
@@ -303,7 +320,7 @@ class TranslatedFile(io.RawIOBase):
         return f"TranslatedFile({self.uri!r})"
 
 
-async def _fill(body: Any, view: memoryview) -> int:
+async def fill(body: Any, view: memoryview) -> int:
     """Read from an aiobotocore body until ``view`` is full or the body ends."""
     pos, n = 0, len(view)
     while pos < n:

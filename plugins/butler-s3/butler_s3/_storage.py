@@ -9,18 +9,33 @@ creators exactly one wins.
 Reads go through `S3ReadFile` (block cache for small reads, one streamed GET for large or
 sequential ones). Listings and existence checks always ask the server: nothing is cached
 between calls, so other processes' writes are seen at once.
+
+Requests per call, in the common case:
+
+* a create-only put of a small dataset: one conditional PUT (no HEAD first: the server's
+  ``If-None-Match`` answers whether the dataset exists; ``cheap_exists`` tells `Butler` not
+  to ask beforehand);
+* a get: one GET. `metadata` reads the headers (``x-amz-meta-butler``, ``ETag``, the size)
+  from a GET of the object's first ``prefetch_size`` bytes and hands those bytes to the
+  next `open` of the same key in the same thread (within `HANDOFF_SECONDS`); a larger
+  object is read on from there under ``If-Match`` of that ETag;
+* re-reading the policy: one conditional GET (``If-None-Match``), answered ``304`` with no
+  body while the policy is unchanged (the copy is kept per process, keyed by endpoint,
+  bucket and key).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from butler import (
     DatasetExistsError,
@@ -43,10 +58,10 @@ from butler.storage import (
 from . import _cas
 from ._options import check_bucket, check_cache, check_options, credential_values
 from ._plugin import butler_storages
-from ._reader import S3ReadFile, TranslatedFile
+from ._reader import S3ReadFile, TranslatedFile, fill
 from ._redact import install_log_redaction
 from ._upload import upload
-from .s3fs_ import make_filesystem, translate_error, translated
+from .s3fs_ import error_code, make_filesystem, translate_error, translated
 
 if TYPE_CHECKING:
     from s3fs import S3FileSystem
@@ -67,6 +82,32 @@ _MIB = 2**20
 #: Largest block for ``access="random"`` reads given no ``block_size``: small pieces of a
 #: big object (cutouts, HDF5 chunks) then fetch little more than they need.
 RANDOM_BLOCK_SIZE = 256 * 1024
+
+#: Default ``prefetch_size``: bytes of a dataset fetched by the GET that reads its metadata.
+PREFETCH_SIZE = 64 * 1024
+#: Longest time the bytes of a `metadata` GET wait for the `open` they were fetched for.
+HANDOFF_SECONDS = 2.0
+#: Policies kept (per process) for conditional re-reads.
+_POLICY_CACHE_SIZE = 64
+_policies: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+_policies_lock = threading.Lock()
+
+
+class _Kept:
+    """The GET `S3Storage.metadata` made for ``key``: its response headers and the first
+    bytes of the object (those of exactly the version whose metadata was returned), kept
+    for the next `~S3Storage.open` of ``key`` in the same thread, once, for a short time."""
+
+    __slots__ = ("data", "head", "key", "until")
+
+    def __init__(self, key: str, head: dict[str, Any], data: bytes | None) -> None:
+        self.key = key
+        self.head = head
+        self.data = data
+        self.until = time.monotonic() + HANDOFF_SECONDS
+
+    def fresh_for(self, key: str) -> bool:
+        return self.key == key and time.monotonic() <= self.until
 
 
 def _as_progress(progress: Any) -> ProgressCallback | None:
@@ -113,6 +154,10 @@ class S3Storage(Storage, declared_by=butler_storages):
         Bill requests to the requester.
     block_size, cache_blocks
         Read cache: block size in bytes (default 4 MiB) and number of blocks kept.
+    prefetch_size
+        Bytes of a dataset fetched with its metadata (default 64 KiB): reading the metadata
+        is then one GET of the object's first bytes instead of a HEAD, and a dataset up to
+        this size is read entirely by that request. ``0``: a HEAD (no bytes).
     cache_type
         ``"blocks"`` (default, `S3ReadFile`) or any fsspec cache name (``"readahead"``,
         ``"bytes"``, ``"none"``...) to read through s3fs's own file object instead.
@@ -137,6 +182,9 @@ class S3Storage(Storage, declared_by=butler_storages):
     """
 
     has_local_paths = False
+    #: An existence check is a request of its own; a create-only put needs none (the
+    #: conditional PUT refuses an existing dataset), so `Butler` does not ask first.
+    cheap_exists: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -156,6 +204,7 @@ class S3Storage(Storage, declared_by=butler_storages):
         block_size: int = 4 * _MIB,
         cache_blocks: int = 16,
         cache_type: str = "blocks",
+        prefetch_size: int = PREFETCH_SIZE,
         part_size: int = 16 * _MIB,
         multipart_threshold: int | None = None,
         max_concurrency: int = 8,
@@ -168,7 +217,8 @@ class S3Storage(Storage, declared_by=butler_storages):
             "anon": anon, "profile": profile, "region": region, "client_kwargs": client_kwargs,
             "config_kwargs": config_kwargs, "s3_additional_kwargs": s3_additional_kwargs,
             "requester_pays": requester_pays, "block_size": block_size,
-            "cache_blocks": cache_blocks, "cache_type": cache_type, "part_size": part_size,
+            "cache_blocks": cache_blocks, "cache_type": cache_type,
+            "prefetch_size": prefetch_size, "part_size": part_size,
             "multipart_threshold": multipart_threshold, "max_concurrency": max_concurrency,
             "spool_size": spool_size, "tmpdir": tmpdir, "fs_kwargs": fs_kwargs,
         }  # fmt: skip
@@ -188,6 +238,7 @@ class S3Storage(Storage, declared_by=butler_storages):
         self.block_size = block_size
         self.cache_blocks = cache_blocks
         self.cache_type = cache_type
+        self.prefetch_size = prefetch_size
         self.part_size = part_size
         self.multipart_threshold = (
             2 * part_size if multipart_threshold is None else multipart_threshold
@@ -197,7 +248,7 @@ class S3Storage(Storage, declared_by=butler_storages):
         self.tmpdir = tmpdir
         #: Kept out of error messages (`scrub`) and, with the key ids, out of log records.
         self._secrets = credential_values(options)
-        self._recent = threading.local()  # the last HEAD of this thread, see _fresh_head
+        self._kept = threading.local()  # the last metadata GET of this thread, see _take
         self.fs: S3FileSystem = make_filesystem(
             endpoint_url=endpoint_url,
             key=key,
@@ -316,16 +367,50 @@ class S3Storage(Storage, declared_by=butler_storages):
 
     # -- policy ------------------------------------------------------------------------
 
+    def _policy_name(self) -> str:
+        return f"{self.endpoint_url or 'aws'}|{self.bucket}|{self.object_key(POLICY_KEY)}"
+
     def _read_policy_versioned(self) -> tuple[dict[str, Any] | None, str | None]:
-        """The policy and its ETag, in one bounded GET."""
+        """The policy and its ETag, in one bounded GET, conditional (``If-None-Match``) when
+        this process holds a copy: ``304`` costs no body and no parsing."""
         uri = self.uri(POLICY_KEY)
+        name = self._policy_name()
+        with _policies_lock:
+            cached = _policies.get(name)
         with self._translated("read", POLICY_KEY):
-            found = self._sync(
-                _cas.get_versioned, self.fs, self.bucket, self.object_key(POLICY_KEY), uri
-            )
+            try:
+                found = self._sync(
+                    _cas.get_versioned,
+                    self.fs,
+                    self.bucket,
+                    self.object_key(POLICY_KEY),
+                    uri,
+                    cached[0] if cached else None,
+                )
+            except _cas.Unchanged:
+                assert cached is not None
+                return copy.deepcopy(cached[1]), cached[0]
         if found is None:
+            self._forget_policy(name)
             return None, None
-        return self.policy_from_bytes(found[0], where=uri), found[1]
+        policy = self.policy_from_bytes(found[0], where=uri)
+        self._remember_policy(name, found[1], policy)
+        return policy, found[1]
+
+    @staticmethod
+    def _remember_policy(name: str, etag: str, policy: dict[str, Any]) -> None:
+        if not etag:
+            return
+        with _policies_lock:
+            _policies[name] = (etag, copy.deepcopy(policy))
+            _policies.move_to_end(name)
+            while len(_policies) > _POLICY_CACHE_SIZE:
+                _policies.popitem(last=False)
+
+    @staticmethod
+    def _forget_policy(name: str) -> None:
+        with _policies_lock:
+            _policies.pop(name, None)
 
     def read_policy(self) -> dict[str, Any] | None:
         """The stored policy, or ``None``: one GET of at most `_cas.MAX_POLICY_BYTES`."""
@@ -345,7 +430,7 @@ class S3Storage(Storage, declared_by=butler_storages):
             If `_cas.ATTEMPTS` rounds all lost to concurrent writers.
         """
         okey = self.object_key(POLICY_KEY)
-        lock_name = f"{self.endpoint_url or 'aws'}|{self.bucket}|{okey}"
+        lock_name = self._policy_name()
         for attempt in range(_cas.ATTEMPTS):
             with _cas.host_lock(lock_name):
                 current, etag = self._read_policy_versioned()
@@ -357,10 +442,15 @@ class S3Storage(Storage, declared_by=butler_storages):
                 extra = {"Metadata": {METADATA_HEADER: header}}
                 try:
                     with self._translated("write", POLICY_KEY):
-                        self._sync(_cas.put_if, self.fs, self.bucket, okey, data, etag, extra)
-                    return dict(new)
+                        new_etag = self._sync(
+                            _cas.put_if, self.fs, self.bucket, okey, data, etag, extra
+                        )
                 except _cas.Conflict:
-                    pass  # another writer changed the policy since we read it: retry
+                    self._forget_policy(lock_name)
+                else:
+                    stored = self.policy_from_bytes(data, where=self.uri(POLICY_KEY))
+                    self._remember_policy(lock_name, new_etag, stored)
+                    return dict(new)
             time.sleep(_cas.backoff(attempt))
         raise StorageError(
             f"cannot update the repository policy {self.uri(POLICY_KEY)!r}: "
@@ -389,22 +479,32 @@ class S3Storage(Storage, declared_by=butler_storages):
     def size(self, key: str) -> int:
         return int(self._head(key)["ContentLength"])
 
-    def _fresh_head(self, key: str) -> dict[str, Any] | None:
-        """The HEAD response `metadata` just fetched for ``key`` in this thread, used once.
+    def _first_bytes(self, key: str, limit: int) -> tuple[dict[str, Any], bytes | None]:
+        """The object's response headers and its first ``limit`` bytes, in one GET (a HEAD,
+        and no bytes, when ``limit`` is 0). ``ContentLength`` is the whole object's size."""
+        if limit <= 0:
+            return self._head(key), None
+        okey = self.object_key(key)
+        with self._translated("read", key):
+            try:
+                return self._sync(_get_first, self.fs, self.bucket, okey, limit)
+            except FileNotFoundError:
+                raise self.not_found(key) from None
 
-        ``Butler.get`` asks for the metadata and then opens the object: reusing the HEAD
-        saves a request per read. The reader's GETs check that ETag, so an object replaced
-        in between is reported, never mixed with the other version's metadata.
-        """
-        recent = getattr(self._recent, "head", None)
-        self._recent.head = None
-        if recent is not None and recent[0] == key and time.monotonic() - recent[1] < 1.0:
-            return recent[2]
-        return None
+    def _take(self, key: str) -> _Kept | None:
+        """What this thread's last `metadata` call fetched, if it was for ``key`` and is
+        recent; used once. The reader's later GETs carry its ETag (``If-Match``), so an
+        object replaced in between is reported, never mixed with the other version."""
+        kept = getattr(self._kept, "slot", None)
+        self._kept.slot = None
+        return kept if kept is not None and kept.fresh_for(key) else None
 
     def metadata(self, key: str) -> dict[str, Any]:
-        head = self._head(key)
-        self._recent.head = (key, time.monotonic(), head)
+        """butler's metadata of a dataset (``{}`` if it has none): one GET of its first
+        ``prefetch_size`` bytes, handed to the next `open` of ``key`` in this thread."""
+        self._kept.slot = None
+        head, data = self._first_bytes(key, self.prefetch_size)
+        self._kept.slot = _Kept(key, head, data)
         raw = (head.get("Metadata") or {}).get(METADATA_HEADER)
         if not raw:
             return {}
@@ -430,7 +530,8 @@ class S3Storage(Storage, declared_by=butler_storages):
         # Per-open settings may come from a repository's policy (serializer_args): checked.
         check_cache(cache_type, block_size, cache_blocks)
         progress = _as_progress(progress)
-        head = self._fresh_head(key) or self._head(key)
+        kept = self._take(key)
+        head, prefix = (kept.head, kept.data) if kept is not None else (self._head(key), None)
         # The size of what the server holds, not anything the object's writer declared:
         # readers allocate from it only for what they are asked to read.
         size = int(head["ContentLength"])
@@ -458,6 +559,7 @@ class S3Storage(Storage, declared_by=butler_storages):
             cache_blocks=cache_blocks,
             progress=progress,
             secrets=self._secrets,
+            prefix=prefix or b"",
         )
 
     def list(self, prefix: str = "") -> Iterator[str]:
@@ -553,6 +655,7 @@ class S3Storage(Storage, declared_by=butler_storages):
                 f"cannot write {self.uri(key)!r}: its metadata ({len(header)} bytes of JSON) "
                 f"exceeds S3's {MAX_METADATA_BYTES}-byte user-metadata limit"
             )
+        self._kept.slot = None  # bytes read before this write must not be handed out after it
         with self._translated("write", key):
             try:
                 self._sync(
@@ -600,7 +703,7 @@ class S3Storage(Storage, declared_by=butler_storages):
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
     def remove(self, key: str) -> None:
-        self._recent.head = None  # a HEAD taken before the removal must not be reused
+        self._kept.slot = None  # bytes read before the removal must not be handed out
         self._head(key, "remove")
         with self._translated("remove", key):
             self._call("delete_object", Bucket=self.bucket, Key=self.object_key(key))
@@ -638,3 +741,30 @@ def _missing_as(error: Exception) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise error from None
+
+
+async def _get_first(fs: S3FileSystem, bucket: str, key: str, limit: int) -> tuple[Any, bytes]:
+    """GET the first ``limit`` bytes of an object: its headers (with ``ContentLength`` set to
+    the whole object's size) and those bytes."""
+    try:
+        response = await fs._call_s3(
+            "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}"
+        )
+    except OSError as exc:
+        if error_code(exc) != "InvalidRange":
+            raise
+        # An empty object has no byte 0 (416): ask for all of it.
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+    body = response.pop("Body")
+    try:
+        sent = int(response.get("ContentLength") or 0)
+        # A server ignoring the range sends everything (200): keep no more than asked for.
+        buffer = bytearray(min(sent, limit))
+        got = await fill(body, memoryview(buffer))
+    finally:
+        body.close()
+    if got != len(buffer):
+        raise OSError(5, f"short read: {got} of {len(buffer)} bytes of s3://{bucket}/{key}")
+    total = str(response.get("ContentRange") or "").rpartition("/")[2]
+    response["ContentLength"] = int(total) if total.isdigit() else sent
+    return response, bytes(buffer)
