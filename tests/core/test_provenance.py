@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from butler import Butler, DatasetTypeError, FormatError, StorageError
+from butler import Butler, DatasetTypeError, FormatError
 from butler._provenance import RECORD_PREFIX, DatasetRef, new_created
 from tests.core.test_runs import LOCAL, SERVERS, Repo, make_repo
 
@@ -291,20 +291,11 @@ def _fake_refs(n: int) -> list[DatasetRef]:
     ]
 
 
-DB_RECORD_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=StorageError,
-    reason="bug: the database storage refuses the provenance record: "
-    "core/butler/_provenance.py:208 writes .butler/provenance/<sha256>.json through "
-    "storage.write_bytes, and butler_db/_storage.py:381 (atomic_write) refuses every reserved "
-    "key ('... is reserved for butler itself'), so any put whose inputs are longer than "
-    "600 bytes of JSON fails on SQLite/PostgreSQL repositories",
-)
 
 
 @pytest.mark.parametrize(
     "kind",
-    ["posix", "memory", pytest.param("sqlite", marks=DB_RECORD_BUG)],
+    ["posix", "memory", "sqlite"],
 )
 def test_two_hundred_inputs_go_to_a_record(
     request: pytest.FixtureRequest, tmp_path: Path, kind: str
@@ -412,9 +403,8 @@ def test_provenance_survives_reindex_of_a_deleted_index(
         a = repo.open(run="A")
         a.put(np.arange(3), "raw", visit=1)
         b = repo.open(run="B", collections=["B", "A"])
-        # A record (60 refs) where the storage can keep one; inline in databases (see
-        # DB_RECORD_BUG).
-        fake = _fake_refs(1 if kind in ("sqlite", "postgresql") else 60)
+        # 60 refs: too long to keep inline, so in a content-addressed record.
+        fake = _fake_refs(60)
         with b.recording():
             b.get("raw", visit=1)
             b.put({"made": "from raw"}, "cfg", visit=1, inputs=fake)

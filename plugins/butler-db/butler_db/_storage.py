@@ -23,6 +23,7 @@ from sqlalchemy import exc
 
 from butler import DatasetExistsError, FormatError, StorageError
 from butler.storage import (
+    POLICY_KEY,
     CountingWriter,
     Index,
     LimitError,
@@ -378,7 +379,10 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
         progress: ProgressCallback | None = None,
     ) -> Iterator[BinaryIO]:
         self.check_key(key)
-        if is_reserved_key(key):
+        # The policy lives in its own table, never as a dataset row; butler's other
+        # reserved keys (provenance records under .butler/) are stored like datasets
+        # and never listed.
+        if key == POLICY_KEY:
             raise StorageError(f"{self.uri(key)!r} is reserved for butler itself")
         blob_id = secrets.token_hex(16)
         with self.creating(), self._write_transaction("write", key) as conn:
