@@ -19,10 +19,12 @@ Threads and per-thread state:
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BulkError, ButlerError, InvalidDataIdError
@@ -288,7 +290,10 @@ class BulkMixin:
     ) -> dict[int, Any]:
         """Run ``tasks`` (position -> callable), at most ``max_workers`` at once; the
         results by position. Failures go into ``errors`` (which may already hold items
-        refused before running). ``progress`` counts both."""
+        refused before running). ``progress`` counts both.
+
+        Each worker thread takes the next item until none is left and hands back what it
+        did through a queue, so an item costs one queue hand-off, not a future."""
         workers = _check_workers(max_workers, self.storage)
         results: dict[int, Any] = {}
         with _reporter(progress, what, total) as report:
@@ -304,36 +309,43 @@ class BulkMixin:
                     done += 1
                     report(done, total)
                 return results
+            items = list(tasks.items())
+            taken = itertools.count()  # next() is atomic: each item is taken once
+            finished: queue.SimpleQueue[tuple[int, bool | None, Any]] = queue.SimpleQueue()
+            stop = threading.Event()
+
+            def work() -> None:
+                while not stop.is_set():
+                    k = next(taken)
+                    if k >= len(items):
+                        return
+                    i, task = items[k]
+                    try:
+                        finished.put((i, True, task()))
+                    except Exception as exc:
+                        finished.put((i, False, exc))
+                    except BaseException as exc:  # KeyboardInterrupt, SystemExit
+                        finished.put((i, None, exc))
+                        return
+
             pool = self._bulk_pool(workers)
-            pending = iter(tasks.items())
-            running: dict[Future[Any], int] = {}
             try:
-                for i, task in pending:
-                    running[pool.submit(task)] = i
-                    if len(running) >= workers:
-                        break
-                while running:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        i = running.pop(future)
-                        failure = future.exception()
-                        if failure is None:
-                            results[i] = future.result()
-                        elif isinstance(failure, Exception):
-                            errors[i] = failure
-                        else:  # KeyboardInterrupt, SystemExit in a worker: stop the call
-                            raise failure
-                        done += 1
-                        report(done, total)
-                    for i, task in pending:
-                        running[pool.submit(task)] = i
-                        if len(running) >= workers:
-                            break
+                for _ in range(min(workers, len(items))):
+                    pool.submit(work)
+                for _ in range(len(items)):
+                    i, ok, value = finished.get()
+                    if ok is None:
+                        raise value
+                    if ok:
+                        results[i] = value
+                    else:
+                        errors[i] = value
+                    done += 1
+                    report(done, total)
             finally:
-                # Interrupted (Ctrl-C, a callback raising): start nothing more; the items
-                # already running finish on their own (each is atomic).
-                for future in running:
-                    future.cancel()
+                # Interrupted (Ctrl-C, a callback raising): the workers start nothing more;
+                # the items already running finish on their own (each is atomic).
+                stop.set()
         return results
 
 

@@ -249,7 +249,7 @@ def test_arguments_checked_before_anything_runs(local_repo: Butler) -> None:
     with pytest.raises(InvalidDataIdError, match=r"data_ids\[0\] is 3"):
         repo.get_many("cfg", [3])  # type: ignore[list-item]
     with pytest.raises(InvalidDataIdError, match="not dict"):
-        repo.get_many("cfg", {"visit": 1, "band": "r"})  # type: ignore[arg-type]
+        repo.get_many("cfg", {"visit": 1, "band": "r"})  # type: ignore[dict-item]
     with pytest.raises(ButlerError, match="max_workers must be a positive integer"):
         repo.put_many("cfg", [({}, {"visit": 1, "band": "r"})], max_workers=0)
     with pytest.raises(ButlerError, match="progress must be a callable"):
