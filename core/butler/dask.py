@@ -494,12 +494,24 @@ class _Section:
                 f"{type(chunk).__name__}, not a numeric array"
             )
         if not probe:
-            expected = tuple(
-                len(range(*s.indices(n))) for s, n in zip(key, self.shape, strict=True)
-            )
-            if chunk.shape != expected or chunk.dtype != self.dtype:
+            expected = _selected_shape(key, self.shape)
+            if (expected is not None and chunk.shape != expected) or chunk.dtype != self.dtype:
                 raise FormatError(
                     f"butler.dask.array: chunk {key} of {found.describe()} read as "
                     f"{chunk.shape} {chunk.dtype}, expected {expected} {self.dtype}"
                 )
         return chunk
+
+
+def _selected_shape(key: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape ``key`` (slices and integers, one per axis) selects; ``None`` for any
+    other selection (its shape is left to the format)."""
+    if len(key) != len(shape):
+        return None
+    selected = []
+    for item, n in zip(key, shape, strict=True):
+        if isinstance(item, slice):
+            selected.append(len(range(*item.indices(n))))
+        elif not isinstance(item, int):
+            return None
+    return tuple(selected)

@@ -1,0 +1,1 @@
+"""butler.dask on real Dask worker processes."""
