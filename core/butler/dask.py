@@ -10,24 +10,25 @@ Install with ``pip install "butler-core[dask]"``. Dask is imported by these func
 * `array`: a `dask.array.Array` over one stored array, each chunk read lazily as a partial
   read (an npy memory-map slice, a FITS section, an HDF5 slice).
 
-**How a Butler reaches the workers.** The graph holds the Butler *pickled* (`Butler.__reduce__`: its root and options, never an
-open connection). Each worker process unpickles it once and keeps the reopened Butler for
-every later task of the same repository (`_worker_butler`). Credentials reach the workers
-the way they reached the client: from the workers' own environment or credential chain
-(``AWS_*`` variables, ``~/.aws``, instance roles, ``PGPASSWORD``/``~/.pgpass``), or — when
-the client's Butler was opened with explicit storage options (``key=``, ``secret=``) —
-inside that pickle, which Dask sends to the workers over its own connections. They never
-appear in a repr, a graph key, a log line or an error: keys are hashes, and the handle's
-repr is the Butler's masked URI.
+**How a Butler reaches the workers.** The graph holds the Butler *pickled*
+(`Butler.__reduce__`: its root and options, never an open connection). Each worker
+process unpickles it once and keeps the reopened Butler for every later task of the same
+repository (`_worker_butler`). Credentials reach the workers the way they reached the
+client: from the workers' own environment or credential chain (``AWS_*`` variables,
+``~/.aws``, instance roles, ``PGPASSWORD``/``~/.pgpass``), or — when the client's Butler
+was opened with explicit storage options (``key=``, ``secret=``) — inside that pickle,
+which Dask sends to the workers over its own connections. They never appear in a repr, a
+graph key, a log line or an error: keys are hashes, and the handle's repr is the
+Butler's masked URI.
 
-**Retried writes.** Dask re-runs a task whose worker died. A put is atomic (readers see the whole dataset or
-nothing), but a worker may die *after* its put committed; the retried task then finds the
-dataset already there. `write` therefore treats a create-only put that meets an existing
-dataset *holding an equal object* (read back and compared: same type, and for arrays same
-shape, dtype and values) as written, repairs its index row if the first attempt died
-before writing it, and returns its `DatasetRef`. An existing dataset holding anything else
-still raises `DatasetExistsError`. With ``overwrite=True`` every attempt simply replaces
-the dataset.
+**Retried writes.** Dask re-runs a task whose worker died. A put is atomic (readers see
+the whole dataset or nothing), but a worker may die *after* its put committed; the
+retried task then finds the dataset already there. `write` therefore treats a
+create-only put that meets an existing dataset *holding an equal object* (read back and
+compared: same type, and for arrays same shape, dtype and values) as written, repairs
+its index row if the first attempt died before writing it, and returns its `DatasetRef`.
+An existing dataset holding anything else still raises `DatasetExistsError`. With
+``overwrite=True`` every attempt simply replaces the dataset.
 """
 
 from __future__ import annotations
