@@ -114,6 +114,7 @@ def bench_bulk(
     repeat: int = 2,
     *,
     endpoint: str | None = None,
+    server_pid: int | None = None,
     max_workers: int | None = None,
     storages: tuple[str, ...] = ("s3", "posix"),
 ) -> dict[str, dict[str, dict[str, tuple[float, float, float]]]]:
@@ -123,7 +124,8 @@ def bench_bulk(
     server started here).
 
     ``endpoint``: a running S3 (moto) server whose credentials are ``bench-key`` /
-    ``bench-secret`` (bench/bulk.py's); default: one is started here for the run.
+    ``bench-secret`` (bench/bulk.py's), with ``server_pid`` its process (for its CPU time);
+    default: one is started here for the run.
     """
     from butler import Butler
     from butler._bulk import default_workers
@@ -157,7 +159,11 @@ def bench_bulk(
                 try:
                     b.register_dataset_type("small", dict, "json", dimensions={"visit": int})
                     workers = max_workers or default_workers(b.storage)
-                    server = proc.pid if storage == "s3" and proc is not None else None
+                    server = (
+                        (server_pid or (proc.pid if proc is not None else None))
+                        if storage == "s3"
+                        else None
+                    )
                     out[storage] = _compare(b, n, repeat, max_workers, server)
                     _report(storage, n, out[storage], workers)
                 finally:

@@ -279,6 +279,15 @@ class BulkMixin:
                 self.__dict__["_bulk_size"] = workers
             return pool
 
+    def _close_bulk_pool(self) -> None:
+        """Let the bulk threads exit (once idle); a later bulk call starts new ones. For
+        `Butler.close`."""
+        with self._lock:
+            pool = self.__dict__.pop("_bulk_executor", None)
+            self.__dict__.pop("_bulk_size", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
     def _run_bulk(
         self,
         tasks: Mapping[int, Callable[[], Any]],

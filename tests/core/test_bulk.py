@@ -300,6 +300,10 @@ def test_pool_kept_between_calls(butler_repo: Callable[..., Butler]) -> None:
     # The caller's connection plus at most one per pool thread (4), not one per call.
     assert len(index._connections) <= 1 + 4  # type: ignore[attr-defined]
     assert b.count("cfg") == 60
+    pool = b.__dict__["_bulk_executor"]
+    b._close_bulk_pool()  # the threads exit; a later call starts new ones
+    assert pool._shutdown and "_bulk_executor" not in b.__dict__
+    assert b.get_many("cfg", [{"visit": 1}, {"visit": 2}], max_workers=2) == [{"r": 0}] * 2
 
 
 def test_progress_bar(local_repo: Butler, monkeypatch: pytest.MonkeyPatch) -> None:
