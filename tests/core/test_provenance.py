@@ -36,7 +36,14 @@ ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
 VERSION = importlib.metadata.version("butler-core")
 
 
-@pytest.fixture(params=LOCAL + SERVERS)
+@pytest.fixture(
+    params=[
+        *LOCAL,
+        "s3-pg-index",  # S3 metadata and a PostgreSQL index in one
+        pytest.param("s3", marks=pytest.mark.slow),
+        pytest.param("postgresql", marks=pytest.mark.slow),
+    ]
+)
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
     with make_repo(request, request.param, tmp_path) as r:
         yield r
@@ -48,7 +55,7 @@ def every(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
         yield r
 
 
-@pytest.fixture(params=["posix", "memory", "s3"])
+@pytest.fixture(params=["posix", "memory", pytest.param("s3", marks=pytest.mark.slow)])
 def tamper_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repo]:
     with make_repo(request, request.param, tmp_path) as r:
         yield r
@@ -289,8 +296,6 @@ def _fake_refs(n: int) -> list[DatasetRef]:
         )
         for i in range(n)
     ]
-
-
 
 
 @pytest.mark.parametrize(
