@@ -301,7 +301,8 @@ class Butler(CollectionsMixin, BulkMixin):
         return RepositoryPolicy.from_dict(data)
 
     def close(self) -> None:
-        """Close the storage's and the index's connections."""
+        """Close the storage's and the index's connections and stop the bulk threads."""
+        self._close_bulk_pool()
         with self._lock:
             index, self._index, self._index_opened = self._index, None, False
             other, self._index_storage = self._index_storage, None

@@ -12,10 +12,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import ast
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
