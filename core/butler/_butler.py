@@ -783,7 +783,12 @@ class Butler(CollectionsMixin, BulkMixin):
         # Otherwise an existing dataset is refused now rather than after serializing; the
         # storage's create-only commit still settles races.
         merging = self.registry.format(location.format).merges(location.parameters)
-        if not location.overwrite and not merging and self.storage.exists(location.key):
+        if (
+            not location.overwrite
+            and not merging
+            and self.storage.cheap_exists
+            and self.storage.exists(location.key)
+        ):
             raise self._exists_error(location)
         return resolved
 

@@ -309,6 +309,12 @@ class Storage(abc.ABC):
     description: ClassVar[str] = ""
     #: True when `local_path` returns the dataset's real file without copying.
     has_local_paths: ClassVar[bool] = False
+    #: True when `exists` is cheap next to a write (a stat, a row lookup). `Butler.put`
+    #: then refuses an existing dataset before serializing; a storage whose `exists` is a
+    #: request of its own (S3) sets it False and lets the create-only commit refuse it.
+    #:
+    #: .. versionadded:: 0.2
+    cheap_exists: ClassVar[bool] = True
     #: Directory for local temporary files (`local_path`, `atomic_local_path`); ``None``:
     #: the system's.
     tmpdir: str | None = None

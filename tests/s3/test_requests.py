@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from butler import Butler, DatasetExistsError, DatasetNotFoundError, StorageError
-from butler.storage import POLICY_KEY, Storage
+from butler.storage import POLICY_KEY
 
 pytest.importorskip("butler_s3", reason="butler-s3 is not installed")
 
@@ -80,12 +80,6 @@ def test_create_only_commit_is_one_conditional_put(repo: Butler, requests: Reque
     assert storage.read_bytes("x/1.bin") == b"a" * 1024
 
 
-@pytest.mark.xfail(
-    not hasattr(Storage, "cheap_exists"),
-    strict=True,
-    reason="needs core: Butler._resolve_write skips storage.exists() when the storage's "
-    "cheap_exists is False (S3Storage sets it)",
-)
 def test_butler_create_only_put_is_one_request(repo: Butler, requests: Requests) -> None:
     repo.put({"v": 1}, "j", n=1)
     assert requests.log == [("PUT", f"repo/{_key(repo, 'j', n=1)}", {"if-none-match": "*"})]
