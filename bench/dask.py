@@ -4,21 +4,25 @@ Three sections (``--sections``, default all):
 ``array`` -- the issue's memory claim. One 1 GiB FITS image (float32, ``--image-side``
 16384 squared) is written once with butler's FITS format into a posix repository under
 /tmp; ``butler.dask.array(b, "image", chunks=(2048, 2048)).mean().compute()`` runs on a
-*fresh* cluster. Checks: the result equals numpy's float64 mean of the whole image
-(computed on the client, relative tolerance 1e-5: Dask's float32 mean sums each chunk in
-float32), and each worker's peak RSS during the compute is at most its baseline plus two
-chunks. Baseline: the worker's own ``psutil`` RSS after a warm-up (imports, repository opened,
-one small FITS section read, one ``butler.dask.array`` mean over a 64 x 64 image). Peak: a
-thread started in each worker (``client.run``) samples its own RSS every 2 ms during the
-compute; ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
-(lifetime peak of the worker process) is printed next to it.
+cluster started before the client allocates the image. Checks: the result equals numpy's
+float64 mean of the whole image (computed on the client, relative tolerance 1e-5: Dask's
+float32 mean sums each chunk in float32), and each worker's peak RSS during the compute is
+at most its baseline plus two chunks. Baseline: the worker's own ``psutil`` RSS after a
+warm-up (imports, repository opened, one small FITS section read, one ``butler.dask.array``
+mean over a 64 x 64 image). Peak: a thread started in each worker (``client.run``) samples
+its own RSS every 2 ms during the compute. ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+(the worker process's lifetime peak, read in the worker) is printed next to it, and
+``tracemalloc``'s peak for one chunk's section read in a worker says how many chunk-sized
+buffers a read allocates.
 
 ``write`` -- the issue's scaling claim. 64 arrays of 16 MiB (float32 2048 x 2048, npy
 format, posix, fsynced puts), three sides interleaved per round (order rotated):
   serial: one process, ``for i: b.put(make(i), "arr", i=i)``;
   dask: ``butler.dask.write`` of a bag of 64 partitions whose items are made *on the
   workers* (``make(i)``, the same ``numpy.full``) -- the pipeline case;
-  dask-shipped: the same, the 64 arrays made on the client and shipped through the graph.
+  dask-shipped: the same, the 64 arrays made on the client and shipped through the graph;
+  raw-serial: one process, ``numpy.save`` + fsync + rename of the same arrays (no butler),
+  to show what the disk itself allows.
 Target: serial time / dask time >= 1.5. A warm-up write (4 tiny arrays) runs first so
 that worker imports are not timed.
 
@@ -158,41 +162,61 @@ def _warm(root: str) -> int:
     return _rss()
 
 
+def _traced_chunk_read(root: str, chunk: int) -> int:
+    """In a worker: peak bytes numpy/astropy allocate for one chunk's FITS section read."""
+    import tracemalloc
+
+    b = Butler(root)
+    tracemalloc.start()
+    try:
+        b.get("image", i=0, parameters={"section": (slice(0, chunk), slice(0, chunk))})
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def array_section(args: argparse.Namespace) -> bool:
     side, chunk = args.image_side, args.chunk
     chunk_bytes = chunk * chunk * 4
     work = tempfile.mkdtemp(prefix="bench-dask-array-", dir="/tmp")
-    try:
-        root = os.path.join(work, "repo")
-        b = Butler.create(root)
-        b.register_dataset_type("image", np.ndarray, "fits", dimensions={"i": int})
-        rng = np.random.default_rng(7)
-        image = np.empty((side, side), dtype="f4")
-        for row in range(0, side, 1024):  # 1 GiB of random floats, made in slabs
-            image[row : row + 1024] = rng.random((min(1024, side - row), side), dtype="f4")
-        want = float(image.mean(dtype=np.float64))
-        start = time.perf_counter()
-        b.put(image, "image", i=0)
-        put_s = time.perf_counter() - start
-        b.put(image[:64, :64].copy(), "image", i=1)
-        del image
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
-        print(
-            f"array: one {side} x {side} float32 FITS image ({size / 2**30:.2f} GiB on disk, "
-            f"put in {put_s:.1f} s), chunks {chunk} x {chunk} ({chunk_bytes // MiB} MiB), "
-            f"{(side // chunk) ** 2} chunks, fresh LocalCluster(n_workers=2, processes=True, "
-            f"threads_per_worker=1)"
-        )
-        times: list[float] = []
-        over: list[int] = []
-        ok = True
-        with cluster() as c, Client(c) as client:
-            print(f"  worker RSS at start (MiB): {_fmt(client.run(_rss))}")
+    times: list[float] = []
+    over: list[int] = []
+    ok = True
+    # The cluster starts first: its workers are spawned from this process, and a spawned
+    # process's ru_maxrss starts from its parent's RSS at the fork (1 GiB image later).
+    with cluster() as c, Client(c) as client:
+        try:
+            print(f"array: worker RSS at start (MiB): {_fmt(client.run(_rss))}")
+            root = os.path.join(work, "repo")
+            b = Butler.create(root)
+            b.register_dataset_type("image", np.ndarray, "fits", dimensions={"i": int})
+            rng = np.random.default_rng(7)
+            image = np.empty((side, side), dtype="f4")
+            for row in range(0, side, 1024):  # 1 GiB of random floats, made in slabs
+                image[row : row + 1024] = rng.random((min(1024, side - row), side), dtype="f4")
+            want = float(image.mean(dtype=np.float64))
+            start = time.perf_counter()
+            b.put(image, "image", i=0)
+            put_s = time.perf_counter() - start
+            b.put(image[:64, :64].copy(), "image", i=1)
+            del image
+            size = sum(
+                os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs
+            )
+            print(
+                f"  one {side} x {side} float32 FITS image ({size / 2**30:.2f} GiB on disk, "
+                f"put in {put_s:.1f} s), chunks {chunk} x {chunk} ({chunk_bytes // MiB} MiB), "
+                f"{(side // chunk) ** 2} chunks, LocalCluster(n_workers=2, processes=True, "
+                f"threads_per_worker=1)"
+            )
             client.run(_warm, root)
             # Dask's own array code imported and run once on the workers (a 64 x 64 image).
             bd.array(b, "image", chunks=(32, 32), i=1).mean().compute()
             baseline = client.run(_rss)
-            print(f"  baseline after warm-up (MiB): {_fmt(baseline)}")
+            print(
+                f"  baseline after warm-up (MiB): {_fmt(baseline)}; "
+                f"ru_maxrss so far: {_fmt(client.run(_ru_maxrss))}"
+            )
             for r in range(args.rounds):
                 client.run(_start_sampler)
                 start = time.perf_counter()
@@ -209,21 +233,26 @@ def array_section(args: argparse.Namespace) -> bool:
                     f"  round {r}: {times[-1]:6.2f} s  mean {got:.9f} vs numpy float64 "
                     f"{want:.9f} (rel diff {rel:.1e}, {'equal' if equal else 'DIFFERENT'} "
                     f"within 1e-5)\n"
-                    f"    peak RSS - baseline per worker (sampled, MiB): "
-                    f"{_fmt(grown)}; ru_maxrss (MiB): {_fmt(maxrss)}"
+                    f"    peak RSS - baseline per worker (sampled, MiB): {_fmt(grown)}; "
+                    f"ru_maxrss - baseline: {_fmt({w: maxrss[w] - baseline[w] for w in maxrss})}"
                 )
-        limit = 2 * chunk_bytes
-        worst = max(over)
-        mem_ok = worst <= limit
-        print(
-            f"  time {spread(times)}\n"
-            f"  worst peak growth over baseline {worst / MiB:.1f} MiB, target <= 2 chunks = "
-            f"{limit / MiB:.0f} MiB: {'PASS' if mem_ok else 'FAIL'}\n"
-            f"  mean equals numpy's (rel 1e-5): {'PASS' if ok else 'FAIL'}"
-        )
-        return ok and mem_ok
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            traced = client.run(_traced_chunk_read, root, chunk)
+            print(
+                f"  one chunk's section read, peak traced allocation (tracemalloc, in each "
+                f"worker, MiB): {_fmt(traced)}"
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    limit = 2 * chunk_bytes
+    worst = max(over)
+    mem_ok = worst <= limit
+    print(
+        f"  time {spread(times)}\n"
+        f"  worst peak growth over baseline {worst / MiB:.1f} MiB, target <= 2 chunks = "
+        f"{limit / MiB:.0f} MiB: {'PASS' if mem_ok else 'FAIL'}\n"
+        f"  mean equals numpy's (rel 1e-5): {'PASS' if ok else 'FAIL'}"
+    )
+    return ok and mem_ok
 
 
 def _fmt(per_worker: dict[str, int]) -> str:
@@ -237,7 +266,7 @@ def make(i: int, side: int) -> Any:
     return np.full((side, side), i, dtype="f4")
 
 
-def write_serial(b: Butler, n: int, side: int, shipped: Any) -> None:
+def write_serial(b: Butler, n: int, side: int, shipped: Any, path: str) -> None:
     for i in range(n):
         b.put(make(i, side), "arr", i=i)
 
@@ -246,23 +275,34 @@ def _pair(i: int, side: int) -> tuple[Any, dict[str, int]]:
     return make(i, side), {"i": i}
 
 
-def write_on_workers(b: Butler, n: int, side: int, shipped: Any) -> None:
+def write_on_workers(b: Butler, n: int, side: int, shipped: Any, path: str) -> None:
     bag = db.from_sequence(range(n), npartitions=n).map(_pair, side)
     assert len(bd.write(b, "arr", bag).compute()) == n
 
 
-def write_shipped(b: Butler, n: int, side: int, shipped: Any) -> None:
+def write_shipped(b: Butler, n: int, side: int, shipped: Any, path: str) -> None:
     bag = db.from_sequence(shipped, npartitions=n)
     assert len(bd.write(b, "arr", bag).compute()) == n
 
 
-SIDES = {"serial": write_serial, "dask": write_on_workers, "dask-shipped": write_shipped}
+def write_raw_serial(b: Butler, n: int, side: int, shipped: Any, path: str) -> None:
+    os.makedirs(path)
+    for i in range(n):
+        raw_save(path, i, make(i, side))
+
+
+SIDES = {
+    "serial": write_serial,
+    "dask": write_on_workers,
+    "dask-shipped": write_shipped,
+    "raw-serial": write_raw_serial,
+}
 
 
 def write_section(args: argparse.Namespace) -> bool:
     n, side = args.arrays, args.array_side
     work = tempfile.mkdtemp(prefix="bench-dask-write-", dir="/tmp")
-    times: dict[str, list[float]] = {"serial": [], "dask": [], "dask-shipped": []}
+    times: dict[str, list[float]] = {name: [] for name in SIDES}
     print(
         f"write: {n} arrays of {side * side * 4 / MiB:.0f} MiB (float32 {side} x {side}, npy, "
         f"posix), {args.rounds} interleaved rounds (order rotated)"
@@ -271,7 +311,7 @@ def write_section(args: argparse.Namespace) -> bool:
         with cluster() as c, Client(c):
             warm = Butler.create(os.path.join(work, "warm-up"))
             warm.register_dataset_type("arr", np.ndarray, "npy", dimensions={"i": int})
-            write_on_workers(warm, 4, 16, None)  # workers import and open a repository once
+            write_on_workers(warm, 4, 16, None, "")  # workers import and open a repository once
             for r in range(args.rounds):
                 repos: dict[str, Butler] = {}
                 for name in times:
@@ -280,16 +320,20 @@ def write_section(args: argparse.Namespace) -> bool:
                     repos[name] = b
                 shipped = [(make(i, side), {"i": i}) for i in range(n)]
                 order = list(times)
-                order = order[r % 3 :] + order[: r % 3]
+                order = order[r % len(order) :] + order[: r % len(order)]
                 for name in order:
                     start = time.perf_counter()
-                    SIDES[name](repos[name], n, side, shipped)
+                    SIDES[name](repos[name], n, side, shipped, os.path.join(work, f"raw-{r}"))
                     times[name].append(time.perf_counter() - start)
                 del shipped
-                for name in times:  # every side wrote all n, with the right values
+                print(f"  round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+                assert len(os.listdir(os.path.join(work, f"raw-{r}"))) == n
+                shutil.rmtree(os.path.join(work, f"raw-{r}"))
+                for name in times:  # every butler side wrote all n, with the right values
                     b = repos[name]
-                    assert len(list(b.datasets("arr"))) == n
-                    assert float(b.get("arr", i=n - 1)[0, 0]) == n - 1
+                    if name != "raw-serial":
+                        assert len(list(b.datasets("arr"))) == n
+                        assert float(b.get("arr", i=n - 1)[0, 0]) == n - 1
                     shutil.rmtree(os.path.join(work, f"{name}-{r}"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -299,10 +343,11 @@ def write_section(args: argparse.Namespace) -> bool:
         ("serial", "one process, b.put(make(i)) in a loop"),
         ("dask", "butler.dask.write, 2 workers, arrays made on the workers"),
         ("dask-shipped", "butler.dask.write, 2 workers, arrays made on the client"),
+        ("raw-serial", "one process, numpy.save + fsync + rename, no butler: the disk's pace"),
     ):
         med = float(np.median(times[name]))
         line = f"  {name:13s} {spread(times[name])}  ({what})"
-        if name != "serial":
+        if name in ("dask", "dask-shipped"):
             ratio = serial_med / med
             line += f"\n  {'':13s} speed-up (serial median / median) {ratio:4.2f}"
             if name == "dask":
