@@ -56,11 +56,12 @@ from typing import Any
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
 
-import dask
 import dask.array as da
 import dask.bag as db
 import numpy as np
 import psutil
+from dask.base import compute
+from dask.delayed import delayed
 from distributed import Client, LocalCluster
 
 import butler.dask as bd
@@ -95,12 +96,12 @@ def one_round(
     timed("write butler", lambda: bd.write(b, "img", pairs).compute())
     timed(
         "write raw",
-        lambda: dask.compute(*[dask.delayed(raw_save)(raw, i, a) for i, a in enumerate(small)]),
+        lambda: compute(*[delayed(raw_save)(raw, i, a) for i, a in enumerate(small)]),
     )
     timed("read butler", lambda: bd.read(b, "img", "i >= 0", npartitions=16).compute())
     timed(
         "read raw",
-        lambda: dask.compute(*[dask.delayed(raw_load)(raw, i) for i in range(n)]),
+        lambda: compute(*[delayed(raw_load)(raw, i) for i in range(n)]),
     )
     got = timed("array butler", lambda: bd.array(b, "img", chunks=chunks, i=-1).mean().compute())
     want = timed(
