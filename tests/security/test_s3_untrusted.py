@@ -467,8 +467,17 @@ def test_hole16_object_removed_between_head_and_get(
     s3_repo: Butler, s3_bucket: str, client: Any
 ) -> None:
     storage = s3_repo.storage
-    storage.write_bytes("a/1.bin", b"x" * 100)
-    storage.metadata("a/1.bin")  # Butler.get's HEAD, reused by the next open
+    # A small object: the GET that read the metadata also read the bytes, handed to the
+    # next open; they are the bytes of the version whose metadata was returned (one
+    # response: no window in which another version can slip in).
+    storage.write_bytes("a/0.bin", b"w" * 100)
+    storage.metadata("a/0.bin")
+    client.delete_object(Bucket=s3_bucket, Key="repo/a/0.bin")
+    assert storage.read_bytes("a/0.bin") == b"w" * 100
+    # A large one: the rest is read under If-Match of that version; it is gone.
+    big = storage.prefetch_size + 1000
+    storage.write_bytes("a/1.bin", b"x" * big)
+    storage.metadata("a/1.bin")  # Butler.get's metadata read, handed to the next open
     client.delete_object(Bucket=s3_bucket, Key="repo/a/1.bin")
     with pytest.raises(DatasetNotFoundError, match="removed while being read"):
         storage.read_bytes("a/1.bin")
