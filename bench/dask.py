@@ -435,7 +435,8 @@ def main() -> None:
         results["write"] = write_section(args)
     if "raw" in sections:
         raw_section(args)
-    print("targets: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in results.items()))
+    if results:
+        print("targets: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in results.items()))
 
 
 if __name__ == "__main__":
