@@ -787,6 +787,24 @@ class SqliteIndex(SqlIndex):
         self._connections.append(conn)
         return conn
 
+    @staticmethod
+    def _wal(conn: sqlite3.Connection) -> None:
+        """Put the database in WAL mode (once: later connections find it so). Switching
+        needs a moment without other writers, which the busy timeout does not wait for:
+        retried while another process holds the lock."""
+        import sqlite3
+
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        for attempt in range(200):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 199:
+                    raise
+                time.sleep(min(0.001 * 2**attempt, 0.2))
+
     def _open_connection(self) -> sqlite3.Connection:
         import sqlite3  # here: ``import butler`` does not load it
 
@@ -799,7 +817,7 @@ class SqliteIndex(SqlIndex):
             return connect(self.path)
         try:
             conn = connect(self.path)
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             return conn
         except sqlite3.OperationalError as exc:
