@@ -332,7 +332,7 @@ def test_posix_disk_full_and_read_only(tiny_fs: Path) -> None:
         with pytest.raises(StorageError) as info:
             b.put({"v": 2}, "cfg", visit=1, overwrite=True)
         assert "Read-only file system" in str(info.value) and "cfg/1.json" in str(info.value)
-        with pytest.raises(StorageError, match="(?i)read-?only"):
+        with pytest.raises(StorageError, match=r"(?i)read-?only"):
             b.remove("cfg", visit=1)  # the index row cannot go: nothing changes
         with pytest.raises(StorageError, match="Read-only"):
             b.register_dataset_type("new", dict, "json", dimensions={"visit": int})
