@@ -25,9 +25,9 @@ from .helpers import Repo
 
 pytestmark = pytest.mark.reliability
 
-ROUNDS = 20
+ROUNDS = 10
 #: Fewer on S3: each round is a few moto round trips per writer.
-S3_ROUNDS = 8
+S3_ROUNDS = 4
 ELEMENTS = 64 * 1024  # int32: 256 KiB per dataset
 
 
