@@ -1333,7 +1333,7 @@ def provenance(
     if sys.stdout.isatty():
         try:
             from rich.console import Console
-        except ImportError:
+        except ImportError:  # rich is optional (butler-core[progress]): plain drawing below
             pass
         else:
             Console(highlight=False, soft_wrap=True).print(_rich_tree(tree, depth))

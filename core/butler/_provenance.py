@@ -20,7 +20,6 @@ import datetime as _dt
 import functools
 import hashlib
 import json
-import platform
 import re
 import threading
 import time
@@ -186,6 +185,8 @@ def provenance_record(
 ) -> dict[str, Any]:
     """The provenance to commit with a put's bytes; writes the inputs record first when
     the inputs are too long to keep inline."""
+    import platform  # here, not at ``import butler``: only puts need it
+
     user, host = _where()
     record: dict[str, Any] = {
         "run": run,
