@@ -283,7 +283,7 @@ class CollectionsMixin:
         members = [check_run_name(m, what="collection") for m in members]
         if name == DEFAULT_RUN:
             raise InvalidDataIdError(f"{name!r} is the default run; a chain needs another name")
-        if next(iter(self.storage.list(f"{RUNS_SEGMENT}/{name.replace('/', '~')}/")), None):
+        if next(iter(self.storage.list(run_prefix(name))), None):
             raise InvalidDataIdError(
                 f"{name!r} is a run holding datasets; a chain needs another name"
             )
