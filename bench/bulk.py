@@ -58,9 +58,10 @@ def s3_single_requests(rounds: int, size: int) -> bool:
         raw_body = os.urandom(size)
         sent: list[str] = []
         b.put(data, "small", i=-1)  # connections, the client and the policy are warm
-        b.storage.fs.s3.meta.events.register(
-            "before-send.s3", lambda request, **kw: sent.append(request.method)
-        )
+        for botocore_client in b.storage.botocore_clients():
+            botocore_client.meta.events.register(
+                "before-send.s3", lambda request, **kw: sent.append(request.method)
+            )
         timings: dict[str, list[float]] = {k: [] for k in ("put", "raw_put", "get", "raw_get")}
         put_requests, get_requests = [], []
         for i in range(rounds):

@@ -1,4 +1,4 @@
-"""Requests per call on S3, counted on the wire (a botocore hook on the storage's own client,
+"""Requests per call on S3, counted on the wire (a botocore hook on the storage's own clients,
 against the moto server): one per small put, one per get, one conditional GET per policy
 re-read; and what the savings must not cost (one winner among concurrent creators, the
 bytes read are those whose metadata was returned)."""
@@ -25,10 +25,9 @@ class Requests:
         self.storage = storage
         self.log: list[tuple[str, str, dict[str, str]]] = []
         self.statuses: list[int] = []
-        client = storage.fs.s3
-        assert client is not None, "the storage has made no request yet"
-        client.meta.events.register("before-send.s3", self._sent)
-        client.meta.events.register("after-call.s3", self._answered)
+        for client in storage.botocore_clients():
+            client.meta.events.register("before-send.s3", self._sent)
+            client.meta.events.register("after-call.s3", self._answered)
 
     def _sent(self, request: Any, **kwargs: Any) -> None:
         key = request.url.split("?")[0].split(f"/{self.storage.bucket}/", 1)[-1]
@@ -328,3 +327,82 @@ def test_opening_a_butler_revalidates_the_policy(
         assert requests.log[0][2]["if-none-match"]
     finally:
         reopened.close()
+
+
+# -- the two clients -------------------------------------------------------------------
+
+
+def test_single_requests_leave_from_the_callers_thread(repo: Butler) -> None:
+    """Small puts and gets, HEADs and listings go out on botocore's synchronous client from
+    the calling thread (no hand-off to s3fs's event loop); large transfers stay on s3fs."""
+    sync_client, async_client = repo.storage.botocore_clients()  # type: ignore[attr-defined]
+    threads: dict[str, set[str]] = {"sync": set(), "async": set()}
+    for name, client in (("sync", sync_client), ("async", async_client)):
+        client.meta.events.register(
+            "before-send.s3",
+            lambda request, name=name, **kw: threads[name].add(threading.current_thread().name),
+        )
+    repo.put({"a": 1}, "j", n=1)
+    assert repo.get("j", n=1) == {"a": 1}
+    assert repo.exists("j", n=1)
+    assert len(list(repo.datasets("j"))) == 1
+    assert threads == {"sync": {threading.current_thread().name}, "async": set()}
+    big = np.arange(3 * 2**20, dtype="f8")  # 24 MiB: a multipart upload, block reads
+    repo.storage.part_size = repo.storage.multipart_threshold = 8 * 2**20  # type: ignore[attr-defined]
+    repo.put(big, "a", n=2)
+    np.testing.assert_array_equal(repo.get("a", n=2), big)
+    assert threads["async"] and threading.current_thread().name not in threads["async"]
+
+
+def test_the_sync_client_has_the_storage_configuration(
+    s3_root: str, s3_credentials: dict[str, Any]
+) -> None:
+    """Same endpoint, credentials, checksum policy and client options as s3fs's client; an
+    anonymous storage sends unsigned requests on both."""
+    from botocore import UNSIGNED
+
+    with Butler.create(s3_root, **s3_credentials, config_kwargs={"read_timeout": 7}) as b:
+        sync_client, async_client = b.storage.botocore_clients()  # type: ignore[attr-defined]
+        for attr in (
+            "request_checksum_calculation",
+            "response_checksum_validation",
+            "read_timeout",
+        ):
+            assert getattr(sync_client.meta.config, attr) == getattr(async_client.meta.config, attr)
+        assert sync_client.meta.config.read_timeout == 7
+        assert sync_client.meta.endpoint_url == async_client.meta.endpoint_url
+        creds = sync_client._request_signer._credentials
+        assert (creds.access_key, creds.secret_key) == (
+            s3_credentials["key"],
+            s3_credentials["secret"],
+        )
+    from butler_s3 import S3Storage
+
+    anon = S3Storage(s3_root, endpoint_url=s3_credentials["endpoint_url"], anon=True)
+    clients = anon.botocore_clients()
+    assert len(clients) == 2
+    for client in clients:
+        assert client.meta.config.signature_version is UNSIGNED
+    anon.close()
+
+
+def test_a_caller_supplied_session_carries_every_request(
+    s3_root: str, s3_credentials: dict[str, Any]
+) -> None:
+    """With ``fs_kwargs={"session": ...}`` butler cannot rebuild the caller's session, so
+    every request, the single ones too, goes through s3fs on that session."""
+    import aiobotocore.session
+
+    session = aiobotocore.session.AioSession()
+    with Butler.create(s3_root, **s3_credentials, fs_kwargs={"session": session}) as b:
+        clients = b.storage.botocore_clients()  # type: ignore[attr-defined]
+        assert len(clients) == 1
+        sent: list[str] = []
+        clients[0].meta.events.register(
+            "before-send.s3", lambda request, **kw: sent.append(request.method)
+        )
+        b.register_dataset_type("j", dict, "json", dimensions=["n"])
+        sent.clear()
+        b.put({"x": 1}, "j", n=1)
+        assert b.get("j", n=1) == {"x": 1}
+        assert sent == ["PUT", "GET"]

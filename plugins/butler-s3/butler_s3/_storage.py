@@ -56,11 +56,12 @@ from butler.storage import (
 )
 
 from . import _cas
+from ._client import SyncCalls
 from ._options import check_bucket, check_cache, check_options, credential_values
 from ._plugin import butler_storages
 from ._reader import S3ReadFile, TranslatedFile, fill
 from ._redact import install_log_redaction
-from ._upload import upload
+from ._upload import put_small, upload
 from .s3fs_ import error_code, make_filesystem, translate_error, translated
 
 if TYPE_CHECKING:
@@ -264,6 +265,7 @@ class S3Storage(Storage, declared_by=butler_storages):
             max_concurrency=max_concurrency,
             fs_kwargs=fs_kwargs,
         )
+        self._calls = SyncCalls(self.fs)
         # After make_filesystem: botocore, aiobotocore and s3fs (and their loggers) exist.
         install_log_redaction(self, (*self._secrets, *credential_values(options, ids=True)))
 
@@ -314,7 +316,20 @@ class S3Storage(Storage, declared_by=butler_storages):
     # -- plumbing ----------------------------------------------------------------------
 
     def _call(self, method: str, **kwargs: Any) -> Any:
+        """One request, from this thread (`butler_s3._client`), else through s3fs."""
+        if self._calls.available:
+            return self._calls.call(method, **kwargs)
         return self.fs.call_s3(method, **kwargs)
+
+    def botocore_clients(self) -> tuple[Any, ...]:
+        """The botocore clients this storage sends requests with (connecting them): the
+        synchronous one of the single-request calls and s3fs's. Register event handlers
+        on each to observe every request (``client.meta.events.register``)."""
+        self.fs.connect()
+        clients = [self.fs.s3]
+        if self._calls.available:
+            clients.insert(0, self._calls.client)
+        return tuple(clients)
 
     def _sync(self, coro_func: Any, *args: Any, **kwargs: Any) -> Any:
         from fsspec.asyn import sync
@@ -460,6 +475,7 @@ class S3Storage(Storage, declared_by=butler_storages):
     def close(self) -> None:
         from s3fs import S3FileSystem
 
+        self._calls.close()
         s3creator = getattr(self.fs, "_s3creator", None)
         if s3creator is not None:
             with contextlib.suppress(Exception):
@@ -487,6 +503,8 @@ class S3Storage(Storage, declared_by=butler_storages):
         okey = self.object_key(key)
         with self._translated("read", key):
             try:
+                if self._calls.available:
+                    return _get_first_sync(self._calls, self.bucket, okey, limit)
                 return self._sync(_get_first, self.fs, self.bucket, okey, limit)
             except FileNotFoundError:
                 raise self.not_found(key) from None
@@ -658,6 +676,19 @@ class S3Storage(Storage, declared_by=butler_storages):
         self._kept.slot = None  # bytes read before this write must not be handed out after it
         with self._translated("write", key):
             try:
+                if self._calls.available and size <= self.multipart_threshold:
+                    put_small(
+                        self._calls,
+                        self.bucket,
+                        self.object_key(key),
+                        source,
+                        size,
+                        extra={"Metadata": {METADATA_HEADER: header}},
+                        create=not overwrite,
+                    )
+                    if progress is not None:
+                        progress(size, size)
+                    return
                 self._sync(
                     upload,
                     self.fs,
@@ -741,6 +772,31 @@ def _missing_as(error: Exception) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise error from None
+
+
+def _get_first_sync(
+    calls: SyncCalls, bucket: str, key: str, limit: int
+) -> tuple[dict[str, Any], bytes]:
+    """`_get_first` on botocore's synchronous client, from the caller's thread."""
+    try:
+        response = calls.call("get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
+    except OSError as exc:
+        if error_code(exc) != "InvalidRange":
+            raise
+        response = calls.call("get_object", Bucket=bucket, Key=key)
+    body = response.pop("Body")
+    try:
+        sent = int(response.get("ContentLength") or 0)
+        data = body.read(min(sent, limit))
+    finally:
+        body.close()
+    if len(data) != min(sent, limit):
+        raise OSError(
+            5, f"short read: {len(data)} of {min(sent, limit)} bytes of s3://{bucket}/{key}"
+        )
+    total = str(response.get("ContentRange") or "").rpartition("/")[2]
+    response["ContentLength"] = int(total) if total.isdigit() else sent
+    return response, data
 
 
 async def _get_first(fs: S3FileSystem, bucket: str, key: str, limit: int) -> tuple[Any, bytes]:

@@ -20,33 +20,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any
+
+from ._client import commit_lock
 
 if TYPE_CHECKING:
     from s3fs import S3FileSystem
 
-__all__ = ["MAX_PARTS", "MIN_PART_SIZE", "upload"]
+    from ._client import SyncCalls
+
+__all__ = ["MAX_PARTS", "MIN_PART_SIZE", "put_small", "upload"]
 
 #: S3 limits on multipart uploads.
 MIN_PART_SIZE = 5 * 2**20
 MAX_PARTS = 10_000
 
 
-# Striped per-key locks serialising conditional commits made by this process. S3 itself
-# makes If-None-Match atomic, but some S3-compatible servers (moto among them) check and
-# then write without a lock: between threads of one process this guarantees one winner
-# whatever the server does. One set of stripes per event loop (fsspec runs one per process).
-_STRIPES: dict[int, list[asyncio.Lock]] = {}
-_N_STRIPES = 64
+@contextlib.asynccontextmanager
+async def _held(bucket: str, key: str) -> AsyncIterator[None]:
+    """Hold `commit_lock` of ``bucket/key`` from the event loop: polled, never a blocking
+    acquire (that would stall the loop), so a cancelled commit never leaves it held."""
+    lock = commit_lock(bucket, key)
+    while not lock.acquire(blocking=False):
+        await asyncio.sleep(0.001)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
-def _commit_lock(bucket: str, key: str) -> asyncio.Lock:
-    loop_id = id(asyncio.get_running_loop())
-    stripes = _STRIPES.get(loop_id)
-    if stripes is None:
-        stripes = _STRIPES[loop_id] = [asyncio.Lock() for _ in range(_N_STRIPES)]
-    return stripes[hash((bucket, key)) % _N_STRIPES]
+def put_small(
+    calls: SyncCalls,
+    bucket: str,
+    key: str,
+    source: IO[bytes],
+    size: int,
+    *,
+    extra: Mapping[str, Any],
+    create: bool,
+) -> None:
+    """`upload` of at most ``multipart_threshold`` bytes from the caller's thread: one PUT
+    on botocore's synchronous client (`butler_s3._client`), conditional when ``create``."""
+    source.seek(0)
+    body = source.read(size)
+    match = {"IfNoneMatch": "*"} if create else {}
+    with commit_lock(bucket, key) if create else contextlib.nullcontext():
+        calls.call("put_object", Bucket=bucket, Key=key, Body=body, **extra, **match)
 
 
 def part_size_for(size: int, part_size: int) -> int:
@@ -80,7 +100,7 @@ async def upload(
     source.seek(0)
     if size <= multipart_threshold:
         body = await asyncio.to_thread(source.read, size)
-        async with _commit_lock(bucket, key) if create else contextlib.nullcontext():
+        async with _held(bucket, key) if create else contextlib.nullcontext():
             await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=body, **extra, **match)
         if progress is not None:
             progress(size, size)
@@ -93,7 +113,7 @@ async def upload(
         parts = await _upload_parts(
             fs, bucket, key, upload_id, source, size, part, max_concurrency, progress
         )
-        async with _commit_lock(bucket, key) if create else contextlib.nullcontext():
+        async with _held(bucket, key) if create else contextlib.nullcontext():
             await fs._call_s3(
                 "complete_multipart_upload",
                 Bucket=bucket,
