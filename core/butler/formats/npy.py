@@ -41,27 +41,50 @@ def read(location: ButlerLocation, **_: Any) -> Any:
             del mapped
     else:
         with location.open_read() as f:
-            _check_header(f, location)
-            array = np.load(f, allow_pickle=False)
+            array = _read_whole(f, location)
         if selection is not None:
             array = array[selection]
     return array if cls is np.ndarray else array.view(cls)
 
 
-def _check_header(f: IO[bytes], location: ButlerLocation) -> None:
+def _read_whole(f: IO[bytes], location: ButlerLocation) -> Any:
+    """The array of an open ``.npy`` file, its header parsed once (`np.load` would parse
+    it again after `_check_header`: that parse is most of a small get's CPU)."""
+    import numpy as np
+
+    shape, fortran_order, dtype = _check_header(f, location, rewind=False)
+    if dtype.hasobject:
+        raise location.format_error(
+            f"the .npy file holds an array of Python objects ({dtype}): reading it would "
+            f"unpickle, which the npy format never does"
+        )
+    array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise location.format_error(f"truncated .npy data: {got} of {len(view)} bytes")
+        got += n
+    return array.T if fortran_order else array
+
+
+def _check_header(f: IO[bytes], location: ButlerLocation, *, rewind: bool = True) -> Any:
     """Refuse a header whose shape needs more bytes than the file holds, before numpy
-    allocates the array (a corrupt or hostile header could claim terabytes)."""
+    allocates the array (a corrupt or hostile header could claim terabytes). Returns the
+    header ``(shape, fortran_order, dtype)``; the file is left at the data (``rewind=False``)
+    or at its start."""
     import numpy as np
     from numpy.lib import format as npf
 
     try:
         version = npf.read_magic(f)
         if version == (1, 0):
-            shape, _, dtype = npf.read_array_header_1_0(f)
+            shape, fortran_order, dtype = npf.read_array_header_1_0(f)
         elif version == (2, 0):
-            shape, _, dtype = npf.read_array_header_2_0(f)
-        else:
-            shape, _, dtype = npf._read_array_header(f, version)  # type: ignore[attr-defined]
+            shape, fortran_order, dtype = npf.read_array_header_2_0(f)
+        else:  # 3.0 (UTF-8 field names) has no public reader
+            shape, fortran_order, dtype = _private_header_reader()(f, version)
     except (ValueError, TypeError, SyntaxError, EOFError) as exc:
         raise location.format_error(f"not a valid .npy file: {exc}") from exc
     data_start = f.tell()
@@ -72,4 +95,15 @@ def _check_header(f: IO[bytes], location: ButlerLocation) -> None:
             f"the .npy header declares shape {shape} of {dtype} ({needed} bytes) but only "
             f"{available} bytes of data follow: truncated or corrupt"
         )
-    f.seek(0)
+    f.seek(0 if rewind else data_start)
+    return shape, fortran_order, dtype
+
+
+def _private_header_reader() -> Any:
+    """numpy's reader of any header version (``numpy.lib._format_impl`` since numpy 2;
+    ``numpy.lib.format`` before)."""
+    try:
+        from numpy.lib import _format_impl as impl
+    except ImportError:  # numpy < 2
+        from numpy.lib import format as impl
+    return impl._read_array_header
