@@ -59,7 +59,7 @@ def _read_whole(f: IO[bytes], location: ButlerLocation) -> Any:
             f"unpickle, which the npy format never does"
         )
     array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
-    view = memoryview(array.reshape(-1).view(np.uint8))
+    view = memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     got = 0
     while got < len(view):
         n = f.readinto(view[got:])  # type: ignore[attr-defined]
@@ -102,8 +102,10 @@ def _check_header(f: IO[bytes], location: ButlerLocation, *, rewind: bool = True
 def _private_header_reader() -> Any:
     """numpy's reader of any header version (``numpy.lib._format_impl`` since numpy 2;
     ``numpy.lib.format`` before)."""
+    import importlib
+
     try:
-        from numpy.lib import _format_impl as impl
+        impl = importlib.import_module("numpy.lib._format_impl")
     except ImportError:  # numpy < 2
-        from numpy.lib import format as impl
+        impl = importlib.import_module("numpy.lib.format")
     return impl._read_array_header
