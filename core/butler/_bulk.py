@@ -50,14 +50,15 @@ def default_workers(storage: Storage) -> int:
     """Threads a bulk call uses when ``max_workers`` is not given.
 
     Local storages (posix, memory) are bound by the CPU and the disk: ``cpu + 2``, at most
-    `MAX_LOCAL_WORKERS`. Storages behind a network wait on round trips: ``4 * cpu``, at most
-    `MAX_REMOTE_WORKERS`, and no more than the storage's connection pool holds (SQLAlchemy's
-    ``pool_size + max_overflow``: more threads would only queue for a connection).
+    `MAX_LOCAL_WORKERS`. Storages behind a network mostly wait on round trips, whatever the
+    number of cores: `MAX_REMOTE_WORKERS`, but no more than the storage's connection pool
+    holds (SQLAlchemy's ``pool_size + max_overflow``: more threads would only queue for a
+    connection).
     """
     cpus = os.cpu_count() or 1
     if storage.has_local_paths or storage.type_name == "memory":
         return max(1, min(MAX_LOCAL_WORKERS, cpus + 2))
-    workers = min(MAX_REMOTE_WORKERS, 4 * cpus)
+    workers = MAX_REMOTE_WORKERS
     pool = getattr(getattr(storage, "engine", None), "pool", None)
     size = getattr(pool, "size", None)
     if callable(size):

@@ -406,3 +406,26 @@ def test_a_caller_supplied_session_carries_every_request(
         b.put({"x": 1}, "j", n=1)
         assert b.get("j", n=1) == {"x": 1}
         assert sent == ["PUT", "GET"]
+
+
+def test_small_puts_send_their_body_without_waiting_for_100_continue(
+    repo: Butler, requests: Requests
+) -> None:
+    """A small body goes with its headers (one round trip); botocore's ``Expect:
+    100-continue`` (wait for the server's go-ahead, a second round trip) is kept for
+    bodies above 1 MiB."""
+    from butler_s3._client import EXPECT_CONTINUE_ABOVE
+
+    expects: list[str | None] = []
+    for client in repo.storage.botocore_clients():  # type: ignore[attr-defined]
+        client.meta.events.register(
+            "before-send.s3",
+            lambda request, **kw: expects.append(request.headers.get("Expect")),
+        )
+    repo.put({"a": 1}, "j", n=1)
+    assert expects == [None]
+    storage: Any = repo.storage
+    expects.clear()
+    storage.write_bytes("x/big.bin", b"b" * (EXPECT_CONTINUE_ABOVE + 1), overwrite=False)
+    assert expects == [b"100-continue"]
+    assert storage.read_bytes("x/big.bin") == b"b" * (EXPECT_CONTINUE_ABOVE + 1)
