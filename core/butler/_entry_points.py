@@ -43,9 +43,10 @@ from typing import Any
 
 from ._errors import PluginError
 
-__all__ = ["EntryPoint", "distribution_version", "entry_points"]
+__all__ = ["EntryPoint", "Installed", "distribution_version", "entry_points"]
 
 _INFO_SUFFIXES = (".dist-info", ".egg-info")
+_SEPARATORS = re.compile(r"[-_.]+")
 # importlib.metadata.EntryPoint.pattern, verbatim.
 _VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
 
@@ -76,7 +77,7 @@ class EntryPoint:
 
 def _normalize(name: str) -> str:
     """PEP 503 normalisation with dashes as underscores (importlib.metadata's ``Prepared``)."""
-    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+    return _SEPARATORS.sub("_", name.lower())
 
 
 def _needs_importlib_metadata() -> bool:
@@ -158,20 +159,6 @@ def _metadata(info: str) -> dict[str, str]:
     return fields
 
 
-def _scanned(group: str) -> list[EntryPoint]:
-    found: list[EntryPoint] = []
-    for stem, info in _info_directories().items():
-        text = _read(os.path.join(info, "entry_points.txt"))
-        pairs = _group_entries(text, group) if text else []
-        if not pairs:
-            continue
-        meta = _metadata(info)
-        distribution = meta.get("name") or stem
-        version = meta.get("version") or "?"
-        found += [EntryPoint(name, value, group, distribution, version) for name, value in pairs]
-    return found
-
-
 def _from_importlib_metadata(group: str) -> list[EntryPoint]:
     from importlib.metadata import entry_points as metadata_entry_points
 
@@ -184,33 +171,63 @@ def _from_importlib_metadata(group: str) -> list[EntryPoint]:
     return found
 
 
-def entry_points(group: str) -> list[EntryPoint]:
-    """The entry points of ``group`` declared by the installed distributions.
+class Installed:
+    """The distributions installed now: one look at ``sys.path``, for one discovery run.
 
-    Parameters
-    ----------
-    group
-        The entry-point group, e.g. ``"butler"``.
-
-    Returns
-    -------
-    list of EntryPoint
-        In ``sys.path`` order; what ``importlib.metadata.entry_points(group=group)`` returns,
-        with each one's distribution name and version.
+    Taken once per run so that the entry points and the versions come from the same scan;
+    never kept between runs (a new discovery takes a new one).
     """
-    if _needs_importlib_metadata():
-        return _from_importlib_metadata(group)
-    return _scanned(group)
+
+    def __init__(self) -> None:
+        self.via_importlib_metadata = _needs_importlib_metadata()
+        self._infos = {} if self.via_importlib_metadata else _info_directories()
+
+    def entry_points(self, group: str) -> list[EntryPoint]:
+        """The entry points of ``group``, in ``sys.path`` order.
+
+        Parameters
+        ----------
+        group
+            The entry-point group, e.g. ``"butler"``.
+
+        Returns
+        -------
+        list of EntryPoint
+            What ``importlib.metadata.entry_points(group=group)`` returns, with each one's
+            distribution name and version.
+        """
+        if self.via_importlib_metadata:
+            return _from_importlib_metadata(group)
+        found: list[EntryPoint] = []
+        for stem, info in self._infos.items():
+            text = _read(os.path.join(info, "entry_points.txt"))
+            pairs = _group_entries(text, group) if text else []
+            if not pairs:
+                continue
+            meta = _metadata(info)
+            distribution = meta.get("name") or stem
+            version = meta.get("version") or "?"
+            found += [EntryPoint(n, value, group, distribution, version) for n, value in pairs]
+        return found
+
+    def version(self, name: str) -> str | None:
+        """The version of distribution ``name``, or None if it is not installed."""
+        if self.via_importlib_metadata:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return None
+        info = self._infos.get(_normalize(name))
+        return None if info is None else _metadata(info).get("version")
+
+
+def entry_points(group: str) -> list[EntryPoint]:
+    """The entry points of ``group`` declared by the installed distributions (see `Installed`)."""
+    return Installed().entry_points(group)
 
 
 def distribution_version(name: str) -> str | None:
     """The installed version of distribution ``name``, or None if it is not installed."""
-    if _needs_importlib_metadata():
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-    info = _info_directories().get(_normalize(name))
-    return None if info is None else _metadata(info).get("version")
+    return Installed().version(name)

@@ -43,7 +43,7 @@ import pluggy
 
 from . import _builtins, hookspecs
 from ._declarations import FormatDescriptor, Serializer, StorageSpec
-from ._entry_points import distribution_version, entry_points
+from ._entry_points import Installed
 from ._registry import Registry
 
 __all__ = [
@@ -113,10 +113,13 @@ def _rank(prefer: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     return rank
 
 
-def _load_entry_points(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> dict[str, str]:
+def _load_entry_points(
+    pm: pluggy.PluginManager, installed: Installed, infos: list[PluginInfo]
+) -> dict[str, str]:
     """Import and register every ``butler`` entry point; returns plugin name → distribution."""
     owners: dict[str, str] = {}
-    for ep in sorted(entry_points(ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+    found = installed.entry_points(ENTRY_POINT_GROUP)
+    for ep in sorted(found, key=lambda e: (e.name, e.value)):
         dist, version = ep.distribution, ep.version
         plugin_name = f"{dist}:{ep.name}"
         if pm.has_plugin(plugin_name):
@@ -197,10 +200,11 @@ def _discover_into(registry: Registry, prefer: Sequence[str] | None) -> Discover
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.register(_builtins, name=CORE_DISTRIBUTION)
-    core_version = distribution_version(CORE_DISTRIBUTION) or "unknown"
+    installed = Installed()  # read from the file system now: nothing cached between runs
+    core_version = installed.version(CORE_DISTRIBUTION) or "unknown"
     infos = [PluginInfo("core", CORE_DISTRIBUTION, core_version, "butler._builtins", "builtin")]
     owners = {CORE_DISTRIBUTION: CORE_DISTRIBUTION}
-    owners.update(_load_entry_points(pm, infos))
+    owners.update(_load_entry_points(pm, installed, infos))
     order = _prefer_order(prefer)
 
     storages, c1 = _resolve(

@@ -23,11 +23,17 @@ import pytest
 from butler import PluginError
 from butler._entry_points import (
     EntryPoint,
+    Installed,
     _needs_importlib_metadata,
-    _scanned,
     distribution_version,
     entry_points,
 )
+
+
+def _scanned(group: str) -> list[EntryPoint]:
+    installed = Installed()
+    assert not installed.via_importlib_metadata
+    return installed.entry_points(group)
 
 
 def _as_metadata_sees(group: str) -> list[tuple[str, str, str, str]]:
