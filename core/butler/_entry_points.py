@@ -122,12 +122,36 @@ def _info_directories() -> dict[str, str]:
     return found
 
 
-def _read(path: str) -> str | None:
+def _read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None if it cannot be read (missing, a file-form egg-info ...).
+
+    Plain descriptor calls: this runs for every installed distribution at each discovery,
+    and a Python file object costs more than the read itself.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):  # missing, a file-form egg-info, unreadable
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _decode(data: bytes | None) -> str | None:
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:  # importlib.metadata would fail on it too: nothing to read
+        return None
+
+
+def _read(path: str) -> str | None:
+    return _decode(_read_bytes(path))
 
 
 def _group_entries(text: str, group: str) -> list[tuple[str, str]]:
@@ -199,8 +223,13 @@ class Installed:
         if self.via_importlib_metadata:
             return _from_importlib_metadata(group)
         found: list[EntryPoint] = []
+        header = f"[{group}]".encode()
         for stem, info in self._infos.items():
-            text = _read(os.path.join(info, "entry_points.txt"))
+            data = _read_bytes(os.path.join(info, "entry_points.txt"))
+            # Most distributions declare no entry point of this group: skip decoding them.
+            if not data or header not in data:
+                continue
+            text = _decode(data)
             pairs = _group_entries(text, group) if text else []
             if not pairs:
                 continue
