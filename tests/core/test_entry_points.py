@@ -141,6 +141,11 @@ def test_edge_cases_match_importlib_metadata(sites: tuple[Path, Path]) -> None:
         version="0.1",
     )
     dist_info(second, "nameless-3.0.dist-info", "[butler]\nnameless = nameless_mod\n", None)
+    # Windows line endings; the group named only in a comment is no section.
+    dist_info(second, "crlf_eps-1.0.dist-info", "[butler]\r\ncrlf = crlf_mod\r\n",
+              name="crlf-eps", version="1.0")  # fmt: skip
+    dist_info(second, "commented-1.0.dist-info", "# [butler]\n[other]\nnot_ours = x\n",
+              name="commented", version="1.0")  # fmt: skip
     # A file-form egg-info (PKG-INFO only) and an unrelated file are ignored.
     (second / "single_file-1.0.egg-info").write_text("Name: single-file\nVersion: 1.0\n")
     (second / "README.txt").write_text("not a distribution")
@@ -151,13 +156,13 @@ def test_edge_cases_match_importlib_metadata(sites: tuple[Path, Path]) -> None:
         ("spaced", "mixed.sub : plugin.hooks  [extra]", "Mixed.Case_Name", "0.5"),
         ("plain", "mixed", "Mixed.Case_Name", "0.5"),
         ("egg", "legacy_egg_mod", "legacy-egg", "0.1"),
+        ("crlf", "crlf_mod", "crlf-eps", "1.0"),
     }
     assert expected <= set(scanned)
     assert not any(ep[0] == "old" for ep in scanned)  # shadowed by the first site
-    ours = [ep for ep in scanned if ep[0] in {"new", "spaced", "plain", "egg"}]
-    theirs = [
-        ep for ep in _as_metadata_sees("butler") if ep[0] in {"new", "spaced", "plain", "egg"}
-    ]
+    made_here = {"new", "spaced", "plain", "egg", "crlf", "not_ours"}
+    ours = [ep for ep in scanned if ep[0] in made_here]
+    theirs = [ep for ep in _as_metadata_sees("butler") if ep[0] in made_here]
     assert ours == theirs  # same entry points, distributions, versions and order
     # Without METADATA importlib.metadata has no name (None); the scan names it by its
     # directory, so the plugin still gets a row, and the version is unknown.
