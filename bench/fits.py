@@ -16,7 +16,13 @@ the peak RSS:
   - ``Butler.put`` with ``durable=False`` (no fsync) vs ``HDUList.writeto(path)``;
   - ``Butler.put`` with ``sync_directories=True`` (fsync the file, then its directory) vs
     ``writeto`` + ``fsync`` of the file + ``fsync`` of the directory;
-  - and, for reference, the default put vs a plain ``writeto(path)`` (no fsync);
+  - and, for reference, the default put vs a plain ``writeto(path)`` (no fsync).
+
+  The image is little-endian float32. astropy's ``writeto`` byte-swaps a writable array *in
+  place* to FITS's big-endian order while writing and swaps it back after; butler never
+  mutates the caller's array (another thread could see swapped values, an interrupted write
+  would leave them), so it hands astropy a read-only view and astropy writes a swapped copy:
+  more memory (a second copy of the image) and time than the raw side;
 
 * get: ``Butler.get`` vs ``fits.getdata(path, memmap=False)`` (both return the whole image
   in memory), which leaves the data big-endian as stored, and vs getdata followed by the
