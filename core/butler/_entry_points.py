@@ -129,7 +129,7 @@ def _read_bytes(path: str) -> bytes | None:
     and a Python file object costs more than the read itself.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError:
         return None
     try:

@@ -270,6 +270,21 @@ def test_a_zip_on_sys_path_hands_over(tmp_path: Path) -> None:
         importlib.invalidate_caches()
 
 
+def test_an_unzipped_egg_on_sys_path_hands_over(tmp_path: Path) -> None:
+    egg = tmp_path / "old_dist-0.9-py3.11.egg"
+    (egg / "EGG-INFO").mkdir(parents=True)
+    (egg / "EGG-INFO" / "PKG-INFO").write_text("Name: old-dist\nVersion: 0.9\n")
+    (egg / "EGG-INFO" / "entry_points.txt").write_text("[butler]\nold_egg = old_egg_mod\n")
+    sys.path.insert(0, str(egg))
+    try:
+        assert _needs_importlib_metadata()
+        found = {(e.name, e.distribution, e.version) for e in entry_points("butler")}
+        assert ("old_egg", "old-dist", "0.9") in found
+    finally:
+        sys.path.remove(str(egg))
+        importlib.invalidate_caches()
+
+
 # -- install and remove, in a fresh process ---------------------------------------------
 
 LIFECYCLE = """
