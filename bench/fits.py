@@ -1,29 +1,53 @@
-"""Benchmark butler-fits against astropy.io.fits used directly.
+"""Benchmark butler-fits against astropy.io.fits used directly, interleaved in one run.
 
-Run ``python bench/fits.py [--size-mib 256] [--repeat 3] [--no-s3]``. It prints, for a
-float32 image of the given size on local disk:
+Run ``python bench/fits.py [--size-mib 256] [--repeat 3] [--no-s3] [--no-local]``. For a
+float32 image of the given size on local disk, each of the ``--repeat`` rounds runs every
+operation below once, each in a fresh child process (rounds alternate the order: A B ... B
+A), and prints, per comparison, the ratio raw time / butler time of each round
+(min/median/max; 1.0 = as fast as astropy, goal >= 0.95), the median seconds and MiB/s, and
+the peak RSS:
 
-* put: ``Butler.put`` vs ``HDUList.writeto(path)`` (butler's default posix storage fsyncs
-  the file and its directory, so it is also compared with writeto + the same fsyncs;
-  ``durable=False`` is shown too);
+* put, like for like on durability. butler's default posix storage writes a temporary file
+  in the destination directory, sets its metadata xattr, fsyncs *the file* (not the
+  directory), then links it into place, and records a row in the repository's SQLite index
+  (WAL, ``synchronous=NORMAL``: no fsync of its own). So:
+
+  - ``Butler.put`` (default) vs ``writeto`` into an open file + ``fsync`` of that file;
+  - ``Butler.put`` with ``durable=False`` (no fsync) vs ``HDUList.writeto(path)``;
+  - ``Butler.put`` with ``sync_directories=True`` (fsync the file, then its directory) vs
+    ``writeto`` + ``fsync`` of the file + ``fsync`` of the directory;
+  - and, for reference, the default put vs a plain ``writeto(path)`` (no fsync).
+
+  The image is little-endian float32. astropy's ``writeto`` byte-swaps a writable array *in
+  place* to FITS's big-endian order while writing and swaps it back after; butler never
+  mutates the caller's array (another thread could see swapped values, an interrupted write
+  would leave them), so it hands astropy a read-only view and astropy writes a swapped copy:
+  more memory (a second copy of the image) and time than the raw side;
+
 * get: ``Butler.get`` vs ``fits.getdata(path, memmap=False)`` (both return the whole image
   in memory), which leaves the data big-endian as stored, and vs getdata followed by the
   in-place swap to the native order butler returns (the order the image was put in);
-* peak RSS of each, measured in a fresh child process per operation, as a multiple of
-  the image size above the process's RSS after imports;
-* with butler-s3 and moto installed: bytes fetched for a 100x100 cutout of the image
-  stored on S3 (moto server process), as a share of the file.
+* peak RSS of each, the largest over the rounds, as a multiple of the image size above the
+  child's RSS after imports;
+* with butler-s3 and moto installed (pytest is not needed): bytes fetched for a 100x100
+  cutout of the image stored on S3 (moto server process on loopback), as a share of the
+  file.
 
-Speed ratios are raw time / butler time (1.0 = as fast as astropy; goal >= 0.95).
+Before timing, each child writes and reads a 2x2 image both through astropy (in memory)
+and, on the butler side, through butler: the imports a first use pays (butler's serializer
+modules load lazily) and the index's opening are outside the measurement on both sides.
+The machine's load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +80,43 @@ def _current_kib() -> int:
     return _peak_kib()
 
 
+def _fsync_directory(path: str) -> None:
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _butler_options(op: str) -> dict[str, Any]:
+    """Storage options of the butler side of ``op``."""
+    if op == "butler-put-nodurable":
+        return {"durable": False}
+    if op == "butler-put-syncdir":
+        return {"sync_directories": True}
+    return {}
+
+
+def _warm_up(butler: Any) -> None:
+    """Do once, untimed, what a long-running program has done before: import the write and
+    read paths (astropy's, and butler's serializer modules, which load on first use) and
+    open the repository's index. Without it the butler side's first put also paid its
+    imports (and, with PYTHONDONTWRITEBYTECODE, their compilation): hundreds of ms."""
+    import numpy as np
+    from astropy.io import fits
+
+    tiny = np.arange(4, dtype=np.float32).reshape(2, 2)
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(tiny)]).writeto(buffer)
+    buffer.seek(0)
+    fits.getdata(buffer, memmap=False)
+    if butler is not None:
+        name = f"warm-{os.getpid()}"
+        butler.put(tiny, "image", name=name)
+        butler.get("image", name=name)
+        butler.remove("image", name=name)
+
+
 def child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
     """One measured operation in this (fresh) process."""
     from astropy.io import fits
@@ -66,25 +127,21 @@ def child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
     name = f"{os.getpid()}" if "put" in op else "last"
     path = os.path.join(workdir, f"raw-{name}.fits")
     butler_root = os.path.join(workdir, "repo")
-    durable = not op.endswith("-nodurable")
-    if op.startswith("butler"):
-        butler = Butler(butler_root, durable=durable)
-        butler.get  # noqa: B018 - plugin discovery done before the baseline
-        fits.PrimaryHDU  # noqa: B018
+    butler: Any = Butler(butler_root, **_butler_options(op)) if op.startswith("butler") else None
+    _warm_up(butler)
     base = _current_kib()
     image = _image(size_mib) if "put" in op else None
     os.sync()  # start every measurement without other runs' dirty pages being flushed
     start = time.perf_counter()
     if op == "raw-put":
         fits.HDUList([fits.PrimaryHDU(image)]).writeto(path)
-    elif op == "raw-put-fsync":  # what butler's durable put guarantees, done by hand
+    elif op.startswith("raw-put-fsync"):  # butler's durability, done by hand
         with open(path, "wb") as f:
             fits.HDUList([fits.PrimaryHDU(image)]).writeto(f)
             f.flush()
             os.fsync(f.fileno())
-        directory = os.open(workdir, os.O_RDONLY)
-        os.fsync(directory)
-        os.close(directory)
+        if op == "raw-put-fsync-dir":
+            _fsync_directory(workdir)
     elif op.startswith("butler-put"):
         butler.put(image, "image", name=name)
     elif op == "raw-get":
@@ -121,53 +178,77 @@ def run_child(op: str, workdir: str, size_mib: int) -> dict[str, Any]:
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def best(op: str, workdir: str, size_mib: int, repeat: int) -> dict[str, Any]:
-    runs = [run_child(op, workdir, size_mib) for _ in range(repeat)]
-    fastest = min(runs, key=lambda r: r["seconds"])
-    fastest["peak_over_image"] = max(
-        (r["peak_kib"] - r["base_kib"]) * 1024 / (size_mib * MIB) for r in runs
-    )
-    return fastest
+#: Every operation, in the order of the even rounds (odd rounds run it reversed). The gets
+#: read the files the puts of the first round left.
+OPS = (
+    "raw-put",
+    "butler-put",
+    "raw-put-fsync",
+    "butler-put-nodurable",
+    "raw-put-fsync-dir",
+    "butler-put-syncdir",
+    "raw-get",
+    "butler-get",
+    "raw-get-native",
+)
+
+#: (label, butler operation, raw reference) of each printed comparison.
+ROWS = (
+    ("put (default) vs writeto + fsync file", "butler-put", "raw-put-fsync"),
+    ("put durable=False vs writeto(path)", "butler-put-nodurable", "raw-put"),
+    ("put sync_directories vs + fsync dir", "butler-put-syncdir", "raw-put-fsync-dir"),
+    ("put (default) vs writeto(path)", "butler-put", "raw-put"),
+    ("get vs getdata(memmap=False)", "butler-get", "raw-get"),
+    ("get vs getdata + swap to native", "butler-get", "raw-get-native"),
+)
+
+
+def interleaved(workdir: str, size_mib: int, rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """Each operation's runs, ``rounds`` of each, interleaved (A B ... B A per pair of rounds)."""
+    runs: dict[str, list[dict[str, Any]]] = {op: [] for op in OPS}
+    for i in range(rounds):
+        for op in OPS if i % 2 == 0 else reversed(OPS):
+            runs[op].append(run_child(op, workdir, size_mib))
+    return runs
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):5.2f} {statistics.median(values):5.2f} {max(values):5.2f}"
 
 
 def local(size_mib: int, repeat: int) -> None:
     from butler import Butler
 
     workdir = tempfile.mkdtemp(prefix="butler-bench-fits-")
+    load_before = _load()
     try:
         Butler.create(os.path.join(workdir, "repo")).register_dataset_type(
             "image", "numpy.ndarray", "fits", "image/{name}.fits"
         )
-        ops = ("raw-put", "raw-put-fsync", "butler-put", "butler-put-nodurable", "raw-get",
-               "raw-get-native")  # fmt: skip
-        results = {op: best(op, workdir, size_mib, repeat) for op in (*ops, "butler-get")}
+        runs = interleaved(workdir, size_mib, repeat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nLocal disk, {size_mib} MiB float32 image (best of {repeat}, fresh process each)")
-    print(f"{'operation':<34} {'seconds':>8} {'MiB/s':>8} {'ratio':>6} {'peak RSS':>9}")
-    rows = [
-        ("astropy writeto(path)", "raw-put", "raw-put"),
-        ("astropy writeto + fsync file, dir", "raw-put-fsync", "raw-put-fsync"),
-        ("butler put (durable: fsync)", "butler-put", "raw-put"),
-        ("butler put (vs writeto + fsync)", "butler-put", "raw-put-fsync"),
-        ("butler put (durable=False)", "butler-put-nodurable", "raw-put"),
-        ("astropy getdata(memmap=False)", "raw-get", "raw-get"),
-        ("  + in-place swap to native order", "raw-get-native", "raw-get"),
-        ("butler get (vs getdata)", "butler-get", "raw-get"),
-        ("butler get (vs getdata + swap)", "butler-get", "raw-get-native"),
-    ]
-    for label, op, ref in rows:
-        r = results[op]
-        ratio = results[ref]["seconds"] / r["seconds"]
-        print(
-            f"{label:<34} {r['seconds']:>8.3f} {size_mib / r['seconds']:>8.0f} {ratio:>6.2f} "
-            f"{r['peak_over_image']:>8.2f}x"
-        )
-    print("ratio = astropy time / butler time (goal >= 0.95); peak RSS above the imports, ")
-    print("as a multiple of the image (goal <= 1.2x).")
+    print(f"\nLocal disk, {size_mib} MiB float32 image: {repeat} interleaved rounds, each")
+    print("operation in a fresh process; load average before " + load_before + ", after " + _load())
+    print(f"{'operation':<34} {'median s':>8} {'MiB/s':>6} {'peak RSS':>8}")
+    for op in OPS:
+        seconds = statistics.median(r["seconds"] for r in runs[op])
+        peak = max((r["peak_kib"] - r["base_kib"]) * 1024 / (size_mib * MIB) for r in runs[op])
+        print(f"{op:<34} {seconds:>8.3f} {size_mib / seconds:>6.0f} {peak:>7.2f}x")
+    print(f"\n{'ratio raw time / butler time':<40} {'min':>5} {'med':>5} {'max':>5}")
+    for label, op, ref in ROWS:
+        ratios = [r["seconds"] / b["seconds"] for b, r in zip(runs[op], runs[ref], strict=True)]
+        print(f"{label:<40} {_spread(ratios)}")
+    print("ratio per round (same round, alternating order); goal >= 0.95. Peak RSS: largest")
+    print("over the rounds, above the child's RSS after imports, as a multiple of the image")
+    print("(goal <= 1.2x).")
 
 
 # -- S3 ----------------------------------------------------------------------------------
@@ -182,12 +263,16 @@ def s3(size_mib: int) -> None:
     import boto3
 
     from butler import Butler
-    from butler.testing import moto_server
+    from butler.testing import moto_server  # needs moto, not pytest
 
     env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
     with moto_server(env) as endpoint:
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
-        options = {"endpoint_url": endpoint, "key": "bench", "secret": "bench-secret"}
+        options: dict[str, Any] = {
+            "endpoint_url": endpoint,
+            "key": "bench",
+            "secret": "bench-secret",
+        }
         boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -227,6 +312,7 @@ def s3(size_mib: int) -> None:
         whole_fetched = sum(f.bytes_fetched for f in opened)
         butler.close()
     print(f"\nS3 (moto server on loopback), {size_mib} MiB float32 image, {size} bytes")
+    print(f"load average: {_load()}")
     print(f"put: {put_seconds:.2f} s ({size_mib / put_seconds:.0f} MiB/s)")
     print(
         f"100x100 cutout: {fetched} bytes fetched in {requests} requests = "
@@ -241,8 +327,9 @@ def s3(size_mib: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 section")
+    parser.add_argument("--no-local", action="store_true", help="skip the local-disk section")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -252,7 +339,8 @@ def main() -> None:
     import astropy
 
     print(f"butler-fits benchmark: astropy {astropy.__version__}, python {sys.version.split()[0]}")
-    local(args.size_mib, args.repeat)
+    if not args.no_local:
+        local(args.size_mib, args.repeat)
     if not args.no_s3:
         s3(args.size_mib)
 

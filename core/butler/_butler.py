@@ -20,6 +20,7 @@ from ._errors import (
     FormatError,
     InvalidDataIdError,
     NoSerializerError,
+    QueryError,
     StorageError,
 )
 from ._index import INT_RANGE, Index, IndexEntry, entry_id
@@ -41,7 +42,6 @@ from ._policy import (
     validate_dataset_type_name,
 )
 from ._provenance import DatasetRef, new_created, provenance_record, ref_from_metadata
-from ._query import QueryError, parse_order_by, query_predicate, sort_key
 from ._registry import Registry
 from ._runs import (
     DEFAULT_RUN,
@@ -998,6 +998,8 @@ class Butler(CollectionsMixin, BulkMixin):
         **constraints: Any,
     ) -> int:
         """How many data IDs `datasets` would yield (same arguments, no limit)."""
+        from ._query import query_predicate  # the where language: not at 'import butler'
+
         dt = self.dataset_type(dataset_type)
         runs = self._query_runs(dt, collections, constraints)
         predicate = query_predicate(dt, where, constraints)
@@ -1048,6 +1050,8 @@ class Butler(CollectionsMixin, BulkMixin):
         constraints: Mapping[str, Any],
     ) -> list[tuple[dict[str, Any], str]]:
         """(data ID, run) selected, ordered and limited; through the index or by listing."""
+        from ._query import parse_order_by, query_predicate, sort_key  # ~4 ms: used here only
+
         constraints = dict(constraints)
         runs = self._query_runs(dt, collections, constraints)
         predicate = query_predicate(dt, where, constraints)

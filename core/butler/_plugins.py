@@ -43,6 +43,7 @@ import pluggy
 
 from . import _builtins, hookspecs
 from ._declarations import FormatDescriptor, Serializer, StorageSpec
+from ._entry_points import Installed
 from ._registry import Registry
 
 __all__ = [
@@ -112,14 +113,14 @@ def _rank(prefer: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     return rank
 
 
-def _load_entry_points(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> dict[str, str]:
+def _load_entry_points(
+    pm: pluggy.PluginManager, installed: Installed, infos: list[PluginInfo]
+) -> dict[str, str]:
     """Import and register every ``butler`` entry point; returns plugin name → distribution."""
-    from importlib.metadata import entry_points
-
     owners: dict[str, str] = {}
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
-        dist = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
-        version = ep.dist.version if ep.dist is not None else "?"
+    found = installed.entry_points(ENTRY_POINT_GROUP)
+    for ep in sorted(found, key=lambda e: (e.name, e.value)):
+        dist, version = ep.distribution, ep.version
         plugin_name = f"{dist}:{ep.name}"
         if pm.has_plugin(plugin_name):
             continue  # the same distribution visible twice on sys.path
@@ -199,15 +200,11 @@ def _discover_into(registry: Registry, prefer: Sequence[str] | None) -> Discover
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.register(_builtins, name=CORE_DISTRIBUTION)
-    from importlib.metadata import version
-
-    try:
-        core_version = version(CORE_DISTRIBUTION)
-    except Exception:
-        core_version = "unknown"
+    installed = Installed()  # read from the file system now: nothing cached between runs
+    core_version = installed.version(CORE_DISTRIBUTION) or "unknown"
     infos = [PluginInfo("core", CORE_DISTRIBUTION, core_version, "butler._builtins", "builtin")]
     owners = {CORE_DISTRIBUTION: CORE_DISTRIBUTION}
-    owners.update(_load_entry_points(pm, infos))
+    owners.update(_load_entry_points(pm, installed, infos))
     order = _prefer_order(prefer)
 
     storages, c1 = _resolve(

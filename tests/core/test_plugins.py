@@ -187,7 +187,9 @@ def test_priority_then_user_preference(site: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_refresh_picks_up_a_distribution_installed_later(site: Path) -> None:
-    before = butler.default_registry()
+    # Not default_registry(): an earlier test may have built it while its own site (holding
+    # another butler-widget) was on sys.path. Discover what is installed now.
+    before = butler.refresh_plugins()
     assert "widget" not in before.formats
     make_distribution(site, "butler-widget", "butler_widget_plugin", GOOD_PLUGIN)
     try:

@@ -16,19 +16,25 @@ pytest then runs round trips, subclass preservation, corrupt input, atomic write
 injected failures and lazy discovery, on ``posix`` and ``memory`` and, when their plugins
 are installed, ``s3`` (against a moto server the kit starts) and ``database`` (SQLite).
 
-This package needs pytest; ``import butler`` never imports it.
+`SerializerConformance` needs pytest, imported when that class is first used; the other
+helpers (`moto_server`, `corrupt`, ...) work without it. ``import butler`` never imports
+this package.
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
-from ._conformance import SerializerConformance
+from typing import TYPE_CHECKING, Any
+
 from ._faults import CORRUPTIONS, InjectedFault, corrupt, failing_writes
 from ._lazy import imported_after_discovery
 from ._moto import moto_server, start_moto, stop_moto
 from ._storages import STORAGES, RepositoryFactory, moto_endpoint, unavailable_reason
 from ._subclass import derive_subclass
+
+if TYPE_CHECKING:
+    from ._conformance import SerializerConformance
 
 __all__ = [
     "CORRUPTIONS",
@@ -46,3 +52,12 @@ __all__ = [
     "stop_moto",
     "unavailable_reason",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the conformance kit imports pytest; scripts using moto_server need not have it.
+    if name == "SerializerConformance":
+        from ._conformance import SerializerConformance
+
+        return SerializerConformance
+    raise AttributeError(f"module 'butler.testing' has no attribute {name!r}")
