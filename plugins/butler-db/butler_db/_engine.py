@@ -202,9 +202,11 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: sa.Connection) -> None:
     # Writers take the write lock up front (BEGIN IMMEDIATE) so that two writers never
-    # deadlock upgrading read locks; readers get a snapshot (BEGIN DEFERRED).
+    # deadlock upgrading read locks; readers get a snapshot (BEGIN DEFERRED); a connection
+    # running one read statement needs none (NONE: SQLite runs it in its own snapshot).
     mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-    conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
+    if mode != "NONE":
+        conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
 
 
 def create_engine(url: URL, **options: Any) -> Engine:
