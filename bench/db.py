@@ -86,6 +86,14 @@ def _fresh(kind: str, base: str | None, tmp: str) -> Iterator[str]:
         admin.dispose()
 
 
+def _begin(kind: str, cursor: Any) -> None:
+    """One transaction for the raw side too: butler-db's SQLite connections run in
+    autocommit mode (it issues its own BEGIN), so without this every raw INSERT would be
+    a transaction of its own. psycopg and PyMySQL begin implicitly."""
+    if kind == "sqlite":
+        cursor.execute("BEGIN")
+
+
 def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     start = time.perf_counter()
     fn(*args, **kwargs)
@@ -175,6 +183,7 @@ def bench_blob(kind: str, root: str, size_mib: int, rounds: int) -> None:
         conn = engine.raw_connection()
         try:
             cursor = conn.cursor()
+            _begin(kind, cursor)
             for seq, start in enumerate(range(0, len(payload), CHUNK)):
                 data = bytes(payload[start : start + CHUNK]) if kind == "mysql" else payload[
                     start : start + CHUNK
@@ -247,6 +256,7 @@ def _raw_insert(engine: sa.Engine, name: str, df: Any) -> None:
     conn = engine.raw_connection()
     try:
         cursor = conn.cursor()
+        _begin(engine.dialect.name, cursor)
         if engine.dialect.name == "postgresql":
             with cursor.copy(f"COPY {name} (id, ra, flux, band, ok) FROM STDIN") as copy:
                 for row in rows:
