@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
+import time
 from typing import Any
 
 import pytest
@@ -181,3 +183,35 @@ def test_older_repository_gets_the_prefix_index_when_opened(db_root: str, backen
         assert schema._has_key_prefix_index(conn, backend) is True
         assert schema.ensure_indexes(conn) is True  # idempotent
     engine.dispose()
+
+
+def test_opener_waits_only_briefly_for_a_writer_to_add_the_index(sqlite_root: str) -> None:
+    """An older SQLite repository opened while another process holds the write lock: the
+    opener gives up adding the index after 2 s (not the 60 s busy timeout), reads as
+    before, and the next opener adds it."""
+    b = Butler.create(sqlite_root)
+    b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int})
+    b.put({"v": 1}, "cfg", visit=1)
+    b.close()
+    path = sqlite_root.removeprefix("sqlite:///")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("DROP INDEX butler_datasets_key_prefix")
+    writer.execute("BEGIN IMMEDIATE")  # a long write in another process
+    try:
+        start = time.monotonic()
+        reader = Butler(sqlite_root)
+        assert list(reader.storage.list("cfg/")) == ["cfg/1.json"]
+        assert reader.get("cfg", visit=1) == {"v": 1}
+        waited = time.monotonic() - start
+        reader.close()
+    finally:
+        writer.execute("ROLLBACK")
+    assert 1.5 < waited < 10, waited
+    engine = raw_engine(sqlite_root)
+    with engine.connect() as conn:
+        assert schema._has_key_prefix_index(conn, "sqlite") is False
+    Butler(sqlite_root).close()  # the writer is gone: this opener adds it
+    with engine.connect() as conn:
+        assert schema._has_key_prefix_index(conn, "sqlite") is True
+    engine.dispose()
+    writer.close()

@@ -128,6 +128,11 @@ _KEY_PREFIX_PRESENT = {
 }
 
 
+#: Seconds a repository opener waits for the lock ``CREATE INDEX`` needs before giving up
+#: (the next opener tries again).
+_INDEX_LOCK_WAIT = 2
+
+
 def key_prefix_expression(dialect: str) -> tuple[Any, int]:
     """``(expression, width)``: what the prefix index of ``dialect`` holds, as a SQL
     expression comparing in code-point order, and how many leading characters of the key it
@@ -143,21 +148,25 @@ def ensure_indexes(conn: sa.Connection) -> bool:
     """Create the indexes butler-db added after the first schema (idempotent); True when
     they exist afterwards.
 
-    Safe under concurrent openers: a creator losing a race, a server that would make it wait
-    more than 2 s for the table's lock, and a user without the privilege to create indexes
-    all leave the repository as it was (listings then scan: slower, still correct).
+    Safe under concurrent openers: a creator losing a race, a lock held by a writer for
+    more than 2 s (SQLite's database lock, the table's lock elsewhere), and a user without
+    the privilege to create indexes all leave the repository as it was (listings then scan:
+    slower, still correct; the next opener tries again).
     """
     dialect = "mysql" if conn.dialect.name == "mariadb" else conn.dialect.name
     if dialect not in _KEY_PREFIX_DDL:
         return False
     if _has_key_prefix_index(conn, dialect):
         return True
+    dbapi = conn.connection.dbapi_connection
+    if dialect == "sqlite" and dbapi is not None:  # wait 2 s for a writer, not 60
+        dbapi.execute(f"PRAGMA busy_timeout = {_INDEX_LOCK_WAIT * 1000}")
     try:
         with conn.execution_options(sqlite_begin="IMMEDIATE").begin():
             if dialect == "postgresql":
-                conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_INDEX_LOCK_WAIT}s'")
             elif dialect == "mysql":
-                conn.exec_driver_sql("SET SESSION lock_wait_timeout = 2")
+                conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {_INDEX_LOCK_WAIT}")
             try:
                 conn.exec_driver_sql(_KEY_PREFIX_DDL[dialect])
             finally:
@@ -165,12 +174,18 @@ def ensure_indexes(conn: sa.Connection) -> bool:
                     conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
     except exc.SQLAlchemyError:
         pass  # lost a race (duplicate name), lock wait, no privilege: nothing changed
+    finally:
+        if dialect == "sqlite" and dbapi is not None:
+            from ._engine import SQLITE_BUSY_TIMEOUT
+
+            dbapi.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT * 1000)}")
     return _has_key_prefix_index(conn, dialect)
 
 
 def _has_key_prefix_index(conn: sa.Connection, dialect: str) -> bool:
     try:
-        with conn.begin():
+        # a read (the connection's options may still ask SQLite for its write lock)
+        with conn.execution_options(sqlite_begin="DEFERRED").begin():
             row = conn.execute(sa.text(_KEY_PREFIX_PRESENT[dialect]), {"name": KEY_PREFIX_INDEX})
             return row.first() is not None
     except exc.SQLAlchemyError:

@@ -187,8 +187,7 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
 
     def _forget_prefetched(self) -> Any:
         """Forget (and return) the ``(key, row)`` this thread's last `metadata` fetched."""
-        slot = self._prefetched.__dict__.pop("row", None)
-        return slot
+        return self._prefetched.__dict__.pop("row", None)
 
     @contextlib.contextmanager
     def _write_transaction(self, action: str, key: str = "", **kw: Any) -> Iterator[sa.Connection]:
