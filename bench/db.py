@@ -1,20 +1,38 @@
-"""Benchmark of butler-db against raw SQLAlchemy and pandas, measured in the same run.
+"""butler-db against the best raw method of each database, interleaved in one run.
 
-* blob: put/get of an N MiB array (npy format) through butler vs one raw SQLAlchemy
-  INSERT/SELECT of the same bytes. Ratio = raw time / butler time (goal >= 0.9).
-* sql-table: insert of R rows through butler (format ``sql-table``) vs
-  ``pandas.DataFrame.to_sql``, in rows/s. Ratio = butler rows/s / pandas rows/s (goal >= 1).
+Every measure runs butler and its baseline in alternation (A B A B ...; ``--rounds``
+pairs) and prints the median times and the min/median/max of the ratio, with the machine's
+load average before and after. Sections (``--sections``, default all):
 
-SQLite always; PostgreSQL when ``BUTLER_TEST_POSTGRES_URL`` (or ``--postgres URL``) is
-reachable; MariaDB with ``--mysql URL``.
+small   small JSON datasets: butler get/put on the database against butler on posix (the
+        goal: a SQLite get within 3x a posix get); N gets or puts per round.
+blob    an N MiB array (npy) through butler against raw DB-API on the same connection
+        pool: the same bytes inserted as 1 MiB rows of one table in one transaction
+        (``executemany`` would hold every chunk at once; one 64 MiB row fails on MariaDB,
+        whose max_allowed_packet is 16 MiB), and read back with one ``SELECT ... ORDER BY
+        seq``. Ratio = butler / raw time.
+table   R rows x 5 columns of a DataFrame: butler's ``sql-table`` put against the best of
+        ``pandas.DataFrame.to_sql`` (default ``executemany``, and ``method="multi"``) and the
+        raw driver path (PostgreSQL: psycopg ``COPY ... FROM STDIN``; SQLite and MariaDB:
+        DB-API ``executemany`` of tuples). Ratio = butler / best raw time.
+list    ``storage.list(prefix)`` returning 100 keys from 1k, 10k and 100k rows, against the
+        same indexed range query through the raw DB-API cursor.
 
-Usage: ``python bench/db.py [--size-mib 64] [--rows 1000000] [--postgres URL] [--mysql URL]``
+SQLite always; PostgreSQL with ``--postgres URL`` (default ``BUTLER_TEST_POSTGRES_URL``),
+MariaDB with ``--mysql URL`` (default ``BUTLER_TEST_MYSQL_URL``); ``mysql://`` and
+``postgresql://`` pick the drivers butler-db uses. A server given but unreachable is
+reported, never skipped in silence. Each run uses fresh databases (schemas), dropped after.
+
+Usage: ``python bench/db.py [--sections small,blob,table,list] [--rounds 5]
+[--size-mib 64] [--rows 200000] [--n 200]``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -24,36 +42,39 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from butler import Butler
 
+CHUNK = 1024 * 1024
 
-def _time(fn: Callable[[], Any], repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _url(text: str) -> sa.URL:
+    from butler_db._engine import normalise_url
+
+    return normalise_url(text)
 
 
 @contextmanager
-def _fresh(kind: str, url: str | None, tmp: str) -> Iterator[str]:
+def _fresh(kind: str, base: str | None, tmp: str) -> Iterator[str]:
     """A fresh database (schema on PostgreSQL) for one backend, dropped afterwards."""
     if kind == "sqlite":
         yield f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:6]}.db"
         return
-    assert url is not None
+    assert base is not None
+    url = _url(base)
     name = f"butler_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
         if kind == "postgresql":
             conn.execute(sa.schema.CreateSchema(name))
-            root = make_url(url).update_query_dict({"options": f"-csearch_path={name}"})
+            root = url.update_query_dict({"options": f"-csearch_path={name}"})
         else:
             conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-            root = make_url(url).set(database=name)
+            root = url.set(database=name)
     try:
         yield root.render_as_string(hide_password=False)
     finally:
@@ -65,46 +86,138 @@ def _fresh(kind: str, url: str | None, tmp: str) -> Iterator[str]:
         admin.dispose()
 
 
-def bench_blob(root: str, size_mib: int) -> dict[str, float]:
-    from butler_db._engine import create_engine, normalise_url
+def _begin(kind: str, cursor: Any) -> None:
+    """One transaction for the raw side too: butler-db's SQLite connections run in
+    autocommit mode (it issues its own BEGIN), so without this every raw INSERT would be
+    a transaction of its own. psycopg and PyMySQL begin implicitly."""
+    if kind == "sqlite":
+        cursor.execute("BEGIN")
 
-    arr = np.random.default_rng(0).integers(0, 2**62, size_mib * 1024 * 1024 // 8)
-    payload = arr.tobytes()
+
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def _interleave(rounds: int, butler: Callable[[int], Any], raw: Callable[[int], Any]) -> Any:
+    """``(butler times, raw times)`` of ``rounds`` alternated calls (the order flips every
+    round, so neither side always runs on a warmer cache), after one untimed call each
+    (round ``-1``)."""
+    butler(-1)  # warm-up, untimed: compiled statements, schema checks, pools
+    raw(-1)
+    ours, theirs = [], []
+    for r in range(rounds):
+        if r % 2:
+            theirs.append(_timed(raw, r))
+            ours.append(_timed(butler, r))
+        else:
+            ours.append(_timed(butler, r))
+            theirs.append(_timed(raw, r))
+    return ours, theirs
+
+
+def _report(label: str, ours: list[float], theirs: list[float], unit: float, what: str) -> None:
+    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
+    print(
+        f"  {label:34s} butler {statistics.median(ours) / unit * 1e3:9.3f} ms  "
+        f"raw {statistics.median(theirs) / unit * 1e3:9.3f} ms  ratio butler/raw "
+        f"min {ratios[0]:.2f} median {statistics.median(ratios):.2f} max {ratios[-1]:.2f}"
+        f"{'  ' + what if what else ''}"
+    )
+
+
+# -- small datasets ------------------------------------------------------------------------
+
+
+def bench_small(kind: str, root: str, tmp: str, n: int, rounds: int) -> None:
+    obj = {"visit": 1, "gain": 1.5, "name": "dataset", "flags": [1, 2, 3]}
+    posix = Butler.create(os.path.join(tmp, f"posix-{uuid.uuid4().hex[:6]}"))
+    db = Butler.create(root)
+    for b in (posix, db):
+        b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int})
+
+    def puts(b: Butler) -> Callable[[int], None]:
+        return lambda r: [b.put(obj, "cfg", visit=r * n + i) for i in range(n)]
+
+    def gets(b: Butler) -> Callable[[int], None]:
+        return lambda r: [b.get("cfg", visit=i) for i in range(n)]
+
+    ours, theirs = _interleave(rounds, puts(db), puts(posix))
+    _report(f"{kind} small put (vs posix)", ours, theirs, n, "per put")
+    ours, theirs = _interleave(rounds, gets(db), gets(posix))
+    _report(f"{kind} small get (vs posix)", ours, theirs, n, "per get; goal SQLite <= 3")
+    db.close()
+    posix.close()
+
+
+# -- blobs ---------------------------------------------------------------------------------
+
+
+def bench_blob(kind: str, root: str, size_mib: int, rounds: int) -> None:
+    from butler_db._engine import create_engine
+
+    arr = np.random.default_rng(0).integers(0, 2**62, size_mib * CHUNK // 8)
+    payload = memoryview(arr.tobytes())
     b = Butler.create(root)
     b.register_dataset_type("arr", "numpy.ndarray", "npy", dimensions={"i": int})
-    counter = iter(range(10**6))
-    put = _time(lambda: b.put(arr, "arr", i=next(counter)))
-    get = _time(lambda: b.get("arr", i=0))
-    assert np.array_equal(b.get("arr", i=0), arr)
-    b.close()
-
-    engine = create_engine(normalise_url(root))
-    meta = sa.MetaData()
+    engine = create_engine(_url(root))
     table = sa.Table(
-        "raw_blob",
-        meta,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        "raw_chunks",
+        sa.MetaData(),
+        sa.Column("blob_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("data", sa.LargeBinary().with_variant(sa.dialects.mysql.LONGBLOB(), "mysql")),
     )
-    meta.create_all(engine)
-    ids = iter(range(10**6))
+    table.metadata.create_all(engine)
+    insert = str(table.insert().compile(dialect=engine.dialect))
+    select = str(
+        sa.select(table.c.data)
+        .where(table.c.blob_id == sa.bindparam("b"))
+        .order_by(table.c.seq)
+        .compile(dialect=engine.dialect)
+    )
+    positional = engine.dialect.positional
 
-    def raw_put() -> None:
-        with engine.begin() as conn:
-            conn.execute(table.insert(), {"id": next(ids), "data": payload})
+    def raw_put(r: int) -> None:
+        conn = engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            _begin(kind, cursor)
+            for seq, start in enumerate(range(0, len(payload), CHUNK)):
+                data = bytes(payload[start : start + CHUNK]) if kind == "mysql" else payload[
+                    start : start + CHUNK
+                ]  # fmt: skip
+                row = {"blob_id": r, "seq": seq, "data": data}
+                cursor.execute(insert, tuple(row.values()) if positional else row)
+            conn.commit()
+        finally:
+            conn.close()
 
-    def raw_get() -> bytes:
-        with engine.connect() as conn:
-            return bytes(conn.execute(sa.select(table.c.data).where(table.c.id == 0)).scalar())
+    def raw_get(_r: int) -> np.ndarray[Any, Any]:
+        conn = engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(select, (0,) if positional else {"b": 0})
+            data = b"".join(bytes(row[0]) for row in cursor.fetchall())
+            conn.rollback()
+        finally:
+            conn.close()
+        return np.frombuffer(data, dtype=arr.dtype)
 
-    try:
-        raw_put_t = _time(raw_put)
-        raw_get_t = _time(raw_get)
-    except sa.exc.SQLAlchemyError as e:  # MariaDB: one parameter > max_allowed_packet
-        print(f"  (raw single-row INSERT failed: {str(e.orig).splitlines()[0][:90]})")
-        raw_put_t = raw_get_t = float("nan")
+    def put(r: int) -> None:
+        b.put(arr, "arr", i=r)
+
+    ours, theirs = _interleave(rounds, put, raw_put)
+    _report(f"{kind} {size_mib} MiB put", ours, theirs, 1, f"({size_mib} MiB)")
+    assert np.array_equal(b.get("arr", i=0), arr) and np.array_equal(raw_get(0), arr)
+    ours, theirs = _interleave(rounds, lambda r: b.get("arr", i=0), raw_get)
+    _report(f"{kind} {size_mib} MiB get", ours, theirs, 1, "")
+    b.close()
     engine.dispose()
-    return {"put": put, "get": get, "raw_put": raw_put_t, "raw_get": raw_get_t}
+
+
+# -- tables --------------------------------------------------------------------------------
 
 
 def _frame(rows: int) -> Any:
@@ -122,77 +235,187 @@ def _frame(rows: int) -> Any:
     )
 
 
-def bench_table(root: str, rows: int) -> dict[str, float]:
-    from butler_db._engine import create_engine, normalise_url
+def _raw_insert(engine: sa.Engine, name: str, df: Any) -> None:
+    """The driver's fastest bulk path into a new table (COPY on PostgreSQL)."""
+    columns = sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger),
+        sa.Column("ra", sa.Double),
+        sa.Column("flux", sa.Float),
+        sa.Column("band", sa.String(8)),
+        sa.Column("ok", sa.Boolean),
+    )
+    columns.create(engine)
+    rows = list(
+        zip(
+            df["id"].tolist(), df["ra"].tolist(), df["flux"].tolist(), df["band"].tolist(),
+            df["ok"].tolist(), strict=True,
+        )
+    )  # fmt: skip
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        _begin(engine.dialect.name, cursor)
+        if engine.dialect.name == "postgresql":
+            with cursor.copy(f"COPY {name} (id, ra, flux, band, ok) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+            sql = f"INSERT INTO {name} (id, ra, flux, band, ok) VALUES ({', '.join([mark] * 5)})"
+            for start in range(0, len(rows), 50_000):
+                cursor.executemany(sql, rows[start : start + 50_000])
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def bench_table(kind: str, root: str, rows: int, rounds: int) -> None:
+    from butler_db._engine import create_engine
 
     df = _frame(rows)
     b = Butler.create(root)
     b.register_dataset_type("cat", "pandas.DataFrame", "sql-table", dimensions={"i": int})
-    counter = iter(range(10**6))
-    butler_t = _time(lambda: b.put(df, "cat", i=next(counter)), repeat=2)
-    read_t = _time(lambda: b.get("cat", i=0), repeat=1)
-    b.close()
-    engine = create_engine(normalise_url(root))
+    engine = create_engine(_url(root))
     names = iter(range(10**6))
-    pandas_t = _time(
-        lambda: df.to_sql(f"pd_{next(names)}", engine, index=False, if_exists="fail"), repeat=2
-    )
-    import pandas as pd
-
-    pd_read_t = _time(lambda: pd.read_sql_table("pd_0", engine), repeat=1)
+    methods: dict[str, Callable[[int], Any]] = {
+        "to_sql": lambda r: df.to_sql(f"pd_{next(names)}", engine, index=False),
+        "to_sql multi": lambda r: df.to_sql(
+            f"pd_{next(names)}", engine, index=False, method="multi", chunksize=2000
+        ),
+        "raw " + ("COPY" if kind == "postgresql" else "executemany"): lambda r: _raw_insert(
+            engine, f"raw_{next(names)}", df
+        ),
+    }
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    ours: list[float] = []
+    for r in range(rounds):
+        ours.append(_timed(b.put, df, "cat", i=r))
+        for name, fn in methods.items():
+            times[name].append(_timed(fn, r))
+    best = min(methods, key=lambda m: statistics.median(times[m]))
+    for name in methods:
+        print(f"    {kind:10s} {name:18s} {rows / statistics.median(times[name]):12,.0f} rows/s")
+    print(f"    {kind:10s} {'butler sql-table':18s} {rows / statistics.median(ours):12,.0f} rows/s")
+    _report(f"{kind} {rows:,}-row insert vs {best}", ours, times[best], 1, "")
+    b.close()
     engine.dispose()
-    return {"butler": butler_t, "pandas": pandas_t, "read": read_t, "pd_read": pd_read_t}
 
 
-def _reachable(url: str | None) -> bool:
+# -- listings ------------------------------------------------------------------------------
+
+
+def bench_list(kind: str, root: str, sizes: list[int], rounds: int) -> None:
+    import json
+    import secrets
+
+    from butler_db import _queries as q
+    from butler_db import _schema as schema
+    from butler_db._engine import create_engine
+
+    b = Butler.create(root)
+    storage = b.storage
+    engine = create_engine(_url(root))
+    done = 0
+    for size in sizes:
+        with engine.begin() as conn:  # raw rows: 100k puts would take minutes
+            batch = []
+            for i in range(done, size):
+                key = f"calexp/{i // 100:06d}/{i % 100}.json"
+                batch.append(
+                    {
+                        "key_hash": schema.key_hash(key), "key": key, "dataset_type": "calexp",
+                        "data_id": json.dumps({"i": i}), "format": "json",
+                        "python_type": "dict", "size": 2, "sha256": None, "created": 0.0,
+                        "metadata": "{}", "blob_id": secrets.token_hex(16), "chunk_size": CHUNK,
+                        "table_name": None,
+                    }
+                )  # fmt: skip
+            conn.execute(schema.datasets.insert(), batch)
+        done = size
+        prefix = f"calexp/{(size // 200):06d}/"  # 100 keys, from the middle
+        statement, params = q.list_keys(kind, prefix)
+        compiled = statement.compile(dialect=engine.dialect)
+        values = compiled.construct_params(params)
+        sql = str(compiled)
+        bound: Any = (
+            tuple(values[k] for k in compiled.positiontup or []) if compiled.positional else values
+        )
+
+        def raw(_r: int, sql: str = sql, bound: Any = bound) -> list[str]:
+            conn = engine.raw_connection()
+            try:
+                cursor = conn.cursor()
+                cursor.execute(sql, bound)
+                keys = [row[0] for row in cursor.fetchall()]
+                conn.rollback()
+            finally:
+                conn.close()
+            return keys
+
+        found = list(storage.list(prefix))
+        assert len(found) == 100 and sorted(raw(0)) == found, (len(found), prefix)
+        ours, theirs = _interleave(rounds * 4, lambda r, p=prefix: list(storage.list(p)), raw)
+        _report(f"{kind} list 100 of {size:,} keys", ours, theirs, 1, "")
+    b.close()
+    engine.dispose()
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def _reachable(kind: str, url: str | None) -> str | None:
+    """The URL if the server answers; says so loudly when it does not."""
     if not url:
-        return False
+        print(f"  ({kind}: no URL given: --{'postgres' if kind == 'postgresql' else 'mysql'})")
+        return None
     try:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(_url(url), poolclass=sa.pool.NullPool)
         with engine.connect():
             pass
         engine.dispose()
-        return True
+        return url
     except Exception as e:
-        print(f"  ({make_url(url).render_as_string(hide_password=True)} unreachable: {e})")
-        return False
+        shown = _url(url).render_as_string(hide_password=True)
+        print(f"  !! {kind} at {shown} is unreachable, not measured: {str(e).splitlines()[0]}")
+        return None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--sections", default="small,blob,table,list")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--n", type=int, default=200, help="small datasets per round")
     parser.add_argument("--size-mib", type=int, default=64)
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--list-sizes", default="1000,10000,100000")
     parser.add_argument("--postgres", default=os.environ.get("BUTLER_TEST_POSTGRES_URL"))
-    parser.add_argument("--mysql", default=None)
+    parser.add_argument("--mysql", default=os.environ.get("BUTLER_TEST_MYSQL_URL"))
     args = parser.parse_args()
-    backends = [("sqlite", None)]
-    if _reachable(args.postgres):
-        backends.append(("postgresql", args.postgres))
-    if _reachable(args.mysql):
-        backends.append(("mysql", args.mysql))
+    sections = args.sections.split(",")
+    print(f"bench/db.py {' '.join(sys.argv[1:])}  [{_load()}]")
+    backends: list[tuple[str, str | None]] = [("sqlite", None)]
+    for kind, url in (("postgresql", args.postgres), ("mysql", args.mysql)):
+        if _reachable(kind, url):
+            backends.append((kind, url))
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"blob: {args.size_mib} MiB npy array; best of 3; ratio = raw / butler time")
-        for kind, url in backends:
-            with _fresh(kind, url, tmp) as root:
-                r = bench_blob(root, args.size_mib)
-            mb = args.size_mib
-            for op in ("put", "get"):
-                print(
-                    f"  {kind:10s} {op}: butler {r[op]:.3f} s ({mb / r[op]:.0f} MiB/s), raw "
-                    f"SQLAlchemy {r['raw_' + op]:.3f} s ({mb / r['raw_' + op]:.0f} MiB/s), "
-                    f"ratio {r['raw_' + op] / r[op]:.2f}"
-                )
-        print(f"sql-table: {args.rows:,} rows x 5 columns; ratio = butler / pandas rows/s")
-        for kind, url in backends:
-            with _fresh(kind, url, tmp) as root:
-                r = bench_table(root, args.rows)
-            n = args.rows
-            print(
-                f"  {kind:10s} insert: butler {n / r['butler']:,.0f} rows/s, pandas.to_sql "
-                f"{n / r['pandas']:,.0f} rows/s, ratio {r['pandas'] / r['butler']:.2f}; "
-                f"read: butler {n / r['read']:,.0f} rows/s, pandas.read_sql_table "
-                f"{n / r['pd_read']:,.0f} rows/s"
-            )
+        for section in sections:
+            print(f"{section}:  [{_load()}]")
+            for kind, url in backends:
+                with _fresh(kind, url, tmp) as root:
+                    if section == "small":
+                        bench_small(kind, root, tmp, args.n, args.rounds)
+                    elif section == "blob":
+                        bench_blob(kind, root, args.size_mib, args.rounds)
+                    elif section == "table":
+                        bench_table(kind, root, args.rows, args.rounds)
+                    elif section == "list":
+                        sizes = [int(s) for s in args.list_sizes.split(",")]
+                        bench_list(kind, root, sizes, args.rounds)
+                    else:
+                        raise SystemExit(f"unknown section {section!r}")
+    print(f"done  [{_load()}]")
 
 
 if __name__ == "__main__":

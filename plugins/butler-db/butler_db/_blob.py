@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from butler.storage import RandomAccessReader
 
-from ._schema import chunks
+from ._queries import CHUNKS, INSERT_CHUNK
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "ChunkReader", "ChunkWriter"]
 
@@ -73,9 +73,7 @@ class ChunkWriter(io.RawIOBase):
         return n
 
     def _insert(self, data: bytes | memoryview) -> None:
-        self._conn.execute(
-            chunks.insert(), {"blob_id": self._blob_id, "seq": self._seq, "data": data}
-        )
+        self._conn.execute(INSERT_CHUNK, {"blob_id": self._blob_id, "seq": self._seq, "data": data})
         self._seq += 1
 
     def finish(self) -> int:
@@ -122,6 +120,12 @@ class ChunkReader(RandomAccessReader):
         self._cached_seq = 0
         self._cached = first
         self._on_error = on_error
+
+    @property
+    def connection(self) -> sa.Connection | None:
+        """The snapshot connection the reader fetches further chunks on (``None``: it
+        already holds every byte)."""
+        return self._conn
 
     # -- io protocol (position and seek come from RandomAccessReader) ---------------------
 
@@ -176,13 +180,9 @@ class ChunkReader(RandomAccessReader):
     def _chunks(self, first: int, last: int) -> list[bytes]:
         if self._conn is None:  # everything was fetched at open (or the file is closed)
             raise ValueError("I/O operation on closed file")
-        query = (
-            sa.select(chunks.c.seq, chunks.c.data)
-            .where(chunks.c.blob_id == self._blob_id, chunks.c.seq.between(first, last))
-            .order_by(chunks.c.seq)
-        )
+        params = {"blob_id": self._blob_id, "first": first, "last": last}
         try:
-            rows = self._conn.execute(query).all()
+            rows = self._conn.execute(CHUNKS, params).all()
         except sa.exc.SQLAlchemyError as exc:
             raise self._on_error(exc) from None
         if len(rows) != last - first + 1 or rows[0][0] != first:

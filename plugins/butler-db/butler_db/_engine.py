@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -49,6 +50,17 @@ DEFAULT_DRIVERS = {
 
 #: Seconds a SQLite writer waits for the database lock before failing.
 SQLITE_BUSY_TIMEOUT = 60.0
+
+#: Seconds a pooled server connection may sit unused before its next checkout pings the
+#: server first (a connection in steady use is not pinged: a ping is a round trip).
+PING_AFTER_IDLE = 1.0
+
+#: ``ConnectionPoolEntry.info`` key: when the connection went back to the pool.
+_IDLE_SINCE = "butler_idle_since"
+
+#: ``ConnectionPoolEntry.info`` key: True when the connection's last transaction ended
+#: (commit or rollback) and nothing ran since (MariaDB: no reset ROLLBACK is needed).
+_ENDED = "butler_transaction_ended"
 
 #: Query keys that mean "the password" to the drivers: the ``password=`` option replaces them.
 _PASSWORD_KEYS = ("password", "passwd")
@@ -202,9 +214,11 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: sa.Connection) -> None:
     # Writers take the write lock up front (BEGIN IMMEDIATE) so that two writers never
-    # deadlock upgrading read locks; readers get a snapshot (BEGIN DEFERRED).
+    # deadlock upgrading read locks; readers get a snapshot (BEGIN DEFERRED); a connection
+    # running one read statement needs none (NONE: SQLite runs it in its own snapshot).
     mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-    conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
+    if mode != "NONE":
+        conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
 
 
 def create_engine(url: URL, **options: Any) -> Engine:
@@ -219,8 +233,10 @@ def create_engine(url: URL, **options: Any) -> Engine:
         If SQLAlchemy refuses an option (``engine_options`` names it).
     """
     url, secret = split_secrets(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": url.get_backend_name() != "sqlite"}
-    kwargs.update(options)
+    kwargs = dict(options)
+    mysql = url.get_backend_name() in ("mysql", "mariadb")
+    if mysql and "pool_reset_on_return" not in kwargs:
+        kwargs["pool_reset_on_return"] = None  # _reset_unless_ended does it
     connect_args = {**secret, **dict(kwargs.pop("connect_args", None) or {})}
     sqlite = url.get_backend_name() == "sqlite"
     if sqlite:
@@ -238,7 +254,61 @@ def create_engine(url: URL, **options: Any) -> Engine:
     if sqlite:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
+    elif "pool_pre_ping" not in options:
+        _ping_when_idle(engine)
+    if mysql and kwargs["pool_reset_on_return"] is None:
+        _reset_unless_ended(engine)
     return engine
+
+
+def _reset_unless_ended(engine: Engine) -> None:
+    """MariaDB: roll a connection back when it returns to the pool only if a transaction
+    may be open on it. SQLAlchemy's pool sends ``ROLLBACK`` after every committed
+    transaction (PyMySQL sends whatever it is asked): one more round trip per write."""
+
+    def ended(conn: sa.Connection, *_: Any) -> None:
+        conn.info[_ENDED] = True
+
+    def started(conn: sa.Connection, *_: Any) -> None:
+        conn.info[_ENDED] = False
+
+    def reset(dbapi_conn: Any, record: Any, _state: Any) -> None:
+        if record is None or not record.info.get(_ENDED):
+            dbapi_conn.rollback()
+
+    def checkout(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        record.info[_ENDED] = False  # a raw DB-API user may leave anything open
+
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "begin", started)
+    event.listen(engine, "before_cursor_execute", started)
+    event.listen(engine, "commit", ended)
+    event.listen(engine, "rollback", ended)
+    event.listen(engine, "reset", reset)
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a server connection at checkout only when it sat in the pool longer than
+    `PING_AFTER_IDLE` (SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more
+    round trip per get and per put). A dead connection is replaced before use, as with
+    ``pool_pre_ping``; one killed less than a second after its last use fails its next
+    statement with a `StorageError`, and the pool then replaces every connection."""
+
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:  # any failure: the pool retries on a new connection
+            raise exc.DisconnectionError(f"ping failed: {type(e).__name__}") from None
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 def _message(error: BaseException, secrets: Iterable[str] = ()) -> str:

@@ -19,6 +19,7 @@ storage it opened for an index URL). Errors are `StorageError` naming the masked
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
@@ -54,6 +55,9 @@ _MYSQL_KEY_BYTES = 3072
 _MYSQL_COLUMN_BYTES = {"int": 8, "str": 200 * 4}
 
 _T = TypeVar("_T")
+
+#: PostgreSQL: this transaction's commit does not wait for the WAL flush.
+_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit = off")
 
 
 class SqlAlchemyIndex(SqlIndex):
@@ -170,7 +174,7 @@ class SqlAlchemyIndex(SqlIndex):
                                 # The index is rebuildable, the bytes are not: its commits
                                 # skip the WAL flush (1.5-3 ms a put). A server crash may
                                 # lose the last rows: unindexed datasets, found by verify.
-                                conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
+                                conn.execute(_ASYNC_COMMIT)
                             return work(conn)
                 except exc.DBAPIError as e:
                     if attempt == _ATTEMPTS - 1 or not _retryable(e, ddl=ddl):
@@ -180,7 +184,7 @@ class SqlAlchemyIndex(SqlIndex):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        statement = sa.text(sql)
+        statement = _text(sql)
 
         def work(conn: sa.Connection) -> list[tuple[Any, ...]]:
             result = conn.execute(statement, dict(params or {}))
@@ -191,7 +195,7 @@ class SqlAlchemyIndex(SqlIndex):
     def _executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        statement = sa.text(sql)
+        statement = _text(sql)
         batch = [dict(row) for row in rows]
         self._run(lambda conn: conn.execute(statement, batch), write=True)
 
@@ -213,7 +217,7 @@ class SqlAlchemyIndex(SqlIndex):
                     conn.commit()
                 conn = conn.execution_options(stream_results=True, yield_per=_FETCH)
                 conn.begin()
-                result = conn.execute(sa.text(sql), dict(params))
+                result = conn.execute(_text(sql), dict(params))
             while True:
                 with translate(action, self.description, self._secrets):
                     rows = result.fetchmany(_FETCH)
@@ -227,6 +231,13 @@ class SqlAlchemyIndex(SqlIndex):
     def close(self) -> None:
         """Stop using the engine (the storage owns it and disposes it when closed)."""
         self._closed = True
+
+
+@functools.lru_cache(maxsize=512)
+def _text(sql: str) -> sa.TextClause:
+    """``sa.text(sql)``, parsed once per SQL string: the index runs a few statement texts
+    over and over (its bound parameters are named, the values vary)."""
+    return sa.text(sql)
 
 
 def _is_select(sql: str) -> bool:

@@ -148,6 +148,9 @@ class RepositoryMixin:
                 f"the repository {self.root!r} has schema version {version}, newer than this "
                 f"butler-db understands ({schema.SCHEMA_VERSION}); upgrade butler-db"
             )
+        # Indexes added since the first schema (repositories written by butler-db < 0.3).
+        with self._translate("open"), self._connect() as conn:
+            schema.ensure_indexes(conn)
         self._schema_checked = True
         return True
 

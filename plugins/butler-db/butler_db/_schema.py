@@ -8,6 +8,12 @@
     and either the ``blob_id`` of its bytes or the ``table_name`` of its SQL table.
 ``butler_chunks``
     The bytes of blob datasets, ``chunk_size`` bytes per row, ordered by ``seq``.
+
+Indexes: the primary keys, ``key_hash`` (unique), ``dataset_type``, and
+``butler_datasets_key_prefix`` on the key (its first 256 characters in code-point order on
+PostgreSQL, ``key(255)`` on MariaDB, the whole key on SQLite) for listings by prefix. That
+last one came with butler-db 0.3; `ensure_indexes` adds it to older repositories when they
+are opened, without changing the schema version (older butler-db keeps reading them).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import secrets
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 from sqlalchemy.dialects import mysql
 
 from butler import StorageError
@@ -29,8 +36,10 @@ __all__ = [
     "datasets",
     "drop_table",
     "drop_table_now",
+    "ensure_indexes",
     "is_table_of",
     "key_hash",
+    "key_prefix_expression",
     "metadata",
     "new_table_name",
     "repository",
@@ -86,6 +95,101 @@ chunks = sa.Table(
     sa.Column("data", Blob, nullable=False),
     mysql_charset="utf8mb4",
 )
+
+
+#: Name of the index listings by key prefix use.
+KEY_PREFIX_INDEX = "butler_datasets_key_prefix"
+
+#: Characters of the key the prefix index holds on PostgreSQL (a B-tree entry must stay
+#: under ~2.7 kB, and keys have no length limit) and on MariaDB (InnoDB's 3072-byte keys).
+KEY_PREFIX_WIDTH = {"postgresql": 256, "mysql": 255, "mariadb": 255}
+
+#: ``CREATE INDEX`` per backend; PostgreSQL's expression must be the one
+#: `key_prefix_expression` renders, or the planner cannot use the index.
+_KEY_PREFIX_DDL = {
+    "sqlite": f'CREATE INDEX IF NOT EXISTS {KEY_PREFIX_INDEX} ON butler_datasets ("key")',
+    "postgresql": (
+        f"CREATE INDEX IF NOT EXISTS {KEY_PREFIX_INDEX} "
+        f'ON butler_datasets ((left("key", {KEY_PREFIX_WIDTH["postgresql"]}) COLLATE "C"))'
+    ),
+    "mysql": (
+        f"CREATE INDEX {KEY_PREFIX_INDEX} ON butler_datasets (`key`({KEY_PREFIX_WIDTH['mysql']}))"
+    ),
+}
+
+#: Whether the prefix index exists (one catalog row per backend).
+_KEY_PREFIX_PRESENT = {
+    "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = :name",
+    "postgresql": "SELECT 1 WHERE to_regclass(:name) IS NOT NULL",
+    "mysql": (
+        "SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE() "
+        "AND table_name = 'butler_datasets' AND index_name = :name"
+    ),
+}
+
+
+#: Seconds a repository opener waits for the lock ``CREATE INDEX`` needs before giving up
+#: (the next opener tries again).
+_INDEX_LOCK_WAIT = 2
+
+
+def key_prefix_expression(dialect: str) -> tuple[Any, int]:
+    """``(expression, width)``: what the prefix index of ``dialect`` holds, as a SQL
+    expression comparing in code-point order, and how many leading characters of the key it
+    keeps (SQLite and PostgreSQL only; MariaDB matches with ``LIKE``)."""
+    if dialect == "postgresql":
+        width = KEY_PREFIX_WIDTH["postgresql"]
+        # A literal width: a bound parameter would not match the index expression.
+        return sa.func.left(datasets.c.key, sa.literal_column(str(width))).collate("C"), width
+    return datasets.c.key, 2**31
+
+
+def ensure_indexes(conn: sa.Connection) -> bool:
+    """Create the indexes butler-db added after the first schema (idempotent); True when
+    they exist afterwards.
+
+    Safe under concurrent openers: a creator losing a race, a lock held by a writer for
+    more than 2 s (SQLite's database lock, the table's lock elsewhere), and a user without
+    the privilege to create indexes all leave the repository as it was (listings then scan:
+    slower, still correct; the next opener tries again).
+    """
+    dialect = "mysql" if conn.dialect.name == "mariadb" else conn.dialect.name
+    if dialect not in _KEY_PREFIX_DDL:
+        return False
+    if _has_key_prefix_index(conn, dialect):
+        return True
+    dbapi = conn.connection.dbapi_connection
+    if dialect == "sqlite" and dbapi is not None:  # wait 2 s for a writer, not 60
+        dbapi.execute(f"PRAGMA busy_timeout = {_INDEX_LOCK_WAIT * 1000}")
+    try:
+        with conn.execution_options(sqlite_begin="IMMEDIATE").begin():
+            if dialect == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_INDEX_LOCK_WAIT}s'")
+            elif dialect == "mysql":
+                conn.exec_driver_sql(f"SET SESSION lock_wait_timeout = {_INDEX_LOCK_WAIT}")
+            try:
+                conn.exec_driver_sql(_KEY_PREFIX_DDL[dialect])
+            finally:
+                if dialect == "mysql":
+                    conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+    except exc.SQLAlchemyError:
+        pass  # lost a race (duplicate name), lock wait, no privilege: nothing changed
+    finally:
+        if dialect == "sqlite" and dbapi is not None:
+            from ._engine import SQLITE_BUSY_TIMEOUT
+
+            dbapi.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT * 1000)}")
+    return _has_key_prefix_index(conn, dialect)
+
+
+def _has_key_prefix_index(conn: sa.Connection, dialect: str) -> bool:
+    try:
+        # a read (the connection's options may still ask SQLite for its write lock)
+        with conn.execution_options(sqlite_begin="DEFERRED").begin():
+            row = conn.execute(sa.text(_KEY_PREFIX_PRESENT[dialect]), {"name": KEY_PREFIX_INDEX})
+            return row.first() is not None
+    except exc.SQLAlchemyError:
+        return False
 
 
 def key_hash(key: str) -> str:

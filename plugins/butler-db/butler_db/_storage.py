@@ -6,6 +6,11 @@ format, a real SQL table named in the row. A write is one transaction: the chunk
 streamed in, then the dataset row is inserted (or swapped, when overwriting) and the
 transaction commits — readers see the old dataset or the new one, never a part, and a
 killed writer's transaction is rolled back by the server (or by SQLite's WAL recovery).
+
+Round trips: a small get is one query (`metadata` reads the row and, for a blob of one
+chunk of at most `INLINE_BYTES`, its bytes; the `open` that follows on the same thread
+uses them); a put is one write transaction (chunk rows, dataset row, commit). Statements
+are built once (`butler_db._queries`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
@@ -35,6 +41,7 @@ from butler.storage import (
     parse_size,
 )
 
+from . import _queries as q
 from . import _schema as schema
 from . import _views as views
 from ._blob import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter
@@ -64,6 +71,21 @@ MAX_CHUNK_SIZE = 1024**3
 
 #: What a ``blob_id`` written by butler-db looks like (a tampered row is refused).
 _BLOB_ID = re.compile(r"[0-9a-f]{32}")
+
+#: Largest blob whose bytes `DatabaseStorage.metadata` fetches with its row, for the `open`
+#: that follows in a get (bigger ones are read by `open` itself: callers wanting only the
+#: metadata, such as ``verify``, must not pay for their bytes).
+INLINE_BYTES = 64 * 1024
+
+#: Options of a connection running one read statement outside any transaction: a single
+#: statement reads a consistent snapshot on every backend, so the BEGIN and ROLLBACK round
+#: trips are saved (SQLite: no ``BEGIN``; PostgreSQL: psycopg's autocommit, set on the
+#: client). MariaDB: PyMySQL's autocommit would be a ``SET`` round trip each way, more than
+#: the ``ROLLBACK`` it saves.
+_ONE_STATEMENT = {
+    "sqlite": {"sqlite_begin": "NONE"},
+    "postgresql": {"isolation_level": "AUTOCOMMIT"},
+}
 
 #: Metadata keys kept in their own columns of ``butler_datasets``.
 _COLUMNS = ("format", "python_type", "dataset_type", "data_id", "created", "size", "sha256")
@@ -97,7 +119,16 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
     -----
     Read hints (`butler.storage.ReadHints`) are accepted and ignored: reads fetch whole
     chunk rows, a chunk or a run of chunks per query.
+
+    `open` right after `metadata` of the same key, on the same thread, returns the bytes
+    of the row `metadata` returned (fetched by the same query, for blobs of one chunk up
+    to `INLINE_BYTES`): the metadata and the bytes are one snapshot. Any other call on
+    the storage from that thread in between forgets them.
     """
+
+    #: `Butler.put` lets the unique ``key_hash`` refuse an existing dataset inside the
+    #: write transaction instead of asking first: that question is a round trip of its own.
+    cheap_exists = False
 
     def __init__(
         self,
@@ -131,6 +162,9 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
                     f"install butler-db[postgresql] or butler-db[mysql]"
                 ) from None
         self._schema_checked = False
+        #: ``row``: ``(key, row)`` fetched by this thread's last `metadata`, for its `open`.
+        self._prefetched = threading.local()
+        self._one_statement = _ONE_STATEMENT.get(self.backend, {})
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -151,10 +185,15 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
     def _connect(self, key: str = "") -> sa.Connection:
         return connect(self.engine, self.uri(key), self._secrets)
 
+    def _forget_prefetched(self) -> Any:
+        """Forget (and return) the ``(key, row)`` this thread's last `metadata` fetched."""
+        return self._prefetched.__dict__.pop("row", None)
+
     @contextlib.contextmanager
     def _write_transaction(self, action: str, key: str = "", **kw: Any) -> Iterator[sa.Connection]:
         """A connection in a write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on
         success and rolled back on any error."""
+        self._forget_prefetched()
         with self._translate(action, key, **kw), self._connect(key) as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             try:
@@ -191,14 +230,21 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
 
     @contextlib.contextmanager
     def _read(self, action: str, key: str = "") -> Iterator[sa.Connection]:
+        self._forget_prefetched()
         with self._translate(action, key), self._connect(key) as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def _one_read(self, action: str, key: str = "") -> Iterator[sa.Connection]:
+        """A connection for a single read statement, outside any transaction
+        (`_ONE_STATEMENT`): one round trip."""
+        self._forget_prefetched()
+        with self._translate(action, key), self._connect(key) as conn:
+            yield conn.execution_options(**self._one_statement) if self._one_statement else conn
+
     def _row(self, conn: sa.Connection, key: str, *, lock: bool = False) -> Any:
-        query = sa.select(schema.datasets).where(schema.datasets.c.key_hash == schema.key_hash(key))
-        if lock and self.backend != "sqlite":
-            query = query.with_for_update()
-        return conn.execute(query).first()
+        query = q.ROW_LOCKED if lock and self.backend != "sqlite" else q.ROW
+        return conn.execute(query, {"key_hash": schema.key_hash(key)}).first()
 
     def _require(self, conn: sa.Connection, key: str, *, lock: bool = False) -> Any:
         self.check_key(key)
@@ -271,20 +317,27 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
         self.check_key(key)
         if not self._check_schema():
             return False
-        with self._read("look up", key) as conn:
-            return self._row(conn, key) is not None
+        with self._one_read("look up", key) as conn:
+            return conn.execute(q.EXISTS, {"key_hash": schema.key_hash(key)}).first() is not None
 
     def metadata(self, key: str) -> dict[str, Any]:
+        """The metadata committed with the dataset at ``key``; for a blob of one chunk up to
+        `INLINE_BYTES`, the same query fetches its bytes for the `open` that follows."""
         self.check_key(key)
         self._require_schema(key)
-        with self._read("read the metadata of", key) as conn:
-            row = self._require(conn, key)
+        params = {"key_hash": schema.key_hash(key), "inline": INLINE_BYTES}
+        with self._one_read("read the metadata of", key) as conn:
+            row = conn.execute(q.ROW_WITH_SMALL_CHUNK, params).first()
+        if row is None:
+            raise self.not_found(key)
+        if row.first_chunk is not None or (row.blob_id is not None and row.size == 0):
+            self._prefetched.row = (key, row)
         return _row_metadata(row)
 
     def size(self, key: str) -> int:
         self.check_key(key)
         self._require_schema(key)
-        with self._read("read the size of", key) as conn:
+        with self._one_read("read the size of", key) as conn:
             return int(self._require(conn, key).size)
 
     def table_name(self, key: str) -> str | None:
@@ -306,65 +359,101 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
     def list(self, prefix: str = "") -> Iterator[str]:
         if not self._check_schema():
             return
-        query = sa.select(schema.datasets.c.key).order_by(schema.datasets.c.key)
-        if prefix:
-            query = query.where(schema.datasets.c.key.startswith(prefix, autoescape=True))
-        with self._read("list", prefix) as conn:
-            keys = [row[0] for row in conn.execute(query)]
+        query, params = q.list_keys(self.backend, prefix)
+        with self._one_read("list", prefix) as conn:
+            keys = [row[0] for row in conn.execute(query, params)]
         # MySQL's case-insensitive collations match more than the prefix; filter exactly.
         # Butler's own keys are never datasets, even if a row claims one (rows are untrusted).
+        # Code-point order on every backend (SQLite and PostgreSQL already return it: the
+        # sort only checks; MariaDB returns keys unordered).
+        keys = [k for k in keys if isinstance(k, str) and k.startswith(prefix)]
+        keys.sort()
         for k in keys:
-            if isinstance(k, str) and k.startswith(prefix) and not is_reserved_key(k):
+            if not is_reserved_key(k):
                 yield k
 
     def _open(self, key: str, hints: ReadHints, progress: ProgressCallback | None) -> BinaryIO:
         self.check_key(key)
-        self._require_schema(key)
-        on_error: Callable[[Exception], Exception] = lambda e: self.storage_error("read", key, e)  # noqa: E731
+        slot = self._forget_prefetched()
+        if slot is not None and slot[0] == key:  # fetched by the metadata() of this get
+            reader = self._reader(key, slot[1], None)
+        else:
+            self._require_schema(key)
+            reader = self._read_small(key) or self._read_snapshot(key)
+        if progress is None:
+            return reader  # type: ignore[return-value]
+        return ProgressReader(reader, reader.size, progress)  # type: ignore[arg-type,return-value]
+
+    def _read_small(self, key: str) -> ChunkReader | None:
+        """The reader of a blob of one chunk, from one query outside any transaction;
+        ``None`` for a blob of several chunks (they need a snapshot: `_read_snapshot`)."""
+        params = {"key_hash": schema.key_hash(key), "inline": MAX_CHUNK_SIZE}
+        with self._one_read("open", key) as conn:
+            row = conn.execute(q.ROW_WITH_SMALL_CHUNK, params).first()
+            if row is None:
+                raise self.not_found(key)
+            if row.blob_id is not None and row.first_chunk is None and row.size:
+                return None  # several chunks (or missing ones: the snapshot read says so)
+            return self._reader(key, row, None)
+
+    def _read_snapshot(self, key: str) -> ChunkReader:
+        """The reader of a blob of several chunks: it keeps a snapshot transaction open on
+        its own connection, so a concurrent overwrite cannot swap the chunks under it."""
+        self._forget_prefetched()
         with self._translate("open", key):
-            conn = self.engine.connect()
+            conn = self._connect(key)
         try:
             with self._translate("open", key):
                 if self.backend != "sqlite":
                     conn = conn.execution_options(isolation_level="REPEATABLE READ")
                 conn.begin()
-                row = self._require(conn, key)
-                if row.blob_id is None:
-                    raise FormatError(
-                        f"{self.uri(key)!r} is a SQL table ({row.format!r}), not a byte stream; "
-                        f"read it with the sql-table format"
-                    )
-                blob_id, size, chunk_size = self._blob_layout(key, row)
-                first = b""
-                if size:
-                    chunk = conn.execute(
-                        sa.select(schema.chunks.c.data).where(
-                            schema.chunks.c.blob_id == blob_id, schema.chunks.c.seq == 0
-                        )
-                    ).scalar()
-                    if chunk is None:
-                        raise StorageError(f"the bytes of {self.uri(key)!r} are missing")
-                    first = bytes(chunk)
-                    if len(first) != min(size, chunk_size):
-                        # Checked here, so a row declaring a huge size over a small first
-                        # chunk never leads a reader to trust it.
-                        raise StorageError(
-                            f"the bytes of {self.uri(key)!r} do not match its row: the first "
-                            f"chunk holds {len(first)} bytes, the row declares {size} bytes in "
-                            f"chunks of {chunk_size}"
-                        )
+                params = {"key_hash": schema.key_hash(key)}
+                row = conn.execute(q.ROW_WITH_FIRST_CHUNK, params).first()
+                if row is None:
+                    raise self.not_found(key)
+                reader = self._reader(key, row, conn)
         except BaseException:
             conn.close()
             raise
-        if size <= chunk_size:  # everything is in hand: free the connection
+        if reader.connection is None:  # everything is in hand: free the connection
             conn.rollback()
             conn.close()
-            reader = ChunkReader(None, blob_id, size, chunk_size, first, on_error)
-        else:
-            reader = ChunkReader(conn, blob_id, size, chunk_size, first, on_error)
-        if progress is None:
-            return reader  # type: ignore[return-value]
-        return ProgressReader(reader, size, progress)  # type: ignore[arg-type,return-value]
+        return reader
+
+    def _reader(self, key: str, row: Any, conn: sa.Connection | None) -> ChunkReader:
+        """A reader over the blob of ``row`` (with its ``first_chunk``), checked: the row is
+        untrusted. ``conn`` (in a snapshot transaction) is kept only when the blob has more
+        chunks than the first.
+
+        Raises
+        ------
+        FormatError
+            If the dataset is a SQL table, not bytes.
+        StorageError
+            If the row is corrupt or its first chunk is missing or does not match it.
+        """
+        if row.blob_id is None:
+            raise FormatError(
+                f"{self.uri(key)!r} is a SQL table ({row.format!r}), not a byte stream; "
+                f"read it with the sql-table format"
+            )
+        blob_id, size, chunk_size = self._blob_layout(key, row)
+        first = b""
+        if size:
+            if row.first_chunk is None:
+                raise StorageError(f"the bytes of {self.uri(key)!r} are missing")
+            first = bytes(row.first_chunk)
+            if len(first) != min(size, chunk_size):
+                # Checked here, so a row declaring a huge size over a small first chunk
+                # never leads a reader to trust it.
+                raise StorageError(
+                    f"the bytes of {self.uri(key)!r} do not match its row: the first chunk "
+                    f"holds {len(first)} bytes, the row declares {size} bytes in chunks of "
+                    f"{chunk_size}"
+                )
+        on_error: Callable[[Exception], Exception] = lambda e: self.storage_error("read", key, e)  # noqa: E731
+        keep = conn if size > chunk_size else None
+        return ChunkReader(keep, blob_id, size, chunk_size, first, on_error)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -414,31 +503,47 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
         self.check_key(key)
         row = _dataset_values(key, meta)
         row.update(values)
-        table = schema.datasets
+        if not overwrite:
+            # The unique key_hash refuses an existing dataset; the caller's transaction is
+            # then rolled back whole (no savepoint needed).
+            try:
+                conn.execute(q.INSERT_DATASET, row)
+            except exc.IntegrityError as e:
+                if not is_unique_violation(e):
+                    raise
+                raise DatasetExistsError(f"a dataset already exists at {self.uri(key)!r}") from None
+            if row["table_name"] is not None:
+                self._update_view(conn, key, row["table_name"])
+            return
+        if self.backend == "sqlite":
+            # BEGIN IMMEDIATE holds the database's write lock: nobody can create the row
+            # between the look-up and the insert.
+            self._swap(conn, key, row)
+            return
         for _ in range(_SWAP_ATTEMPTS):
             try:
                 with conn.begin_nested():
-                    old = self._row(conn, key, lock=True) if overwrite else None
-                    if old is None:
-                        conn.execute(table.insert(), row)
-                    else:
-                        conn.execute(table.update().where(table.c.id == old.id).values(**row))
-                    if row["table_name"] is not None or (old is not None and old.table_name):
-                        # before the old table goes: PostgreSQL refuses to drop what a
-                        # view selects from
-                        self._update_view(conn, key, row["table_name"])
-                    if old is not None:
-                        self.drop_contents(conn, key, old, view=False)
+                    self._swap(conn, key, row)
                 return
             except exc.IntegrityError as e:
                 if not is_unique_violation(e):
                     raise
-                if not overwrite:
-                    raise DatasetExistsError(
-                        f"a dataset already exists at {self.uri(key)!r}"
-                    ) from None
                 # a concurrent writer created it between our look-up and insert: swap again
         raise StorageError(f"cannot write {self.uri(key)!r}: too many concurrent overwrites")
+
+    def _swap(self, conn: sa.Connection, key: str, row: dict[str, Any]) -> None:
+        """Insert the dataset row of ``key``, or update the existing one (locked), and drop
+        what the old row pointed to."""
+        old = self._row(conn, key, lock=True)
+        if old is None:
+            conn.execute(q.INSERT_DATASET, row)
+        else:
+            conn.execute(q.UPDATE_DATASET, {**row, "row_id": old.id})
+        if row["table_name"] is not None or (old is not None and old.table_name):
+            # before the old table goes: PostgreSQL refuses to drop what a view selects from
+            self._update_view(conn, key, row["table_name"])
+        if old is not None:
+            self.drop_contents(conn, key, old, view=False)
 
     def drop_contents(self, conn: sa.Connection, key: str, row: Any, *, view: bool = True) -> None:
         """Delete the chunks or drop the SQL table (and, with ``view``, the stable view) the
@@ -448,7 +553,7 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
         """
         table = self.dataset_table(key, row)  # first: a refused row changes nothing
         if row.blob_id is not None:
-            conn.execute(schema.chunks.delete().where(schema.chunks.c.blob_id == row.blob_id))
+            conn.execute(q.DELETE_CHUNKS, {"blob_id": row.blob_id})
         if table is not None:
             if view:
                 self._update_view(conn, key, None)
@@ -459,7 +564,7 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
         self._require_schema(key)
         with self._write_transaction("remove", key) as conn:
             row = self._require(conn, key, lock=True)
-            conn.execute(schema.datasets.delete().where(schema.datasets.c.id == row.id))
+            conn.execute(q.DELETE_DATASET, {"row_id": row.id})
             self.drop_contents(conn, key, row)
 
 

@@ -225,7 +225,8 @@ def _python_lists(cols: list[Col], start: int, stop: int, dialect: str) -> list[
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, cols: list[Col]) -> int:
-    """Bulk-insert columns into ``table`` (COPY on PostgreSQL, executemany elsewhere)."""
+    """Bulk-insert columns into ``table`` (COPY on PostgreSQL, DB-API executemany of
+    tuples elsewhere)."""
     n = len(cols[0].values) if cols else 0
     names = [c.column or c.name for c in cols]
     dialect = conn.dialect.name
@@ -249,6 +250,20 @@ def insert_rows(conn: sa.Connection, table: sa.Table, cols: list[Col]) -> int:
                     lists = _python_lists(cols, start, min(n, start + BATCH_ROWS), dialect)
                     for row in zip(*lists, strict=True):
                         copy.write_row(row)
+            return n
+        if dialect in ("mysql", "mariadb"):
+            # PyMySQL rewrites an executemany of "INSERT ... VALUES (%s, ...)" into
+            # multi-row INSERTs: tuples straight to the driver, as for SQLite below
+            # (SQLAlchemy's per-row dicts cost as much again). The dialect's quoting
+            # doubles "%", which PyMySQL's interpolation turns back into one.
+            quote = conn.dialect.identifier_preparer.quote
+            insert = (
+                f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in names)}) "
+                f"VALUES ({', '.join(['%s'] * len(names))})"
+            )
+            for start in range(0, n, BATCH_ROWS):
+                lists = _python_lists(cols, start, min(n, start + BATCH_ROWS), dialect)
+                cursor.executemany(insert, list(zip(*lists, strict=True)))
             return n
         compiled = table.insert().compile(dialect=conn.dialect, column_keys=names)
         if compiled.positional:

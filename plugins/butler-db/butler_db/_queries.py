@@ -1,0 +1,152 @@
+"""The statements butler-db runs on its own tables, built once at import.
+
+Every hot-path statement is a module constant with named bound parameters, so a put or a
+get never rebuilds a statement: SQLAlchemy compiles each once per dialect (its compiled
+cache is keyed by the statement) and later calls only bind values. Each statement is
+answered from an index (see `butler_db._schema.ensure_indexes` and the query-plan tests in
+``tests/db/test_query_plans.py``):
+
+=========================  ===============================================================
+statement                  index used
+=========================  ===============================================================
+`ROW`, `ROW_LOCKED`,       ``butler_datasets.key_hash`` (unique)
+`ROW_WITH_SMALL_CHUNK`,
+`ROW_WITH_FIRST_CHUNK`,
+`EXISTS`
+first chunk of the join,   ``butler_chunks`` primary key ``(blob_id, seq)``
+`CHUNKS`, `DELETE_CHUNKS`
+`UPDATE_DATASET`,          ``butler_datasets`` primary key ``id``
+`DELETE_DATASET`
+`list_keys`                ``butler_datasets_key_prefix`` (a key-prefix range)
+=========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import sqlalchemy as sa
+
+from ._schema import chunks, datasets, key_prefix_expression
+
+__all__ = [
+    "CHUNKS",
+    "DELETE_CHUNKS",
+    "DELETE_DATASET",
+    "EXISTS",
+    "INSERT_CHUNK",
+    "INSERT_DATASET",
+    "ROW",
+    "ROW_LOCKED",
+    "ROW_WITH_FIRST_CHUNK",
+    "ROW_WITH_SMALL_CHUNK",
+    "UPDATE_DATASET",
+    "list_keys",
+    "prefix_bounds",
+]
+
+_KEY_HASH: sa.BindParameter[str] = sa.bindparam("key_hash")
+
+#: The dataset row of ``:key_hash``.
+ROW = sa.select(datasets).where(datasets.c.key_hash == _KEY_HASH)
+
+#: The dataset row of ``:key_hash``, locked for the writer's transaction (not on SQLite,
+#: where ``BEGIN IMMEDIATE`` already holds the database's write lock).
+ROW_LOCKED = ROW.with_for_update()
+
+
+def _with_first_chunk(*conditions: Any) -> sa.Select[Any]:
+    """The dataset row of ``:key_hash`` and its first chunk as ``first_chunk`` (NULL
+    unless ``conditions`` hold)."""
+    on = sa.and_(
+        chunks.c.blob_id == datasets.c.blob_id, chunks.c.seq == sa.literal_column("0"), *conditions
+    )
+    return (
+        sa.select(datasets, chunks.c.data.label("first_chunk"))
+        .select_from(datasets.outerjoin(chunks, on))
+        .where(datasets.c.key_hash == _KEY_HASH)
+    )
+
+
+#: The dataset row of ``:key_hash`` and, when the dataset is a blob of one chunk of at most
+#: ``:inline`` bytes, that chunk as ``first_chunk``: a small get is this one query.
+ROW_WITH_SMALL_CHUNK = _with_first_chunk(
+    datasets.c.size <= sa.bindparam("inline"), datasets.c.size <= datasets.c.chunk_size
+)
+
+#: The dataset row of ``:key_hash`` and, for a blob, its first chunk as ``first_chunk``.
+ROW_WITH_FIRST_CHUNK = _with_first_chunk()
+
+#: 1 when a dataset is stored at ``:key_hash`` (nothing else is fetched).
+EXISTS: sa.Select[Any] = sa.select(sa.literal_column("1")).where(datasets.c.key_hash == _KEY_HASH)
+
+#: Chunks ``:first`` to ``:last`` of blob ``:blob_id``, in order.
+CHUNKS = (
+    sa.select(chunks.c.seq, chunks.c.data)
+    .where(
+        chunks.c.blob_id == sa.bindparam("blob_id"),
+        chunks.c.seq.between(sa.bindparam("first"), sa.bindparam("last")),
+    )
+    .order_by(chunks.c.seq)
+)
+
+#: Every chunk of blob ``:blob_id``.
+DELETE_CHUNKS = chunks.delete().where(chunks.c.blob_id == sa.bindparam("blob_id"))
+
+#: One chunk row (``blob_id``, ``seq``, ``data``).
+INSERT_CHUNK = chunks.insert()
+
+#: One dataset row (every column but ``id``).
+INSERT_DATASET = datasets.insert()
+
+#: The dataset row whose ``id`` is ``:row_id``, given the new values of its columns.
+UPDATE_DATASET = datasets.update().where(datasets.c.id == sa.bindparam("row_id"))
+
+#: The dataset row whose ``id`` is ``:row_id``.
+DELETE_DATASET = datasets.delete().where(datasets.c.id == sa.bindparam("row_id"))
+
+
+def prefix_bounds(prefix: str, width: int) -> tuple[str, str | None]:
+    """``(low, high)`` such that every string starting with ``prefix`` (cut to ``width``
+    characters) lies in ``[low, high)`` in code-point order; ``high`` is ``None`` when the
+    range has no end (a prefix of only U+10FFFF characters)."""
+    low = prefix[:width]
+    high = low
+    while high and ord(high[-1]) == 0x10FFFF:
+        high = high[:-1]
+    if not high:
+        return low, None
+    return low, high[:-1] + chr(ord(high[-1]) + 1)
+
+
+def list_keys(dialect: str, prefix: str) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """The statement listing the keys under ``prefix`` and its parameters.
+
+    SQLite and PostgreSQL: a range on the indexed key prefix in code-point order
+    (``COLLATE "C"`` on PostgreSQL), which the index answers in order. MariaDB/MySQL: ``LIKE
+    'prefix%'`` on the indexed ``key(255)`` prefix, which the server turns into an index
+    range in the column's own collation (case-insensitive collations match a superset: the
+    caller filters exactly). Keys are returned unordered on MariaDB; the caller sorts.
+    """
+    if dialect in ("mysql", "mariadb"):
+        query = sa.select(datasets.c.key)
+        if prefix:  # LIKE patterns are per call (escaped), the statement is small
+            query = query.where(datasets.c.key.startswith(prefix, autoescape=True))
+        return query, {}
+    width = key_prefix_expression(dialect)[1]
+    low, high = prefix_bounds(prefix, width) if prefix else (None, None)
+    params = {k: v for k, v in (("low", low), ("high", high)) if v is not None}
+    return _range_statement(dialect, low is not None, high is not None), params
+
+
+@functools.lru_cache(maxsize=16)
+def _range_statement(dialect: str, low: bool, high: bool) -> sa.Select[Any]:
+    """The key listing of ``dialect`` with the range ends given (built once each)."""
+    column = key_prefix_expression(dialect)[0]
+    query = sa.select(datasets.c.key).order_by(column)
+    if low:
+        query = query.where(column >= sa.bindparam("low"))
+    if high:
+        query = query.where(column < sa.bindparam("high"))
+    return query
