@@ -97,6 +97,7 @@ class Registry:
         # Registered classes whose metaclass customizes issubclass (ABCs): only these can
         # be satisfied without being in a class's MRO. None until the next change.
         self._virtual: list[type] | None = None
+        self._type_names: frozenset[str] | None = None
         self._storages: dict[str, StorageSpec] = {}
         self._schemes: dict[str, str] = {}
         self._formats: dict[str, FormatDescriptor] = {}
@@ -200,6 +201,18 @@ class Registry:
             self._pending_modules.add(serializer.python_type.rsplit(".", 1)[0])
 
     @property
+    def type_names(self) -> frozenset[str]:
+        """The python type names serializers are registered for (kept until a change).
+
+        .. versionadded:: 0.3
+        """
+        names = self._type_names
+        if names is None:
+            with self._lock:
+                names = self._type_names = frozenset(self._by_type)
+        return names
+
+    @property
     def serializers(self) -> Mapping[tuple[str, str, str], Serializer]:
         """Read-only snapshot of every registration, keyed by (type, storage, format)."""
         return MappingProxyType(
@@ -264,6 +277,7 @@ class Registry:
         self._cache.clear()
         self._resolved = None
         self._virtual = None
+        self._type_names = None
 
     def _refresh_pending(self) -> None:
         """Invalidate the cache if a module a string-registered type waits for is imported.

@@ -25,8 +25,7 @@ def write(obj: Any, location: ButlerLocation, *, indent: int | None = None) -> N
 
 def read(location: ButlerLocation, **_: Any) -> Any:
     """Read JSON and rebuild the recorded (sub)class."""
-    with location.open_read() as f:
-        data = json.load(f)
+    data = json.loads(location.read_bytes())
     cls = location.read_type()
     return rebuild(cls, data, location)
 
