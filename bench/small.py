@@ -1,26 +1,73 @@
-"""Puts/s and gets/s of 1,000 small JSON datasets through the Butler on local disk, against
-raw atomic file writes (write, fsync, rename) and raw reads of the same bytes, in one run.
+"""Small JSON datasets on local disk: butler against the raw file operations, in one run.
 
-Goals: put >= 0.5x raw, get >= 0.2x raw. Usage: ``python bench/small.py [--n 1000]``.
+What each side does, per dataset (``{"visit": i, "gain": ..., "name": ..., "flags": [...]}``,
+about 70 bytes of JSON, 10 directories of 100 files):
+
+* raw put: ``json.dumps``; ``os.makedirs(exist_ok=True)``; write a temporary file in the
+  destination directory; ``fsync`` it; ``os.replace`` it over the final name.
+* butler put: ``Butler.put`` on a repository created with the defaults: validates the data
+  ID and the class, writes a temporary file, attaches the metadata (format, type, data
+  ID, provenance) as an extended attribute, ``fsync`` s it, commits with ``link`` (a
+  create-only put), then records the dataset in the repository's SQLite index (WAL,
+  ``synchronous=NORMAL``: no fsync).
+  Both sides ``fsync`` the file once and neither ``fsync`` s the directory (butler's
+  default durability: a power loss can revert a put to the previous version, never
+  expose a partial file; ``sync_directories=True`` adds the directory fsync).
+* raw get: ``open(path, "rb")``, ``read``, ``json.loads``.
+* butler get: ``Butler.get``: maps the data ID to the key, opens the file under the root
+  refusing links (one ``openat2`` on Linux), reads the metadata, checks the recorded
+  type, reads the bytes and ``json.loads`` them.
+* JSON writer (``--writer``): butler's ``json`` serializer encoding a 10,000-key dict
+  into an in-memory file, against ``json.dumps(obj, ensure_ascii=False).encode()``.
+
+Blocks alternate A B, B A... (``--rounds`` blocks per side: a put block writes ``n /
+rounds`` datasets, a get block reads all ``n``); each round gives one ratio
+raw time / butler time (1.0 = as fast as raw), printed as min / median / max, with the
+load average before and after. Goals (issue 19): get >= 0.5, put >= 0.8.
+
+``--peers`` also times, in the same rotation and on the same objects, the peers that are
+installed (a message names those that are not):
+
+* ``pins``: ``board_folder(dir).pin_write(obj, name, type="json", versioned=False)`` and
+  ``pin_read(name)`` (a JSON file plus a ``data.txt`` YAML description; no fsync);
+* LSST's ``lsst.daf.butler``: a repository made by ``Butler.makeRepo`` with its defaults
+  (SQLite registry, file datastore), dataset type ``cfg`` with dimensions instrument +
+  detector and storage class ``StructuredDataDict``; ``put(obj, "cfg", instrument=...,
+  detector=i)`` and ``get`` of the same.
+
+``--profile`` prints a cProfile summary of 300 butler puts and gets.
+
+Usage: ``python bench/small.py [--n 1000] [--rounds 10] [--peers] [--profile]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
+import io
 import json
 import os
+import pstats
 import shutil
+import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from butler import Butler
 
+Side = Callable[[int], Any]
 
-def raw_put_one(root: str, i: int, data: bytes) -> None:
+
+def raw_put(root: str, i: int, obj: dict[str, Any]) -> None:
+    data = json.dumps(obj).encode()
     directory = os.path.join(root, "cfg", str(i % 10))
     os.makedirs(directory, exist_ok=True)
     final = os.path.join(directory, f"{i}.json")
-    tmp = final + ".tmp"
+    tmp = os.path.join(directory, f".{i}.json.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -28,53 +75,190 @@ def raw_put_one(root: str, i: int, data: bytes) -> None:
     os.replace(tmp, final)
 
 
-def raw_get_one(root: str, i: int) -> None:
+def raw_get(root: str, i: int) -> Any:
     with open(os.path.join(root, "cfg", str(i % 10), f"{i}.json"), "rb") as f:
-        json.loads(f.read())
+        return json.loads(f.read())
 
 
-def timed(fn, items) -> float:  # type: ignore[no-untyped-def]
+def timed(fn: Side, items: Sequence[int]) -> float:
     start = time.perf_counter()
     for item in items:
         fn(item)
     return time.perf_counter() - start
 
 
+def peers(base: str, objs: list[dict[str, Any]]) -> dict[str, tuple[Side, Side]]:
+    """(put, get) of each installed peer; a message for each missing one."""
+    found: dict[str, tuple[Side, Side]] = {}
+    try:
+        import pins  # type: ignore[import-not-found]
+    except ImportError:
+        print("peer pins: not installed (pip install pins), skipped")
+    else:
+        from pins.config import pins_options  # type: ignore[import-not-found]
+
+        pins_options.quiet = True  # no "Writing pin" message per write
+        board = pins.board_folder(os.path.join(base, "pins"))
+        found["pins"] = (
+            lambda i: board.pin_write(objs[i], name=f"cfg{i}", type="json", versioned=False),
+            lambda i: board.pin_read(f"cfg{i}"),
+        )
+    try:
+        from lsst.daf.butler import Butler as LsstButler  # type: ignore[import-not-found]
+        from lsst.daf.butler import DatasetType
+    except ImportError:
+        print("peer lsst.daf.butler: not installed (pip install lsst-daf-butler), skipped")
+    else:
+        root = os.path.join(base, "lsst")
+        LsstButler.makeRepo(root)
+        lsst = LsstButler.from_config(root, writeable=True, run="bench")
+        lsst.registry.insertDimensionData(
+            "instrument", {"name": "Bench", "detector_max": len(objs) + 1, "visit_max": 1}
+        )
+        lsst.registry.insertDimensionData(
+            "detector",
+            *({"instrument": "Bench", "id": i, "full_name": f"d{i}"} for i in range(len(objs))),
+        )
+        dt = DatasetType(
+            "cfg", ["instrument", "detector"], "StructuredDataDict", universe=lsst.dimensions
+        )
+        lsst.registry.registerDatasetType(dt)
+        found["lsst.daf.butler"] = (
+            lambda i: lsst.put(objs[i], "cfg", instrument="Bench", detector=i),
+            lambda i: lsst.get("cfg", instrument="Bench", detector=i),
+        )
+    return found
+
+
+def rotate(sides: dict[str, Side], blocks: list[range]) -> dict[str, list[float]]:
+    """Seconds per block of each side, the order rotating every block."""
+    names = list(sides)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r, block in enumerate(blocks):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            times[name].append(timed(sides[name], block))
+    return times
+
+
+def report(what: str, times: dict[str, list[float]], per_block: int, goal: float) -> None:
+    raw = times["raw"]
+    for name, values in times.items():
+        rate = statistics.median(per_block / t for t in values)
+        line = f"  {name:16} {rate:9.0f} /s (median block)"
+        if name != "raw":
+            ratios = [r / t for r, t in zip(raw, values, strict=True)]
+            line += (
+                f"   raw/{name}: {min(ratios):.2f} / {statistics.median(ratios):.2f} / "
+                f"{max(ratios):.2f}"
+            )
+            if name == "butler":
+                line += f" (goal >= {goal})"
+        print(line)
+
+
+def writer_bench(rounds: int) -> None:
+    from butler.formats.json_ import write
+
+    obj = {f"key{i}": i * 1.5 for i in range(10_000)}
+
+    class Sink:  # what the serializer needs of a location: an in-memory file
+        def open_write(self) -> contextlib.nullcontext[io.BytesIO]:
+            return contextlib.nullcontext(io.BytesIO())
+
+    sink = Sink()
+    ratios, ours, theirs = [], [], []
+    for r in range(rounds):
+        sides = [
+            ("raw", lambda: json.dumps(obj, ensure_ascii=False).encode()),
+            ("butler", lambda: write(obj, sink)),  # type: ignore[arg-type]
+        ]
+        if r % 2:
+            sides.reverse()
+        got = {}
+        for name, fn in sides:
+            start = time.perf_counter()
+            for _ in range(10):
+                fn()
+            got[name] = (time.perf_counter() - start) / 10
+        ours.append(got["butler"] * 1e3)
+        theirs.append(got["raw"] * 1e3)
+        ratios.append(got["butler"] / got["raw"])
+    print("JSON writer, 10,000-key dict of floats, per encode (ms) min / median / max:")
+    print(f"  json.dumps       {spread(theirs)}")
+    print(f"  butler json      {spread(ours)}   butler/json.dumps: {spread(ratios)}")
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def profile(b: Butler, objs: list[dict[str, Any]]) -> None:
+    for action in ("put", "get"):
+        prof = cProfile.Profile()
+        prof.enable()
+        for i in range(300):
+            if action == "put":
+                b.put(objs[i], "cfg", bucket=i % 10, i=i, overwrite=True)
+            else:
+                b.get("cfg", bucket=i % 10, i=i)
+        prof.disable()
+        print(f"--- cProfile, 300 butler {action}s, top 12 by own time ---")
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(12)
+        print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved raw/butler blocks")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved blocks per side")
+    parser.add_argument("--peers", action="store_true", help="also time lsst.daf.butler, pins")
+    parser.add_argument("--writer", action="store_true", help="also time the JSON writer")
+    parser.add_argument("--profile", action="store_true", help="cProfile of butler put/get")
     args = parser.parse_args()
     n = args.n
     objs = [{"visit": i, "gain": 1.5 + i, "name": f"dataset {i}", "flags": [1, 2, 3]}
             for i in range(n)]  # fmt: skip
-    payloads = [json.dumps(o).encode() for o in objs]
     base = tempfile.mkdtemp(prefix="butler-bench-")
-    raw_root = os.path.join(base, "raw")
-    totals = {"raw put": 0.0, "butler put": 0.0, "raw get": 0.0, "butler get": 0.0}
+    load_before = os.getloadavg()
     try:
+        raw_root = os.path.join(base, "raw")
         b = Butler.create(os.path.join(base, "repo"))
         b.register_dataset_type("cfg", dict, "json", template="cfg/{bucket:d}/{i:d}.json")
-        # Interleave blocks so that both sides see the same disk and journal conditions.
+        others = peers(base, objs) if args.peers else {}
         blocks = [range(r, n, args.rounds) for r in range(args.rounds)]
-        for block in blocks:
-            totals["raw put"] += timed(lambda i: raw_put_one(raw_root, i, payloads[i]), block)
-            totals["butler put"] += timed(
-                lambda i: b.put(objs[i], "cfg", bucket=i % 10, i=i), block
-            )
-        for block in blocks:
-            totals["raw get"] += timed(lambda i: raw_get_one(raw_root, i), block)
-            totals["butler get"] += timed(lambda i: b.get("cfg", bucket=i % 10, i=i), block)
+        puts: dict[str, Side] = {
+            "raw": lambda i: raw_put(raw_root, i, objs[i]),
+            "butler": lambda i: b.put(objs[i], "cfg", bucket=i % 10, i=i),
+        }
+        gets: dict[str, Side] = {
+            "raw": lambda i: raw_get(raw_root, i),
+            "butler": lambda i: b.get("cfg", bucket=i % 10, i=i),
+        }
+        for name, (put, get) in others.items():
+            puts[name], gets[name] = put, get
+        put_times = rotate(puts, blocks)
+        # Gets are 100 times shorter than puts: each block reads every dataset once.
+        get_times = rotate(gets, [range(n)] * args.rounds)
+        assert b.get("cfg", bucket=1, i=1) == raw_get(raw_root, 1) == objs[1]
+        print(f"{n} small JSON datasets on local disk, {args.rounds} blocks per side, "
+              f"rotating order; ratio raw/side per block: min / median / max")  # fmt: skip
+        print("put (each side: one file fsync, no directory fsync):")
+        report("put", put_times, len(blocks[0]), 0.8)
+        print(f"get (each block reads all {n} datasets):")
+        report("get", get_times, n, 0.5)
+        if args.writer:
+            writer_bench(args.rounds)
+        if args.profile:
+            profile(b, objs)
     finally:
         shutil.rmtree(base)
-    print(f"{n} small JSON datasets on local disk ({args.rounds} interleaved blocks)")
-    print(f"raw atomic put : {n / totals['raw put']:8.0f} /s  (write, fsync, rename)")
-    ratio = totals["raw put"] / totals["butler put"]
-    print(f"butler put     : {n / totals['butler put']:8.0f} /s   ratio {ratio:.2f} (goal >= 0.5)")
-    print(f"raw get        : {n / totals['raw get']:8.0f} /s  (read + json.loads)")
-    ratio = totals["raw get"] / totals["butler get"]
-    print(f"butler get     : {n / totals['butler get']:8.0f} /s   ratio {ratio:.2f} (goal >= 0.2)")
-    print("(LSST Gen3 butler on this machine kind: ~270 puts/s, ~280 gets/s)")
+    load_after = os.getloadavg()
+    before = " ".join(f"{x:.2f}" for x in load_before)
+    after = " ".join(f"{x:.2f}" for x in load_after)
+    print(f"load average (1/5/15 min) before {before}, after {after} on {os.cpu_count()} "
+          f"cores; Python {sys.version.split()[0]}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._bulk import BulkMixin
@@ -620,22 +620,16 @@ class Butler(CollectionsMixin, BulkMixin):
         """The location of an already mapped dataset (key and normalised data ID)."""
         if allow_pickle is None:  # the reader's choice; the policy's flag only suggests it
             allow_pickle = bool(self._allow_pickle)
-        return ButlerLocation(
+        base = _location_base(self, dt)
+        return base.evolve(
             locations=[key],
-            storage=self.storage,
-            format=dt.format,
-            python_type=dt.python_type,
-            dataset_type=dt.name,
             data_id=data_id,
-            additional_data=dict(dt.additional_data),
-            parameters=dict(parameters or {}),
-            serializer_args=dt.args_for(self.storage.type_name),
-            registry=self.registry,
+            additional_data=dict(base.additional_data) if base.additional_data else {},
+            parameters=dict(parameters) if parameters else {},
+            serializer_args=dict(base.serializer_args) if base.serializer_args else {},
             overwrite=overwrite,
-            checksum=self._policy.checksum,
             allow_pickle=allow_pickle,
             progress=progress,
-            max_read_bytes=self.max_read_bytes,
             run=run,
         )
 
@@ -722,7 +716,7 @@ class Butler(CollectionsMixin, BulkMixin):
             distribution=location.serializer.distribution,
             inputs=refs,
         )
-        return replace(location, provenance=record, created=created)
+        return location.evolve(provenance=record, created=created)
 
     def _check_indexable(self, location: ButlerLocation) -> None:
         """Refuse, before writing, a data ID the index cannot hold (integers beyond 64
@@ -758,9 +752,10 @@ class Butler(CollectionsMixin, BulkMixin):
 
     def _expected_type(self, location: ButlerLocation) -> type:
         """The dataset type's class, resolved by the reader's rules (`resolve_policy_type`)."""
-        registered = (s.python_type for s in self.registry.serializers.values())
         return resolve_policy_type(
-            location.python_type, registered=registered, allow_imports=self.allow_imports
+            location.python_type,
+            registered=self.registry.type_names,
+            allow_imports=self.allow_imports,
         )
 
     def _resolve_write(self, location: ButlerLocation, obj: Any) -> ButlerLocation:
@@ -772,8 +767,7 @@ class Butler(CollectionsMixin, BulkMixin):
                 f"cannot put a {type_name(type(obj))!r} as dataset type "
                 f"{location.dataset_type!r}, whose python type is {location.python_type!r}"
             )
-        resolved = replace(
-            location,
+        resolved = location.evolve(
             expected=expected,
             written_type=type_name(type(obj)),
             serializer=self.registry.find(type(obj), self.storage.type_name, location.format),
@@ -888,8 +882,8 @@ class Butler(CollectionsMixin, BulkMixin):
                 f"{location.describe()} records format {recorded!r}, which is not a format "
                 f"name; its metadata is corrupt or was written by another tool"
             )
-        resolved = replace(
-            location, stored=stored, format=recorded, expected=self._expected_type(location)
+        resolved = location.evolve(
+            stored=stored, format=recorded, expected=self._expected_type(location)
         )
         resolved.check_arguments()
         try:
@@ -900,8 +894,10 @@ class Butler(CollectionsMixin, BulkMixin):
             if not self.registry.format(recorded).reads_other_types:
                 raise
             cls = resolved.expected_type()
-        serializer = self.registry.find(cls, self.storage.type_name, recorded)
-        return replace(resolved, serializer=serializer)
+        # The last step of resolving: set on the location built just above, which nothing
+        # else has seen yet (a second copy would cost every get for nothing).
+        resolved.__dict__["serializer"] = self.registry.find(cls, self.storage.type_name, recorded)
+        return resolved
 
     def exists(
         self,
@@ -1245,6 +1241,40 @@ class Butler(CollectionsMixin, BulkMixin):
                 report.corrupted.append(f"{what}: sha256 mismatch")
                 return
         report.ok.append(what)
+
+
+def _location_base(butler: Butler, dt: DatasetType) -> ButlerLocation:
+    """The fields of ``dt``'s locations that do not depend on the data ID, built once per
+    dataset type definition (a location has two dozen fields; a get builds one)."""
+    inputs = (dt, butler.storage, butler.registry, butler._policy.checksum, butler.max_read_bytes)
+    cache: dict[str, tuple[tuple[Any, ...], ButlerLocation]] = butler.__dict__.setdefault(
+        "_location_bases", {}
+    )
+    cached = cache.get(dt.name)
+    if cached is not None:
+        old = cached[0]  # identity: any redefinition or reconfiguration builds a new base
+        if (
+            old[0] is dt
+            and old[1] is inputs[1]
+            and old[2] is inputs[2]
+            and old[3] == inputs[3]
+            and old[4] == inputs[4]
+        ):
+            return cached[1]
+    base = ButlerLocation(
+        locations=[],
+        storage=butler.storage,
+        format=dt.format,
+        python_type=dt.python_type,
+        dataset_type=dt.name,
+        additional_data=dict(dt.additional_data),
+        serializer_args=dt.args_for(butler.storage.type_name),
+        registry=butler.registry,
+        checksum=butler._policy.checksum,
+        max_read_bytes=butler.max_read_bytes,
+    )
+    cache[dt.name] = (inputs, base)
+    return base
 
 
 def _is_default(registry: Registry) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._errors import ButlerError, FormatError, StorageError
@@ -92,6 +92,28 @@ class ButlerLocation:
     provenance: Mapping[str, Any] | None = field(default=None, repr=False)
     created: float | None = field(default=None, repr=False)
 
+    def evolve(self, **changes: Any) -> ButlerLocation:
+        """A copy with ``changes`` (what `dataclasses.replace` does, without re-running
+        ``__init__`` field by field: a get and a put each derive several locations).
+
+        .. versionadded:: 0.3
+
+        Raises
+        ------
+        TypeError
+            For a name that is not a field.
+        """
+        if not _FIELD_NAMES.issuperset(changes):
+            unknown = sorted(set(changes) - _FIELD_NAMES)
+            raise TypeError(f"ButlerLocation has no field(s) {unknown}")
+        if type(self) is not ButlerLocation:  # a subclass may validate in __init__
+            return replace(self, **changes)
+        new = object.__new__(ButlerLocation)
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
+        return new
+
     # -- description -------------------------------------------------------------------
 
     @property
@@ -167,6 +189,19 @@ class ButlerLocation:
             cache_type=cache_type,
         )
 
+    def read_bytes(self) -> bytes:
+        """The stored dataset's bytes, whole (for formats that parse bytes, such as JSON).
+
+        Goes through `Storage.read_bytes`, which a storage may answer without a file
+        object; with a ``progress`` callback, through `open_read` so it is reported.
+
+        .. versionadded:: 0.3
+        """
+        if self.progress is not None:
+            with self.open_read() as f:
+                return f.read()
+        return self.storage.read_bytes(self.key)
+
     def local_path(self) -> contextlib.AbstractContextManager[str]:
         """Local path of the stored dataset; downloaded to a temporary file if need be."""
         return self.storage.local_path(self.key)
@@ -187,8 +222,7 @@ class ButlerLocation:
         """
         if self.expected is not None:
             return self.expected
-        registered = (s.python_type for s in self._registry().serializers.values())
-        return resolve_policy_type(self.python_type, registered=registered)
+        return resolve_policy_type(self.python_type, registered=self._registry().type_names)
 
     def read_type(self, recorded: str | None = None) -> type:
         """Class to rebuild the dataset as: the recorded concrete type when it is a subclass of
@@ -232,12 +266,15 @@ class ButlerLocation:
         ParameterError
             Naming the unknown and the accepted names.
         """
+        if not self.parameters and not self.serializer_args:
+            return  # nothing to refuse (the common case: no description built)
         formats = self._registry().formats
         descriptor = formats.get(self.format)
         if descriptor is None:
             return  # the serializer lookup reports the missing format and what to install
-        descriptor.check_parameters(self.parameters, what=self.describe())
-        descriptor.check_serializer_args(self.serializer_args, what=self.describe())
+        what = self.describe()
+        descriptor.check_parameters(self.parameters, what=what)
+        descriptor.check_serializer_args(self.serializer_args, what=what)
 
     def serializer_for(self, python_type: type) -> Serializer:
         """The serializer for ``python_type`` in this location's format and storage."""
@@ -255,12 +292,14 @@ class ButlerLocation:
             self.check_arguments()
         location = self
         if self.serializer is None or self.written_type != type_name(type(obj)):
-            location = replace(
-                self, serializer=self.serializer_for(type(obj)), written_type=type_name(type(obj))
+            location = self.evolve(
+                serializer=self.serializer_for(type(obj)), written_type=type_name(type(obj))
             )
         assert location.serializer is not None
-        with location._translate_errors("write"):
+        try:
             location.serializer.write(obj, location, **location.serializer_args)
+        except Exception as exc:
+            raise location._translated(exc, "write")  # noqa: B904 - the cause is set there
 
     def read(self) -> Any:
         """Read the dataset with the resolved serializer (or the one for its recorded type).
@@ -273,43 +312,48 @@ class ButlerLocation:
         if self.serializer is None:  # resolved locations were checked when resolved
             self.check_arguments()
         serializer = self.serializer or self.serializer_for(self.read_type())
-        with self._translate_errors("read"):
-            return serializer.read(self, **self.serializer_args)
-
-    @contextlib.contextmanager
-    def _translate_errors(self, action: str) -> Iterator[None]:
         try:
-            yield
-        except ButlerError:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except MemoryError:
+            return serializer.read(self, **self.serializer_args)
+        except Exception as exc:
+            raise self._translated(exc, "read")  # noqa: B904 - the cause is set there
+
+    def _translated(self, exc: Exception, action: str) -> Exception:
+        """The error to raise for ``exc`` escaping a serializer: ``exc`` itself if it is a
+        butler error, else a `StorageError` or `FormatError` naming the dataset, caused by
+        ``exc``. (A plain ``try``/``except`` at the call, not a context manager: entering
+        a generator-based one cost every get and put microseconds.)"""
+        if isinstance(exc, ButlerError):
+            return exc
+        error: ButlerError
+        if isinstance(exc, MemoryError):
             # What a file declares is checked against max_read_bytes first; this is the
             # rest (a size no check foresaw): never a raw MemoryError.
-            raise FormatError(
+            error = FormatError(
                 f"cannot {action} {self.describe()}: not enough memory; read part of it "
                 f"(parameters such as a section or slice) or lower max_read_bytes so that "
                 f"oversize reads are refused before allocating"
-            ) from None
-        except Exception as exc:
-            # A real OS failure carries an errno, possibly on an error a library raised
-            # while handling it (ENOSPC under astropy's own exception); libraries report
-            # corrupt files as errno-less OSErrors, which are format errors.
-            if isinstance(exc, OSError) and exc.errno is not None:
-                raise StorageError(f"cannot {action} {self.describe()}: {exc}") from exc
-            os_error = _storage_failure_in_chain(exc)
-            if os_error is not None:
-                raise StorageError(
-                    f"cannot {action} {self.describe()}: {os_error.strerror or os_error}"
-                ) from exc
-            if isinstance(exc, OSError):
-                raise FormatError(
-                    f"cannot {action} {self.describe()} as {self.format!r}: {exc}"
-                ) from exc
-            raise FormatError(
+            )
+            error.__cause__ = None
+            error.__suppress_context__ = True  # "from None": the MemoryError says nothing
+            return error
+        # A real OS failure carries an errno, possibly on an error a library raised
+        # while handling it (ENOSPC under astropy's own exception); libraries report
+        # corrupt files as errno-less OSErrors, which are format errors.
+        os_error = _storage_failure_in_chain(exc)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            error = StorageError(f"cannot {action} {self.describe()}: {exc}")
+        elif os_error is not None:
+            error = StorageError(
+                f"cannot {action} {self.describe()}: {os_error.strerror or os_error}"
+            )
+        elif isinstance(exc, OSError):
+            error = FormatError(f"cannot {action} {self.describe()} as {self.format!r}: {exc}")
+        else:
+            error = FormatError(
                 f"cannot {action} {self.describe()} as {self.format!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            )
+        error.__cause__ = exc  # as "raise error from exc"
+        return error
 
     def check_read_size(self, nbytes: int, what: str = "the data") -> None:
         """Refuse to allocate ``nbytes`` (the size a file *declares*) past the read limit.
@@ -354,3 +398,4 @@ def _storage_failure_in_chain(exc: BaseException) -> OSError | None:
 
 
 _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+_FIELD_NAMES = frozenset(f.name for f in fields(ButlerLocation))

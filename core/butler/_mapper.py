@@ -129,10 +129,15 @@ class TemplateMapper(Mapper):
 
     def __init__(self) -> None:
         self._regex_cache: dict[str, re.Pattern[str]] = {}
+        # id(dataset type) -> (that dataset type, whether its template is unambiguous)
+        self._unambiguous: dict[int, tuple[DatasetType, bool]] = {}
 
     def normalise(self, dataset_type: DatasetType, data_id: Mapping[str, Any]) -> dict[str, Any]:
         """Check keys against the dimensions and coerce and validate each value."""
         dims = dataset_type.dimensions
+        name = dataset_type.name
+        if len(data_id) == len(dims) and all(d in data_id for d in dims):
+            return {d: _coerce(name, d, data_id[d], kind) for d, kind in dims.items()}
         missing = [d for d in dims if d not in data_id]
         extra = [k for k in data_id if k not in dims]
         if missing or extra:
@@ -161,6 +166,8 @@ class TemplateMapper(Mapper):
                 f"data ID {normal} does not fit template {dataset_type.template!r} of dataset "
                 f"type {dataset_type.name!r}: {exc}"
             ) from exc
+        if self._is_unambiguous(dataset_type):
+            return key, normal  # the checks below cannot fail: see `template_is_unambiguous`
         if posixpath.normpath(key) != key or key.startswith(("/", "../")) or key == "..":
             raise InvalidDataIdError(f"data ID {normal} gives key {key!r} outside the repository")
         # Ambiguous templates ("{a}_{b}" with a="x_y") must not alias another data ID.
@@ -171,6 +178,16 @@ class TemplateMapper(Mapper):
                 f"separators"
             )
         return key, normal
+
+    def _is_unambiguous(self, dataset_type: DatasetType) -> bool:
+        cached = self._unambiguous.get(id(dataset_type))
+        if cached is not None and cached[0] is dataset_type:
+            return cached[1]
+        found = template_is_unambiguous(dataset_type.template, dataset_type.dimensions)
+        if len(self._unambiguous) > 1024:  # dataset types redefined many times over
+            self._unambiguous.clear()
+        self._unambiguous[id(dataset_type)] = (dataset_type, found)
+        return found
 
     def _regex(self, template: str, dims: Mapping[str, str]) -> re.Pattern[str]:
         cached = self._regex_cache.get(template)
@@ -213,6 +230,52 @@ class TemplateMapper(Mapper):
         return "".join(prefix)
 
 
+#: Format specs of int fields whose output the key regex reads back exactly: none, ``d``,
+#: or zero padding (``06d``); a plain width pads with spaces, which do not read back.
+_EXACT_INT_SPEC = re.compile(r"(0\d*)?d?\Z")
+
+
+def template_is_unambiguous(template: str, dims: Mapping[str, str]) -> bool:
+    """Whether every data ID that passes `coerce_value` formats into a key inside the
+    root that the template's regex reads back as the same data ID.
+
+    Then `TemplateMapper.map` can skip reading each key back (and normalising its path),
+    which costs a get or put more than the formatting itself. True when the template is
+    valid, names each dimension once, and every field is delimited so that the regex
+    cannot take its value's end elsewhere:
+
+    * a string field (no format spec) is the last field of the template, or is followed
+      by ``/``: a value cannot contain ``/``;
+    * an integer field (spec none, ``d`` or zero padding such as ``06d``) is the last
+      field or is followed by a non-digit: its digits end where the literal starts.
+
+    Coerced values are never empty, never start with ``.`` and contain no ``/``, and the
+    template's own segments are checked by `validate_template`, so no segment of such a
+    key can be empty, ``.`` or ``..``. Anything else keeps the full checks.
+    """
+    try:
+        validate_template(template)
+        fields = template_fields(template)
+    except DatasetTypeError:
+        return False
+    names = [name for _, name, _ in fields if name]
+    if len(set(names)) != len(names) or set(names) != set(dims):
+        return False
+    for i, (_literal, name, spec) in enumerate(fields):
+        if not name:
+            continue
+        following = "".join(literal for literal, _, _ in fields[i + 1 :][:1])
+        last = not any(other for _, other, _ in fields[i + 1 :])
+        if dims[name] == "int":
+            if not _EXACT_INT_SPEC.match(spec):
+                return False
+            if not last and (not following or following[0].isdigit()):
+                return False
+        elif spec or not (last or following.startswith("/")):
+            return False
+    return True
+
+
 def _short_repr(value: Any, limit: int = 60) -> str:
     """``repr`` for messages: bounded, and never failing (huge ints cannot be printed)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
@@ -229,7 +292,24 @@ def coerce_value(dataset_type: DatasetType, key: str, value: Any) -> Any:
     return _coerce(dataset_type.name, key, value, dataset_type.dimensions[key])
 
 
+#: Strings `_coerce_checked` accepts unchanged: 1 to 200 characters, no leading ``.``,
+#: no ``/``, ``\\``, control characters or lone surrogates (not encodable as UTF-8).
+_PLAIN_STR = re.compile(rf"(?!\.)[^/\\\x00-\x1f\x7f\ud800-\udfff]{{1,{_MAX_VALUE_LEN}}}\Z")
+
+
 def _coerce(dataset_type: str, key: str, value: Any, kind: str) -> Any:
+    """`_coerce_checked`, answering the common values (an ``int``, a plain ``str``)
+    without building the description its errors need."""
+    kind_of_value = type(value)
+    if kind == "int":
+        if kind_of_value is int and -_MAX_INT < value < _MAX_INT:
+            return value
+    elif kind_of_value is str and _PLAIN_STR.match(value):
+        return value
+    return _coerce_checked(dataset_type, key, value, kind)
+
+
+def _coerce_checked(dataset_type: str, key: str, value: Any, kind: str) -> Any:
     where = f"data ID value {key}={_short_repr(value)} of dataset type {dataset_type!r}"
     if kind == "int":
         if isinstance(value, bool):

@@ -12,7 +12,7 @@ import functools
 import sys
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -91,6 +91,13 @@ class Registry:
         # module names of string-registered types not yet imported; when one appears in
         # sys.modules the cache may be stale (a new ABC or alias became matchable).
         self._pending_modules: set[str] = set()
+        # len(sys.modules) when the pending modules were last checked: a lookup rescans
+        # them only when the process imported (or dropped) a module since.
+        self._modules_seen = -1
+        # Registered classes whose metaclass customizes issubclass (ABCs): only these can
+        # be satisfied without being in a class's MRO. None until the next change.
+        self._virtual: list[type] | None = None
+        self._type_names: frozenset[str] | None = None
         self._storages: dict[str, StorageSpec] = {}
         self._schemes: dict[str, str] = {}
         self._formats: dict[str, FormatDescriptor] = {}
@@ -194,6 +201,18 @@ class Registry:
             self._pending_modules.add(serializer.python_type.rsplit(".", 1)[0])
 
     @property
+    def type_names(self) -> frozenset[str]:
+        """The python type names serializers are registered for (kept until a change).
+
+        .. versionadded:: 0.3
+        """
+        names = self._type_names
+        if names is None:
+            with self._lock:
+                names = self._type_names = frozenset(self._by_type)
+        return names
+
+    @property
     def serializers(self) -> Mapping[tuple[str, str, str], Serializer]:
         """Read-only snapshot of every registration, keyed by (type, storage, format)."""
         return MappingProxyType(
@@ -215,7 +234,7 @@ class Registry:
             the keys were given in the pre-0.2 order ``(python_type, format, storage)``.
         """
         key = (python_type, storage, format)
-        if self._pending_modules:
+        if self._pending_modules and len(sys.modules) != self._modules_seen:
             self._refresh_pending()
         try:
             return self._cache[key]
@@ -257,14 +276,25 @@ class Registry:
         self._generation += 1
         self._cache.clear()
         self._resolved = None
+        self._virtual = None
+        self._type_names = None
 
     def _refresh_pending(self) -> None:
+        """Invalidate the cache if a module a string-registered type waits for is imported.
+
+        Called only when ``len(sys.modules)`` changed since the last check, so a cached
+        lookup costs one comparison, not a scan of the pending modules. (An import that
+        exactly balances a removal from ``sys.modules`` between two lookups goes unseen
+        until the next import or registration.)
+        """
         modules = sys.modules
+        seen = len(modules)
         loaded = [m for m in self._pending_modules if m in modules]
         if loaded:
             with self._lock:
                 self._pending_modules.difference_update(loaded)
                 self._changed()
+        self._modules_seen = seen
 
     def _resolved_types(self) -> dict[type, str]:
         """Registered type names that currently resolve to a class (no import).
@@ -288,11 +318,32 @@ class Registry:
         registered ABCs it satisfies (explicitly, virtually or via ``__subclasshook__``).
         """
         resolved = self._resolved_types()
-        mro = functools._compose_mro(python_type, list(resolved))  # type: ignore[attr-defined]
+        mro: Sequence[type] = python_type.__mro__
+        # A plain registered class matches only through the MRO; only classes whose
+        # metaclass customizes issubclass (ABCs) can match from outside it. When none
+        # does, singledispatch's composition is the MRO itself: skip it.
+        outside = [
+            cls for cls in self._virtual_types(resolved)
+            if cls not in mro and issubclass(python_type, cls)
+        ]  # fmt: skip
+        if outside:
+            mro = functools._compose_mro(python_type, outside)  # type: ignore[attr-defined]
         for cls in mro:
             name = resolved.get(cls)
             if name is not None:
                 yield self._by_type.get(name, {})
+
+    def _virtual_types(self, resolved: Mapping[type, str]) -> list[type]:
+        """The resolved registered classes that may be satisfied virtually (their
+        metaclass overrides ``__subclasscheck__``), kept until the next change."""
+        virtual = self._virtual
+        if virtual is None:
+            virtual = [
+                cls for cls in resolved
+                if getattr(type(cls), "__subclasscheck__", None) is not type.__subclasscheck__
+            ]  # fmt: skip
+            self._virtual = virtual
+        return virtual
 
     def _lookup(self, python_type: type, storage: str, format: str) -> Serializer | None:
         for table in self._tables_along_mro(python_type):

@@ -98,6 +98,8 @@ class ReadHints:
             raise StorageError(f"read hint cache_type={self.cache_type!r}: expected a string")
 
 
+_DEFAULT_HINTS = ReadHints()
+
 #: The keyword arguments every `Storage.open` accepts besides ``mode`` and ``progress``.
 READ_HINTS = ("access", "block_size", "cache_blocks", "cache_type")
 
@@ -535,7 +537,10 @@ class Storage(abc.ABC):
                 f"{type(self).__name__}.open() only reads (mode 'rb', not {mode!r}); "
                 f"write with atomic_write()"
             )
-        hints = ReadHints(access, block_size, cache_blocks, cache_type)
+        if access == "sequential" and block_size is cache_blocks is cache_type is None:
+            hints = _DEFAULT_HINTS  # what nearly every read asks: built and checked once
+        else:
+            hints = ReadHints(access, block_size, cache_blocks, cache_type)
         return self._open(key, hints, progress)
 
     @abc.abstractmethod
@@ -660,6 +665,15 @@ class Storage(abc.ABC):
 
     def read_bytes(self, key: str) -> bytes:
         """Return a whole dataset's bytes."""
+        return self._read_all(key)
+
+    def _read_all(self, key: str) -> bytes:
+        """`read_bytes`'s primitive: through `open` by default; a storage that can read a
+        whole dataset without a file object (posix: straight from the descriptor) answers
+        it here.
+
+        .. versionadded:: 0.3
+        """
         with self.open(key) as f:
             return f.read()
 

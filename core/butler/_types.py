@@ -6,6 +6,7 @@ Everything here is careful about imports: `loaded_type` never imports, `import_t
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Iterable
@@ -37,13 +38,17 @@ def type_name(cls: type | str) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _split_candidates(name: str) -> list[tuple[str, list[str]]]:
-    """All (module, attribute path) splits of a dotted name, longest module first."""
+@functools.lru_cache(maxsize=1024)
+def _split_candidates(name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """All (module, attribute path) splits of a dotted name, longest module first.
+
+    Pure, hence cached: every get resolves its dataset type's name (``builtins.dict``).
+    """
     parts = name.split(".")
-    return [(".".join(parts[:i]), parts[i:]) for i in range(len(parts) - 1, 0, -1)]
+    return tuple((".".join(parts[:i]), tuple(parts[i:])) for i in range(len(parts) - 1, 0, -1))
 
 
-def _walk(obj: Any, attrs: list[str]) -> Any:
+def _walk(obj: Any, attrs: Iterable[str]) -> Any:
     for attr in attrs:
         obj = getattr(obj, attr)
     return obj

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import pickle
@@ -326,3 +329,69 @@ def test_read_file_uses_recorded_type_and_default(tmp_path: Path) -> None:
     assert butler.read_file(str(tmp_path / "foreign.json")) == {"a": 1}  # format default
     butler.write_file(np.arange(3), str(tmp_path / "a.npy"))
     np.testing.assert_array_equal(butler.read_file(str(tmp_path / "a.npy")), np.arange(3))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"a": [1, {"b": {2: "x"}}]}, r"value\['a'\]\[1\]\['b'\] has a non-string key 2"),
+        ({"a": [1, 2, {3.5}]}, r"value\['a'\]\[2\] is a 'set', which is not plain data"),
+        ([{"k": (1, object())}], r"value\[0\]\['k'\]\[1\] is a 'object', which is not plain"),
+        ({"outer": Outer("n", Inner(1), [1.0, b"x"])}, r"value\['outer'\]\.values\[1\] is a"),
+    ],
+)
+def test_json_writer_names_the_path_of_what_is_not_plain(
+    posix_repo: Butler, value: object, message: str
+) -> None:
+    """The fast path (no per-element path while everything is plain) must still report
+    where the offending element is."""
+    posix_repo.register_dataset_type("j", object, "json", dimensions=["n"])
+    with pytest.raises(FormatError, match=message):
+        posix_repo.put(value, "j", n="x")
+    assert not posix_repo.exists("j", n="x")
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [
+        ({"a": 1, "b": [1.5, None, True, "é"], "c": {"d": (1, 2, [3, {"e": None}])}}, True),
+        ({f"k{i}": i * 0.5 for i in range(2000)}, True),
+        ([[[[[]]]], {}, (), "", 0, -1.0, float("inf")], True),
+        (collections.OrderedDict([("z", 1), ("a", collections.OrderedDict(b=[1]))]), False),
+        ({"inner": Inner(2, ("t",)), "n": [Inner(3)]}, False),
+        ({"s": type("S", (str,), {})("sub"), "i": True}, False),
+    ],
+)
+def test_json_writer_output_equals_to_plain_then_dumps(value: object, plain: bool) -> None:
+    """Whichever path the writer takes, the bytes are those of ``json.dumps(to_plain(v))``."""
+    from butler.formats._plain import is_plain, to_plain
+    from butler.formats.json_ import write
+
+    class Sink:
+        """A stand-in for ButlerLocation: only ``open_write`` is used by the writer."""
+
+        def __init__(self) -> None:
+            self.buffer = io.BytesIO()
+
+        def open_write(self) -> contextlib.nullcontext[io.BytesIO]:
+            return contextlib.nullcontext(self.buffer)
+
+    sink = Sink()
+    write(value, sink)  # type: ignore[arg-type]
+    assert sink.buffer.getvalue() == json.dumps(to_plain(value), ensure_ascii=False).encode()
+    assert is_plain(value) is plain  # which path was taken
+
+
+def test_is_plain_refuses_what_to_plain_would_convert_or_reject() -> None:
+    from butler.formats._plain import is_plain
+
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert is_plain({"a": [1, 2.5, None, "x", (True,)]})
+    assert not is_plain({1: "a"})
+    assert not is_plain({"a": {"b": [1, {2: 3}]}})
+    assert not is_plain({"a": Inner(1)})
+    assert not is_plain(collections.OrderedDict(a=1))
+    assert not is_plain({"a": object()})
+    assert not is_plain(deep)  # too deep: to_plain reports the RecursionError

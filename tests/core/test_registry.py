@@ -389,3 +389,117 @@ def test_format_descriptor_repr_shows_description_and_url() -> None:
     text = repr(FormatDescriptor("txt", (".txt",), description="Plain text", url="https://x.y"))
     assert "'txt'" in text and ".txt" in text and "Plain text" in text
     assert "Learn more at https://x.y" in text
+
+
+class _Quacks(type):
+    """A metaclass (not an ABC) whose issubclass accepts any class with ``quack``."""
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return hasattr(sub, "quack") or type.__subclasscheck__(cls, sub)
+
+
+class Duck(metaclass=_Quacks):
+    pass
+
+
+class Quacker:
+    quack = True
+
+
+class SizedThing:
+    def __len__(self) -> int:  # pragma: no cover - only its presence matters
+        return 0
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        dict,
+        collections.OrderedDict,
+        collections.defaultdict,
+        list,
+        tuple,
+        set,
+        frozenset,
+        str,
+        bytes,
+        int,
+        bool,
+        GrandChild,
+        Child,
+        Quacker,
+        SizedThing,
+        type("DictLeaf", (collections.OrderedDict, Base), {}),
+    ],
+)
+def test_lookup_order_is_singledispatch_order(cls: type) -> None:
+    """The registry finds what `functools.singledispatch` dispatches to, for plain classes,
+    ABCs matched through ``register``/``__subclasshook__``, and a custom metaclass
+    ``__subclasscheck__`` (the lookup skips the MRO composition when no such class can
+    match: this compares both routes with the reference)."""
+    import collections.abc as cabc
+    import functools
+
+    registered = [
+        object,
+        Base,
+        Child,
+        Duck,
+        cabc.Mapping,
+        MutableMapping,
+        cabc.Sequence,
+        cabc.Sized,
+        cabc.Set,
+        int,
+    ]
+    reg = Registry()
+
+    @functools.singledispatch
+    def reference(obj: object) -> str:
+        return "object"
+
+    for i, registered_cls in enumerate(registered):
+        name = f"f{i}"
+
+        def w(obj, location, _name=name):  # pragma: no cover - identity matters
+            pass
+
+        w.__name__ = name
+        reg.register(registered_cls, "*", "x", w, r_base)
+        reference.register(registered_cls, lambda obj, _name=name: _name)
+    expected = reference.dispatch(cls)(None)
+    assert reg.find(cls, "posix", "x").write.__name__ == expected
+
+
+def test_metaclass_subclasscheck_match_is_found() -> None:
+    reg = Registry()
+    reg.register(object, "*", "x", w_base, r_base)
+    reg.register(Duck, "*", "x", w_other, r_other)
+    assert reg.find(Quacker, "posix", "x").write is w_other
+    assert reg.find(Base, "posix", "x").write is w_base
+
+
+def test_pending_module_rescanned_only_after_an_import(tmp_path) -> None:
+    """A cached lookup does not rescan the modules string types wait for unless the
+    process imported something since; an import that makes one loadable is still seen."""
+    (tmp_path / "late_cls_butler.py").write_text("class Late(dict):\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        reg = Registry()
+        reg.register(dict, "*", "x", w_base, r_base)
+        reg.register("late_cls_butler.Late", "*", "x", w_other, r_other)
+        assert reg.find(dict, "posix", "x").write is w_base
+        assert reg._modules_seen == len(sys.modules)
+        scans = []
+        original = reg._refresh_pending
+        reg._refresh_pending = lambda: (scans.append(1), original())[1]  # type: ignore[method-assign]
+        assert reg.find(dict, "posix", "x").write is w_base
+        assert scans == [], "a cached lookup rescanned although nothing was imported"
+        import late_cls_butler
+
+        assert reg.find(late_cls_butler.Late, "posix", "x").write is w_other
+        assert scans == [1]
+        assert reg._pending_modules == set()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("late_cls_butler", None)

@@ -35,6 +35,17 @@ from .._mounts import mounted
 SECRET = b"the outside file's bytes"
 
 
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def resolution(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the one-call ``openat2`` resolution (Linux) and with the
+    portable walk segment by segment: both must refuse the same things."""
+    from butler.storages import _linux
+
+    if request.param == "walk":
+        monkeypatch.setattr(_linux, "enabled", False)
+    return str(request.param)
+
+
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A directory outside the repository, with a file butler must never read or touch."""

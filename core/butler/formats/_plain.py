@@ -13,9 +13,40 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["from_plain", "to_plain"]
+__all__ = ["from_plain", "is_plain", "to_plain"]
 
 _SCALARS = (str, int, float, bool, type(None))
+#: Exactly these classes (not subclasses) are plain data as they are.
+_EXACT_SCALARS = frozenset(_SCALARS)
+_STR_ONLY = frozenset({str})
+
+
+def is_plain(obj: Any) -> bool:
+    """Whether ``obj`` is already plain data, built of exactly ``dict`` (with ``str`` keys),
+    ``list``, ``tuple`` and scalars, so that `to_plain` would return an equal copy.
+
+    The hot path of the JSON writer: no copy and no per-element path, and whole
+    containers of scalars are checked at C speed (``map(type, ...)``). ``False`` (also for
+    subclasses, dataclasses and anything unusual) sends the caller to `to_plain`, which
+    converts or raises naming the offending path.
+    """
+    kind = type(obj)
+    if kind in _EXACT_SCALARS:
+        return True
+    if kind is dict:
+        if not _STR_ONLY.issuperset(map(type, obj)):
+            return False
+        values: Any = obj.values()
+    elif kind is list or kind is tuple:
+        values = obj
+    else:
+        return False
+    if _EXACT_SCALARS.issuperset(map(type, values)):
+        return True
+    try:
+        return all(map(is_plain, values))
+    except RecursionError:  # nested too deep (or circular): let to_plain report it
+        return False
 
 
 def to_plain(obj: Any, where: str = "value") -> Any:

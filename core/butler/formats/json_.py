@@ -8,22 +8,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._location import ButlerLocation
-from ._plain import from_plain, to_plain
+from ._plain import from_plain, is_plain, to_plain
 
 __all__ = ["read", "write"]
 
 
 def write(obj: Any, location: ButlerLocation, *, indent: int | None = None) -> None:
     """Write ``obj`` as UTF-8 JSON (dataclasses as objects of their fields)."""
-    data = json.dumps(to_plain(obj), indent=indent, ensure_ascii=False).encode()
+    # Plain data is encoded as it is; anything else goes through to_plain, which converts
+    # dataclasses and mappings or raises naming the path of what is not plain data.
+    plain = obj if is_plain(obj) else to_plain(obj)
+    data = json.dumps(plain, indent=indent, ensure_ascii=False).encode()
     with location.open_write() as f:
         f.write(data)
 
 
 def read(location: ButlerLocation, **_: Any) -> Any:
     """Read JSON and rebuild the recorded (sub)class."""
-    with location.open_read() as f:
-        data = json.load(f)
+    data = json.loads(location.read_bytes())
     cls = location.read_type()
     return rebuild(cls, data, location)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidDataIdError, StorageError
 from .._storage import COPY_CHUNK, RESERVED_PREFIX, check_key, key_suffix
+from ._linux import openat2_beneath
 
 XATTR = "user.butler"
 #: Prefix of temporary files (and xattr probes): no dataset or sidecar name starts with it.
@@ -266,6 +267,26 @@ class DescriptorResolution:
                 os.close(fd)
             raise
         return os.dup(root) if fd == root else fd
+
+    def _open_regular(self, key: str) -> tuple[int, int] | None:
+        """(descriptor, size) of the stored regular file ``key`` in one ``openat2`` call
+        (`._linux`), or ``None`` when that is unavailable or anything is unusual (absent,
+        a link, a special file...): then `_open_file` resolves it and says what."""
+        root = self._root_fd
+        if root is None:
+            return None
+        fd = openat2_beneath(root, key, READ_FLAGS)
+        if fd is None:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        return fd, st.st_size
 
     def _open_file(self, key: str, parts: Sequence[str]) -> tuple[int, int]:
         """(directory fd, file fd) of a stored regular file; `Absent` if there is none."""

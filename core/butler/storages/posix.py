@@ -58,6 +58,7 @@ from .._errors import (
     StorageError,
 )
 from .._storage import (
+    COPY_CHUNK,
     POLICY_KEY,
     CountingWriter,
     ProgressCallback,
@@ -65,6 +66,7 @@ from .._storage import (
     ReadHints,
     Storage,
 )
+from ._linux import fgetxattr
 from ._resolve import (
     CLOEXEC,
     CREATE_FLAGS,
@@ -90,6 +92,8 @@ from ._resolve import (
 
 __all__ = ["PosixStorage"]
 
+XATTR_NAME = os.fsencode(XATTR)
+
 if TYPE_CHECKING:
     from .._index import Index
 
@@ -98,25 +102,38 @@ if TYPE_CHECKING:
 _HANDOFF_SECONDS = 2.0
 
 
+def _note_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+#: This process's id, kept up to date across forks (``os.getpid`` is a system call).
+_pid = os.getpid()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_pid)
+
+
 class _Kept:
     """A checked descriptor of ``key``, handed from `PosixStorage.metadata` to the next
     `~PosixStorage.open` or `~PosixStorage.local_path` of ``key`` in the same thread: one
     resolution per get instead of two, and the bytes read are those of the very file whose
     metadata was read, even if a writer replaces it in between."""
 
-    __slots__ = ("fd", "key", "pid", "until")
+    __slots__ = ("fd", "key", "pid", "size", "until")
 
-    def __init__(self, fd: int, key: str) -> None:
+    def __init__(self, fd: int, key: str, size: int | None = None) -> None:
         self.fd = fd
         self.key = key
-        self.pid = os.getpid()  # a forked child shares the file offset: never hand it over
+        self.size = size
+        self.pid = _pid  # a forked child shares the file offset: never hand it over
         self.until = time.monotonic() + _HANDOFF_SECONDS
 
-    def take(self, key: str) -> int | None:
-        if self.key != key or self.pid != os.getpid() or time.monotonic() > self.until:
+    def take(self, key: str) -> tuple[int, int | None] | None:
+        """(descriptor, size if known) for ``key``, once; ``None`` if it is not for it."""
+        if self.key != key or self.pid != _pid or time.monotonic() > self.until:
             return None
         fd, self.fd = self.fd, -1
-        return fd
+        return fd, self.size
 
     def __del__(self) -> None:
         if self.fd >= 0:
@@ -124,13 +141,25 @@ class _Kept:
                 os.close(self.fd)
 
 
-def _advise(fd: int, hints: ReadHints) -> None:
+#: Files up to this size get no read advice: the kernel's default read-ahead window
+#: (128 KiB) already covers them, so the advice would be a system call for nothing.
+_ADVICE_MIN_SIZE = 128 * 1024
+_ADVICE = {
+    access: getattr(os, name)
+    for access, name in (("random", "POSIX_FADV_RANDOM"), ("sequential", "POSIX_FADV_SEQUENTIAL"))
+    if hasattr(os, "posix_fadvise") and hasattr(os, name)
+}
+
+
+def _advise(fd: int, hints: ReadHints, size: int | None) -> None:
     """Tell the kernel how the file will be read (read-ahead for sequential reads, none
     for random ones). Advice only: a system without ``posix_fadvise`` reads the same."""
-    advice = "POSIX_FADV_RANDOM" if hints.access == "random" else "POSIX_FADV_SEQUENTIAL"
-    if hasattr(os, "posix_fadvise") and hasattr(os, advice):
+    if size is not None and size <= _ADVICE_MIN_SIZE:
+        return
+    advice = _ADVICE.get(hints.access)
+    if advice is not None:
         with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, getattr(os, advice))
+            os.posix_fadvise(fd, 0, 0, advice)
 
 
 class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
@@ -398,8 +427,8 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
 
     def _open(self, key: str, hints: ReadHints, progress: ProgressCallback | None) -> BinaryIO:
         parts = split_key(key)
-        fd = self._read_fd(key, parts)
-        _advise(fd, hints)
+        fd, size = self._read_fd(key, parts)
+        _advise(fd, hints, size)
         raw = io.FileIO(fd, "rb", closefd=True)
         raw.name = os.path.join(self.root, *parts)  # for messages, as open(path) would
         f = io.BufferedReader(raw)
@@ -407,21 +436,43 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
             return f
         return ProgressReader(f, os.fstat(fd).st_size, progress)  # type: ignore[return-value]
 
-    def _read_fd(self, key: str, parts: Sequence[str]) -> int:
-        """A checked descriptor of the stored file: the one `metadata` just opened for this
-        key in this thread, else a fresh resolution."""
+    def _read_all(self, key: str) -> bytes:
+        """A whole dataset's bytes, read straight from the checked descriptor (no file
+        object: the small-dataset get path)."""
+        fd, size = self._read_fd(key, split_key(key))
+        try:
+            chunks = []
+            # One read for a file of known size (plus one to see the end: a short read
+            # is not the end on every file system); a file that grows meanwhile is read
+            # to its end, as a file object's read() would.
+            want = size + 1 if size is not None else COPY_CHUNK
+            while chunk := os.read(fd, want):
+                chunks.append(chunk)
+                want = COPY_CHUNK
+        except OSError as exc:
+            raise self.wrap_os_error(exc, "read", key) from exc
+        finally:
+            os.close(fd)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _read_fd(self, key: str, parts: Sequence[str]) -> tuple[int, int | None]:
+        """(checked descriptor, size if known) of the stored file: the one `metadata`
+        just opened for this key in this thread, else a fresh resolution."""
         kept = getattr(self._kept, "slot", None)
         if kept is not None:
             self._kept.slot = None
-            fd = kept.take(key)
-            if fd is not None:
-                return fd
+            taken = kept.take(key)
+            if taken is not None:
+                return taken
+        fast = self._open_regular(key)
+        if fast is not None:
+            return fast
         try:
             dfd, fd = self._open_file(key, parts)
         except Absent:
             raise self.not_found(key) from None
         os.close(dfd)
-        return fd
+        return fd, None
 
     def _forget(self) -> None:
         """Drop the descriptor kept by `metadata` (before this thread changes a dataset)."""
@@ -430,6 +481,17 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
     def metadata(self, key: str) -> dict[str, Any]:
         parts = split_key(key)
         self._kept.slot = None
+        # The common case in two system calls (openat2, fgetxattr); anything unusual (no
+        # openat2, a link, no xattr, a large one) takes the full path below, which says
+        # what is wrong.
+        fast = self._open_regular(key)
+        if fast is not None:
+            fd, size = fast
+            raw = fgetxattr(fd, XATTR_NAME)
+            if raw is not None:
+                self._kept.slot = _Kept(fd, key, size)
+                return read_json(raw)
+            os.close(fd)
         try:
             dfd, fd = self._open_file(key, parts)
         except Absent:
@@ -488,7 +550,7 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
         writer of the repository could still swap a directory for a link in between).
         """
         parts = split_key(key)
-        fd = self._read_fd(key, parts)
+        fd, _ = self._read_fd(key, parts)
         try:
             yield f"/proc/self/fd/{fd}" if proc_fd() else os.path.join(self.root, *parts)
         finally:

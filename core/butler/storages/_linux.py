@@ -1,0 +1,122 @@
+"""Two Linux system calls Python does not offer in the shape a get needs.
+
+* ``openat2`` with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`` opens ``cfg/1/2.json``
+  under the root descriptor in *one* call with the guarantees `._resolve` builds from one
+  ``openat(O_NOFOLLOW)`` per segment: the kernel refuses a symbolic link anywhere in the
+  path (``ELOOP``) and any escape from the root (``EXDEV``), atomically, so a concurrent
+  swap of a directory for a link cannot redirect it either.
+* ``fgetxattr`` into a 4 KiB buffer: ``os.getxattr`` first tries 128 bytes and, for
+  butler's metadata (~330 bytes with provenance), fails with ``ERANGE`` and asks again
+  with 64 KiB, on every read.
+
+Both are reached through ``ctypes``, imported on the first call (never at
+``import butler``). Where either is missing (not Linux, a kernel before 5.6, a seccomp
+filter answering ``ENOSYS`` or ``EPERM``), the functions return ``None`` and the callers
+take the portable path, which also produces every error message: these functions only
+ever answer the common case faster, never differently.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+from typing import Any
+
+__all__ = ["fgetxattr", "openat2_beneath"]
+
+#: The ``openat2`` system call number (the same on every Linux architecture since 5.6).
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+#: Largest metadata read without a retry (butler writes ~330 bytes; more goes to os).
+XATTR_BUFFER = 4096
+#: Errors that mean "this system cannot": the fast path is then switched off for good.
+_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG})
+
+#: The flags ``fgetxattr`` loads the calls with when it comes first (those of reads).
+_DEFAULT_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+_lock = threading.Lock()
+_calls: Any = None  # None: not loaded yet; False: unavailable; else the loaded functions
+#: Tests switch the fast path off to exercise the portable one.
+enabled = sys.platform.startswith("linux")
+
+
+class _Calls:
+    """The ``ctypes`` functions and the ``open_how`` argument, loaded once."""
+
+    def __init__(self, read_flags: int) -> None:
+        import ctypes
+
+        class OpenHow(ctypes.Structure):
+            _fields_ = [
+                ("flags", ctypes.c_uint64),
+                ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64),
+            ]
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.ctypes = ctypes
+        self.how = OpenHow(read_flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS)
+        self.how_ref = ctypes.byref(self.how)
+        self.how_size = ctypes.sizeof(self.how)
+        self.syscall = libc.syscall
+        self.syscall.restype = ctypes.c_long
+        self.syscall.argtypes = [
+            ctypes.c_long,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+        ]
+        self.openat2_ok = True
+        self.fgetxattr = libc.fgetxattr
+        self.fgetxattr.restype = ctypes.c_ssize_t
+        self.fgetxattr.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+
+
+def _load(read_flags: int) -> Any:
+    global _calls
+    with _lock:
+        if _calls is None:
+            try:
+                _calls = _Calls(read_flags)
+            except (ImportError, OSError, AttributeError):  # no ctypes, no libc symbol
+                _calls = False
+    return _calls
+
+
+def openat2_beneath(dir_fd: int, path: str, flags: int) -> int | None:
+    """A descriptor of ``path`` under ``dir_fd`` opened with ``flags`` (the same flags on
+    every call of the process), refusing links and escapes in the kernel; ``None`` when
+    that failed for any reason, or the system has no ``openat2``: the caller then
+    resolves the path segment by segment and reports what is wrong."""
+    if not enabled:
+        return None
+    calls = _calls if _calls is not None else _load(flags)
+    if not calls or not calls.openat2_ok or calls.how.flags != flags:
+        return None
+    fd = calls.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), calls.how_ref, calls.how_size)
+    if fd >= 0:
+        return int(fd)
+    if calls.ctypes.get_errno() in _UNSUPPORTED:
+        calls.openat2_ok = False
+    return None
+
+
+def fgetxattr(fd: int, name: bytes) -> bytes | None:
+    """The value of extended attribute ``name`` of ``fd`` if it fits `XATTR_BUFFER`, else
+    ``None`` (the caller asks ``os.getxattr``, which also raises the errors)."""
+    if not enabled:
+        return None
+    calls = _calls if _calls is not None else _load(_DEFAULT_FLAGS)
+    if not calls:
+        return None
+    size_limit = XATTR_BUFFER
+    buffer = (calls.ctypes.c_char * size_limit)()  # cheaper than create_string_buffer
+    size = calls.fgetxattr(fd, name, buffer, size_limit)
+    if size < 0:
+        return None
+    return buffer.raw[:size]
