@@ -11,6 +11,7 @@ from typing import Any
 from ._abc import DataclassLike
 from ._butler import Butler, ReindexReport, VerifyReport
 from ._collections import DatasetVersion
+from ._components import ComponentError, ComponentReader, Components, register_components
 from ._config import Config
 from ._declarations import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._errors import (
@@ -54,6 +55,9 @@ __all__ = [
     "Butler",
     "ButlerError",
     "ButlerLocation",
+    "ComponentError",
+    "ComponentReader",
+    "Components",
     "Config",
     "Conflict",
     "DataclassLike",
@@ -97,6 +101,7 @@ __all__ = [
     "read_file",
     "refresh_plugins",
     "register",
+    "register_components",
     "write_file",
 ]
 
