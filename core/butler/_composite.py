@@ -3,7 +3,7 @@
 A dataset type registered with ``disassemble=True`` writes, for each put:
 
 1. every component as its own atomic dataset (its own format, its own metadata and
-   checksum) under a fresh per-put token: ``.butler/parts/<dataset key>/<token>/<name>``;
+   checksum) under a fresh per-put token: ``@parts/<dataset key>/<token>/<name>``;
 2. then the *composite record* at the dataset's own key, atomically (format
    ``"composite"``, a small JSON document naming the token, the class written and each
    part's key, format and class). This commit is the put: the index row, ``datasets``,
@@ -15,8 +15,8 @@ reader assembles parts of one put only; when a concurrent overwrite removed the 
 the record it read, it reads the new record and starts again. A writer killed before step
 2 leaves parts no record names: `unreferenced_parts` finds them (``verify`` lists them,
 ``purge_debris`` removes them once older than its threshold); the old composite stays
-whole. Parts live under butler's reserved ``.butler/`` area: no template or data ID can
-address them, listings of datasets never show them.
+whole. Parts live in the ``@parts/`` area, which (like the runs area, ``@runs/``) no
+template or data ID can address and listings of datasets skip.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ._component_read import declaration, written_class
 from ._errors import DatasetNotFoundError, FormatError, ParameterError, StorageError
 from ._policy import is_format_name
-from ._storage import RESERVED_PREFIX
+from ._runs import PARTS_SEGMENT
 from ._types import type_name
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ __all__ = [
 
 #: Format name recorded for a composite record.
 COMPOSITE_FORMAT = "composite"
-#: Where the parts of disassembled composites live (butler's reserved area).
-PARTS_PREFIX = f"{RESERVED_PREFIX}parts/"
+#: Where the parts of disassembled composites live: an area no data ID can address.
+PARTS_PREFIX = f"{PARTS_SEGMENT}/"
 #: Largest composite record read (a record names its parts: a few hundred bytes each).
 MAX_RECORD_BYTES = 4 * 2**20
 #: How many times a reader starts again when an overwrite removed the parts it was reading.
