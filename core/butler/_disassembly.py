@@ -65,3 +65,33 @@ def check_declared(registry: Registry, dt: DatasetType, component: str) -> None:
     cls = loaded_type(dt.python_type)
     if cls is not None:
         check_component(registry, cls, component, f"dataset type {dt.name!r}")
+
+
+def describe_components(registry: Registry, dt: DatasetType) -> dict[str, Any]:
+    """What ``butler info`` shows of a dataset type's components: their names (``"*"``
+    for dynamic ones), which the format reads directly, whether it is disassembled.
+    ``{}`` when its class has no components or cannot be resolved here."""
+    from ._components import catalog_for
+    from ._errors import ButlerError
+    from ._types import resolve_policy_type
+
+    catalog = catalog_for(registry)
+    registered = [s.python_type for s in registry.serializers.values()]
+    try:
+        cls = resolve_policy_type(dt.python_type, registered=[*registered, *catalog.declared])
+    except ButlerError:
+        return {}
+    found = catalog.find(cls)
+    if found is None:
+        return {}
+    names = sorted(found.names(cls)) + (["*"] if found.dynamic else [])
+    if dt.disassemble:
+        direct: list[str] = names  # each part is its own dataset
+    else:
+        direct = [
+            n
+            for n in names
+            if catalog.reader(cls, "*", dt.format, n) is not None
+            or any(catalog.reader(cls, s, dt.format, n) for s in registry.storages)
+        ]
+    return {"components": names, "direct": direct, "disassembled": dt.disassemble}
