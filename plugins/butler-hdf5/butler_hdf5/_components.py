@@ -28,7 +28,7 @@ def read_component(location: ButlerLocation, component: str, **args: Any) -> Any
     base = h5py_.target_path(location, DEFAULT_PATH).rstrip("/")
     names = component.split(".")
     path = f"{base}/{'/'.join(names)}"
-    options = {name: h5py_.flag(location, name) for name in ("attrs", "mask_and_scale")}
+    attrs, scale = h5py_.flag(location, "attrs"), h5py_.flag(location, "mask_and_scale")
     with h5py_.open_read(location, **args) as f:
         parent_path = path.rpartition("/")[0] or "/"
         parent = _guards.resolve(location, f, parent_path)
@@ -37,12 +37,12 @@ def read_component(location: ButlerLocation, component: str, **args: Any) -> Any
             raise _missing(location, f, base, names)
         with _guards.memory_errors(location, f"HDF5 group {path!r}"):
             if isinstance(node, h5py.Group):
-                return read_group(location, node, path, **options)
+                return read_group(location, node, path, attrs=attrs, mask_and_scale=scale)
             if not isinstance(parent, h5py.Group) or not isinstance(node, h5py.Dataset):
                 raise location.format_error(f"{path!r} in the HDF5 file is not data")
-            return read_group(location, parent, parent_path, names=[names[-1]], **options)[
-                names[-1]
-            ]
+            return read_group(
+                location, parent, parent_path, names=[names[-1]], attrs=attrs, mask_and_scale=scale
+            )[names[-1]]
 
 
 def _missing(location: ButlerLocation, f: h5py.File, base: str, names: list[str]) -> ComponentError:
