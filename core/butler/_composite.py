@@ -123,8 +123,8 @@ def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
         "python_type": type_name(cls),
         "parts": entries,
     }
-    with location.open_write() as f:
-        f.write(json.dumps(record, sort_keys=True).encode())
+    with location.open_write() as f:  # parts in split order: assembly keeps the order
+        f.write(json.dumps(record).encode())
     if previous is not None and previous.get("token") != token:
         remove_parts(location.storage, location.key, previous)
 

@@ -12,6 +12,9 @@ Subclass `SerializerConformance` in your plugin's test-suite::
         def make_objects(self):
             return [{"a": [1, 2], "b": ["x", "y"]}]
 
+(`ComponentConformance` does the same for a type's components: split/assemble round
+trip, component types, component reads equal to extracted ones.)
+
 pytest then runs round trips, subclass preservation, corrupt input, atomic writes under
 injected failures and lazy discovery, on ``posix`` and ``memory`` and, when their plugins
 are installed, ``s3`` (against a moto server the kit starts) and ``database`` (SQLite).
@@ -23,6 +26,7 @@ This package needs pytest; ``import butler`` never imports it.
 
 from __future__ import annotations
 
+from ._components import ComponentConformance
 from ._conformance import SerializerConformance
 from ._faults import CORRUPTIONS, InjectedFault, corrupt, failing_writes
 from ._lazy import imported_after_discovery
@@ -33,6 +37,7 @@ from ._subclass import derive_subclass
 __all__ = [
     "CORRUPTIONS",
     "STORAGES",
+    "ComponentConformance",
     "InjectedFault",
     "RepositoryFactory",
     "SerializerConformance",
