@@ -47,6 +47,10 @@ __all__ = [
 SEPARATOR = "."
 
 
+#: Most reader lookups kept (dynamic component names are unbounded).
+_MAX_CACHED = 4096
+
+
 class ComponentError(DatasetTypeError):
     """A component that the dataset's python type does not have (the message names the
     ones it has), or a type without components."""
@@ -269,6 +273,7 @@ class ComponentCatalog:
         self._readers: dict[str, list[ComponentReader]] = {}
         self._discovered: list[Components | ComponentReader] = []
         self._cache: dict[type, Components | None] = {}
+        self._reader_cache: dict[tuple[type, str, str, str], ComponentReader | None] = {}
         self._modules = len(sys.modules)
 
     # -- filling -----------------------------------------------------------------------
@@ -296,7 +301,12 @@ class ComponentCatalog:
                 readers.insert(0, declaration)  # the latest wins
             else:
                 raise TypeError(f"not a component declaration: {declaration!r}")
-            self._cache.clear()
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop cached lookups (a declaration changed, or a declared type's module loaded)."""
+        self._cache.clear()
+        self._reader_cache.clear()
 
     def install_discovered(self, declarations: list[Any]) -> None:
         """Replace what the previous plugin discovery declared; API additions are kept and
@@ -320,7 +330,7 @@ class ComponentCatalog:
                     self._readers.setdefault(item.python_type, []).append(item)
                 installed.append(item)
             self._discovered = installed
-            self._cache.clear()
+            self._forget()
 
     # -- lookup ------------------------------------------------------------------------
 
@@ -351,9 +361,7 @@ class ComponentCatalog:
 
     def find(self, cls: type) -> Components | None:
         """The `Components` declaration of ``cls`` (its own or inherited), or ``None``."""
-        if len(sys.modules) != self._modules:  # a declared type's module may have loaded
-            self._cache.clear()
-            self._modules = len(sys.modules)
+        self._check_modules()
         try:
             return self._cache[cls]
         except KeyError:
@@ -366,9 +374,31 @@ class ComponentCatalog:
             self._cache[cls] = found
         return found
 
+    def _check_modules(self) -> None:
+        if len(sys.modules) != self._modules:  # a declared type's module may have loaded
+            with self._lock:
+                self._forget()
+                self._modules = len(sys.modules)
+
     def reader(self, cls: type, storage: str, format: str, name: str) -> ComponentReader | None:
         """The direct reader of component ``name`` of a ``cls`` dataset stored in
         ``format`` on ``storage``, or ``None`` (then butler reads whole and extracts)."""
+        self._check_modules()
+        key = (cls, storage, format, name)
+        try:
+            return self._reader_cache[key]
+        except KeyError:
+            pass
+        found = self._find_reader(cls, storage, format, name)
+        with self._lock:
+            if len(self._reader_cache) >= _MAX_CACHED:  # dynamic names: keep it bounded
+                self._reader_cache.clear()
+            self._reader_cache[key] = found
+        return found
+
+    def _find_reader(
+        self, cls: type, storage: str, format: str, name: str
+    ) -> ComponentReader | None:
         with self._lock:
             for _, type_key in self._mro(cls, [k for k, v in self._readers.items() if v]):
                 for wanted in (storage, "*"):

@@ -162,6 +162,18 @@ def _wcs_and_meta(source: FitsSource) -> tuple[Any, fits.Header]:
     return wcs, strip_butler_keywords(header)
 
 
+def _wcs(source: FitsSource) -> Any:
+    """The WCS alone, as astropy's CCDData reader makes it (``WCS(header)``; ``None`` when
+    the header has none), without its header bookkeeping (the reader's other half)."""
+    from astropy.wcs import WCS
+
+    try:
+        wcs = WCS(source.hdul[0].header)
+    except Exception:  # the reader, too, gives no WCS for a header WCS() rejects
+        return None
+    return wcs if wcs.wcs.ctype[0] else None
+
+
 def _read_unit(source: FitsSource, location: ButlerLocation) -> Any:
     given = location.parameters.get("unit")
     if given is not None:
@@ -206,7 +218,7 @@ def read_ccddata_component(location: ButlerLocation, component: str, **_: Any) -
         if component in ("meta", "header"):
             return _wcs_and_meta(source)[1]
         if component == "wcs":
-            wcs = _wcs_and_meta(source)[0]
+            wcs = _wcs(source)
             section = image_section(location)
             return wcs[section] if wcs is not None and section is not None else wcs
         if component == "mask":
