@@ -575,7 +575,13 @@ class Butler(CollectionsMixin, BulkMixin):
         key, normal = self.mapper.map(dt, data_id)
         # Whatever the mapper: butler's own keys and the runs area are never a data ID's.
         if is_reserved_key(key) or is_run_key(key):
-            area = "the runs area" if is_run_key(key) else "its own files"
+            area = (
+                "its own files"
+                if is_reserved_key(key)
+                else "the parts of disassembled composites"
+                if key.startswith(composite.PARTS_PREFIX)
+                else "the runs area"
+            )
             raise InvalidDataIdError(
                 f"data ID {normal} of dataset type {dt.name!r} maps to {key!r}, which is "
                 f"reserved for butler itself ({area})"

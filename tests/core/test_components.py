@@ -244,3 +244,11 @@ def test_disassembly_settings_are_checked(repo: Butler) -> None:
     assert again.dataset_type("y").disassemble is True
     # Dataset types that are not disassembled keep the policy as it was before composites.
     assert "disassemble" not in repo.register_dataset_type("z", dict, "json").to_dict()
+
+
+def test_no_data_id_reaches_the_parts_area(repo: Butler) -> None:
+    repo.register_dataset_type("free", dict, "json", template="{area}/{name}.json")
+    with pytest.raises(
+        butler.InvalidDataIdError, match=r"reserved for butler itself .*disassembled composites"
+    ):
+        repo.put({}, "free", area="@parts", name="x")
