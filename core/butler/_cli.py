@@ -974,7 +974,8 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
 
     b = _butler(root, options)
     report = b.verify()
-    kinds = ("missing", "truncated", "corrupted", "unrecorded", "unindexed", "stale")
+    kinds = ("missing", "truncated", "corrupted", "unrecorded", "unindexed", "stale",
+             "unreferenced")  # fmt: skip
     data: dict[str, Any] = {"checked": report.checked}
     data.update({k: getattr(report, k) for k in kinds})
     lines = [f"checked {report.checked} datasets: {len(report.ok)} ok"]
@@ -985,6 +986,8 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
             f"the dataset index is out of step with the storage: run `butler reindex "
             f"{mask_url(root, hide_user=True)}` to repair it"
         )
+    if report.unreferenced:  # debris of killed writers: invisible to readers
+        lines.append(f"unreferenced parts are removed by `butler purge {mask_url(root)}`")
     _emit(ctx, data, "\n".join(lines))
     if not report.healthy:
         ctx.exit(1)

@@ -73,3 +73,20 @@ def test_info_lists_components(cli: Callable[..., Any], cli_json: Callable[..., 
     text = cli("info", calexp_repo).stdout
     assert "components (* read directly): data*, header*, mask*" in text
     assert "components (disassembled): data*" in text
+
+
+def test_verify_lists_unreferenced_parts_and_purge_removes_them(
+    cli: Callable[..., Any], cli_json: Callable[..., Any], calexp_repo: Path
+) -> None:
+    b = Butler(str(calexp_repo))
+    stray = "@parts/calexp_d/1.composite.json/0123456789abcdef/wcs.fits"
+    b.storage.write_bytes(stray, b"SIMPLE  =", metadata={"created": 0.0})
+    result = cli("verify", calexp_repo)
+    assert result.exit_code == 0, result.output + result.stderr  # debris is not damage
+    assert "wcs.fits: part of no composite (purge_debris removes it)" in result.stdout
+    assert "removed by `butler purge" in result.stdout
+    assert len(cli_json("verify", calexp_repo)["unreferenced"]) == 1
+    purged = cli_json("purge", calexp_repo, "--older-than", "60")
+    assert any("0123456789abcdef/wcs.fits" in item for item in str(purged).split(","))
+    assert cli_json("verify", calexp_repo)["unreferenced"] == []
+    b.close()
