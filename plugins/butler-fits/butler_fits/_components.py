@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Block size for header-only reads: a few 2880-byte FITS blocks per request.
-HEADER_BLOCK_SIZE = 32 * 1024
+HEADER_BLOCK_SIZE = 16 * 1024
 #: Block size for one HDU's data: the storage merges consecutive blocks into one request.
 DATA_BLOCK_SIZE = 256 * 1024
 
