@@ -30,7 +30,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._component_read import declaration, written_class
-from ._errors import DatasetNotFoundError, FormatError, ParameterError, StorageError
+from ._components import Components
+from ._errors import (
+    DatasetNotFoundError,
+    FormatError,
+    NoSerializerError,
+    ParameterError,
+    StorageError,
+)
 from ._policy import is_format_name
 from ._runs import PARTS_SEGMENT
 from ._types import type_name
@@ -77,56 +84,95 @@ def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
     """Write ``obj``'s components under a fresh token, then commit its record.
 
     ``location.additional_data`` carries ``component_formats`` (name → format) and
-    ``default_format`` (the dataset type's format) from the dataset type.
+    ``default_format`` (the dataset type's format) from the dataset type. A put that fails
+    (a component the format refuses, an existing dataset at commit) removes the parts it
+    wrote; only a killed writer leaves any.
     """
     cls = type(obj)
     found = declaration(location._registry(), cls, location.describe())
     parts = found.split_object(obj)
-    extra = location.additional_data
-    formats: Mapping[str, str] = extra.get("component_formats") or {}
-    default = str(extra.get("default_format") or "")
+    _check_serializers(location, parts)
     previous = _record_or_none(location) if location.overwrite else None
     token = secrets.token_hex(8)
-    entries: dict[str, Any] = {}
-    for name, value in parts.items():
-        if value is None:  # an absent optional component (no mask): recorded as absent
-            entries[name] = None
-            continue
-        fmt = formats.get(name, default)
-        key = f"{parts_dir(location.key)}{token}/{name}{_extension(location, fmt)}"
-        with_args = fmt == default
-        part = replace(
-            location,
-            locations=[key],
-            format=fmt,
-            python_type=found.type_of(cls, name),
-            dataset_type=f"{location.dataset_type}.{name}",
-            additional_data={},
-            parameters={},
-            serializer_args=serializer_args if with_args else {},
-            serializer=None,
-            written_type=None,
-            expected=None,
-            overwrite=False,
-            provenance=None,
-        )
-        part.write(value)
-        entries[name] = {
-            "key": key,
-            "format": fmt,
-            "python_type": type_name(type(value)),
-            "args": with_args,
-        }
-    record = {
+    record: dict[str, Any] = {
         "version": RECORD_VERSION,
         "token": token,
         "python_type": type_name(cls),
-        "parts": entries,
+        "parts": {},
     }
-    with location.open_write() as f:  # parts in split order: assembly keeps the order
-        f.write(json.dumps(record).encode())
+    try:
+        for name, value in parts.items():
+            record["parts"][name] = _write_part(
+                location, found, cls, token, name, value, serializer_args
+            )
+        with location.open_write() as f:  # parts in split order: assembly keeps the order
+            f.write(json.dumps(record).encode())
+    except BaseException:
+        # Unless the record did commit (an error after the commit itself), its parts are
+        # unreferenced: take them away now rather than leave them to purge.
+        if _referenced(location.storage, location.key) != token:
+            remove_parts(location.storage, location.key, record)
+        raise
     if previous is not None and previous.get("token") != token:
         remove_parts(location.storage, location.key, previous)
+
+
+def _part_format(location: ButlerLocation, name: str) -> str:
+    extra = location.additional_data
+    default = str(extra.get("default_format") or "")
+    return str((extra.get("component_formats") or {}).get(name, default))
+
+
+def _check_serializers(location: ButlerLocation, parts: Mapping[str, Any]) -> None:
+    """Refuse, before a byte is written, a component no serializer can write."""
+    registry = location._registry()
+    for name, value in parts.items():
+        if value is None:
+            continue
+        fmt = _part_format(location, name)
+        try:
+            registry.find(type(value), location.storage.type_name, fmt)
+        except NoSerializerError as exc:
+            raise NoSerializerError(
+                f"{location.describe()}: component {name!r} cannot be stored disassembled "
+                f"in format {fmt!r} (set component_formats={{{name!r}: ...}}): {exc}"
+            ) from None
+
+
+def _write_part(
+    location: ButlerLocation,
+    found: Components,
+    cls: type,
+    token: str,
+    name: str,
+    value: Any,
+    serializer_args: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """Write one component as its own dataset; its entry in the record (``None``: an
+    absent optional component, such as a CCDData without mask)."""
+    if value is None:
+        return None
+    fmt = _part_format(location, name)
+    key = f"{parts_dir(location.key)}{token}/{name}{_extension(location, fmt)}"
+    # The dataset type's serializer arguments are its format's: only parts in that format.
+    with_args = fmt == location.additional_data.get("default_format")
+    part = replace(
+        location,
+        locations=[key],
+        format=fmt,
+        python_type=found.type_of(cls, name),
+        dataset_type=f"{location.dataset_type}.{name}",
+        additional_data={},
+        parameters={},
+        serializer_args=serializer_args if with_args else {},
+        serializer=None,
+        written_type=None,
+        expected=None,
+        overwrite=False,
+        provenance=None,
+    )
+    part.write(value)
+    return {"key": key, "format": fmt, "python_type": type_name(type(value)), "args": with_args}
 
 
 # -- read -------------------------------------------------------------------------------

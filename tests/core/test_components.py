@@ -252,3 +252,25 @@ def test_no_data_id_reaches_the_parts_area(repo: Butler) -> None:
         butler.InvalidDataIdError, match=r"reserved for butler itself .*disassembled composites"
     ):
         repo.put({}, "free", area="@parts", name="x")
+
+
+def test_a_failed_disassembled_put_leaves_no_parts_and_the_old_composite(
+    repo: Butler,
+) -> None:
+    repo.register_dataset_type("cfgs", dict, "json", dimensions={"ccd": int}, disassemble=True)
+    repo.put({"a": 1, "b": [1, 2]}, "cfgs", ccd=1)
+    before = _parts(repo)
+    with pytest.raises(
+        butler.NoSerializerError,
+        match=r"component 'c' cannot be stored disassembled in format 'json' .*'builtins\.set'",
+    ):
+        repo.put({"a": 2, "b": [3], "c": {1, 2}}, "cfgs", ccd=1, overwrite=True)
+    assert _parts(repo) == before
+    # A value the format refuses while writing: the parts written before it are removed.
+    with pytest.raises(butler.FormatError, match=r"cfgs\.c"):
+        repo.put({"a": 2, "c": {"x": b"raw"}}, "cfgs", ccd=1, overwrite=True)
+    assert _parts(repo) == before
+    assert repo.get("cfgs", ccd=1) == {"a": 1, "b": [1, 2]}
+    with pytest.raises(butler.DatasetExistsError):
+        repo.put({"a": 3}, "cfgs", ccd=1)
+    assert _parts(repo) == before
