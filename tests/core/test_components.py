@@ -274,3 +274,27 @@ def test_a_failed_disassembled_put_leaves_no_parts_and_the_old_composite(
     with pytest.raises(butler.DatasetExistsError):
         repo.put({"a": 3}, "cfgs", ccd=1)
     assert _parts(repo) == before
+
+
+def test_a_reader_overtaken_by_an_overwrite_reads_the_new_composite(
+    arrays: Butler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader has the old record; an overwrite removes the old parts before the reader
+    reaches them: it reads the new record and assembles the new parts, never a mix."""
+    arrays.put(Arrays(np.zeros(3), np.zeros(3)), "arr", ccd=1)
+    storage = arrays.storage
+    real = storage.metadata
+    overtaken: list[str] = []
+
+    def racing(key: str) -> dict:
+        if key.startswith("@parts/") and not overtaken:
+            overtaken.append(key)
+            arrays.put(Arrays(np.ones(3), np.ones(3)), "arr", ccd=1, overwrite=True)
+        return real(key)
+
+    monkeypatch.setattr(storage, "metadata", racing)
+    got = arrays.get("arr", ccd=1)
+    assert overtaken and overtaken[0].endswith("image.npy")
+    np.testing.assert_array_equal(got.image, np.ones(3))
+    np.testing.assert_array_equal(got.weights, np.ones(3))
+    assert len(_parts(arrays)) == 2
