@@ -39,6 +39,7 @@ __all__ = [
     "ComponentReader",
     "Components",
     "catalog_for",
+    "component_catalog",
     "register_components",
 ]
 
@@ -435,6 +436,17 @@ def catalog_for(registry: Registry) -> ComponentCatalog:
         if found is None:
             found = _catalogs[registry] = ComponentCatalog()
         return found
+
+
+def component_catalog(registry: Registry | None = None) -> ComponentCatalog:
+    """The component declarations known to ``registry`` (default: the process-wide one):
+    `ComponentCatalog.find` gives a class's `Components`, `ComponentCatalog.reader` the
+    direct reader a format declares for one of them."""
+    if registry is None:
+        from ._plugins import default_registry
+
+        registry = default_registry()
+    return catalog_for(registry)
 
 
 def register_components(

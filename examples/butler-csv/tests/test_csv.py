@@ -104,10 +104,9 @@ def test_cli_converts_csv_to_json(tmp_path: Path) -> None:
 
 
 def test_a_column_is_a_component_read_by_butler_csv(tmp_path: Path) -> None:
-    from butler import ComponentError, default_registry
-    from butler._components import catalog_for
+    from butler import ComponentError, component_catalog
 
-    reader = catalog_for(default_registry()).reader(dict, "posix", "csv", "seeing")
+    reader = component_catalog().reader(dict, "posix", "csv", "seeing")
     assert reader is not None and reader.distribution == "butler-csv"
     b = Butler.create(str(tmp_path / "repo"))
     b.register_dataset_type("summary", dict, "csv", dimensions={"night": int})
