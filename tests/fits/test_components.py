@@ -12,8 +12,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, InverseVariance, StdDevUncertainty
 from astropy.wcs import WCS
 
-from butler import Butler, ComponentError, default_registry
-from butler._components import catalog_for
+from butler import Butler, ComponentError, component_catalog
 
 COMPONENTS = ("data", "mask", "uncertainty", "wcs", "meta", "header", "unit")
 
@@ -91,7 +90,7 @@ def test_a_section_applies_to_components(any_repo: Butler) -> None:
 
 def test_the_direct_reader_is_what_reads_them() -> None:
     """FITS declares the direct read; the components are not extracted from a whole read."""
-    catalog = catalog_for(default_registry())
+    catalog = component_catalog()
     reader = catalog.reader(CCDData, "s3", "fits", "wcs")
     assert reader is not None and reader.distribution == "butler-fits"
     assert catalog.reader(fits.HDUList, "posix", "fits", "SCI") is not None

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from butler import Butler, ComponentError, default_registry
-from butler._components import catalog_for
+from butler import Butler, ComponentError, component_catalog
 
 
 def _cube() -> dict[str, Any]:
@@ -56,7 +55,7 @@ def test_a_group_read_directly_equals_the_whole_reads(repo: Butler, path: str) -
 
 
 def test_hdf5_declares_the_direct_read() -> None:
-    reader = catalog_for(default_registry()).reader(dict, "s3", "hdf5", "calib")
+    reader = component_catalog().reader(dict, "s3", "hdf5", "calib")
     assert reader is not None and reader.nested and reader.distribution == "butler-hdf5"
 
 
