@@ -204,3 +204,60 @@ def test_disassembled_ccddata_round_trips_and_reads_one_part(any_repo: Butler) -
     np.testing.assert_array_equal(part, ccd.mask[section])
     assert list(any_repo.datasets("calexp_d")) == [{"visit": 1}]
     assert any_repo.verify().healthy
+
+
+def _sip_wcs() -> WCS:
+    from astropy.wcs import Sip
+
+    w = _wcs()
+    w.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
+    a = np.zeros((3, 3))
+    a[0, 2], a[1, 1] = 1e-6, -2e-6
+    b = np.zeros((3, 3))
+    b[2, 0] = 3e-6
+    w.sip = Sip(a, b, None, None, w.wcs.crpix)
+    return w
+
+
+@pytest.mark.parametrize("template", ["c/{visit}.fits", "c/{visit}.fits.gz"])
+def test_the_wcs_fast_path_and_its_fallback_equal_the_whole_read(
+    posix_repo: Butler, template: str
+) -> None:
+    """Plain files: the WCS is parsed from the header's text; gzip files (no plain header
+    at the start) go through astropy. Either way: the whole read's WCS, SIP included,
+    with many header cards before it."""
+    posix_repo.register_dataset_type("c", CCDData, "fits", template)
+    ccd = make_ccd(shape=(16, 16))
+    ccd.wcs = _sip_wcs()
+    ccd.meta.update({f"KEY{i}": i for i in range(150)})  # a header of several blocks
+    posix_repo.put(ccd, "c", visit=1)
+    whole = posix_repo.get("c", visit=1)
+    got = posix_repo.get("c.wcs", visit=1)
+    assert got.sip is not None and whole.wcs.sip is not None
+    assert got.to_header(relax=True) == whole.wcs.to_header(relax=True)
+    np.testing.assert_allclose(
+        got.pixel_to_world_values(3, 4), whole.wcs.pixel_to_world_values(3, 4)
+    )
+
+
+@pytest.mark.parametrize("component", ["wcs", "meta", "mask"])
+def test_a_file_truncated_behind_butlers_back_is_refused(
+    posix_repo: Butler, tools: Any, component: str
+) -> None:
+    """A component read touches part of the file; the size recorded at write time still
+    catches a truncated file (the header it reads may be intact)."""
+    import os
+
+    from butler import FormatError
+
+    posix_repo.register_dataset_type("calexp", CCDData, "fits", dimensions={"visit": int})
+    posix_repo.put(make_ccd(), "calexp", visit=1)
+    path = tools.path(posix_repo, "calexp", visit=1)
+    size = os.path.getsize(path)
+    os.truncate(path, size - 2880)
+    with pytest.raises(
+        FormatError,
+        match=rf"'calexp' \{{'visit': 1\}}.* is truncated or altered: {size - 2880} bytes "
+        rf"stored, {size} recorded",
+    ):
+        posix_repo.get(f"calexp.{component}", visit=1)

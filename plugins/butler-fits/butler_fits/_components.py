@@ -45,6 +45,9 @@ __all__ = [
 
 #: Block size for header-only reads: a few 2880-byte FITS blocks per request.
 HEADER_BLOCK_SIZE = 16 * 1024
+#: A FITS block, and the most header bytes the WCS fast path reads before giving up.
+FITS_BLOCK = 2880
+MAX_HEADER_BYTES = 100 * FITS_BLOCK
 #: Block size for one HDU's data: the storage merges consecutive blocks into one request.
 DATA_BLOCK_SIZE = 256 * 1024
 
@@ -124,13 +127,26 @@ def _opened(location: ButlerLocation, block_size: int) -> Iterator[FitsSource]:
     random-access file object fetching ``block_size`` blocks (only those touched)."""
     if location.storage.has_local_paths:
         with open_source(location, path=True) as source:
+            check_recorded_size(location, source.size)
             yield source
         return
     with (
         location.open_read(access="random", block_size=block_size) as f,
         open_fileobj(f, location) as source,
     ):
+        check_recorded_size(location, source.size)
         yield source
+
+
+def check_recorded_size(location: ButlerLocation, size: int) -> None:
+    """Refuse a file whose size differs from the one recorded when it was written: a
+    component read touches one part of the file, so it checks the whole file this way
+    (as cheap as a stat) instead of trusting what it does not read."""
+    recorded = (location.stored or {}).get("size")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded != size:
+        raise location.format_error(
+            f"is truncated or altered: {size} bytes stored, {recorded} recorded when written"
+        )
 
 
 def hdu_data(source: FitsSource, hdu: Any, location: ButlerLocation) -> Any:
@@ -162,16 +178,44 @@ def _wcs_and_meta(source: FitsSource) -> tuple[Any, fits.Header]:
     return wcs, strip_butler_keywords(header)
 
 
-def _wcs(source: FitsSource) -> Any:
+def _wcs(header: Any) -> Any:
     """The WCS alone, as astropy's CCDData reader makes it (``WCS(header)``; ``None`` when
     the header has none), without its header bookkeeping (the reader's other half)."""
     from astropy.wcs import WCS
 
     try:
-        wcs = WCS(source.hdul[0].header)
+        wcs = WCS(header)
     except Exception:  # the reader, too, gives no WCS for a header WCS() rejects
         return None
     return wcs if wcs.wcs.ctype[0] else None
+
+
+def _header_text(location: ButlerLocation) -> str | None:
+    """The primary header's cards as text, read block by block up to its END card: the
+    fast path for the WCS (wcslib parses the text; no astropy `Header` is built). ``None``
+    when the file is not a plain FITS file whose header ends within `MAX_HEADER_BYTES`
+    (compressed, truncated, odd): astropy's own path then reads it, and reports errors."""
+    blocks: list[bytes] = []
+    with contextlib.ExitStack() as stack:
+        if location.storage.has_local_paths:
+            f: Any = stack.enter_context(open(stack.enter_context(location.local_path()), "rb"))
+        else:
+            f = stack.enter_context(
+                location.open_read(access="random", block_size=HEADER_BLOCK_SIZE)
+            )
+        check_recorded_size(location, f.seek(0, 2))
+        f.seek(0)
+        while len(blocks) * FITS_BLOCK < MAX_HEADER_BYTES:
+            block = f.read(FITS_BLOCK)
+            if len(block) < FITS_BLOCK or (not blocks and not block.startswith(b"SIMPLE  =")):
+                return None
+            blocks.append(block)
+            if any(block[i : i + 8] == b"END     " for i in range(0, FITS_BLOCK, 80)):
+                try:
+                    return b"".join(blocks).decode("ascii")
+                except UnicodeDecodeError:
+                    return None
+    return None
 
 
 def _read_unit(source: FitsSource, location: ButlerLocation) -> Any:
@@ -210,6 +254,12 @@ def _uncertainty(source: FitsSource, location: ButlerLocation) -> Any:
 
 def read_ccddata_component(location: ButlerLocation, component: str, **_: Any) -> Any:
     """Read one component of a CCDData file, touching only the HDU (or header) it lives in."""
+    if component == "wcs":
+        text = _header_text(location)
+        if text is not None:
+            wcs = _wcs(text)
+            section = image_section(location)
+            return wcs[section] if wcs is not None and section is not None else wcs
     header_only = component in ("wcs", "meta", "header", "unit")
     block = HEADER_BLOCK_SIZE if header_only else DATA_BLOCK_SIZE
     with _opened(location, block) as source:
@@ -218,7 +268,7 @@ def read_ccddata_component(location: ButlerLocation, component: str, **_: Any) -
         if component in ("meta", "header"):
             return _wcs_and_meta(source)[1]
         if component == "wcs":
-            wcs = _wcs(source)
+            wcs = _wcs(source.hdul[0].header)
             section = image_section(location)
             return wcs[section] if wcs is not None and section is not None else wcs
         if component == "mask":
