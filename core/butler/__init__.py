@@ -11,6 +11,14 @@ from typing import Any
 from ._abc import DataclassLike
 from ._butler import Butler, ReindexReport, VerifyReport
 from ._collections import DatasetVersion
+from ._components import (
+    ComponentCatalog,
+    ComponentError,
+    ComponentReader,
+    Components,
+    component_catalog,
+    register_components,
+)
 from ._config import Config
 from ._declarations import Dropped, FormatDescriptor, Serializer, StorageSpec
 from ._errors import (
@@ -54,6 +62,10 @@ __all__ = [
     "Butler",
     "ButlerError",
     "ButlerLocation",
+    "ComponentCatalog",
+    "ComponentError",
+    "ComponentReader",
+    "Components",
     "Config",
     "Conflict",
     "DataclassLike",
@@ -87,6 +99,7 @@ __all__ = [
     "TemplateMapper",
     "UnsafeFormatError",
     "VerifyReport",
+    "component_catalog",
     "default_registry",
     "discovery",
     "file_location",
@@ -97,6 +110,7 @@ __all__ = [
     "read_file",
     "refresh_plugins",
     "register",
+    "register_components",
     "write_file",
 ]
 

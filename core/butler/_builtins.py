@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._components import Components
 from ._declarations import FormatDescriptor, Serializer, StorageSpec
 from .hookspecs import hookimpl
 
@@ -39,6 +40,12 @@ def butler_storages() -> list[StorageSpec]:
 @hookimpl
 def butler_formats() -> list[FormatDescriptor]:
     return [
+        FormatDescriptor(
+            "composite",
+            (".composite.json",),
+            description="Record of a disassembled composite: one dataset per component",
+            python_type="builtins.object",
+        ),
         FormatDescriptor(
             "config",
             (".yaml", ".yml"),
@@ -84,4 +91,33 @@ def butler_serializers() -> list[Serializer]:
     specs += [Serializer(t, "*", "config", *_pair("config")) for t in _CONFIG_TYPES]
     specs.append(Serializer("builtins.object", "*", "pickle", *_pair("pickle_")))
     specs.append(Serializer("numpy.ndarray", "*", "npy", *_pair("npy")))
+    specs.append(
+        Serializer(
+            "builtins.object", "*", "composite", "butler._composite:write", "butler._composite:read"
+        )
+    )
     return specs
+
+
+_CORE = "butler._core_components"
+
+
+@hookimpl
+def butler_components() -> list[Components]:
+    return [
+        Components(
+            "butler._abc.DataclassLike",
+            f"{_CORE}:dataclass_fields",
+            f"{_CORE}:split_dataclass",
+            f"{_CORE}:assemble_dataclass",
+        ),
+        # Dicts (of arrays, of configs...): each string key is a component.
+        Components(
+            "builtins.dict",
+            {},
+            f"{_CORE}:split_mapping",
+            f"{_CORE}:assemble_mapping",
+            dynamic=True,
+            extract=f"{_CORE}:extract_mapping",
+        ),
+    ]

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._component_read import read_component
 from ._errors import BulkError, ButlerError, InvalidDataIdError
 from ._provenance import DatasetRef, ref_from_metadata
 
@@ -80,6 +81,7 @@ class BulkMixin:
         _lock: threading.RLock
 
         def dataset_type(self, name: str) -> DatasetType: ...
+        def _dataset_type_and_component(self, name: str) -> tuple[DatasetType, str | None]: ...
         def _map(
             self, dt: DatasetType, data_id: Mapping[str, Any]
         ) -> tuple[str, dict[str, Any]]: ...
@@ -158,7 +160,7 @@ class BulkMixin:
         InvalidDataIdError
             A data ID that is not a mapping (nothing is read).
         """
-        dt = self.dataset_type(dataset_type)
+        dt, component = self._dataset_type_and_component(dataset_type)
         given = _data_ids(data_ids)
         errors: dict[int, BaseException] = {}
         tasks: dict[int, Callable[[], tuple[Any, DatasetRef | None]]] = {}
@@ -169,7 +171,9 @@ class BulkMixin:
             except ButlerError as exc:
                 errors[i] = exc
                 continue
-            tasks[i] = _reader(self, dt, merged, runs, parameters, allow_pickle, recording)
+            tasks[i] = _reader(
+                self, dt, merged, runs, parameters, allow_pickle, recording, component
+            )
         done = self._run_bulk(tasks, len(given), errors, max_workers, progress, "get_many")
         results = {i: obj for i, (obj, _) in done.items()}
         refs = getattr(self._recording, "refs", None)
@@ -371,10 +375,11 @@ def _reader(
     parameters: Mapping[str, Any] | None,
     allow_pickle: bool | None,
     recording: bool,
+    component: str | None = None,
 ) -> Callable[[], tuple[Any, DatasetRef | None]]:
     def read() -> tuple[Any, DatasetRef | None]:
         resolved = b._find(dt, data_id, runs, parameters, allow_pickle)
-        obj = resolved.read()
+        obj = resolved.read() if component is None else read_component(resolved, component)
         if not recording:
             return obj, None
         assert resolved.stored is not None

@@ -10,8 +10,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _composite as composite
 from ._bulk import BulkMixin
 from ._collections import CollectionsMixin
+from ._component_read import read_component, split_name
+from ._disassembly import check_declared, check_disassembly, location_data, record_format
 from ._errors import (
     ButlerError,
     DatasetExistsError,
@@ -90,6 +93,9 @@ class VerifyReport:
     unindexed: list[str] = field(default_factory=list)
     #: Index rows for bytes that are not stored (a damaged or foreign index).
     stale: list[str] = field(default_factory=list)
+    #: Parts of disassembled composites that no record names (a writer killed mid-put):
+    #: invisible to readers, they only take space until `Butler.purge_debris`.
+    unreferenced: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -391,6 +397,8 @@ class Butler(CollectionsMixin, BulkMixin):
         serializer_args: Mapping[str, Any] | None = None,
         additional_data: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        disassemble: bool = False,
+        component_formats: Mapping[str, str] | None = None,
     ) -> DatasetType:
         """Define (and persist in the repository) a dataset type.
 
@@ -416,6 +424,12 @@ class Butler(CollectionsMixin, BulkMixin):
             Format-specific location details (``{"hdu": 1}``).
         overwrite
             Replace a different existing definition.
+        disassemble
+            Store each component (see `butler.Components`) as its own dataset under one
+            composite record; a put stays all-or-nothing for readers. ``format`` is then
+            the components' default format.
+        component_formats
+            Format per component of a disassembled type (``{"wcs": "json"}``).
 
         Raises
         ------
@@ -439,9 +453,11 @@ class Butler(CollectionsMixin, BulkMixin):
         try:
             descriptor = self.registry.format(format)
             dims = normalise_dimensions(dimensions)
+            check_disassembly(self.registry, disassemble, component_formats)
             if template is None:
                 fields = [f"{{{d}:d}}" if k == "int" else f"{{{d}}}" for d, k in dims.items()]
-                template = "/".join([name, *fields]) + descriptor.extension
+                extension = self.registry.format(record_format(disassemble, format)).extension
+                template = "/".join([name, *fields]) + extension
             fields_in_template = validate_template(template)
         except (DatasetTypeError, NoSerializerError) as exc:  # say which dataset type
             raise type(exc)(f"dataset type {name!r}: {exc}") from None
@@ -464,6 +480,8 @@ class Butler(CollectionsMixin, BulkMixin):
             dimensions=dims,
             serializer_args=dict(serializer_args or {}),
             additional_data=dict(additional_data or {}),
+            disassemble=disassemble,
+            component_formats=dict(component_formats or {}),
         )
         reserved = self.mapper.data_id_for(new, POLICY_KEY)
         if reserved is not None:
@@ -557,7 +575,13 @@ class Butler(CollectionsMixin, BulkMixin):
         key, normal = self.mapper.map(dt, data_id)
         # Whatever the mapper: butler's own keys and the runs area are never a data ID's.
         if is_reserved_key(key) or is_run_key(key):
-            area = "the runs area" if is_run_key(key) else "its own files"
+            area = (
+                "its own files"
+                if is_reserved_key(key)
+                else "the parts of disassembled composites"
+                if key.startswith(composite.PARTS_PREFIX)
+                else "the runs area"
+            )
             raise InvalidDataIdError(
                 f"data ID {normal} of dataset type {dt.name!r} maps to {key!r}, which is "
                 f"reserved for butler itself ({area})"
@@ -822,16 +846,32 @@ class Butler(CollectionsMixin, BulkMixin):
             If no searched run holds the dataset.
         FormatError
             If the stored bytes are corrupt or unreadable.
+        ComponentError
+            ``"calexp.nope"``: the written class has no such component (the message
+            names the ones it has).
+
+        ``dataset_type`` may name a component: ``"calexp.wcs"`` reads just the WCS (only
+        its bytes when the format or a disassembled layout allows; see
+        :doc:`components`); ``parameters`` then apply to the component.
         """
-        dt = self.dataset_type(dataset_type)
+        dt, component = self._dataset_type_and_component(dataset_type)
         merged, runs = self._split_run(dt, data_id, data_id_kw, collections)
         resolved = self._find(dt, merged, runs, parameters, allow_pickle, progress)
-        obj = resolved.read()
+        obj = resolved.read() if component is None else read_component(resolved, component)
         refs = getattr(self._recording, "refs", None)
         if refs is not None:
             assert resolved.stored is not None
             refs.append(ref_from_metadata(dt.name, resolved.data_id, resolved.run, resolved.stored))
         return obj
+
+    def _dataset_type_and_component(self, name: str) -> tuple[DatasetType, str | None]:
+        """The dataset type and component path a (maybe dotted) name addresses."""
+        base, component = split_name(self._policy.dataset_types, name)
+        if base not in self._policy.dataset_types:
+            with self._lock:
+                self._policy = self._load_policy()
+            base, component = split_name(self._policy.dataset_types, name)
+        return self.dataset_type(base), component
 
     def _find(
         self,
@@ -907,8 +947,13 @@ class Butler(CollectionsMixin, BulkMixin):
         collections: str | Sequence[str] | None = None,
         **kw: Any,
     ) -> bool:
-        """True when a searched run holds the dataset (arguments as `get`)."""
-        dt = self.dataset_type(dataset_type)
+        """True when a searched run holds the dataset (arguments as `get`). For a component
+        (``"calexp.wcs"``): whether the dataset is held and its type can have that
+        component (checked against the dataset type's class when it is loaded; the
+        component's bytes are not read)."""
+        dt, component = self._dataset_type_and_component(dataset_type)
+        if component is not None:
+            check_declared(self.registry, dt, component)
         merged, runs = self._split_run(dt, data_id, kw, collections)
         key, _ = self._map(dt, merged)
         return any(self.storage.exists(run_key(run, key)) for run in runs)
@@ -931,10 +976,13 @@ class Butler(CollectionsMixin, BulkMixin):
         index = self.index
         if index is not None:  # the row first: never a row for removed bytes
             index.discard(dt, [location.data_id], location.run)
+        record = composite.record_at(location)
         try:
             self.storage.remove(location.key)
         except DatasetNotFoundError:
             raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
+        if record is not None:  # the record is gone: its parts are unreferenced now
+            composite.remove_parts(self.storage, location.key, record)
         if index is not None and not self.storage.exists(location.key):
             # A concurrent overwrite may have indexed its bytes between our two steps and
             # we removed them: drop its row again (docs/dataset-index.rst, "The
@@ -1125,6 +1173,11 @@ class Butler(CollectionsMixin, BulkMixin):
                 stored[entry_id(data_id, run)] = location
             if index is not None:
                 self._verify_index(index, dt, stored, report)
+        if dataset_type is None:
+            report.unreferenced += [
+                f"{self.storage.uri(part)}: part of no composite (purge_debris removes it)"
+                for part in composite.unreferenced_parts(self.storage)
+            ]
         return report
 
     def _verify_index(
@@ -1214,9 +1267,11 @@ class Butler(CollectionsMixin, BulkMixin):
         return report
 
     def purge_debris(self, older_than: float = 3600.0) -> list[str]:
-        """Remove leftovers of killed writers (temporary files, incomplete uploads) older
-        than ``older_than`` seconds; returns what was removed. Datasets are never touched."""
-        return list(self.storage.purge_debris(older_than))
+        """Remove leftovers of killed writers (temporary files, incomplete uploads, parts of
+        disassembled composites no record names) older than ``older_than`` seconds;
+        returns what was removed. Datasets are never touched."""
+        removed = list(self.storage.purge_debris(older_than))
+        return removed + composite.purge_parts(self.storage, older_than)
 
     def _verify_one(self, location: ButlerLocation, report: VerifyReport) -> None:
         what = location.describe()
@@ -1239,6 +1294,15 @@ class Butler(CollectionsMixin, BulkMixin):
                     digest.update(chunk)
             if digest.hexdigest() != meta["sha256"]:
                 report.corrupted.append(f"{what}: sha256 mismatch")
+                return
+        if meta.get("format") == composite.COMPOSITE_FORMAT:
+            # One dataset: healthy only when each of its parts is.
+            parts = VerifyReport()
+            for key in composite.part_keys(self.storage, location.key):
+                self._verify_one(location.evolve(locations=[key]), parts)
+            for kind in ("missing", "truncated", "corrupted", "unrecorded"):
+                getattr(report, kind).extend(getattr(parts, kind))
+            if not parts.healthy:
                 return
         report.ok.append(what)
 
@@ -1264,10 +1328,10 @@ def _location_base(butler: Butler, dt: DatasetType) -> ButlerLocation:
     base = ButlerLocation(
         locations=[],
         storage=butler.storage,
-        format=dt.format,
+        format=record_format(dt.disassemble, dt.format),
         python_type=dt.python_type,
         dataset_type=dt.name,
-        additional_data=dict(dt.additional_data),
+        additional_data=location_data(dt),
         serializer_args=dt.args_for(butler.storage.type_name),
         registry=butler.registry,
         checksum=butler._policy.checksum,

@@ -670,9 +670,12 @@ def info(ctx: click.Context, root: str, options: Any) -> None:
 
     b = _butler(root, options)
     index_line, counts, problem = _index_state(b, root)
+    from ._disassembly import describe_components
+
     types = {
         name: {"python_type": dt.python_type, "format": dt.format,
-               "count": None if counts is None else counts.get(name, 0)}
+               "count": None if counts is None else counts.get(name, 0),
+               **describe_components(b.registry, dt)}
         for name, dt in sorted(b.dataset_types.items())
     }  # fmt: skip
     index = b.index if counts is not None else None
@@ -690,9 +693,22 @@ def info(ctx: click.Context, root: str, options: Any) -> None:
         f"  {n:<20} {t['format']:<8} "
         + ("not indexed" if t["count"] is None else f"{t['count']:>7} datasets")
         + f"  {t['python_type']}"
+        + _components_line(t)
         for n, t in types.items()
     ]
     _emit(ctx, data, "\n".join(lines))
+
+
+def _components_line(described: dict[str, Any]) -> str:
+    """``info``'s components of one dataset type: ``\n    components: wcs*, mask*, data``
+    (``*``: read directly, without the whole dataset)."""
+    names = described.get("components")
+    if not names:
+        return ""
+    direct = set(described.get("direct", ()))
+    shown = ", ".join(f"{n}*" if n in direct else n for n in names)
+    how = "disassembled" if described.get("disassembled") else "* read directly"
+    return f"\n{'':<4}components ({how}): {shown}"
 
 
 def _index_state(b: Any, root: str) -> tuple[str, dict[str, int] | None, str | None]:
@@ -894,17 +910,19 @@ def get(
       butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.h5
       butler get ./repo calexp --id visit=1 --id ccd=2 -o calexp.dat --format npy
       butler get ./repo calexp --id visit=1 --id ccd=2 -o c.fits --collections rerun-2,rerun-1
+      butler get ./repo calexp.wcs --id visit=1 --id ccd=2 -o wcs.fits   (one component)
     """
     from ._errors import DatasetNotFoundError
     from ._files import write_file
     from ._runs import run_key, run_prefix
 
     b = _reading_butler(root, options, run, collections)
-    data_id = _data_id(b, dataset_type, ids)
+    base = b._dataset_type_and_component(dataset_type)[0].name  # "calexp.wcs": calexp
+    data_id = _data_id(b, base, ids)
     _check_format(b.registry, file_format, "--format")
-    location = b.location(dataset_type, data_id)
+    location = b.location(base, data_id)
     try:  # the run the dataset would be read from, to name the file that is read
-        found = b.ref(dataset_type, data_id).run
+        found = b.ref(base, data_id).run
     except DatasetNotFoundError:
         found = location.run  # the get below says what was searched
     key = run_key(found, location.key[len(run_prefix(location.run)) :])
@@ -956,7 +974,8 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
 
     b = _butler(root, options)
     report = b.verify()
-    kinds = ("missing", "truncated", "corrupted", "unrecorded", "unindexed", "stale")
+    kinds = ("missing", "truncated", "corrupted", "unrecorded", "unindexed", "stale",
+             "unreferenced")  # fmt: skip
     data: dict[str, Any] = {"checked": report.checked}
     data.update({k: getattr(report, k) for k in kinds})
     lines = [f"checked {report.checked} datasets: {len(report.ok)} ok"]
@@ -967,6 +986,8 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
             f"the dataset index is out of step with the storage: run `butler reindex "
             f"{mask_url(root, hide_user=True)}` to repair it"
         )
+    if report.unreferenced:  # debris of killed writers: invisible to readers
+        lines.append(f"unreferenced parts are removed by `butler purge {mask_url(root)}`")
     _emit(ctx, data, "\n".join(lines))
     if not report.healthy:
         ctx.exit(1)

@@ -42,6 +42,7 @@ from typing import Any
 import pluggy
 
 from . import _builtins, hookspecs
+from ._components import ComponentReader, Components, catalog_for
 from ._declarations import FormatDescriptor, Serializer, StorageSpec
 from ._entry_points import Installed
 from ._registry import Registry
@@ -91,6 +92,10 @@ class Discovery:
     registry: Registry
     plugins: list[PluginInfo] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+
+
+#: What a hook may return.
+_DECLARATIONS = (Serializer, StorageSpec, FormatDescriptor, Components, ComponentReader)
 
 
 def _warn(message: str) -> None:
@@ -153,7 +158,7 @@ def _collect(
         try:
             items = [item for result in caller() for item in (result or [])]
             for item in items:
-                if not isinstance(item, Serializer | StorageSpec | FormatDescriptor):
+                if not isinstance(item, _DECLARATIONS):
                     raise TypeError(f"{hook}() returned {item!r}, not a butler declaration")
         except Exception as exc:
             _warn(f"Plugin {name!r} hook {hook}() failed:\n{type(exc).__name__}: {exc}")
@@ -161,7 +166,7 @@ def _collect(
             continue
         declarations += [
             item.owned_by(dist)
-            if isinstance(item, Serializer)
+            if isinstance(item, Serializer | Components | ComponentReader)
             else replace(item, distribution=dist)
             for item in items
         ]
@@ -216,8 +221,10 @@ def _discover_into(registry: Registry, prefer: Sequence[str] | None) -> Discover
     serializers, c3 = _resolve(
         "serializer", _collect(pm, "butler_serializers", owners, infos), lambda s: s.key, order
     )
+    components = _collect(pm, "butler_components", owners, infos)
     failures = [f"{i.name} ({i.distribution}): {i.error}" for i in infos if i.status == "failed"]
     shadowed = registry._install_discovered(serializers, storages, formats, failures)
+    catalog_for(registry).install_discovered(components)
     # A registration made through the API wins over every plugin: say so like any conflict.
     kept = [Conflict(kind, key, (dist, kept), kept) for kind, key, dist, kept in shadowed]
     return Discovery(registry, infos, c1 + c2 + c3 + kept)

@@ -84,6 +84,11 @@ class DatasetType:
         (``{"per_storage": {"s3": {...}}}``) adds arguments for one storage type only.
     additional_data
         Format-specific location details (``{"hdu": 1}``).
+    disassemble
+        Store each component as its own dataset under one composite record
+        (`butler._composite`); ``format`` is then the components' default format.
+    component_formats
+        Format per component of a disassembled dataset type (``{"wcs": "json"}``).
     """
 
     name: str
@@ -93,6 +98,8 @@ class DatasetType:
     dimensions: Mapping[str, str] = field(default_factory=dict)
     serializer_args: Mapping[str, Any] = field(default_factory=dict)
     additional_data: Mapping[str, Any] = field(default_factory=dict)
+    disassemble: bool = False
+    component_formats: Mapping[str, str] = field(default_factory=dict)
 
     def args_for(self, storage: str) -> dict[str, Any]:
         """Serializer keyword arguments for one storage type."""
@@ -102,7 +109,7 @@ class DatasetType:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for ``butler.yaml``."""
-        return {
+        data: dict[str, Any] = {
             "python_type": self.python_type,
             "format": self.format,
             "template": self.template,
@@ -110,6 +117,10 @@ class DatasetType:
             "serializer_args": _plain(self.serializer_args),
             "additional_data": _plain(self.additional_data),
         }
+        if self.disassemble:  # only then: policies without composites stay as they were
+            data["disassemble"] = True
+            data["component_formats"] = dict(self.component_formats)
+        return data
 
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, Any]) -> DatasetType:
@@ -132,9 +143,23 @@ class DatasetType:
                 dimensions=normalise_dimensions(data.get("dimensions") or {}),
                 serializer_args=dict(data.get("serializer_args") or {}),
                 additional_data=dict(data.get("additional_data") or {}),
+                disassemble=data.get("disassemble", False) is True,
+                component_formats=_component_formats(data.get("component_formats") or {}),
             )
         except (KeyError, TypeError, AttributeError, ValueError, DatasetTypeError) as exc:
             raise DatasetTypeError(f"malformed definition of dataset type {name!r}: {exc}") from exc
+
+
+def _component_formats(given: Mapping[str, Any]) -> dict[str, str]:
+    """Component name → format name, validated (the policy is untrusted input)."""
+    if not isinstance(given, Mapping):
+        raise DatasetTypeError(f"component_formats must be a mapping, not {given!r}")
+    for name, fmt in given.items():
+        if not isinstance(name, str) or not _DIMENSION.match(name):
+            raise DatasetTypeError(f"invalid component name {name!r} in component_formats")
+        if not isinstance(fmt, str) or not _FORMAT.match(fmt):
+            raise DatasetTypeError(f"invalid format {fmt!r} for component {name!r}")
+    return dict(given)
 
 
 def _plain(value: Any) -> Any:

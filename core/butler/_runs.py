@@ -79,9 +79,17 @@ def run_of_key(key: str) -> tuple[str, str] | None:
     return run, parts[2]
 
 
+#: Top segment of the parts of disassembled composites (`butler._composite`): listable on
+#: every storage (unlike ``.butler/``), and like the runs area never a data ID's key.
+PARTS_SEGMENT = "@parts"
+
+
 def is_run_key(key: str) -> bool:
-    """True for keys in the runs area (never a default-run dataset's key)."""
-    return key == RUNS_SEGMENT or key.startswith(f"{RUNS_SEGMENT}/")
+    """True for keys in the runs area, or in the parts area of disassembled composites
+    (never a default-run dataset's key)."""
+    return key in (RUNS_SEGMENT, PARTS_SEGMENT) or key.startswith(
+        (f"{RUNS_SEGMENT}/", f"{PARTS_SEGMENT}/")
+    )
 
 
 def expand_collections(

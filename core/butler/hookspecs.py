@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from ._components import ComponentReader, Components
     from ._declarations import FormatDescriptor, Serializer, StorageSpec
 
 __all__ = ["hookimpl", "hookspec"]
@@ -53,3 +54,14 @@ def butler_storages() -> list[StorageSpec]:  # type: ignore[empty-body]
 @hookspec
 def butler_formats() -> list[FormatDescriptor]:  # type: ignore[empty-body]
     """Return format descriptors (`butler.FormatDescriptor`): name, extensions, identify."""
+
+
+@hookspec
+def butler_components() -> list[Components | ComponentReader]:  # type: ignore[empty-body]
+    """Return component declarations: `butler.Components` (a python type's named components,
+    with ``split``/``assemble``) and `butler.ComponentReader` (a format's direct read of
+    components, so ``get("calexp.wcs")`` reads only the bytes it needs).
+
+    Like serializers, types are classes or dotted strings, callables may be
+    ``"module:function"`` strings: nothing is imported until a component is used.
+    """

@@ -12,11 +12,14 @@ Subclass `SerializerConformance` in your plugin's test-suite::
         def make_objects(self):
             return [{"a": [1, 2], "b": ["x", "y"]}]
 
+(`ComponentConformance` does the same for a type's components: split/assemble round
+trip, component types, component reads equal to extracted ones.)
+
 pytest then runs round trips, subclass preservation, corrupt input, atomic writes under
 injected failures and lazy discovery, on ``posix`` and ``memory`` and, when their plugins
 are installed, ``s3`` (against a moto server the kit starts) and ``database`` (SQLite).
 
-`SerializerConformance` needs pytest, imported when that class is first used; the other
+`SerializerConformance` and `ComponentConformance` need pytest, imported when first used; the other
 helpers (`moto_server`, `corrupt`, ...) work without it. ``import butler`` never imports
 this package.
 
@@ -34,11 +37,13 @@ from ._storages import STORAGES, RepositoryFactory, moto_endpoint, unavailable_r
 from ._subclass import derive_subclass
 
 if TYPE_CHECKING:
+    from ._components import ComponentConformance
     from ._conformance import SerializerConformance
 
 __all__ = [
     "CORRUPTIONS",
     "STORAGES",
+    "ComponentConformance",
     "InjectedFault",
     "RepositoryFactory",
     "SerializerConformance",
@@ -60,4 +65,8 @@ def __getattr__(name: str) -> Any:
         from ._conformance import SerializerConformance
 
         return SerializerConformance
+    if name == "ComponentConformance":
+        from ._components import ComponentConformance
+
+        return ComponentConformance
     raise AttributeError(f"module 'butler.testing' has no attribute {name!r}")

@@ -6,7 +6,7 @@ plugin discovery (which runs on the first `butler.default_registry()`) imports n
 
 from __future__ import annotations
 
-from butler import FormatDescriptor, Serializer, hookimpl
+from butler import ComponentReader, FormatDescriptor, Serializer, hookimpl
 
 DISTRIBUTION = "butler-csv"
 
@@ -34,6 +34,21 @@ def butler_serializers() -> list[Serializer]:
             "csv",
             "butler_csv._csv:write",
             "butler_csv._csv:read",
+            distribution=DISTRIBUTION,
+        )
+    ]
+
+
+@hookimpl
+def butler_components() -> list[ComponentReader]:
+    # A dict's components are its keys (butler-core declares them): read one column
+    # without converting the others ("summary.seeing").
+    return [
+        ComponentReader(
+            "builtins.dict",
+            "*",
+            "csv",
+            "butler_csv._columns:read_column",
             distribution=DISTRIBUTION,
         )
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from butler.testing import SerializerConformance
+from butler.testing import ComponentConformance, SerializerConformance
 
 
 class TestCsv(SerializerConformance):
@@ -33,3 +33,16 @@ class TestCsv(SerializerConformance):
             {"a": [None]},  # unsupported value
             {"a": 5},  # not a column
         ]
+
+
+class TestCsvColumns(ComponentConformance):
+    """Each column is a component; read directly, it equals the column of the whole read."""
+
+    format = "csv"
+    python_type = dict
+    heavy_modules = ("butler_csv._csv", "butler_csv._columns")
+    # Disassembled: each column its own JSON dataset (a lone list is no CSV table).
+    component_formats = {"visit": "json", "seeing": "json", "ok": "json"}
+
+    def make_objects(self) -> list[Any]:
+        return [{"visit": [1, 2, 3], "seeing": [0.7, 1.25, 1e-9], "ok": [True, False, True]}]

@@ -101,3 +101,16 @@ def test_cli_converts_csv_to_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["convert", str(source), str(tmp_path / "t.json")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "t.json").read_text()) == {"a": [1, 2], "b": ["x", "y"]}
+
+
+def test_a_column_is_a_component_read_by_butler_csv(tmp_path: Path) -> None:
+    from butler import ComponentError, component_catalog
+
+    reader = component_catalog().reader(dict, "posix", "csv", "seeing")
+    assert reader is not None and reader.distribution == "butler-csv"
+    b = Butler.create(str(tmp_path / "repo"))
+    b.register_dataset_type("summary", dict, "csv", dimensions={"night": int})
+    b.put({"visit": [1, 2], "seeing": [0.7, 0.9]}, "summary", night=1)
+    assert b.get("summary.seeing", night=1) == [0.7, 0.9]
+    with pytest.raises(ComponentError, match=r"no component 'seing'; .* \['visit', 'seeing'\]"):
+        b.get("summary.seing", night=1)

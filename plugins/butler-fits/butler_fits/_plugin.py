@@ -9,7 +9,7 @@ bytes they need on S3.
 
 from __future__ import annotations
 
-from butler import FormatDescriptor, Serializer, hookimpl
+from butler import ComponentReader, Components, FormatDescriptor, Serializer, hookimpl
 
 FORMAT = "fits"
 #: Plain, gzip-compressed and tile-compressed (fpack) FITS names astropy opens.
@@ -58,11 +58,61 @@ def butler_formats() -> list[FormatDescriptor]:
     ]
 
 
+#: Parts of a disassembled CCDData: python type -> (format, "module:write", "module:read").
+_PART_TYPES = {
+    "astropy.wcs.WCS": (FORMAT, "_parts:write_wcs", "_parts:read_wcs"),
+    "astropy.nddata.NDUncertainty": (FORMAT, "_parts:write_uncertainty", "_parts:read_uncertainty"),
+    "astropy.units.UnitBase": ("json", "_unit:write", "_unit:read"),
+}
+
+
 @hookimpl
 def butler_serializers() -> list[Serializer]:
-    return [
+    specs = [
         Serializer(
             python_type, "*", FORMAT, f"butler_fits.{module}:write", f"butler_fits.{module}:read"
         )
         for python_type, module in _TYPES.items()
+    ]
+    specs += [
+        Serializer(python_type, "*", fmt, f"butler_fits.{write}", f"butler_fits.{read}")
+        for python_type, (fmt, write, read) in _PART_TYPES.items()
+    ]
+    return specs
+
+
+_PARTS = "butler_fits._components"
+#: CCDData components (astropy types named as strings: nothing imported at discovery).
+CCDDATA_COMPONENTS = {
+    "data": "numpy.ndarray",
+    "mask": "numpy.ndarray",
+    "uncertainty": "astropy.nddata.NDUncertainty",
+    "wcs": "astropy.wcs.WCS",
+    "meta": "collections.abc.Mapping",
+    "header": "collections.abc.Mapping",
+    "unit": "astropy.units.UnitBase",
+}
+
+
+@hookimpl
+def butler_components() -> list[Components | ComponentReader]:
+    return [
+        Components(
+            "astropy.nddata.CCDData",
+            CCDDATA_COMPONENTS,
+            f"{_PARTS}:split_ccddata",
+            f"{_PARTS}:assemble_ccddata",
+            extract=f"{_PARTS}:extract_ccddata",
+        ),
+        # Every HDU, by EXTNAME or index (not known before the file is read).
+        Components(
+            "astropy.io.fits.HDUList",
+            {},
+            f"{_PARTS}:split_hdulist",
+            f"{_PARTS}:assemble_hdulist",
+            dynamic=True,
+            extract=f"{_PARTS}:extract_hdu",
+        ),
+        ComponentReader("astropy.nddata.CCDData", "*", FORMAT, f"{_PARTS}:read_ccddata_component"),
+        ComponentReader("astropy.io.fits.HDUList", "*", FORMAT, f"{_PARTS}:read_hdu"),
     ]

@@ -6,11 +6,17 @@ free; each serializer module is imported the first time a dataset of its kind is
 
 from __future__ import annotations
 
-from butler import FormatDescriptor, Serializer, hookimpl
+from butler import ComponentReader, FormatDescriptor, Serializer, hookimpl
 
 from . import FORMAT, HDF5_MAGIC
 
-__all__ = ["PARAMETERS", "SERIALIZER_ARGS", "butler_formats", "butler_serializers"]
+__all__ = [
+    "PARAMETERS",
+    "SERIALIZER_ARGS",
+    "butler_components",
+    "butler_formats",
+    "butler_serializers",
+]
 
 #: python type (dotted name) -> module implementing ``write`` and ``read`` (one reader for
 #: every storage: ``h5py_.open_read`` picks a path or a file object with read hints
@@ -63,4 +69,15 @@ def butler_serializers() -> list[Serializer]:
     return [
         Serializer(python_type, "*", FORMAT, f"{module}:write", f"{module}:read")
         for python_type, module in _TYPES.items()
+    ]
+
+
+@hookimpl
+def butler_components() -> list[ComponentReader]:
+    # A dict's components (declared by butler-core: its keys, nested) are groups and
+    # datasets of the file: read one directly, a dotted path at once.
+    return [
+        ComponentReader(
+            "builtins.dict", "*", FORMAT, "butler_hdf5._components:read_component", nested=True
+        )
     ]
