@@ -22,6 +22,7 @@ template or data ID can address and listings of datasets skip.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
 import time
@@ -65,6 +66,8 @@ MAX_RECORD_BYTES = 4 * 2**20
 #: How many times a reader starts again when an overwrite removed the parts it was reading.
 READ_ATTEMPTS = 8
 RECORD_VERSION = 1
+#: Longest component segment of a part's key (file names are limited to 255 bytes).
+MAX_SEGMENT = 120
 
 
 def parts_dir(key: str) -> str:
@@ -117,6 +120,20 @@ def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
         remove_parts(location.storage, location.key, previous)
 
 
+def part_segment(name: str) -> str:
+    """A component name as one key segment: percent-quoted (a dict key may hold ``/`` or
+    start with ``.``), long names shortened with a digest (file name limits)."""
+    from urllib.parse import quote
+
+    segment = quote(name, safe="-_")
+    if segment.startswith(".") or not segment:
+        segment = "%2E" + segment[1:] if segment else "%00"
+    if len(segment) > MAX_SEGMENT:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        segment = f"{segment[: MAX_SEGMENT - 17]}-{digest}"
+    return segment
+
+
 def _part_format(location: ButlerLocation, name: str) -> str:
     extra = location.additional_data
     default = str(extra.get("default_format") or "")
@@ -153,7 +170,7 @@ def _write_part(
     if value is None:
         return None
     fmt = _part_format(location, name)
-    key = f"{parts_dir(location.key)}{token}/{name}{_extension(location, fmt)}"
+    key = f"{parts_dir(location.key)}{token}/{part_segment(name)}{_extension(location, fmt)}"
     # The dataset type's serializer arguments are its format's: only parts in that format.
     with_args = fmt == location.additional_data.get("default_format")
     part = replace(

@@ -298,3 +298,17 @@ def test_a_reader_overtaken_by_an_overwrite_reads_the_new_composite(
     np.testing.assert_array_equal(got.image, np.ones(3))
     np.testing.assert_array_equal(got.weights, np.ones(3))
     assert len(_parts(arrays)) == 2
+
+
+def test_any_dict_key_is_a_safe_part(repo: Butler) -> None:
+    """Dict keys with '/', a leading '.', or 300 characters become one safe key segment
+    each; the composite reads back whole, and purge leaves its parts alone."""
+    repo.register_dataset_type("odd", dict, "json", dimensions={"ccd": int}, disassemble=True)
+    value = {"a/b": 1, ".hidden": 2, "..": 3, "x" * 300: 4, "ü ✓": 5}
+    repo.put(value, "odd", ccd=1)
+    assert repo.get("odd", ccd=1) == value
+    assert repo.get("odd.ü ✓", ccd=1) == 5
+    keys = _parts(repo)
+    assert len(keys) == 5 and all(k.count("/") == keys[0].count("/") for k in keys)
+    assert repo.purge_debris(older_than=0) == []
+    assert repo.get("odd", ccd=1) == value

@@ -140,12 +140,13 @@ class TestCCDDataComponents(ComponentConformance):
 
 
 class TestHDUListComponents(ComponentConformance):
-    """Assembled only (``component_formats`` is None): no format stores a lone HDU."""
+    """Disassembled: each HDU its own FITS file (an extension after an empty primary)."""
 
     format = "fits"
     python_type = "astropy.io.fits.HDUList"
     heavy_modules = ("astropy", "numpy")
     storages = ("posix", "memory")
+    component_formats = {}
 
     def setup_method(self) -> None:
         pytest.importorskip("butler_fits")
@@ -155,7 +156,14 @@ class TestHDUListComponents(ComponentConformance):
 
         return [
             fits.HDUList(
-                [fits.PrimaryHDU(np.arange(4.0)), fits.ImageHDU(np.ones((2, 2)), name="SCI")]
+                [
+                    fits.PrimaryHDU(np.arange(4.0)),
+                    fits.ImageHDU(np.ones((2, 2)), name="SCI"),
+                    fits.BinTableHDU.from_columns(
+                        [fits.Column(name="flux", format="D", array=np.array([1.0, 2.5]))],
+                        name="CAT",
+                    ),
+                ]
             )
         ]
 
@@ -165,6 +173,6 @@ class TestHDUListComponents(ComponentConformance):
             np.testing.assert_array_equal(a.data, e.data)
 
     def assert_component_equal(self, name: str, actual: Any, expected: Any) -> None:
-        assert actual.name == expected.name
+        assert type(actual) is type(expected) and actual.name == expected.name
         np.testing.assert_array_equal(actual.data, expected.data)
         assert actual.header["NAXIS"] == expected.header["NAXIS"]

@@ -63,6 +63,8 @@ _PART_TYPES = {
     "astropy.wcs.WCS": (FORMAT, "_parts:write_wcs", "_parts:read_wcs"),
     "astropy.nddata.NDUncertainty": (FORMAT, "_parts:write_uncertainty", "_parts:read_uncertainty"),
     "astropy.units.UnitBase": ("json", "_unit:write", "_unit:read"),
+    # One HDU of a disassembled HDUList (every HDU class derives from this base).
+    "astropy.io.fits.hdu.base._BaseHDU": (FORMAT, "_hdu:write", "_hdu:read"),
 }
 
 
