@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from butler import Butler, DatasetExistsError
 from butler_db import _engine
-from butler_db._storage import INLINE_BYTES
+from butler_db._opening import INLINE_BYTES
 
 from ._wire import Recorder
 
