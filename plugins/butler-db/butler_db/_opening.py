@@ -107,7 +107,7 @@ class OpeningMixin:
         ``None`` for a blob of several chunks (they need a snapshot: `_read_snapshot`)."""
         params = {"key_hash": schema.key_hash(key), "inline": MAX_CHUNK_SIZE}
         with self._one_read("open", key) as conn:
-            row = conn.execute(q.ROW_WITH_SMALL_CHUNK, params).first()
+            row = q.first_row(conn, q.ROW_WITH_SMALL_CHUNK, params)
             if row is None:
                 raise self.not_found(key)
             if row.blob_id is not None and row.first_chunk is None and row.size:

@@ -284,7 +284,7 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         if not self._check_schema():
             return False
         with self._one_read("look up", key) as conn:
-            return conn.execute(q.EXISTS, {"key_hash": schema.key_hash(key)}).first() is not None
+            return q.first_row(conn, q.EXISTS, {"key_hash": schema.key_hash(key)}) is not None
 
     def metadata(self, key: str) -> dict[str, Any]:
         """The metadata committed with the dataset at ``key``; for a blob of one chunk up to
@@ -293,7 +293,7 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         self._require_schema(key)
         params = {"key_hash": schema.key_hash(key), "inline": INLINE_BYTES}
         with self._one_read("read the metadata of", key) as conn:
-            row = conn.execute(q.ROW_WITH_SMALL_CHUNK, params).first()
+            row = q.first_row(conn, q.ROW_WITH_SMALL_CHUNK, params)
         if row is None:
             raise self.not_found(key)
         self._remember(key, row)
