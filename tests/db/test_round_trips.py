@@ -14,9 +14,9 @@ pytest.importorskip("butler_db", reason="butler-db is not installed")
 
 import sqlalchemy as sa
 
-from butler import Butler, DatasetExistsError
+from butler import Butler, DatasetExistsError, StorageError
 from butler_db import _engine
-from butler_db._storage import INLINE_BYTES
+from butler_db._opening import INLINE_BYTES
 
 from ._wire import Recorder
 
@@ -242,3 +242,20 @@ def _server_url(backend: str) -> str:
 
     name = "BUTLER_TEST_POSTGRES_URL" if backend == "postgresql" else "BUTLER_TEST_MYSQL_URL"
     return os.environ[name]
+
+
+def test_sqlite_driver_errors_are_storage_errors(sqlite_root: str) -> None:
+    """The SQLite reads run on the DB-API cursor (`butler_db._queries.first_row`); a driver
+    error still becomes a StorageError naming the action and the dataset."""
+    b = Butler.create(sqlite_root)
+    b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int})
+    b.put({"v": 1}, "cfg", visit=1)
+    engine = sa.create_engine(sqlite_root)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE butler_chunks RENAME TO moved_chunks")
+    engine.dispose()
+    expected = r"cannot read the metadata of '.*#cfg/1\.json': no such table: butler_chunks"
+    with pytest.raises(StorageError, match=expected):
+        b.get("cfg", visit=1)
+    assert b.storage.exists("cfg/1.json")  # EXISTS reads butler_datasets only
+    b.close()

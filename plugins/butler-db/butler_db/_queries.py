@@ -23,6 +23,7 @@ first chunk of the join,   ``butler_chunks`` primary key ``(blob_id, seq)``
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "ROW_WITH_FIRST_CHUNK",
     "ROW_WITH_SMALL_CHUNK",
     "UPDATE_DATASET",
+    "first_row",
     "list_keys",
     "prefix_bounds",
 ]
@@ -150,3 +152,45 @@ def _range_statement(dialect: str, low: bool, high: bool) -> sa.Select[Any]:
     if high:
         query = query.where(column < sa.bindparam("high"))
     return query
+
+
+def first_row(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, Any]) -> Any:
+    """The first row of a read statement (``None`` if none), with attribute access.
+
+    SQLite: the statement's SQL, compiled once, runs on the pooled DB-API cursor, and the
+    row is a named tuple. On a small get, SQLAlchemy's execution context and result
+    objects cost as much as the query itself (SQLite answers in microseconds, in
+    process); its ``before_cursor_execute`` and ``after_cursor_execute`` events still
+    fire, as SQLAlchemy fires them, and driver errors are wrapped as SQLAlchemy wraps
+    them. SQLite needs no result processing for these columns (text, integers, floats,
+    bytes come back as SQLAlchemy would return them). Other databases:
+    ``conn.execute(statement, params).first()`` (their time is the network's).
+    """
+    if conn.dialect.name != "sqlite":
+        return conn.execute(statement, params).first()
+    sql, names, row_type = _sqlite_form(conn.dialect, statement)
+    args = tuple(params[name] for name in names)
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    try:
+        conn.dispatch.before_cursor_execute(conn, cursor, sql, args, None, False)
+        cursor.execute(sql, args)
+        row = cursor.fetchone()
+        conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, False)
+    except conn.dialect.loaded_dbapi.Error as e:
+        raise sa.exc.DBAPIError.instance(
+            sql, args, e, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from e
+    finally:
+        cursor.close()
+    return None if row is None else row_type._make(row)
+
+
+@functools.lru_cache(maxsize=32)
+def _sqlite_form(dialect: Any, statement: sa.Select[Any]) -> tuple[str, tuple[str, ...], Any]:
+    """``(sql, parameter names in order, row type)`` of a statement on SQLite."""
+    compiled = statement.compile(dialect=dialect)
+    names = tuple(compiled.positiontup or ())
+    fields = [str(column.key) for column in statement.selected_columns]
+    return str(compiled), names, collections.namedtuple("Row", fields, rename=True)

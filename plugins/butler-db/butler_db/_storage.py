@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from butler import DatasetExistsError, FormatError, StorageError
+from butler import DatasetExistsError, StorageError
 from butler.storage import (
     POLICY_KEY,
     CountingWriter,
     Index,
     LimitError,
     ProgressCallback,
-    ProgressReader,
-    ReadHints,
     Storage,
     is_reserved_key,
     parse_size,
@@ -44,7 +41,7 @@ from butler.storage import (
 from . import _queries as q
 from . import _schema as schema
 from . import _views as views
-from ._blob import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter
+from ._blob import DEFAULT_CHUNK_SIZE, ChunkWriter
 from ._engine import (
     check_engine_options,
     connect,
@@ -57,6 +54,7 @@ from ._engine import (
     translate,
 )
 from ._index import BACKENDS, SqlAlchemyIndex
+from ._opening import INLINE_BYTES, MAX_CHUNK_SIZE, OpeningMixin
 from ._plugin import butler_storages
 from ._repository import RepositoryMixin
 from ._schema import DROP_AFTER_COMMIT, drop_table, drop_table_now
@@ -65,17 +63,6 @@ __all__ = ["DatabaseStorage"]
 
 #: Attempts at swapping a dataset row when concurrent overwriters collide.
 _SWAP_ATTEMPTS = 8
-
-#: Largest ``chunk_size``: one chunk is one query parameter and one row.
-MAX_CHUNK_SIZE = 1024**3
-
-#: What a ``blob_id`` written by butler-db looks like (a tampered row is refused).
-_BLOB_ID = re.compile(r"[0-9a-f]{32}")
-
-#: Largest blob whose bytes `DatabaseStorage.metadata` fetches with its row, for the `open`
-#: that follows in a get (bigger ones are read by `open` itself: callers wanting only the
-#: metadata, such as ``verify``, must not pay for their bytes).
-INLINE_BYTES = 64 * 1024
 
 #: Options of a connection running one read statement outside any transaction: a single
 #: statement reads a consistent snapshot on every backend, so the BEGIN and ROLLBACK round
@@ -91,7 +78,7 @@ _ONE_STATEMENT = {
 _COLUMNS = ("format", "python_type", "dataset_type", "data_id", "created", "size", "sha256")
 
 
-class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
+class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler_storages):
     """Datasets in a SQL database reached through SQLAlchemy.
 
     Parameters
@@ -185,10 +172,6 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
     def _connect(self, key: str = "") -> sa.Connection:
         return connect(self.engine, self.uri(key), self._secrets)
 
-    def _forget_prefetched(self) -> Any:
-        """Forget (and return) the ``(key, row)`` this thread's last `metadata` fetched."""
-        return self._prefetched.__dict__.pop("row", None)
-
     @contextlib.contextmanager
     def _write_transaction(self, action: str, key: str = "", **kw: Any) -> Iterator[sa.Connection]:
         """A connection in a write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on
@@ -280,23 +263,6 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
             )
         return str(name)
 
-    def _blob_layout(self, key: str, row: Any) -> tuple[str, int, int]:
-        """``(blob_id, size, chunk_size)`` of a blob dataset row, checked (untrusted)."""
-        blob_id, size, chunk_size = row.blob_id, row.size, row.chunk_size
-        if not (
-            isinstance(blob_id, str)
-            and _BLOB_ID.fullmatch(blob_id)
-            and isinstance(size, int)
-            and size >= 0
-            and isinstance(chunk_size, int)
-            and 0 < chunk_size <= MAX_CHUNK_SIZE
-        ):
-            raise StorageError(
-                f"the row of {self.uri(key)!r} in butler_datasets is corrupt (blob "
-                f"{blob_id!r:.50}, size {size!r:.50}, chunk size {chunk_size!r:.50})"
-            )
-        return blob_id, size, chunk_size
-
     # -- the dataset index -------------------------------------------------------------------
 
     def default_index(self, repository: str) -> Index | None:
@@ -318,7 +284,7 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
         if not self._check_schema():
             return False
         with self._one_read("look up", key) as conn:
-            return conn.execute(q.EXISTS, {"key_hash": schema.key_hash(key)}).first() is not None
+            return q.first_row(conn, q.EXISTS, {"key_hash": schema.key_hash(key)}) is not None
 
     def metadata(self, key: str) -> dict[str, Any]:
         """The metadata committed with the dataset at ``key``; for a blob of one chunk up to
@@ -327,11 +293,10 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
         self._require_schema(key)
         params = {"key_hash": schema.key_hash(key), "inline": INLINE_BYTES}
         with self._one_read("read the metadata of", key) as conn:
-            row = conn.execute(q.ROW_WITH_SMALL_CHUNK, params).first()
+            row = q.first_row(conn, q.ROW_WITH_SMALL_CHUNK, params)
         if row is None:
             raise self.not_found(key)
-        if row.first_chunk is not None or (row.blob_id is not None and row.size == 0):
-            self._prefetched.row = (key, row)
+        self._remember(key, row)
         return _row_metadata(row)
 
     def size(self, key: str) -> int:
@@ -371,89 +336,6 @@ class DatabaseStorage(RepositoryMixin, Storage, declared_by=butler_storages):
         for k in keys:
             if not is_reserved_key(k):
                 yield k
-
-    def _open(self, key: str, hints: ReadHints, progress: ProgressCallback | None) -> BinaryIO:
-        self.check_key(key)
-        slot = self._forget_prefetched()
-        if slot is not None and slot[0] == key:  # fetched by the metadata() of this get
-            reader = self._reader(key, slot[1], None)
-        else:
-            self._require_schema(key)
-            reader = self._read_small(key) or self._read_snapshot(key)
-        if progress is None:
-            return reader  # type: ignore[return-value]
-        return ProgressReader(reader, reader.size, progress)  # type: ignore[arg-type,return-value]
-
-    def _read_small(self, key: str) -> ChunkReader | None:
-        """The reader of a blob of one chunk, from one query outside any transaction;
-        ``None`` for a blob of several chunks (they need a snapshot: `_read_snapshot`)."""
-        params = {"key_hash": schema.key_hash(key), "inline": MAX_CHUNK_SIZE}
-        with self._one_read("open", key) as conn:
-            row = conn.execute(q.ROW_WITH_SMALL_CHUNK, params).first()
-            if row is None:
-                raise self.not_found(key)
-            if row.blob_id is not None and row.first_chunk is None and row.size:
-                return None  # several chunks (or missing ones: the snapshot read says so)
-            return self._reader(key, row, None)
-
-    def _read_snapshot(self, key: str) -> ChunkReader:
-        """The reader of a blob of several chunks: it keeps a snapshot transaction open on
-        its own connection, so a concurrent overwrite cannot swap the chunks under it."""
-        self._forget_prefetched()
-        with self._translate("open", key):
-            conn = self._connect(key)
-        try:
-            with self._translate("open", key):
-                if self.backend != "sqlite":
-                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
-                conn.begin()
-                params = {"key_hash": schema.key_hash(key)}
-                row = conn.execute(q.ROW_WITH_FIRST_CHUNK, params).first()
-                if row is None:
-                    raise self.not_found(key)
-                reader = self._reader(key, row, conn)
-        except BaseException:
-            conn.close()
-            raise
-        if reader.connection is None:  # everything is in hand: free the connection
-            conn.rollback()
-            conn.close()
-        return reader
-
-    def _reader(self, key: str, row: Any, conn: sa.Connection | None) -> ChunkReader:
-        """A reader over the blob of ``row`` (with its ``first_chunk``), checked: the row is
-        untrusted. ``conn`` (in a snapshot transaction) is kept only when the blob has more
-        chunks than the first.
-
-        Raises
-        ------
-        FormatError
-            If the dataset is a SQL table, not bytes.
-        StorageError
-            If the row is corrupt or its first chunk is missing or does not match it.
-        """
-        if row.blob_id is None:
-            raise FormatError(
-                f"{self.uri(key)!r} is a SQL table ({row.format!r}), not a byte stream; "
-                f"read it with the sql-table format"
-            )
-        blob_id, size, chunk_size = self._blob_layout(key, row)
-        first = b""
-        if size:
-            if row.first_chunk is None:
-                raise StorageError(f"the bytes of {self.uri(key)!r} are missing")
-            first = bytes(row.first_chunk)
-            if len(first) != min(size, chunk_size):
-                # Checked here, so a row declaring a huge size over a small first chunk
-                # never leads a reader to trust it.
-                raise StorageError(
-                    f"the bytes of {self.uri(key)!r} do not match its row: the first chunk "
-                    f"holds {len(first)} bytes, the row declares {size} bytes in chunks of "
-                    f"{chunk_size}"
-                )
-        on_error: Callable[[Exception], Exception] = lambda e: self.storage_error("read", key, e)  # noqa: E731
-        keep = conn if size > chunk_size else None
-        return ChunkReader(keep, blob_id, size, chunk_size, first, on_error)
 
     # -- writing -----------------------------------------------------------------------------
 
