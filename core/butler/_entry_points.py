@@ -90,7 +90,9 @@ def _needs_importlib_metadata() -> bool:
     from importlib.machinery import PathFinder
 
     for finder in sys.meta_path:
-        if finder is not PathFinder and hasattr(finder, "find_distributions"):
+        if finder is PathFinder or _is_backport_path_finder(finder):
+            continue
+        if hasattr(finder, "find_distributions"):
             return True
     for entry in sys.path:
         if not isinstance(entry, str) or entry.lower().endswith(".egg"):
@@ -98,6 +100,14 @@ def _needs_importlib_metadata() -> bool:
         if entry and os.path.exists(entry) and not os.path.isdir(entry):
             return True
     return False
+
+
+def _is_backport_path_finder(finder: object) -> bool:
+    """The ``importlib_metadata`` backport's finder, which it adds to ``sys.meta_path`` when
+    imported (dask, among others, imports it): it finds the distributions of ``sys.path``
+    directories, exactly those the scan reads, so it needs no hand-over."""
+    cls = finder if isinstance(finder, type) else type(finder)
+    return cls.__name__ == "MetadataPathFinder" and cls.__module__.startswith("importlib_metadata")
 
 
 def _stem_name(child: str) -> str:

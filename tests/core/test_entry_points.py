@@ -350,3 +350,23 @@ def test_install_and_remove_are_seen_at_once(tmp_path: Path) -> None:
     assert "throwaway_fmt" not in steps["added"]["formats"]
     # Neither the removed plugin nor importlib.metadata (unless the interpreter had it).
     assert steps["imported"] == (["importlib.metadata"] if steps["metadata_before"] else [])
+
+
+def test_the_importlib_metadata_backport_needs_no_hand_over() -> None:
+    """Importing the ``importlib_metadata`` backport (dask does) adds its finder to
+    ``sys.meta_path``; it reads the same ``sys.path`` directories, so the scan still runs
+    and still agrees (in a fresh process: whether a test imported it first must not matter)."""
+    pytest.importorskip("importlib_metadata")
+    code = (
+        "import importlib_metadata, sys\n"
+        "from butler._entry_points import Installed, _needs_importlib_metadata\n"
+        "assert any(type(f).__name__ == 'MetadataPathFinder' or "
+        "getattr(f, '__name__', '') == 'MetadataPathFinder' for f in sys.meta_path)\n"
+        "assert not _needs_importlib_metadata()\n"
+        "assert not Installed().via_importlib_metadata\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
