@@ -37,12 +37,24 @@ def _scanned(group: str) -> list[EntryPoint]:
 
 
 def _as_metadata_sees(group: str) -> list[tuple[str, str, str, str]]:
-    importlib.invalidate_caches()
-    return [
-        (ep.name, ep.value, ep.dist.metadata["Name"], ep.dist.version)
-        for ep in importlib.metadata.entry_points(group=group)
-        if ep.dist is not None
-    ]
+    """What the standard library's importlib.metadata sees on this ``sys.path``, asked in a
+    fresh process: once the importlib_metadata backport is imported (dask imports it), it
+    replaces the stdlib's path finder in this process, and it raises on a metadata
+    directory without METADATA where the stdlib skips it."""
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "sys.path[:] = json.loads(sys.argv[1])\n"
+        "print(json.dumps([(ep.name, ep.value, ep.dist.metadata['Name'], ep.dist.version)"
+        " for ep in m.entry_points(group=sys.argv[2]) if ep.dist is not None]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(sys.path), group],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return [tuple(item) for item in json.loads(out.stdout)]  # type: ignore[misc]
 
 
 def _as_scan_sees(group: str) -> list[tuple[str, str, str, str]]:
