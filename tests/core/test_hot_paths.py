@@ -348,3 +348,23 @@ def test_metadata_decoding_is_json_loads_of_the_bytes(raw: bytes) -> None:
     except (ValueError, RecursionError):
         expected = {}
     assert read_json(raw) == (expected if isinstance(expected, dict) else {})
+
+
+def test_finalizers_survive_interpreter_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At interpreter exit a storage may be collected after the modules it uses were torn
+    down (``contextlib``/``os`` set to None): its finalizer must not raise ("Exception
+    ignored in PosixStorage.__del__" at the end of test runs)."""
+    import butler.storages.posix as posix_module
+
+    storage = PosixStorage(str(tmp_path))
+    storage.write_bytes("a/x.json", b"{}")
+    storage.metadata("a/x.json")  # a kept descriptor too
+    kept = storage._kept.slot
+    monkeypatch.setattr(posix_module, "contextlib", None)
+    monkeypatch.setattr(posix_module, "os", None)
+    storage.__del__()
+    kept.__del__()
+    monkeypatch.undo()
+    storage.close()

@@ -141,8 +141,10 @@ class _Kept:
 
     def __del__(self) -> None:
         if self.fd >= 0:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - no contextlib: it may be gone at interpreter exit
                 os.close(self.fd)
+            except Exception:
+                pass
 
 
 #: Files up to this size get no read advice: the kernel's default read-ahead window
@@ -302,11 +304,16 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
         self._retired = []
         for fd in fds:
             if fd is not None:
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - no contextlib: also runs at interpreter exit
                     os.close(fd)
+                except OSError:
+                    pass
 
     def __del__(self) -> None:
-        self.close()
+        try:  # noqa: SIM105 - at interpreter exit the modules close() uses may be gone
+            self.close()
+        except Exception:
+            pass
 
     def initialize(self) -> None:
         try:
