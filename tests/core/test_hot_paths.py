@@ -278,3 +278,93 @@ def test_json_get_with_progress_reports_the_bytes(posix_repo: Butler) -> None:
     size = len(json.dumps(value, ensure_ascii=False).encode())
     assert seen and seen[-1] == (size, size)
     assert posix_repo.get("j", n="x") == value
+
+
+@pytest.mark.parametrize("commit", ["renameat2", "link"])
+def test_create_only_commit_refuses_an_existing_dataset(
+    tmp_path: Path, commit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create-only write commits with renameat2(RENAME_NOREPLACE) on Linux, else with
+    link: either way an existing dataset is kept and refused, no temporary file is left."""
+    from butler import DatasetExistsError
+
+    if commit == "link":
+        monkeypatch.setattr(_linux, "enabled", False)
+    storage = PosixStorage(str(tmp_path / "repo"))
+    used: list[bool] = []
+    real = _linux.rename_noreplace
+
+    def counting(*args: Any) -> bool:
+        used.append(real(*args))
+        return used[-1]
+
+    monkeypatch.setattr("butler.storages.posix.rename_noreplace", counting)
+    storage.write_bytes("a/x.json", b"first", overwrite=False)
+    with pytest.raises(DatasetExistsError, match="already exists"):
+        storage.write_bytes("a/x.json", b"second", overwrite=False)
+    assert storage.read_bytes("a/x.json") == b"first"
+    assert sorted(os.listdir(tmp_path / "repo" / "a")) == ["x.json"]
+    expected = LINUX and commit == "renameat2"
+    assert used and used[0] is expected  # which way the first commit went
+    storage.close()
+
+
+def test_rename_noreplace_unsupported_falls_back_to_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without RENAME_NOREPLACE (EINVAL) is committed by link instead."""
+    monkeypatch.setattr("butler.storages.posix.rename_noreplace", lambda *args: False)
+    storage = PosixStorage(str(tmp_path / "repo"))
+    storage.write_bytes("a/x.json", b"first", overwrite=False)
+    assert storage.read_bytes("a/x.json") == b"first"
+    assert sorted(os.listdir(tmp_path / "repo" / "a")) == ["x.json"]
+    storage.close()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1}',
+        b'{"a":"\xc3\xa9"}',
+        '{"a":1}'.encode("utf-16-le"),
+        '{"a":1}'.encode("utf-16"),
+        '{"a":1}'.encode("utf-32"),
+        b'\xef\xbb\xbf{"a":1}',
+        b'{"a":"\xff"}',
+        b'{"a":"\xed\xa0\x80"}',
+        b"{",
+        b"{\x00",
+        b"[1]",
+        b"",
+        b"[" * 100_000,
+    ],
+)
+def test_metadata_decoding_is_json_loads_of_the_bytes(raw: bytes) -> None:
+    """read_json decodes UTF-8 itself when that is what json.loads would detect."""
+    from butler.storages._resolve import read_json
+
+    try:
+        expected = json.loads(raw)
+    except (ValueError, RecursionError):
+        expected = {}
+    assert read_json(raw) == (expected if isinstance(expected, dict) else {})
+
+
+def test_finalizers_survive_interpreter_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At interpreter exit a storage may be collected after the modules it uses were torn
+    down (``contextlib``/``os`` set to None): its finalizer must not raise ("Exception
+    ignored in PosixStorage.__del__" at the end of test runs)."""
+    import butler.storages.posix as posix_module
+
+    storage = PosixStorage(str(tmp_path))
+    storage.write_bytes("a/x.json", b"{}")
+    storage.metadata("a/x.json")  # a kept descriptor too
+    kept = storage._kept.slot
+    monkeypatch.setattr(posix_module, "contextlib", None)
+    monkeypatch.setattr(posix_module, "os", None)
+    storage.__del__()
+    kept.__del__()
+    monkeypatch.undo()
+    storage.close()

@@ -24,7 +24,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["fgetxattr", "openat2_beneath"]
+__all__ = ["fgetxattr", "openat2_beneath", "rename_noreplace"]
 
 #: The ``openat2`` system call number (the same on every Linux architecture since 5.6).
 _SYS_OPENAT2 = 437
@@ -72,6 +72,16 @@ class _Calls:
             ctypes.c_size_t,
         ]
         self.openat2_ok = True
+        self.renameat2: Any = getattr(libc, "renameat2", None)  # glibc >= 2.28
+        if self.renameat2 is not None:
+            self.renameat2.restype = ctypes.c_int
+            self.renameat2.argtypes = [
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_uint,
+            ]
         self.fgetxattr = libc.fgetxattr
         self.fgetxattr.restype = ctypes.c_ssize_t
         self.fgetxattr.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
@@ -120,3 +130,41 @@ def fgetxattr(fd: int, name: bytes) -> bytes | None:
     if size < 0:
         return None
     return buffer.raw[:size]
+
+
+#: ``renameat2`` flag: fail with ``EEXIST`` instead of replacing the destination.
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(dir_fd: int, src: str, dst: str) -> bool:
+    """Rename ``src`` to ``dst`` in directory ``dir_fd`` unless ``dst`` exists, atomically
+    (``renameat2(RENAME_NOREPLACE)``): a create-only commit in one operation, where the
+    portable way is ``link`` then ``unlink`` of the temporary name.
+
+    Returns
+    -------
+    bool
+        ``True`` when renamed; ``False`` when the system or the file system cannot (the
+        caller then links).
+
+    Raises
+    ------
+    FileExistsError
+        If ``dst`` exists (nothing was changed).
+    OSError
+        Any other failure of the rename itself.
+    """
+    if not enabled:
+        return False
+    calls = _calls if _calls is not None else _load(_DEFAULT_FLAGS)
+    if not calls or calls.renameat2 is None:
+        return False
+    result = calls.renameat2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), _RENAME_NOREPLACE)
+    if result == 0:
+        return True
+    code = calls.ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # no renameat2, or a file system without RENAME_NOREPLACE
+    if code == errno.EEXIST:
+        raise FileExistsError(code, os.strerror(code), dst)
+    raise OSError(code, os.strerror(code), dst)

@@ -143,7 +143,11 @@ def fd_sha256(fd: int) -> str:
 def read_json(raw: bytes) -> dict[str, Any]:
     """Stored metadata as a dict; ``{}`` for anything else (untrusted bytes)."""
     try:
-        meta = json.loads(raw)
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":
+            # What json.loads(bytes) detects for such bytes (UTF-8), without detecting.
+            meta = json.loads(raw.decode("utf-8", "surrogatepass"))
+        else:
+            meta = json.loads(raw)
     except (ValueError, RecursionError):  # corrupt or hostile: a foreign file's metadata
         return {}
     return meta if isinstance(meta, dict) else {}

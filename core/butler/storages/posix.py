@@ -2,10 +2,11 @@
 
 **Atomic writes.** A write goes to a hidden temporary file in the destination directory, is
 flushed and fsync'ed (with its metadata in a ``user.butler`` extended attribute, so bytes
-and metadata commit together), then renamed over the destination (``rename``) — or
-hard-linked to it when overwriting is not allowed, since ``link`` fails atomically if the
-name exists. A writer killed at any moment leaves either the old file or the new one, plus
-at worst a hidden temporary file that `list` never reports and `purge_debris` removes.
+and metadata commit together), then renamed over the destination (``rename``) — or, when
+overwriting is not allowed, renamed with ``renameat2(RENAME_NOREPLACE)`` (Linux) or
+hard-linked to it, both of which fail atomically if the name exists. A writer killed at
+any moment leaves either the old file or the new one, plus at worst a hidden temporary
+file that `list` never reports and `purge_debris` removes.
 
 **Without extended attributes** (ramfs, some network file systems) metadata lives in a
 hidden sidecar named after the data file's *inode*: ``..butler-meta.<inode>.<name>``. It is
@@ -19,9 +20,12 @@ descriptor of the root (resolved once, it may be a link the user chose), each di
 opened with ``O_NOFOLLOW`` relative to its parent, and the file itself with
 ``O_NOFOLLOW | O_NONBLOCK`` and checked to be a regular file. A symbolic link, FIFO, socket
 or device anywhere in a key is refused with a `StorageError`, never followed or blocked on.
-Paths handed to libraries (`local_path`, `atomic_local_path`) are ``/proc/self/fd/...``
-paths of the descriptors opened that way where the system has them, so a concurrent swap of
-a directory for a link cannot redirect the library either.
+On Linux a read first asks the kernel for the same in one call (``openat2`` with
+``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS``, `._linux`); whatever that refuses or cannot do
+goes through the walk, which says what is wrong. Paths handed to libraries (`local_path`,
+`atomic_local_path`) are ``/proc/self/fd/...`` paths of the descriptors opened that way
+where the system has them, so a concurrent swap of a directory for a link cannot redirect
+the library either.
 
 **Names.** Temporary files start with ``..butler-tmp.`` and sidecars with
 ``..butler-meta.`` (or ``.<name>.butler-meta`` in 0.1): a dataset key segment never starts
@@ -66,7 +70,7 @@ from .._storage import (
     ReadHints,
     Storage,
 )
-from ._linux import fgetxattr
+from ._linux import fgetxattr, rename_noreplace
 from ._resolve import (
     CLOEXEC,
     CREATE_FLAGS,
@@ -137,8 +141,10 @@ class _Kept:
 
     def __del__(self) -> None:
         if self.fd >= 0:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - no contextlib: it may be gone at interpreter exit
                 os.close(self.fd)
+            except Exception:
+                pass
 
 
 #: Files up to this size get no read advice: the kernel's default read-ahead window
@@ -298,11 +304,16 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
         self._retired = []
         for fd in fds:
             if fd is not None:
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - no contextlib: also runs at interpreter exit
                     os.close(fd)
+                except OSError:
+                    pass
 
     def __del__(self) -> None:
-        self.close()
+        try:  # noqa: SIM105 - at interpreter exit the modules close() uses may be gone
+            self.close()
+        except Exception:
+            pass
 
     def initialize(self) -> None:
         try:
@@ -723,7 +734,10 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
                 os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             else:
                 try:
-                    os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    # One atomic create-only rename where the system has it, else link
+                    # (the temporary name is unlinked by the caller either way).
+                    if not rename_noreplace(dfd, tmp, name):
+                        os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
                 except FileExistsError:
                     raise DatasetExistsError(
                         f"a dataset already exists at {self.uri(key)!r}"
