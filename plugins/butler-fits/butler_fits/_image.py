@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from astropy.io import fits
@@ -242,9 +242,12 @@ def read_array(
         _view, extra = storage_view(np.dtype(header.get(KW_DTYPE, "f8")))
         full = (*section, slice(None)) if extra and KW_DTYPE in header else section
         source.check_size([hdu], section=full)  # the cutout only, not the whole image
-        data = hdu.section[full]
-        if isinstance(data, np.ndarray) and not data.flags.owndata:
-            data = np.array(data)  # detach the (small) cutout from the file's memory map
+        target = storage_view(np.dtype(header[KW_DTYPE]))[0] if KW_DTYPE in header else None
+        data = _read_raw_section(source, hdu, target, full)
+        if data is None:
+            data = hdu.section[full]
+            if isinstance(data, np.ndarray) and not data.flags.owndata:
+                data = np.array(data)  # detach the (small) cutout from the file's memory map
     array = restore(data, header, section)
     if issubclass(cls, np.ma.MaskedArray):
         mask = _read_mask(source, location, section, checksum and section is None)
@@ -267,6 +270,92 @@ def _read_raw(
     pass. Here ``readinto`` fills the array piece by piece (on S3: one ranged GET streamed
     into it) and each piece is byte-swapped to ``target``'s order while still in cache.
     """
+    plan = _raw_plan(source, hdu, target)
+    if plan is None:
+        return None
+    out, swap = plan.out, plan.swap
+    array = np.empty(plan.shape, dtype=out)
+    flat = array.reshape(-1)
+    view = memoryview(flat).cast("B")  # type: ignore[arg-type]
+    step = max(_CHUNK // out.itemsize, 1) * out.itemsize
+    with contextlib.ExitStack() as stack:
+        f: Any = source.file
+        if isinstance(f, str):
+            f = stack.enter_context(open(f, "rb", buffering=0))
+        f.seek(plan.data_start)
+        for begin in range(0, len(view), step):
+            end = min(begin + step, len(view))
+            done = begin
+            while done < end:
+                got = f.readinto(view[done:end])
+                if not got:
+                    raise source.location.format_error(
+                        f"is truncated: the image data stops after {done} of {len(view)} bytes"
+                    )
+                done += got
+            if swap:
+                flat[begin // out.itemsize : end // out.itemsize].byteswap(inplace=True)
+    return array
+
+
+def _read_raw_section(
+    source: FitsSource, hdu: Any, target: np.dtype[Any] | None, section: tuple[Any, ...]
+) -> np.ndarray[Any, Any] | None:
+    """Read a cutout of unit-step slices of an unscaled, uncompressed image straight into
+    its final array, row by row, or None (then astropy's ``.section`` reads it).
+
+    astropy's ``.section`` reads the rows into a buffer, which butler then copied and
+    byte-swapped: two cutouts in memory at once. Here each row of the cutout (a contiguous
+    run of the file) is read into its place and the whole swapped in place: one cutout."""
+    plan = _raw_plan(source, hdu, target)
+    if plan is None or len(section) > len(plan.shape):
+        return None
+    if not all(isinstance(s, slice) for s in section):
+        return None
+    slices = [*section, *[slice(None)] * (len(plan.shape) - len(section))]
+    ranges = [s.indices(n) for s, n in zip(slices, plan.shape, strict=True)]
+    if any(step != 1 for _, _, step in ranges):
+        return None
+    starts = [start for start, _, _ in ranges]
+    counts = [max(0, stop - start) for start, stop, _ in ranges]
+    array = np.empty(counts, dtype=plan.out)
+    if array.size == 0:
+        return array
+    item = plan.out.itemsize
+    # Element strides of the whole image (C order: the last axis is NAXIS1, contiguous).
+    strides = [int(np.prod(plan.shape[k + 1 :], dtype=np.int64)) for k in range(len(counts))]
+    rows = array.reshape(-1, counts[-1])
+    with contextlib.ExitStack() as stack:
+        f: Any = source.file
+        if isinstance(f, str):
+            f = stack.enter_context(open(f, "rb", buffering=0))
+        for r, outer in enumerate(np.ndindex(*counts[:-1])):
+            first = starts[-1] + sum((starts[k] + i) * strides[k] for k, i in enumerate(outer))
+            f.seek(plan.data_start + first * item)
+            view = memoryview(rows[r]).cast("B")
+            done = 0
+            while done < len(view):
+                got = f.readinto(view[done:])
+                if not got:
+                    raise source.location.format_error(
+                        "is truncated: the image data stops inside the section asked for"
+                    )
+                done += got
+    if plan.swap:
+        array.byteswap(inplace=True)
+    return array
+
+
+class _RawPlan(NamedTuple):
+    shape: tuple[int, ...]
+    out: np.dtype[Any]
+    swap: bool
+    data_start: int
+
+
+def _raw_plan(source: FitsSource, hdu: Any, target: np.dtype[Any] | None) -> _RawPlan | None:
+    """How to read ``hdu``'s image bytes directly (shape, dtype to read into, whether to
+    byte-swap, where the data starts), or None when astropy must (scaled, compressed...)."""
     header = hdu.header
     if source.compressed or isinstance(hdu, fits.CompImageHDU):
         return None
@@ -283,28 +372,7 @@ def _read_raw(
     if target is not None and (target.kind, target.itemsize) == (raw.kind, raw.itemsize):
         out = target
     swap = out.itemsize > 1 and out.newbyteorder("S") == raw and out != raw
-    array = np.empty(shape, dtype=out)
-    flat = array.reshape(-1)
-    view = memoryview(flat).cast("B")  # type: ignore[arg-type]
-    step = max(_CHUNK // out.itemsize, 1) * out.itemsize
-    with contextlib.ExitStack() as stack:
-        f: Any = source.file
-        if isinstance(f, str):
-            f = stack.enter_context(open(f, "rb", buffering=0))
-        f.seek(int(info["datLoc"]))
-        for begin in range(0, len(view), step):
-            end = min(begin + step, len(view))
-            done = begin
-            while done < end:
-                got = f.readinto(view[done:end])
-                if not got:
-                    raise source.location.format_error(
-                        f"is truncated: the image data stops after {done} of {len(view)} bytes"
-                    )
-                done += got
-            if swap:
-                flat[begin // out.itemsize : end // out.itemsize].byteswap(inplace=True)
-    return array
+    return _RawPlan(shape, out, swap, int(info["datLoc"]))
 
 
 def _read_mask(
