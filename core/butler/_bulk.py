@@ -23,6 +23,7 @@ import itertools
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,13 @@ BulkProgress = Callable[[int, int], None]
 MAX_REMOTE_WORKERS = 32
 #: Most threads a bulk call uses by default on a local storage (posix, memory).
 MAX_LOCAL_WORKERS = 8
+#: ``get_many`` on a local storage with the default ``max_workers`` first reads this many
+#: items in the calling thread, timing them ...
+PROBE_ITEMS = 16
+#: ... and reads the rest there too when they took less than this each (seconds): reads that
+#: short are Python work under the GIL (a small JSON get from the page cache is ~0.07 ms),
+#: which threads only slow down; longer ones wait on the disk or release the GIL.
+SERIAL_BELOW = 0.5e-3
 
 
 def default_workers(storage: Storage) -> int:
@@ -174,7 +182,12 @@ class BulkMixin:
             tasks[i] = _reader(
                 self, dt, merged, runs, parameters, allow_pickle, recording, component
             )
-        done = self._run_bulk(tasks, len(given), errors, max_workers, progress, "get_many")
+        probe = max_workers is None and (
+            self.storage.has_local_paths or self.storage.type_name == "memory"
+        )
+        done = self._run_bulk(
+            tasks, len(given), errors, max_workers, progress, "get_many", probe=probe
+        )
         results = {i: obj for i, (obj, _) in done.items()}
         refs = getattr(self._recording, "refs", None)
         if refs is not None:
@@ -305,29 +318,45 @@ class BulkMixin:
         max_workers: int | None,
         progress: BulkProgress | bool | None,
         what: str,
+        *,
+        probe: bool = False,
     ) -> dict[int, Any]:
         """Run ``tasks`` (position -> callable), at most ``max_workers`` at once; the
         results by position. Failures go into ``errors`` (which may already hold items
         refused before running). ``progress`` counts both.
 
         Each worker thread takes the next item until none is left and hands back what it
-        did through a queue, so an item costs one queue hand-off, not a future."""
+        did through a queue, so an item costs one queue hand-off, not a future. With
+        ``probe``, the first `PROBE_ITEMS` run in the calling thread, and the rest too if
+        they took less than `SERIAL_BELOW` each."""
         workers = _check_workers(max_workers, self.storage)
         results: dict[int, Any] = {}
         with _reporter(progress, what, total) as report:
             done = len(errors)
             if done:
                 report(done, total)
-            if workers == 1 or len(tasks) <= 1:
-                for i, task in tasks.items():
+
+            def run_here(batch: Iterable[tuple[int, Callable[[], Any]]]) -> None:
+                nonlocal done
+                for i, task in batch:
                     try:
                         results[i] = task()
                     except Exception as exc:
                         errors[i] = exc
                     done += 1
                     report(done, total)
-                return results
+
             items = list(tasks.items())
+            if probe and workers > 1 and len(items) > 1:
+                started = time.perf_counter()
+                run_here(items[:PROBE_ITEMS])
+                each = (time.perf_counter() - started) / len(items[:PROBE_ITEMS])
+                items = items[PROBE_ITEMS:]
+                if each < SERIAL_BELOW:
+                    workers = 1
+            if workers == 1 or len(items) <= 1:
+                run_here(items)
+                return results
             taken = itertools.count()  # next() is atomic: each item is taken once
             finished: queue.SimpleQueue[tuple[int, bool | None, Any]] = queue.SimpleQueue()
             stop = threading.Event()

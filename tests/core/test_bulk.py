@@ -315,3 +315,56 @@ def test_progress_bar(local_repo: Butler, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "rich.progress", None)
     with pytest.raises(ButlerError, match=r"butler-core\[progress\]"):
         repo.get_many("cfg", ids(5), progress=True)
+
+
+def _reading_threads(b: Butler, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Names of the threads that look datasets up to read them (each get_many item does)."""
+    names: set[str] = set()
+    real = b._find
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        names.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(b, "_find", spy)
+    return names
+
+
+@pytest.mark.parametrize("serial_below", [1.0, 0.0], ids=["fast-items", "slow-items"])
+def test_local_get_many_reads_short_items_in_the_calling_thread(
+    local_repo: Butler, monkeypatch: pytest.MonkeyPatch, serial_below: float
+) -> None:
+    """With the default ``max_workers`` on a local storage, get_many times its first items
+    in the calling thread: reads shorter than ``SERIAL_BELOW`` (Python work under the GIL,
+    which threads only slow down) all stay there; longer ones go to the pool. Results,
+    order and progress are the same either way."""
+    import butler._bulk as bulk
+
+    monkeypatch.setattr(bulk, "SERIAL_BELOW", serial_below)
+    data_ids = ids(40)
+    local_repo.put_many("cfg", [({"v": d["visit"]}, d) for d in data_ids])
+    threads = _reading_threads(local_repo, monkeypatch)
+    seen: list[int] = []
+    got = local_repo.get_many("cfg", data_ids, progress=lambda done, total: seen.append(done))
+    assert got == [{"v": i} for i in range(40)]
+    assert seen == list(range(1, 41))
+    here = threading.current_thread().name
+    storage = local_repo.storage
+    if storage.has_local_paths or storage.type_name == "memory":
+        if serial_below:
+            assert threads == {here}
+        else:
+            assert here in threads and any(t.startswith("butler-bulk") for t in threads)
+    else:  # a database: round trips overlap on the pool, no probing
+        assert all(t.startswith("butler-bulk") for t in threads)
+
+
+def test_explicit_max_workers_is_honoured_on_local_storage(
+    local_repo: Butler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_ids = ids(40)
+    local_repo.put_many("cfg", [({"v": d["visit"]}, d) for d in data_ids])
+    threads = _reading_threads(local_repo, monkeypatch)
+    assert local_repo.get_many("cfg", data_ids, max_workers=4) == [{"v": i} for i in range(40)]
+    assert threading.current_thread().name not in threads
+    assert all(t.startswith("butler-bulk") for t in threads)
