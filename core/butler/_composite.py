@@ -27,7 +27,6 @@ import json
 import secrets
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._component_read import declaration, written_class
@@ -173,18 +172,15 @@ def _write_part(
     key = f"{parts_dir(location.key)}{token}/{part_segment(name)}{_extension(location, fmt)}"
     # The dataset type's serializer arguments are its format's: only parts in that format.
     with_args = fmt == location.additional_data.get("default_format")
-    part = replace(
+    part = _part_location(
         location,
-        locations=[key],
-        format=fmt,
-        python_type=found.type_of(cls, name),
-        dataset_type=f"{location.dataset_type}.{name}",
-        additional_data={},
+        found.type_of(cls, name),
+        name,
+        key,
+        fmt,
         parameters={},
         serializer_args=serializer_args if with_args else {},
-        serializer=None,
         written_type=None,
-        expected=None,
         overwrite=False,
         provenance=None,
     )
@@ -236,6 +232,29 @@ def _entry_key(location: ButlerLocation, name: str, entry: Any) -> tuple[str, st
     return key, fmt
 
 
+def _part_location(
+    location: ButlerLocation,
+    python_type: str,
+    name: str,
+    key: str,
+    fmt: str,
+    **fields: Any,
+) -> ButlerLocation:
+    """The location of component ``name``'s part (its own dataset at ``key`` in ``fmt``),
+    derived from the composite's: unresolved (serializer and expected type found again for
+    the part), plus ``fields`` (parameters, serializer arguments, ...)."""
+    return location.evolve(
+        locations=[key],
+        format=fmt,
+        python_type=python_type,
+        dataset_type=f"{location.dataset_type}.{name}",
+        additional_data={},
+        serializer=None,
+        expected=None,
+        **fields,
+    )
+
+
 def _read_entry(
     location: ButlerLocation, cls: type, name: str, entry: Any, parameters: Mapping[str, Any]
 ) -> Any:
@@ -244,17 +263,14 @@ def _read_entry(
     key, fmt = _entry_key(location, name, entry)
     stored = location.storage.metadata(key)  # DatasetNotFoundError: overwritten meanwhile
     found = declaration(location._registry(), cls, location.describe())
-    part = replace(
+    part = _part_location(
         location,
-        locations=[key],
-        format=fmt,
-        python_type=found.type_of(cls, name),
-        dataset_type=f"{location.dataset_type}.{name}",
-        additional_data={},
+        found.type_of(cls, name),
+        name,
+        key,
+        fmt,
         parameters=dict(parameters),
         serializer_args=location.serializer_args if entry.get("args") else {},
-        serializer=None,
-        expected=None,
         stored=stored,
     )
     return part.read()
