@@ -786,17 +786,10 @@ def _get_first_sync(
         response = calls.call("get_object", Bucket=bucket, Key=key)
     body = response.pop("Body")
     try:
-        sent = int(response.get("ContentLength") or 0)
-        data = body.read(min(sent, limit))
+        data = body.read(_wanted(response, limit))
     finally:
         body.close()
-    if len(data) != min(sent, limit):
-        raise OSError(
-            5, f"short read: {len(data)} of {min(sent, limit)} bytes of s3://{bucket}/{key}"
-        )
-    total = str(response.get("ContentRange") or "").rpartition("/")[2]
-    response["ContentLength"] = int(total) if total.isdigit() else sent
-    return response, data
+    return _first_read(response, data, limit, f"s3://{bucket}/{key}")
 
 
 async def _get_first(fs: S3FileSystem, bucket: str, key: str, limit: int) -> tuple[Any, bytes]:
@@ -813,14 +806,27 @@ async def _get_first(fs: S3FileSystem, bucket: str, key: str, limit: int) -> tup
         response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
     body = response.pop("Body")
     try:
-        sent = int(response.get("ContentLength") or 0)
-        # A server ignoring the range sends everything (200): keep no more than asked for.
-        buffer = bytearray(min(sent, limit))
+        buffer = bytearray(_wanted(response, limit))
         got = await fill(body, memoryview(buffer))
     finally:
         body.close()
-    if got != len(buffer):
-        raise OSError(5, f"short read: {got} of {len(buffer)} bytes of s3://{bucket}/{key}")
+    return _first_read(response, bytes(buffer[:got]), limit, f"s3://{bucket}/{key}")
+
+
+def _wanted(response: dict[str, Any], limit: int) -> int:
+    """Bytes to read from a first-bytes GET's body: a server ignoring the range sends
+    everything (200), so no more than asked for."""
+    return min(int(response.get("ContentLength") or 0), limit)
+
+
+def _first_read(
+    response: dict[str, Any], data: bytes, limit: int, where: str
+) -> tuple[dict[str, Any], bytes]:
+    """Check a first-bytes GET got all it was sent (up to ``limit``) and set the response's
+    ``ContentLength`` to the whole object's size (from ``Content-Range``)."""
+    sent = int(response.get("ContentLength") or 0)
+    if len(data) != min(sent, limit):
+        raise OSError(5, f"short read: {len(data)} of {min(sent, limit)} bytes of {where}")
     total = str(response.get("ContentRange") or "").rpartition("/")[2]
     response["ContentLength"] = int(total) if total.isdigit() else sent
-    return response, bytes(buffer)
+    return response, data
