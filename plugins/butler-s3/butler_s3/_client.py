@@ -75,8 +75,13 @@ class SyncCalls:
         if client is None:
             with self._lock:
                 if self._client is None:
+                    from botocore.exceptions import ClientError
+                    from s3fs.errors import translate_boto_error
                     from s3fs.utils import ParamKwargsHelper
 
+                    # Kept, not imported on every call: a call is a hot path.
+                    self._client_error: type[Exception] = ClientError
+                    self._translate = translate_boto_error
                     self._client = _make_client(self._fs)
                     self._helper = ParamKwargsHelper(self._client)
                 client = self._client
@@ -86,10 +91,7 @@ class SyncCalls:
         """``client.<method>(**kwargs)`` with s3fs's request-wide parameters, errors
         translated as s3fs translates them (`FileNotFoundError`, `FileExistsError` for a
         refused ``If-None-Match``, `PermissionError`, `OSError` with the S3 code...)."""
-        from botocore.exceptions import ClientError
-        from s3fs.errors import translate_boto_error
-
-        client = self.client
+        client = self.client  # first: makes the client, keeps the error types
         fs = self._fs
         params = dict(fs.s3_additional_kwargs)
         params.update(fs.req_kw)
@@ -97,8 +99,8 @@ class SyncCalls:
         params = self._helper.filter_dict(method, params)
         try:
             return getattr(client, method)(**params)
-        except ClientError as exc:
-            raise translate_boto_error(exc) from exc
+        except self._client_error as exc:
+            raise self._translate(exc) from exc
 
     def close(self) -> None:
         """Close the client's connections (a later call reconnects)."""
