@@ -4,7 +4,8 @@ Run ``python bench/components.py [--size-mib 256] [--repeat 5] [--exposures 1000
 [--no-s3]``. It prints, with the machine load (``os.getloadavg()``) before each part:
 
 * posix, a CCDData of ``--size-mib`` MiB of float32 image (plus a uint8 mask and a WCS):
-  ``b.get("calexp.wcs")`` (butler-fits's direct read: the primary header only) against
+  ``b.get("calexp.wcs")`` (butler-fits's direct read: the primary header's text only, the WCS
+  made from it without astropy's header round trip when that cannot change it) against
   ``b.get("calexp")`` (astropy's CCDData reader, the whole file), interleaved A B A B,
   ``--repeat`` times; and the raw library doing the same two things
   (``WCS(fits.getheader(path))`` vs ``CCDData.read(path, memmap=False)``: both read the
