@@ -21,6 +21,7 @@ from astropy.io import fits
 from butler import FormatError
 
 from ._checks import check_signature, hdu_key, os_error_in_chain
+from ._chunked import chunked
 from ._sizes import column_bytes, cutout_bytes, declared_bytes, hdu_label
 from ._yaml_blocks import check_astropy_yaml, get_yaml_block, put_yaml_block
 
@@ -392,6 +393,8 @@ def write_hdulist(hdul: fits.HDUList, location: ButlerLocation, *, checksum: boo
     A key ending in ``.gz`` is gzip-compressed on the fly. ``checksum`` adds CHECKSUM and
     DATASUM keywords to every HDU. Headers are verified first (``output_verify="exception"``).
     """
+    # Images are converted to FITS's byte order a chunk at a time, never in place (`._chunked`).
+    hdul = fits.HDUList([chunked(hdu) for hdu in hdul])
     with location.open_write() as f:
         if location.key.endswith(".gz"):
             with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6) as gz:
