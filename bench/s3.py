@@ -3,8 +3,16 @@
 Run ``python bench/s3.py [--size-mib 256] [--repeat 2]``. Prints:
 
 * put / get of one ``--size-mib`` array through butler (``npy`` dataset) against
-  ``fs.pipe`` / ``fs.cat`` of the same bytes (ratio = raw time / butler time; 1.0 means
-  butler costs nothing extra);
+  ``fs.pipe_file`` / ``fs.cat_file`` of the same bytes (ratio = raw time / butler time; 1.0
+  means butler costs nothing extra), interleaved, best of ``--repeat``. The sides do not
+  split uploads alike by default: butler's S3 storage uploads parts of 16 MiB with 8 in
+  flight at any time (``part_size``, ``max_concurrency``), s3fs's ``pipe_file`` parts of
+  50 MiB, launched in batches of ``max_concurrency`` (10) that each wait for their slowest
+  part. So the put is also timed like for like: ``pipe_file(chunksize=butler's part size,
+  max_concurrency=butler's)`` (same parts, same concurrency; s3fs still waits batch by
+  batch where butler keeps 8 parts in flight). A get is one whole-object GET on both sides
+  (s3fs's ``cat_file``; butler's GET of the first ``prefetch_size`` bytes with the metadata,
+  then one GET of the rest), checked against the array put;
 * GET requests and bytes fetched for partial reads through ``S3Storage.open`` against a
   default ``s3fs`` file object. moto rebuilds the whole object for every ranged GET, so
   only requests and bytes are meaningful there, not time.
@@ -88,25 +96,34 @@ def main() -> None:
 
         print(f"object: {args.size_mib} MiB, moto server at {endpoint}, best of {args.repeat}")
         # Interleaved, best of --repeat: the server's state drifts between runs.
+        storage = butler.storage
+        alike = {"chunksize": storage.part_size, "max_concurrency": storage.max_concurrency}
         got: list[Any] = []
-        t_pipe = t_put = t_cat = t_get = float("inf")
+        t_pipe = t_alike = t_put = t_cat = t_get = float("inf")
         for _ in range(args.repeat):
             t_pipe = min(t_pipe, best(lambda: fs.pipe_file("bench/raw.bin", raw), 1))
             t_put = min(t_put, best(lambda: butler.put(array, "a", i=1, overwrite=True), 1))
+            t_alike = min(t_alike, best(lambda: fs.pipe_file("bench/raw.bin", raw, **alike), 1))
             t_cat = min(t_cat, best(lambda: fs.cat_file("bench/raw.bin"), 1))
             t_get = min(t_get, best(lambda: got.append(butler.get("a", i=1)), 1))
         assert np.array_equal(got[-1], array)
         rate = args.size_mib / 1
-        print(f"{'':20s} {'raw s3fs':>10s} {'butler':>10s} {'ratio':>7s}")
-        print(f"{'put (pipe)':20s} {t_pipe:9.2f}s {t_put:9.2f}s {t_pipe / t_put:7.2f}")
-        print(f"{'get (cat)':20s} {t_cat:9.2f}s {t_get:9.2f}s {t_cat / t_get:7.2f}")
+        parts = f"{storage.part_size // MIB} MiB x {storage.max_concurrency}"
+        rows = [
+            ("put, s3fs defaults (50 MiB x 10)", t_pipe, t_put),
+            (f"put, same parts ({parts})", t_alike, t_put),
+            ("get (cat_file)", t_cat, t_get),
+        ]
         print(
-            f"{'MiB/s':20s} {rate / t_pipe:9.0f}  {rate / t_put:9.0f}   (put)\n"
-            f"{'MiB/s':20s} {rate / t_cat:9.0f}  {rate / t_get:9.0f}   (get)"
+            f"{'':34s} {'raw s3fs':>10s} {'butler':>10s} {'ratio':>7s} {'MiB/s raw / butler':>20s}"
         )
+        for label, t_raw, t_butler in rows:
+            print(
+                f"{label:34s} {t_raw:9.2f}s {t_butler:9.2f}s {t_raw / t_butler:7.2f} "
+                f"{rate / t_raw:11.0f} / {rate / t_butler:.0f}"
+            )
 
         # -- partial reads: requests and bytes, not time ------------------------------
-        storage = butler.storage
         key = "a/1.npy"
         size = storage.size(key)
         ours = GetCounter(storage.fs)
