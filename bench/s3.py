@@ -3,16 +3,17 @@
 Run ``python bench/s3.py [--size-mib 256] [--repeat 2]``. Prints:
 
 * put / get of one ``--size-mib`` array through butler (``npy`` dataset) against
-  ``fs.pipe_file`` / ``fs.cat_file`` of the same bytes (ratio = raw time / butler time; 1.0
-  means butler costs nothing extra), interleaved, best of ``--repeat``. The sides do not
-  split uploads alike by default: butler's S3 storage uploads parts of 16 MiB with 8 in
-  flight at any time (``part_size``, ``max_concurrency``), s3fs's ``pipe_file`` parts of
-  50 MiB, launched in batches of ``max_concurrency`` (10) that each wait for their slowest
-  part. So the put is also timed like for like: ``pipe_file(chunksize=butler's part size,
+  ``fs.pipe_file`` / ``fs.cat_file`` of the same bytes, ``--repeat`` interleaved rounds:
+  ratio = raw time / butler time of each round (1.0 means butler costs nothing extra), as
+  min / median / max, with the machine's load before and after. The sides do not split
+  uploads alike by default: butler's S3 storage uploads parts of 16 MiB with 8 in flight at
+  any time (``part_size``, ``max_concurrency``), s3fs's ``pipe_file`` parts of 50 MiB,
+  launched in batches of ``max_concurrency`` (10) that each wait for their slowest part. So
+  the put is also timed like for like: ``pipe_file(chunksize=butler's part size,
   max_concurrency=butler's)`` (same parts, same concurrency; s3fs still waits batch by
   batch where butler keeps 8 parts in flight). A get is one whole-object GET on both sides
-  (s3fs's ``cat_file``; butler's GET of the first ``prefetch_size`` bytes with the metadata,
-  then one GET of the rest), checked against the array put;
+  (s3fs's ``cat_file``; butler's GET of the first ``prefetch_size`` bytes with the
+  metadata, then one GET of the rest), checked against the array put;
 * GET requests and bytes fetched for partial reads through ``S3Storage.open`` against a
   default ``s3fs`` file object. moto rebuilds the whole object for every ranged GET, so
   only requests and bytes are meaningful there, not time.
@@ -71,6 +72,7 @@ def main() -> None:
     import boto3
     import numpy as np
     import s3fs
+    from _report import load, ratios
 
     from butler import Butler
     from butler.testing import start_moto, stop_moto
@@ -94,34 +96,37 @@ def main() -> None:
         butler = Butler.create("s3://bench/repo", **options)
         butler.register_dataset_type("a", "numpy.ndarray", "npy", dimensions={"i": int})
 
-        print(f"object: {args.size_mib} MiB, moto server at {endpoint}, best of {args.repeat}")
-        # Interleaved, best of --repeat: the server's state drifts between runs.
+        print(
+            f"object: {args.size_mib} MiB, moto server at {endpoint}, "
+            f"{args.repeat} interleaved rounds"
+        )
         storage = butler.storage
         alike = {"chunksize": storage.part_size, "max_concurrency": storage.max_concurrency}
         got: list[Any] = []
-        t_pipe = t_alike = t_put = t_cat = t_get = float("inf")
-        for _ in range(args.repeat):
-            t_pipe = min(t_pipe, best(lambda: fs.pipe_file("bench/raw.bin", raw), 1))
-            t_put = min(t_put, best(lambda: butler.put(array, "a", i=1, overwrite=True), 1))
-            t_alike = min(t_alike, best(lambda: fs.pipe_file("bench/raw.bin", raw, **alike), 1))
-            t_cat = min(t_cat, best(lambda: fs.cat_file("bench/raw.bin"), 1))
-            t_get = min(t_get, best(lambda: got.append(butler.get("a", i=1)), 1))
+        times: dict[str, list[float]] = {k: [] for k in ("pipe", "alike", "put", "cat", "get")}
+        print(load())
+        for _ in range(args.repeat):  # interleaved: the server's state drifts between runs
+            times["pipe"].append(best(lambda: fs.pipe_file("bench/raw.bin", raw), 1))
+            times["put"].append(best(lambda: butler.put(array, "a", i=1, overwrite=True), 1))
+            times["alike"].append(best(lambda: fs.pipe_file("bench/raw.bin", raw, **alike), 1))
+            times["cat"].append(best(lambda: fs.cat_file("bench/raw.bin"), 1))
+            times["get"].append(best(lambda: got.append(butler.get("a", i=1)), 1))
         assert np.array_equal(got[-1], array)
-        rate = args.size_mib / 1
         parts = f"{storage.part_size // MIB} MiB x {storage.max_concurrency}"
         rows = [
-            ("put, s3fs defaults (50 MiB x 10)", t_pipe, t_put),
-            (f"put, same parts ({parts})", t_alike, t_put),
-            ("get (cat_file)", t_cat, t_get),
+            ("put, s3fs defaults (50 MiB x 10)", "pipe", "put"),
+            (f"put, same parts ({parts})", "alike", "put"),
+            ("get (cat_file)", "cat", "get"),
         ]
-        print(
-            f"{'':34s} {'raw s3fs':>10s} {'butler':>10s} {'ratio':>7s} {'MiB/s raw / butler':>20s}"
-        )
-        for label, t_raw, t_butler in rows:
+        print(f"{'':34s} {'raw s3fs':>9s} {'butler':>9s}  ratio raw/butler per round")
+        for label, raw_side, ours in rows:
+            t_raw, t_ours = min(times[raw_side]), min(times[ours])
             print(
-                f"{label:34s} {t_raw:9.2f}s {t_butler:9.2f}s {t_raw / t_butler:7.2f} "
-                f"{rate / t_raw:11.0f} / {rate / t_butler:.0f}"
+                f"{label:34s} {t_raw:8.2f}s {t_ours:8.2f}s  "
+                f"{ratios(times[raw_side], times[ours])}; best MiB/s "
+                f"{args.size_mib / t_raw:.0f} / {args.size_mib / t_ours:.0f}"
             )
+        print(load())
 
         # -- partial reads: requests and bytes, not time ------------------------------
         key = "a/1.npy"
