@@ -60,6 +60,7 @@ import dask.array as da
 import dask.bag as db
 import numpy as np
 import psutil
+from _report import load
 from dask.base import compute
 from dask.delayed import delayed
 from distributed import Client, LocalCluster
@@ -427,7 +428,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from array, write, raw")
     command = f"python bench/dask.py --sections {args.sections} --rounds {args.rounds}"
-    print(f"{os.cpu_count()} CPUs; {command}")
+    print(f"{os.cpu_count()} CPUs; {command}; {load()}")
     results = {}
     if "array" in sections:
         results["array"] = array_section(args)
@@ -435,6 +436,7 @@ def main() -> None:
         results["write"] = write_section(args)
     if "raw" in sections:
         raw_section(args)
+    print(load())
     if results:
         print("targets: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in results.items()))
 

@@ -7,9 +7,10 @@ Usage::
 Prints:
 
 * put/get of a ``--size-mib`` float32 array on local disk, through butler and through raw
-  h5py (best of ``--repeat``, each run in a fresh subprocess warmed up by a one-element
-  write and read, raw and butler runs alternating), with ratios (goal >= 0.95) and each
-  process's peak RSS;
+  h5py (``--repeat`` rounds, each run in a fresh subprocess warmed up by a one-element
+  write and read, raw and butler runs alternating): the best time of each side, the ratio
+  raw time / butler time of each round as min / median / max (goal >= 0.95), each
+  process's peak RSS and the machine's load;
 * when butler-s3 and moto are installed: bytes fetched and requests made to read a 1%
   slice of a chunked dataset on S3 (moto server on loopback), for several block sizes and
   cache types, next to the object's size.
@@ -147,17 +148,20 @@ def _fixed_overhead(directory: str, calls: int = 50) -> None:
 
 
 def bench_local(size_mib: int, repeat: int) -> None:
+    from _report import load, ratios
+
     from butler import Butler
 
     with tempfile.TemporaryDirectory(prefix="bench-hdf5-", dir=os.getcwd()) as directory:
         butler = Butler.create(os.path.join(directory, "repo"))
         butler.register_dataset_type("arr", "numpy.ndarray", "hdf5", dimensions={"i": int})
-        print(f"\n== local disk: {size_mib} MiB float32, best of {repeat} (fresh processes) ==")
+        print(f"\n== local disk: {size_mib} MiB float32, {repeat} rounds (fresh processes) ==")
+        print(load())
         print(f"(the array itself is {size_mib} MiB of each process's peak RSS)")
         print(f"{'case':<28}{'seconds':>9}{'MiB/s':>9}{'peak RSS MiB':>14}")
         results: dict[str, list[dict[str, Any]]] = {}
         # raw and butler alternate, each run writing new files, so that load from other
-        # processes and page-cache state hit both sides alike; the best run counts.
+        # processes and page-cache state hit both sides alike; ratios are per round.
         for op in ("put", "put-nofsync", "get"):
             for run in range(repeat):
                 for side in ("raw", "butler"):
@@ -172,9 +176,10 @@ def bench_local(size_mib: int, repeat: int) -> None:
             print(f"{case:<28}{r['seconds']:>9.3f}{size_mib / r['seconds']:>9.0f}{rss:>14.0f}")
         _fixed_overhead(directory)
         for op in ("put", "put-nofsync", "get"):
-            raw = best[f"raw-{op}"]["seconds"]
-            ours = best[f"butler-{op}"]["seconds"]
-            print(f"ratio {op:<12} raw/butler throughput = {raw / ours:.3f} (goal >= 0.95)")
+            raw = [x["seconds"] for x in results[f"raw-{op}"]]
+            ours = [x["seconds"] for x in results[f"butler-{op}"]]
+            print(f"ratio {op:<12} raw time / butler time: {ratios(raw, ours)} (goal >= 0.95)")
+        print(load())
         print("(put: butler's durable commit vs h5py + fsync; put-nofsync: durable=False vs h5py)")
 
 

@@ -40,6 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from _report import load
+
 from butler import Butler, ButlerError
 from butler._index import BATCH, INDEX_NAME, IndexEntry
 
@@ -520,6 +522,7 @@ def main() -> None:
     only = set(args.only.split(","))
     base = tempfile.mkdtemp(prefix="butler-bench-index-")
     print(f"butler dataset index bench{' (--quick)' if quick else ''}, scratch {base}")
+    print(load())
     try:
         if "queries" in only:
             bench_queries(base, index_n, repeat=10 if quick else 30)
@@ -531,6 +534,7 @@ def main() -> None:
             bench_s3(base, s3_n, 3, 100 if quick else 400)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    print(load())
     print("\nsummary")
     for c in CHECKS:
         print(

@@ -49,6 +49,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from _report import load
+
 from butler import Butler, DatasetRef
 from butler._location import ButlerLocation
 from butler._provenance import provenance_record
@@ -347,11 +349,13 @@ def main() -> None:
     others = args.others if args.others is not None else (4 if args.quick else 49)
     base = tempfile.mkdtemp(prefix="butler-bench-runs-")
     print(f"butler runs and provenance bench{' (--quick)' if args.quick else ''}, scratch {base}")
+    print(load())
     try:
         bench_put(base, puts)
         bench_history(base, 100, others, repeat=12 if args.quick else 30)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    print(load())
     print("\nsummary")
     for c in CHECKS:
         print(
