@@ -52,9 +52,10 @@ import threading
 import time
 from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path and "dask" would be this file.
+# Run as a script, this file's folder comes first on sys.path and "dask" would be this file:
+# it goes last instead (bench/_report.py is still found there).
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
+    sys.path.append(sys.path.pop(0))
 
 import dask.array as da
 import dask.bag as db
