@@ -56,7 +56,7 @@ def _detached(hdu: Any) -> Any:
     ``hdu.copy()`` is no answer: it rebuilds the HDU from its data, which rescales BLANK
     or BZERO images, re-derives BITPIX and drops the structural cards' comments. A shallow
     copy keeps every attribute astropy writes from, with a copy of the header (copies of
-    its cards) and a read-only view of an image (astropy then writes a swapped copy).
+    its cards) and a read-only view of an image (`write_hdulist` writes it in chunks).
     """
     import copy
 

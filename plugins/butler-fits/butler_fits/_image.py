@@ -84,7 +84,8 @@ def _to_storage(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         stored = array.view(view)
     # astropy byte-swaps a writable little-endian array in place while writing it (and
     # back afterwards): another thread would see swapped values, and an interrupted
-    # write would leave them so. A read-only view makes it write a swapped copy instead.
+    # write would leave them so. A read-only view keeps it from doing so (`write_hdulist`
+    # converts it a chunk at a time).
     stored.flags.writeable = False
     return stored
 
