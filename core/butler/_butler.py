@@ -1298,7 +1298,12 @@ class Butler(CollectionsMixin, BulkMixin):
         if meta.get("format") == composite.COMPOSITE_FORMAT:
             # One dataset: healthy only when each of its parts is.
             parts = VerifyReport()
-            for key in composite.part_keys(self.storage, location.key):
+            try:
+                keys = composite.part_keys(location)
+            except FormatError as exc:
+                report.corrupted.append(str(exc))
+                return
+            for key in keys:
                 self._verify_one(location.evolve(locations=[key]), parts)
             for kind in ("missing", "truncated", "corrupted", "unrecorded"):
                 getattr(report, kind).extend(getattr(parts, kind))
