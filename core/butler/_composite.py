@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import re
 import secrets
 import time
@@ -70,6 +71,8 @@ PARTS_PREFIX = f"{PARTS_SEGMENT}/"
 MAX_RECORD_BYTES = 4 * 2**20
 #: How many times a reader starts again when an overwrite removed the parts it was reading.
 READ_ATTEMPTS = 8
+#: Longest pause (seconds) before a reader's second attempt; doubled for each later one.
+RETRY_PAUSE = 0.001
 RECORD_VERSION = 1
 #: Longest component segment of a part's key (file names are limited to 255 bytes).
 MAX_SEGMENT = 120
@@ -420,13 +423,16 @@ def _check_names(location: ButlerLocation, cls: type, found: Components, record:
 def _retrying(location: ButlerLocation, attempt: Any) -> Any:
     """Run ``attempt(record)`` on the current record; again on the new record when an
     overwrite removed the parts being read (never parts of two puts)."""
-    for _ in range(READ_ATTEMPTS):
+    for tries in range(READ_ATTEMPTS):
         record = _record(location)
         try:
             return attempt(record)
         except DatasetNotFoundError:
             if _record(location).get("token") == record.get("token"):
                 raise  # the record did not change: a part is really missing
+        # Overtaken: wait a little (random, growing) before the next attempt, so that a
+        # reader racing writers that overwrite back to back is not overtaken every time.
+        time.sleep(random.uniform(0.0, RETRY_PAUSE * 2**tries))
     raise StorageError(
         f"{location.describe()}: overwritten {READ_ATTEMPTS} times while being read; try again"
     )
