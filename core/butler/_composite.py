@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._component_read import declaration, descend, unknown_component
+from ._component_read import declaration, descend
 from ._components import Components
 from ._errors import (
     DatasetNotFoundError,
@@ -460,8 +460,10 @@ def _assemble(location: ButlerLocation, record: Mapping[str, Any]) -> Any:
 def read_part(location: ButlerLocation, name: str) -> Any:
     """Read one component's part only (with the location's read parameters).
 
-    A component the class declares but the record stores no part for (an alias, such as
-    CCDData's ``header`` for ``meta``) is taken from the assembled composite.
+    A name the record stores no part for is taken from the assembled composite, as the
+    declaration's ``extract`` takes it (an alias, such as CCDData's ``header`` for
+    ``meta``; an HDU by index or by EXTNAME in any case), so a component reads the same
+    assembled or disassembled; a name the composite lacks is a `ComponentError` then.
     """
 
     def attempt(record: dict[str, Any]) -> Any:
@@ -470,12 +472,11 @@ def read_part(location: ButlerLocation, name: str) -> Any:
         _check_names(location, cls, found, record)
         if name in record["parts"]:
             return _read_entry(location, cls, record, name, location.parameters)
-        if found.dynamic and name not in found.names(cls):
-            raise unknown_component(location.describe(), cls, name, sorted(record["parts"]))
         if location.parameters:
             raise ParameterError(
                 f"{location.describe()}: component {name!r} is stored in no part of its "
-                f"own, so read parameters {sorted(location.parameters)} cannot apply to it"
+                f"own (its parts are {sorted(record['parts'])}), so read parameters "
+                f"{sorted(location.parameters)} cannot apply to it"
             )
         return descend(location._registry(), _assemble(location, record), name, location.describe())
 

@@ -238,6 +238,27 @@ def test_disassembled_components_equal_the_assembled_ones(posix_repo: Butler) ->
     assert b.get("calexp_d.wcs", visit=1, parameters=section).wcs.crpix.tolist() == [-4.0, 5.0]
 
 
+def test_disassembled_hdulist_components_by_name_index_and_case(posix_repo: Butler) -> None:
+    """An HDU by EXTNAME (any case) or by index, as from an assembled file."""
+    b = posix_repo
+    hdul = fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(np.ones((2, 3)), name="SCI"), fits.ImageHDU(np.zeros(4))]
+    )
+    b.register_dataset_type("raw", fits.HDUList, "fits", dimensions={"visit": int})
+    b.register_dataset_type(
+        "raw_d", fits.HDUList, "fits", dimensions={"visit": int}, disassemble=True
+    )
+    b.put(hdul, "raw", visit=1)
+    b.put(hdul, "raw_d", visit=1)
+    for name in ("PRIMARY", "SCI", "sci", "0", "1", "2"):
+        got, expected = b.get(f"raw_d.{name}", visit=1), b.get(f"raw.{name}", visit=1)
+        assert got.name == expected.name
+        np.testing.assert_array_equal(got.data, expected.data)
+    for name in ("raw", "raw_d"):
+        with pytest.raises(ComponentError, match="has no component 'NOPE'"):
+            b.get(f"{name}.NOPE", visit=1)
+
+
 def _sip_wcs() -> WCS:
     from astropy.wcs import Sip
 
