@@ -35,7 +35,15 @@ Typed.__module__ = __name__
 
 @pytest.fixture(params=["posix", "memory", "sqlite"])
 def repo(request: pytest.FixtureRequest, butler_repo: Callable[..., Butler]) -> Butler:
-    b = butler_repo(request.param)
+    return _filled(butler_repo(request.param))
+
+
+@pytest.fixture
+def s3_filled(butler_repo: Callable[..., Butler]) -> Butler:
+    return _filled(butler_repo("s3"))
+
+
+def _filled(b: Butler) -> Butler:
     b.register_dataset_type("arr", Arrays, "npy", dimensions={"ccd": int}, disassemble=True)
     b.register_dataset_type("cfg", dict, "json", dimensions={"ccd": int}, disassemble=True)
     b.put(Arrays(np.arange(3), np.ones(3)), "arr", ccd=1)
@@ -247,6 +255,14 @@ def test_a_record_naming_components_its_class_lacks_is_refused(repo: Butler) -> 
             FormatError, match=r"component\(s\) \['psf'\], which '.*Arrays' does not have"
         ):
             repo.get(name, ccd=1)
+
+
+@pytest.mark.parametrize(("edit", "message"), [WHOLE_RECORD[1], WHOLE_RECORD[2], ONE_PART[0]])
+def test_a_hostile_record_on_s3(
+    s3_filled: Butler, edit: Callable[[dict[str, Any], dict[str, Any]], Any], message: str
+) -> None:
+    """The same checks on S3, where keys are object names (no directory to escape)."""
+    test_a_hostile_record_is_refused_everywhere(s3_filled, edit, message)
 
 
 def test_removing_a_dataset_with_a_hostile_record_touches_no_other_dataset(
