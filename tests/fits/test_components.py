@@ -221,8 +221,16 @@ def test_disassembled_components_equal_the_assembled_ones(posix_repo: Butler) ->
         component_formats={"meta": "json", "unit": "json"},
     )
     ccd = make_ccd()
+    kept = ccd.copy()
     b.put(ccd, "calexp", visit=1)
     b.put(ccd, "calexp_d", visit=1)
+    # A put never changes its argument (its parts are written as they are).
+    assert dict(ccd.meta) == dict(kept.meta) and ccd.unit == kept.unit
+    assert ccd.wcs.to_header() == kept.wcs.to_header()
+    for name in ("data", "mask"):
+        np.testing.assert_array_equal(getattr(ccd, name), getattr(kept, name))
+    np.testing.assert_array_equal(ccd.uncertainty.array, kept.uncertainty.array)
+    assert type(ccd.uncertainty) is type(kept.uncertainty)
     for name in ("data", "mask", "uncertainty", "wcs", "unit", "meta", "header"):
         got = b.get(f"calexp_d.{name}", visit=1)
         expected = b.get(f"calexp.{name}", visit=1)
