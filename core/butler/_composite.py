@@ -121,6 +121,13 @@ def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
         "python_type": type_name(cls),
         "parts": {name: _part_entry(location, token, name, value) for name, value in parts.items()},
     }
+    keys: dict[str, str] = {}
+    for name, entry in record["parts"].items():
+        if entry is not None and keys.setdefault(entry["key"], name) != name:
+            raise location.format_error(
+                f"components {keys[entry['key']]!r} and {name!r} would be stored at the same "
+                f"key {entry['key']!r}; store it assembled"
+            )
     encoded = json.dumps(record).encode()
     if len(encoded) > MAX_RECORD_BYTES:
         raise location.format_error(
@@ -146,16 +153,21 @@ def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
 
 
 def part_segment(name: str) -> str:
-    """A component name as one key segment: percent-quoted (a dict key may hold ``/`` or
-    start with ``.``), long names shortened with a digest (file name limits)."""
+    """A component name as one key segment, different for different names: percent-quoted
+    (a dict key may hold ``/`` or start with ``.``), long names shortened with a digest
+    (file name limits). The two forms quoting cannot produce mark the empty name
+    (``%empty``) and shortened ones (``%h<digest>``): ``quote`` writes ``%`` only before
+    two hex digits, so neither can be another name's segment."""
     from urllib.parse import quote
 
     segment = quote(name, safe="-_")
-    if segment.startswith(".") or not segment:
-        segment = "%2E" + segment[1:] if segment else "%00"
+    if not segment:
+        segment = "%empty"
+    elif segment.startswith("."):
+        segment = "%2E" + segment[1:]
     if len(segment) > MAX_SEGMENT:
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        segment = f"{segment[: MAX_SEGMENT - 17]}-{digest}"
+        segment = f"{segment[: MAX_SEGMENT - 18]}%h{digest}"
     return segment
 
 

@@ -291,6 +291,34 @@ def test_a_record_too_large_to_read_back_is_never_written(
     assert _parts(repo) == before and not repo.exists("cfg", ccd=1)
 
 
+def test_every_component_name_has_its_own_part(repo: Butler) -> None:
+    """Names whose naive key segments would be equal: the empty name and NUL (both once
+    '%00'), a long name and a short one spelling its shortened form."""
+    from butler._composite import MAX_SEGMENT, part_segment
+
+    long = "x" * 300
+    short = part_segment(long)
+    assert len(short) <= MAX_SEGMENT
+    value = {"": 1, "\x00": 2, long: 3, short: 4, ".a": 5, "%2Ea": 6}
+    assert len({part_segment(k) for k in value}) == len(value)
+    repo.put(value, "cfg", ccd=9)
+    assert repo.get("cfg", ccd=9) == value
+    assert repo.verify().healthy and repo.purge_debris(older_than=0) == []
+
+
+def test_two_components_at_one_key_are_refused_before_writing(
+    repo: Butler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever maps names to keys, a put never lets one part replace another."""
+    import butler._composite as composite
+
+    monkeypatch.setattr(composite, "part_segment", lambda name: "same")
+    before = _parts(repo)
+    with pytest.raises(FormatError, match="components 'a' and 'b' would be stored at the same"):
+        repo.put({"a": 1, "b": 2}, "cfg", ccd=9)
+    assert _parts(repo) == before and not repo.exists("cfg", ccd=9)
+
+
 def test_a_disassembled_put_never_changes_its_argument(repo: Butler) -> None:
     value = {"a": np.arange(3), "b": {"c": [1, 2]}, "d": "x"}
     repo.register_dataset_type(
