@@ -98,6 +98,17 @@ def test_odd_component_names_are_refused(
         repo.get(name, ccd=1)
 
 
+def test_put_remove_datasets_of_a_component_say_it_is_one(repo: Butler) -> None:
+    message = r"'arr\.image' names component 'image' of dataset type 'arr'"
+    with pytest.raises(butler.DatasetTypeError, match=message):
+        repo.put(np.arange(3), "arr.image", ccd=3)
+    with pytest.raises(butler.DatasetTypeError, match=message):
+        repo.remove("arr.image", ccd=1)
+    with pytest.raises(butler.DatasetTypeError, match=message):
+        list(repo.datasets("arr.image"))
+    assert repo.exists("arr", ccd=1)
+
+
 def test_exists_checks_the_whole_component_path(repo: Butler) -> None:
     """``exists("typed.image.x")``: an ndarray has no components, whatever is stored."""
     typed = Typed
