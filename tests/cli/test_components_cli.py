@@ -103,6 +103,15 @@ def test_convert_refuses_a_composite_record_and_says_how_to_export_it(
     assert "the record of a disassembled composite" in result.stderr
     assert "butler get REPO DATASET_TYPE --id ... -o FILE" in result.stderr
     assert not (tmp_path / "out.fits").exists()
+    # What the error says works: the dataset, assembled, as one file.
+    result = cli("get", calexp_repo, "calexp_d", "--id", "visit=1", "-o", tmp_path / "out.fits")
+    assert result.exit_code == 0, result.output + result.stderr
+    from astropy.nddata import CCDData
+
+    back = CCDData.read(tmp_path / "out.fits")
+    np.testing.assert_array_equal(back.data, np.arange(12.0).reshape(3, 4))
+    np.testing.assert_array_equal(back.mask, np.eye(3, 4, dtype=bool))
+    assert back.wcs.wcs.crval[0] == 33.0
     plain = tmp_path / "x.json"
     plain.write_text('{"a": 1}')
     result = cli("convert", plain, tmp_path / "x.composite.json")
