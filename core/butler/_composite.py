@@ -466,7 +466,17 @@ def _assemble(location: ButlerLocation, record: Mapping[str, Any]) -> Any:
     found = declaration(location._registry(), cls, location.describe())
     _check_names(location, cls, found, record)
     parts = {name: _read_entry(location, cls, record, name, {}) for name in record["parts"]}
-    return found.assemble_parts(cls, parts)
+    obj = found.assemble_parts(cls, parts)
+    if not found.dynamic:
+        # A writer records every component split gives (an absent one as null): a record
+        # without one was edited, and assembling would fill it in (a default, None).
+        lacking = sorted(set(found.split_object(obj)) - set(record["parts"]))
+        if lacking:
+            raise location.format_error(
+                f"composite record lacks component(s) {lacking} of {type_name(cls)!r}; "
+                f"a put records every one (an absent one as null)"
+            )
+    return obj
 
 
 def read_part(location: ButlerLocation, name: str) -> Any:

@@ -276,6 +276,32 @@ def test_a_hostile_record_on_s3(
     test_a_hostile_record_is_refused_everywhere(s3_filled, edit, message)
 
 
+@dataclass
+class Labelled:
+    image: np.ndarray
+    label: str = "default"
+
+
+def test_a_record_lacking_a_component_is_refused_not_filled_in(repo: Butler) -> None:
+    """Assembling without 'label' would give the class's default, silently."""
+    repo.register_dataset_type(
+        "lab",
+        Labelled,
+        "npy",
+        dimensions={"ccd": int},
+        disassemble=True,
+        component_formats={"label": "json"},
+    )
+    repo.put(Labelled(np.arange(2), "mine"), "lab", ccd=1)
+    key = _key(repo, "lab", 1)
+    record = _record(repo, key)
+    del record["parts"]["label"]
+    _plant(repo, key, record)
+    with pytest.raises(FormatError, match=r"lacks component\(s\) \['label'\]"):
+        repo.get("lab", ccd=1)
+    np.testing.assert_array_equal(repo.get("lab.image", ccd=1), [0, 1])  # that part is fine
+
+
 def test_removing_a_dataset_with_a_hostile_record_touches_no_other_dataset(
     repo: Butler,
 ) -> None:
