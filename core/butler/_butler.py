@@ -536,6 +536,13 @@ class Butler(CollectionsMixin, BulkMixin):
             found = self._policy.dataset_types.get(name)
         if found is None:
             known = sorted(self._policy.dataset_types) or "none"
+            base, component = split_name(self._policy.dataset_types, name)
+            if component is not None:  # put/remove/datasets("calexp.wcs"): a component
+                raise DatasetTypeError(
+                    f"{name!r} names component {component!r} of dataset type {base!r} in "
+                    f"{self.storage.uri()!r}: only get, get_many and exists read components; "
+                    f"a component is stored and removed with its dataset ({base!r})"
+                )
             raise DatasetTypeError(
                 f"unknown dataset type {name!r} in {self.storage.uri()!r}; defined: {known}. "
                 f"Define it with register_dataset_type()"
@@ -1298,7 +1305,12 @@ class Butler(CollectionsMixin, BulkMixin):
         if meta.get("format") == composite.COMPOSITE_FORMAT:
             # One dataset: healthy only when each of its parts is.
             parts = VerifyReport()
-            for key in composite.part_keys(self.storage, location.key):
+            try:
+                keys = composite.part_keys(location)
+            except FormatError as exc:
+                report.corrupted.append(str(exc))
+                return
+            for key in keys:
                 self._verify_one(location.evolve(locations=[key]), parts)
             for kind in ("missing", "truncated", "corrupted", "unrecorded"):
                 getattr(report, kind).extend(getattr(parts, kind))

@@ -19,14 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 from ._components import SEPARATOR, ComponentError, Components, catalog_for
 from ._errors import FormatError
-from ._types import type_name
+from ._types import loaded_type, type_name
 
 if TYPE_CHECKING:
     from ._location import ButlerLocation
     from ._policy import DatasetType
     from ._registry import Registry
 
-__all__ = ["check_component", "read_component", "split_name", "written_class"]
+__all__ = [
+    "check_component",
+    "check_path",
+    "read_component",
+    "split_name",
+    "unknown_component",
+    "written_class",
+]
 
 
 def split_name(known: Mapping[str, DatasetType], name: str) -> tuple[str, str | None]:
@@ -74,10 +81,26 @@ def check_component(registry: Registry, cls: type, path: str, what: str) -> None
     name = path.split(SEPARATOR, 1)[0]
     found = declaration(registry, cls, what)
     if not found.knows(cls, name):
-        raise _unknown(what, cls, name, sorted(found.names(cls)))
+        raise unknown_component(what, cls, name, sorted(found.names(cls)))
 
 
-def _unknown(what: str, cls: type, name: str, known: list[str]) -> ComponentError:
+def check_path(registry: Registry, cls: type, path: str, what: str) -> None:
+    """Refuse a component path no object of ``cls`` can have, name by name through the
+    declared component types (``"arr.image.x"``: an ndarray has no components). A level
+    whose type is not known in advance (dynamic components, ``builtins.object``) or not
+    loaded ends the check: only the stored object can answer there."""
+    current: type | None = cls
+    for name in path.split(SEPARATOR):
+        if current is None or current is object:
+            return
+        check_component(registry, current, name, what)
+        found = declaration(registry, current, what)
+        if found.dynamic and name not in found.names(current):
+            return
+        current = loaded_type(found.type_of(current, name))
+
+
+def unknown_component(what: str, cls: type, name: str, known: list[str]) -> ComponentError:
     return ComponentError(
         f"{what}: {type_name(cls)!r} has no component {name!r}; its components are "
         f"{known or 'none'}"
@@ -118,10 +141,17 @@ def descend(registry: Registry, obj: Any, path: str, what: str) -> Any:
     for name in path.split(SEPARATOR) if path else ():
         found = declaration(registry, type(obj), what)
         if not found.knows(type(obj), name):
-            raise _unknown(what, type(obj), name, sorted(found.names(type(obj))))
+            raise unknown_component(what, type(obj), name, sorted(found.names(type(obj))))
         try:
             obj = found.extract_one(obj, name)
         except (KeyError, IndexError):
-            present = sorted(found.split_object(obj))
-            raise _unknown(what, type(obj), name, present) from None
+            raise unknown_component(what, type(obj), name, _present(found, obj)) from None
     return obj
+
+
+def _present(found: Components, obj: Any) -> list[str]:
+    """The component names an object in memory holds (for messages)."""
+    try:
+        return sorted(found.split_object(obj))
+    except ComponentError:  # a dict with keys no dotted name can address: the others
+        return sorted(k for k in obj if isinstance(k, str)) if isinstance(obj, Mapping) else []

@@ -46,8 +46,23 @@ def assemble_dataclass(cls: type, parts: Mapping[str, Any]) -> Any:
 
 
 def split_mapping(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Key → value for string keys (the only ones a dotted name can address)."""
-    return {k: v for k, v in obj.items() if isinstance(k, str)}
+    """Key → value. Every key must be a string (a component's name): a dict with another
+    key cannot be split without losing it, so it is refused, never truncated.
+
+    Raises
+    ------
+    ComponentError
+        Naming the first key that is not a string.
+    """
+    for key in obj:
+        if not isinstance(key, str):
+            from ._components import ComponentError
+
+            raise ComponentError(
+                f"a {type(obj).__name__}'s components are its keys, and key {key!r} is not a "
+                f"string: it cannot be split into components (store it assembled)"
+            )
+    return dict(obj)
 
 
 def extract_mapping(obj: Mapping[str, Any], name: str) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._component_read import check_component
+from ._component_read import check_path
 from ._composite import COMPOSITE_FORMAT
 from ._errors import DatasetTypeError
 from ._types import loaded_type
@@ -60,11 +60,11 @@ def check_disassembly(
 
 
 def check_declared(registry: Registry, dt: DatasetType, component: str) -> None:
-    """Refuse a component the dataset type's class cannot have, when that class is loaded
-    (an object of it can only exist once it is: nothing is imported to check)."""
+    """Refuse a component path the dataset type's class cannot have, when that class is
+    loaded (an object of it can only exist once it is: nothing is imported to check)."""
     cls = loaded_type(dt.python_type)
     if cls is not None:
-        check_component(registry, cls, component, f"dataset type {dt.name!r}")
+        check_path(registry, cls, component, f"dataset type {dt.name!r}")
 
 
 def describe_components(registry: Registry, dt: DatasetType) -> dict[str, Any]:

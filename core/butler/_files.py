@@ -83,6 +83,17 @@ def file_location(
             with storage.open(key) as f:
                 first = f.read(IDENTIFY_BYTES)
         format = reg.identify_format(key, first)
+    from ._composite import COMPOSITE_FORMAT
+
+    if format == COMPOSITE_FORMAT:  # only a repository can read or write one
+        from ._errors import FormatError
+
+        raise FormatError(
+            f"{storage.uri(key)!r} is (or would be) the record of a disassembled composite, "
+            f"not a file of its own: its parts live in its repository. Export the dataset "
+            f"assembled with `butler get REPO DATASET_TYPE --id ... -o FILE` (or "
+            f"Butler(repo).get) and convert that file"
+        )
     descriptor = reg.format(format)
     stored: dict[str, Any] = {}
     if not writing:

@@ -149,7 +149,8 @@ def read(
     b
         The repository (pickled into the graph as its root and options).
     dataset_type, where, collections, **constraints
-        As for `Butler.datasets`.
+        As for `Butler.datasets`; ``dataset_type`` may name a component (``"calexp.wcs"``):
+        the datasets of ``calexp`` are selected and each is read as its WCS (see `Butler.get`).
     parameters
         Read parameters for every dataset (``{"columns": [...]}``), as for `Butler.get`.
     partition_size
@@ -168,17 +169,22 @@ def read(
     _import_dask()
     import dask.bag as db
 
-    dt = b.dataset_type(dataset_type)
-    if parameters:
+    from ._disassembly import check_declared
+
+    dt, component = b._dataset_type_and_component(dataset_type)
+    if component is not None:  # "calexp.wcs": the datasets of calexp, each read as its WCS
+        check_declared(b.registry, dt, component)
+    elif parameters:  # (a component's parameters are its own format's: checked when read)
         b.registry.format(dt.format).check_parameters(
             dict(parameters), what=f"dataset type {dt.name!r}"
         )
-    found = b.stored_locations(dataset_type, where, collections=collections, **constraints)
+    found = b.stored_locations(dt.name, where, collections=collections, **constraints)
     items = [(dict(location.data_id), location.run) for location in found]
     handle = _Handle(b)
     seq = db.from_sequence(items, **_partitioning(len(items), partition_size, npartitions))
+    name = dt.name if component is None else f"{dt.name}.{component}"
     return db.map_partitions(
-        _read_partition, seq, handle, dt.name, dict(parameters or {}), token="butler-read"
+        _read_partition, seq, handle, name, dict(parameters or {}), token="butler-read"
     )
 
 

@@ -90,3 +90,29 @@ def test_verify_lists_unreferenced_parts_and_purge_removes_them(
     assert any("0123456789abcdef/wcs.fits" in item for item in str(purged).split(","))
     assert cli_json("verify", calexp_repo)["unreferenced"] == []
     b.close()
+
+
+def test_convert_refuses_a_composite_record_and_says_how_to_export_it(
+    cli: Callable[..., Any], calexp_repo: Path, tmp_path: Path
+) -> None:
+    """A composite record is not a file of its own: its parts live in its repository."""
+    record = calexp_repo / "calexp_d" / "1.composite.json"
+    assert record.exists()
+    result = cli("convert", record, tmp_path / "out.fits")
+    assert result.exit_code != 0
+    assert "the record of a disassembled composite" in result.stderr
+    assert "butler get REPO DATASET_TYPE --id ... -o FILE" in result.stderr
+    assert not (tmp_path / "out.fits").exists()
+    # What the error says works: the dataset, assembled, as one file.
+    result = cli("get", calexp_repo, "calexp_d", "--id", "visit=1", "-o", tmp_path / "out.fits")
+    assert result.exit_code == 0, result.output + result.stderr
+    from astropy.nddata import CCDData
+
+    back = CCDData.read(tmp_path / "out.fits")
+    np.testing.assert_array_equal(back.data, np.arange(12.0).reshape(3, 4))
+    np.testing.assert_array_equal(back.mask, np.eye(3, 4, dtype=bool))
+    assert back.wcs.wcs.crval[0] == 33.0
+    plain = tmp_path / "x.json"
+    plain.write_text('{"a": 1}')
+    result = cli("convert", plain, tmp_path / "x.composite.json")
+    assert result.exit_code != 0 and "the record of a disassembled composite" in result.stderr

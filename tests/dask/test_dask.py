@@ -32,6 +32,7 @@ from distributed import Client, LocalCluster
 import butler.dask as bd
 from butler import (
     Butler,
+    ComponentError,
     DatasetExistsError,
     DatasetNotFoundError,
     DatasetRef,
@@ -121,6 +122,21 @@ def test_read_runs_and_errors(butler_repo: Callable[..., Butler], client: Client
     in_run.remove("cfg", visit=2)
     with pytest.raises(DatasetNotFoundError, match=r"'cfg' \{'visit': 2\}"):
         lazy.compute()
+
+
+def test_read_components(butler_repo: Callable[..., Butler], client: Client) -> None:
+    """``read(b, "cfg.square")``: the datasets of cfg, each read as that component,
+    assembled or disassembled; a component the objects lack fails the task that reads it."""
+    b = butler_repo("posix")
+    b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int})
+    b.register_dataset_type("cfg_d", dict, "json", dimensions={"visit": int}, disassemble=True)
+    for i in range(4):
+        b.put(_pair(i)[0], "cfg", visit=i)
+        b.put(_pair(i)[0], "cfg_d", visit=i)
+    for name in ("cfg.square", "cfg_d.square"):
+        assert bd.read(b, name, "visit >= 1", partition_size=2).compute() == [1, 4, 9]
+    with pytest.raises(ComponentError, match=r"'builtins\.int' has no components"):
+        bd.read(b, "cfg.square.x", "visit >= 1").compute()
 
 
 def test_write_retry_semantics(butler_repo: Callable[..., Butler], client: Client) -> None:

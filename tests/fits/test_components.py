@@ -206,6 +206,67 @@ def test_disassembled_ccddata_round_trips_and_reads_one_part(any_repo: Butler) -
     assert any_repo.verify().healthy
 
 
+def test_disassembled_components_equal_the_assembled_ones(posix_repo: Butler) -> None:
+    """Disassembling changes where components are stored, not what a component read
+    gives: with or without a section, and for ``header`` (an alias of ``meta``, stored in
+    no part of its own), the parts read as the assembled file's components do."""
+    b = posix_repo
+    b.register_dataset_type("calexp", CCDData, "fits", dimensions={"visit": int})
+    b.register_dataset_type(
+        "calexp_d",
+        CCDData,
+        "fits",
+        dimensions={"visit": int},
+        disassemble=True,
+        component_formats={"meta": "json", "unit": "json"},
+    )
+    ccd = make_ccd()
+    kept = ccd.copy()
+    b.put(ccd, "calexp", visit=1)
+    b.put(ccd, "calexp_d", visit=1)
+    # A put never changes its argument (its parts are written as they are).
+    assert dict(ccd.meta) == dict(kept.meta) and ccd.unit == kept.unit
+    assert ccd.wcs.to_header() == kept.wcs.to_header()
+    for name in ("data", "mask"):
+        np.testing.assert_array_equal(getattr(ccd, name), getattr(kept, name))
+    np.testing.assert_array_equal(ccd.uncertainty.array, kept.uncertainty.array)
+    assert type(ccd.uncertainty) is type(kept.uncertainty)
+    for name in ("data", "mask", "uncertainty", "wcs", "unit", "meta", "header"):
+        got = b.get(f"calexp_d.{name}", visit=1)
+        expected = b.get(f"calexp.{name}", visit=1)
+        if name in ("meta", "header"):  # the file's header adds FITS's own cards
+            assert dict(got) == dict(ccd.meta)
+            assert {k: expected[k] for k in ccd.meta} == dict(ccd.meta)
+        else:
+            assert_same(name, got, expected)
+    section = {"section": (slice(5, 17), slice(20, 41))}
+    for name in ("data", "mask", "uncertainty", "wcs"):
+        got = b.get(f"calexp_d.{name}", visit=1, parameters=section)
+        assert_same(name, got, b.get(f"calexp.{name}", visit=1, parameters=section))
+    assert b.get("calexp_d.wcs", visit=1, parameters=section).wcs.crpix.tolist() == [-4.0, 5.0]
+
+
+def test_disassembled_hdulist_components_by_name_index_and_case(posix_repo: Butler) -> None:
+    """An HDU by EXTNAME (any case) or by index, as from an assembled file."""
+    b = posix_repo
+    hdul = fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(np.ones((2, 3)), name="SCI"), fits.ImageHDU(np.zeros(4))]
+    )
+    b.register_dataset_type("raw", fits.HDUList, "fits", dimensions={"visit": int})
+    b.register_dataset_type(
+        "raw_d", fits.HDUList, "fits", dimensions={"visit": int}, disassemble=True
+    )
+    b.put(hdul, "raw", visit=1)
+    b.put(hdul, "raw_d", visit=1)
+    for name in ("PRIMARY", "SCI", "sci", "0", "1", "2"):
+        got, expected = b.get(f"raw_d.{name}", visit=1), b.get(f"raw.{name}", visit=1)
+        assert got.name == expected.name
+        np.testing.assert_array_equal(got.data, expected.data)
+    for name in ("raw", "raw_d"):
+        with pytest.raises(ComponentError, match="has no component 'NOPE'"):
+            b.get(f"{name}.NOPE", visit=1)
+
+
 def _sip_wcs() -> WCS:
     from astropy.wcs import Sip
 

@@ -82,3 +82,17 @@ def test_missing_components_name_what_exists(repo: Butler) -> None:
         repo.get("cube.calib.nope.deeper", visit=1)
     with pytest.raises(ComponentError, match=r"'image' is an HDF5 dataset .* no components"):
         repo.get("cube.image.x", visit=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "missing", "where"),
+    [("/calib", "/calib", ""), ("calib/gain", "calib/gain", ""), ("calib./amps", "/amps", "calib")],
+)
+def test_a_name_hdf5_would_read_as_a_path_is_no_component(
+    repo: Butler, name: str, missing: str, where: str
+) -> None:
+    """'/calib' or 'calib/gain' is no key of the dict (HDF5 names hold no '/'; the writer
+    refuses such keys): refused, never read as the node that path reaches."""
+    inside = f" in {where!r}" if where else ""
+    with pytest.raises(ComponentError, match=f"no component {missing!r}{inside}; its components"):
+        repo.get(f"cube.{name}", visit=1)

@@ -43,16 +43,27 @@ def write_wcs(
 
 
 def read_wcs(location: ButlerLocation, *, checksum: bool = False, **_: Any) -> Any:
-    """The WCS of the primary header."""
+    """The WCS of the primary header; with a ``section``, the WCS of that section (as the
+    WCS of a CCDData read with it: a disassembled WCS reads as an assembled one)."""
     from astropy.wcs import FITSFixedWarning
 
+    from ._image import image_section
+
+    section = image_section(location)
     with open_source(location) as source:
         header = source.hdul[0].header
         source.check_complete(source.hdul[0])
         cls = location.read_type(recorded_type(header))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            return cls(header, relax=True)
+            wcs = cls(header, relax=True)
+    if section is None:
+        return wcs
+    try:
+        return wcs[section]
+    except (IndexError, TypeError, ValueError) as exc:
+        message = f"section {section!r} does not apply to its WCS: {exc}"
+        raise location.format_error(message) from None
 
 
 def write_uncertainty(

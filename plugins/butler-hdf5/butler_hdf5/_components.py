@@ -30,6 +30,11 @@ def read_component(location: ButlerLocation, component: str, **args: Any) -> Any
     path = f"{base}/{'/'.join(names)}"
     attrs, scale = h5py_.flag(location, "attrs"), h5py_.flag(location, "mask_and_scale")
     with h5py_.open_read(location, **args) as f:
+        # A name HDF5 would read as a path ("/a" is "a", "a/b" two levels down) is no key
+        # a dict written here can have (the writer refuses them): never read another node.
+        odd = next((i for i, name in enumerate(names) if "/" in name or name == "."), None)
+        if odd is not None:
+            raise _missing(location, f, base, names[: odd + 1], absent=odd)
         parent_path = path.rpartition("/")[0] or "/"
         parent = _guards.resolve(location, f, parent_path)
         node = _guards.resolve(location, f, path) if parent is not None else None
@@ -45,11 +50,20 @@ def read_component(location: ButlerLocation, component: str, **args: Any) -> Any
             )[names[-1]]
 
 
-def _missing(location: ButlerLocation, f: h5py.File, base: str, names: list[str]) -> ComponentError:
-    """The error naming the first missing name and what its (existing) group holds."""
+def _missing(
+    location: ButlerLocation,
+    f: h5py.File,
+    base: str,
+    names: list[str],
+    absent: int | None = None,
+) -> ComponentError:
+    """The error naming the first missing name (``absent``: known to be that one's index)
+    and what its (existing) group holds."""
     group: Any = _guards.resolve(location, f, base or "/")
     depth = 0
     for depth in range(len(names)):
+        if depth == absent:
+            break
         found = _guards.resolve(location, f, f"{base}/{'/'.join(names[: depth + 1])}")
         if found is None:
             break
