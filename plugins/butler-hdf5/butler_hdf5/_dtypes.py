@@ -14,6 +14,7 @@ Object arrays are refused: HDF5 cannot store arbitrary Python objects.
 from __future__ import annotations
 
 import ast
+import threading
 from typing import Any
 
 import h5py
@@ -118,11 +119,18 @@ def encode_dtype(dtype: np.dtype[Any]) -> str:
     return repr(np.lib.format.dtype_to_descr(dtype))
 
 
+#: CPython 3.11's AST conversion is not thread-safe ("SystemError: AST constructor recursion
+#: depth mismatch" when two threads parse at once): this module's parses take turns.
+_AST_LOCK = threading.Lock()
+
+
 def decode_dtype(text: str | bytes) -> np.dtype[Any]:
     """Inverse of `encode_dtype`; parsed with `ast.literal_eval`, which never runs code."""
     if isinstance(text, bytes):
         text = text.decode()
-    return np.lib.format.descr_to_dtype(ast.literal_eval(text))
+    with _AST_LOCK:
+        descr = ast.literal_eval(text)
+    return np.lib.format.descr_to_dtype(descr)
 
 
 def decode_strings(data: np.ndarray) -> np.ndarray:
