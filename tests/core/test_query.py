@@ -59,10 +59,15 @@ def error(text: str) -> str:
 
 @pytest.fixture
 def fast() -> Iterator[None]:
-    """Fail when the test body takes more than a second."""
-    start = time.perf_counter()
+    """Fail when the test body takes more than a second of this thread's CPU time.
+
+    CPU time, not wall time: what these tests guard against is work that grows with the
+    input (backtracking, deep recursion, huge integers), and in CI the wall clock also counts
+    the other environments sharing the cores (2.6 s measured under a load of 7).
+    """
+    start = time.thread_time()
     yield
-    assert time.perf_counter() - start < 1.0
+    assert time.thread_time() - start < 1.0
 
 
 # --- grammar -------------------------------------------------------------------------

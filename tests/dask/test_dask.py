@@ -204,7 +204,9 @@ def test_worker_killed_mid_put(
     assert Path(marker).exists()  # the first attempt of visit 2 died in os._exit
     died = int(Path(marker).read_text())
     assert died not in client.run(os.getpid).values()  # that worker process is gone
-    client.wait_for_workers(2)
+    # Bounded: a nanny that fails to restart its worker (seen once under heavy load) must
+    # fail this test in seconds, not hang it until pytest-timeout's 600 s.
+    client.wait_for_workers(2, timeout=120)
     assert set(client.scheduler_info()["workers"]) != workers  # a nanny restarted it
     assert [r.data_id["visit"] for r in refs] == [0, 1, 2, 3]
     for i in range(4):  # whole datasets, the retried one included; nothing partial
