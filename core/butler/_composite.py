@@ -300,9 +300,12 @@ def parse_record(data: bytes, key: str, what: str) -> dict[str, Any]:
     return record
 
 
-def _record(location: ButlerLocation) -> dict[str, Any]:
-    """The composite record stored at the location."""
-    with location.open_read() as f:
+def _record(location: ButlerLocation, *, current: bool = False) -> dict[str, Any]:
+    """The composite record stored at the location: the version the location was resolved
+    against, or with ``current`` the one stored now (everything a read uses comes from the
+    record itself: its class, token and parts, all checked)."""
+    opened = location.storage.open(location.key) if current else location.open_read()
+    with opened as f:
         data = f.read(MAX_RECORD_BYTES + 1)
     return parse_record(data, location.key, location.describe())
 
@@ -435,13 +438,27 @@ def _check_names(location: ButlerLocation, cls: type, found: Components, record:
 def _retrying(location: ButlerLocation, attempt: Any) -> Any:
     """Run ``attempt(record)`` on the current record; again on the new record when an
     overwrite removed the parts being read (never parts of two puts)."""
+    current = False
     for tries in range(READ_ATTEMPTS):
-        record = _record(location)
+        try:
+            record = _record(location, current=current)
+        except StorageError:
+            if tries == READ_ATTEMPTS - 1:
+                raise
+            # The record was replaced while being read (S3 refuses to mix two versions of
+            # an object: "it changed while being read"): read the current one, after a
+            # pause when even that one was overtaken. An error that persists is raised by
+            # the last attempt.
+            if current:
+                time.sleep(random.uniform(0.0, RETRY_PAUSE * 2**tries))
+            current = True
+            continue
         try:
             return attempt(record)
         except DatasetNotFoundError:
-            if _record(location).get("token") == record.get("token"):
+            if _record(location, current=True).get("token") == record.get("token"):
                 raise  # the record did not change: a part is really missing
+        current = True
         # Overtaken: wait a little (random, growing) before the next attempt, so that a
         # reader racing writers that overwrite back to back is not overtaken every time.
         time.sleep(random.uniform(0.0, RETRY_PAUSE * 2**tries))
