@@ -7,6 +7,7 @@ reaches them only through the pickled Butler's explicit options.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sys
@@ -46,8 +47,8 @@ from ..conftest import S3_SECRET, have
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
+@contextlib.contextmanager
+def _two_workers() -> Iterator[Client]:
     """Two worker processes (a nanny restarts a worker that dies), one thread each."""
     with (
         LocalCluster(
@@ -55,6 +56,12 @@ def client() -> Iterator[Client]:
         ) as cluster,
         Client(cluster) as c,
     ):
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with _two_workers() as c:
         yield c
 
 
@@ -195,12 +202,7 @@ def _exploding_pair(i: int, marker: str) -> tuple[list[Any], dict[str, int]]:
 def own_client() -> Iterator[Client]:
     """A cluster of its own for a test that kills a worker: the module's other tests never
     depend on a nanny having restarted it (under heavy load one did not, within 120 s)."""
-    with (
-        LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with _two_workers() as c:
         yield c
 
 

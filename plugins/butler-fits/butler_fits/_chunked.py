@@ -85,11 +85,11 @@ class _ChunkedWrites:
 
 
 class _ChunkedPrimaryHDU(_ChunkedWrites, fits.PrimaryHDU):
-    pass
+    """A `fits.PrimaryHDU` whose image is written in chunks."""
 
 
 class _ChunkedImageHDU(_ChunkedWrites, fits.ImageHDU):
-    pass
+    """A `fits.ImageHDU` whose image is written in chunks."""
 
 
 #: Only astropy's own classes: a subclass may write its data its own way.
