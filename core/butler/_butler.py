@@ -186,6 +186,11 @@ class Butler(CollectionsMixin, BulkMixin):
         self._collections = tuple(check_run_name(c, what="collection") for c in searched)
         self._recording = threading.local()
         self._policy_read = time.monotonic()
+        # (id of a location base, format, class name, registry generation) -> that base,
+        # allow_imports, the dataset type's class and the serializer: `_resolve_read_at`.
+        self._read_resolutions: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        # (policy, collections, their runs, whether all are known chains): see `_search`.
+        self._default_runs: tuple[Any, ...] | None = None
         if index is True or not (index is None or index is False or isinstance(index, str)):
             raise StorageError(f"index must be None, False or a database URL, not {index!r}")
         if isinstance(allow_imports, str) or not all(
@@ -608,16 +613,33 @@ class Butler(CollectionsMixin, BulkMixin):
             if collections is not None:
                 raise InvalidDataIdError("pass run= or collections=, not both")
             collections = (data_id_kw.pop("run"),)
-        return _merge_data_id(data_id, data_id_kw), self._search(collections)
+        # ``**data_id_kw`` is the call's own dict: used as it is when it is the whole ID.
+        merged = data_id_kw if data_id is None else _merge_data_id(data_id, data_id_kw)
+        return merged, self._search(collections)
 
     def _search(self, collections: str | Sequence[str] | None = None) -> tuple[str, ...]:
         """The runs searched for ``collections`` (default: this Butler's), chains expanded."""
         if collections is None:
+            # This Butler's expansion is kept with the policy it was made from: reused
+            # while that policy is current and `_fresh_chains` would not re-read it.
+            kept = self._default_runs
+            if (
+                kept is not None
+                and kept[0] is self._policy
+                and kept[1] is self._collections
+                and (kept[3] or time.monotonic() - self._policy_read < CHAINS_MAX_AGE)
+            ):
+                return kept[2]
             names: Sequence[str] = self._collections
         else:
             names = (collections,) if isinstance(collections, str) else collections
         self._fresh_chains(names)
-        return expand_collections(names, self._policy.collections)
+        policy = self._policy
+        runs = expand_collections(names, policy.collections)
+        if collections is None:
+            known = all(n in policy.collections or n == DEFAULT_RUN for n in names)
+            self._default_runs = (policy, names, runs, known)
+        return runs
 
     def _fresh_chains(self, names: Sequence[str]) -> None:
         """Re-read the policy when ``names`` include one that is not a known chain and the
@@ -861,7 +883,10 @@ class Butler(CollectionsMixin, BulkMixin):
         its bytes when the format or a disassembled layout allows; see
         :doc:`components`); ``parameters`` then apply to the component.
         """
-        dt, component = self._dataset_type_and_component(dataset_type)
+        dt = self._policy.dataset_types.get(dataset_type)
+        component = None
+        if dt is None:  # a component, or a type defined since the policy was read
+            dt, component = self._dataset_type_and_component(dataset_type)
         merged, runs = self._split_run(dt, data_id, data_id_kw, collections)
         resolved = self._find(dt, merged, runs, parameters, allow_pickle, progress)
         obj = resolved.read() if component is None else read_component(resolved, component)
@@ -891,18 +916,18 @@ class Butler(CollectionsMixin, BulkMixin):
     ) -> ButlerLocation:
         """The resolved read location of a data ID in the first of ``runs`` holding it."""
         key, normal = self._map(dt, data_id)
-        first: ButlerLocation | None = None
+        if allow_pickle is None:  # the reader's choice; the policy's flag only suggests it
+            allow_pickle = bool(self._allow_pickle)
         for run in runs:
-            location = self._location_at(
-                dt, run_key(run, key), normal, parameters, False, allow_pickle, progress, run=run
-            )
-            first = first or location
             try:
-                return self._resolve_read(location)
+                return self._resolve_read_at(
+                    dt, run_key(run, key), normal, run, parameters, allow_pickle, progress
+                )
             except DatasetNotFoundError:
                 continue
-        if first is None:
+        if not runs:
             raise DatasetNotFoundError(f"dataset {dt.name!r} {normal}: no run to search")
+        first = self._location_at(dt, run_key(runs[0], key), normal, run=runs[0])
         raise self._not_found(first, runs)
 
     def _not_found(self, location: ButlerLocation, runs: Sequence[str]) -> DatasetNotFoundError:
@@ -913,38 +938,91 @@ class Butler(CollectionsMixin, BulkMixin):
             f"runs {list(runs)} (searched in that order) of {self.storage.uri()!r}"
         )
 
-    def _resolve_read(self, location: ButlerLocation) -> ButlerLocation:
-        """The mapped location, resolved for reading, once: the stored metadata, the format
-        the dataset was written in, the dataset type's class and the serializer of the
-        recorded concrete class."""
+    def _resolve_read_at(
+        self,
+        dt: DatasetType,
+        key: str,
+        data_id: dict[str, Any],
+        run: str,
+        parameters: Mapping[str, Any] | None,
+        allow_pickle: bool,
+        progress: ProgressCallback | None,
+    ) -> ButlerLocation:
+        """The location of the dataset at ``key``, resolved for reading: the stored
+        metadata, the format the dataset was written in, the dataset type's class and the
+        serializer of the recorded concrete class.
+
+        The metadata is read first and the location built once, resolved. What the
+        resolution decides depends only on the recorded format and class name, the dataset
+        type's definition and the registry, so it is kept per (location base, format, class
+        name, registry generation): a get of a dataset like the previous one looks nothing
+        up again. Only successful resolutions are kept; a failing one is worked out, and
+        raises, every time."""
+        base = _location_base(self, dt)
         try:
-            stored = self.storage.metadata(location.key)
+            stored = self.storage.metadata(key)
         except DatasetNotFoundError:
-            raise DatasetNotFoundError(f"{location.describe()} does not exist") from None
+            unresolved = base.evolve(locations=[key], data_id=data_id, run=run)
+            raise DatasetNotFoundError(f"{unresolved.describe()} does not exist") from None
         # Old datasets keep the format they were written in. The metadata is untrusted: it
-        # may only name a format (the registry then says whether it is installed).
-        recorded = stored.get("format", location.format)
+        # may name anything (only names of the right kind are looked up in the cache).
+        recorded = stored.get("format", base.format)
+        written = stored.get("python_type")
+        location = base.evolve(
+            locations=[key],
+            data_id=data_id,
+            additional_data=dict(base.additional_data) if base.additional_data else {},
+            parameters=dict(parameters) if parameters else {},
+            serializer_args=dict(base.serializer_args) if base.serializer_args else {},
+            allow_pickle=allow_pickle,
+            progress=progress,
+            run=run,
+            stored=stored,
+        )
+        cacheable = type(recorded) is str and (written is None or type(written) is str)
+        cache_key = (id(base), recorded, written, self.registry._generation)
+        cached = self._read_resolutions.get(cache_key) if cacheable else None
+        imports = self.allow_imports  # a public attribute: kept by identity
+        if cached is None or cached[0] is not base or cached[1] is not imports:
+            resolved = self._resolve_read(location, recorded)
+            if cacheable:
+                if len(self._read_resolutions) >= _MAX_READ_RESOLUTIONS:
+                    self._read_resolutions.clear()
+                self._read_resolutions[cache_key] = (
+                    base,
+                    imports,
+                    resolved.expected,
+                    resolved.serializer,
+                )
+            return resolved
+        state = location.__dict__  # built just above and seen by nothing else yet
+        state["format"] = recorded
+        state["expected"] = cached[2]
+        state["serializer"] = cached[3]
+        location.check_arguments()  # the only step that depends on the call's arguments
+        return location
+
+    def _resolve_read(self, location: ButlerLocation, recorded: Any) -> ButlerLocation:
+        """``location``, whose stored metadata records format ``recorded``, resolved."""
         if not isinstance(recorded, str) or not is_format_name(recorded):
             raise FormatError(
                 f"{location.describe()} records format {recorded!r}, which is not a format "
                 f"name; its metadata is corrupt or was written by another tool"
             )
-        resolved = location.evolve(
-            stored=stored, format=recorded, expected=self._expected_type(location)
-        )
-        resolved.check_arguments()
+        state = location.__dict__  # built by the caller and seen by nothing else yet
+        state["format"] = recorded
+        state["expected"] = self._expected_type(location)
+        location.check_arguments()
         try:
-            cls = resolved.read_type()
+            cls = location.read_type()
         except FormatError:
             # Written as an unrelated class: only a format that can read it as the dataset
             # type's own class (FITS: a CCDData file's image as an ndarray) goes on.
             if not self.registry.format(recorded).reads_other_types:
                 raise
-            cls = resolved.expected_type()
-        # The last step of resolving: set on the location built just above, which nothing
-        # else has seen yet (a second copy would cost every get for nothing).
-        resolved.__dict__["serializer"] = self.registry.find(cls, self.storage.type_name, recorded)
-        return resolved
+            cls = location.expected_type()
+        state["serializer"] = self.registry.find(cls, self.storage.type_name, recorded)
+        return location
 
     def exists(
         self,
@@ -1317,6 +1395,10 @@ class Butler(CollectionsMixin, BulkMixin):
             if not parts.healthy:
                 return
         report.ok.append(what)
+
+
+#: Read resolutions a Butler keeps (see `Butler._resolve_read_at`); more clears them.
+_MAX_READ_RESOLUTIONS = 512
 
 
 def _location_base(butler: Butler, dt: DatasetType) -> ButlerLocation:

@@ -136,7 +136,7 @@ class TemplateMapper(Mapper):
         """Check keys against the dimensions and coerce and validate each value."""
         dims = dataset_type.dimensions
         name = dataset_type.name
-        if len(data_id) == len(dims) and all(d in data_id for d in dims):
+        if data_id.keys() == dims.keys():  # the common case: exactly the dimensions
             return {d: _coerce(name, d, data_id[d], kind) for d, kind in dims.items()}
         missing = [d for d in dims if d not in data_id]
         extra = [k for k in data_id if k not in dims]

@@ -84,12 +84,14 @@ def run_of_key(key: str) -> tuple[str, str] | None:
 PARTS_SEGMENT = "@parts"
 
 
+_AREAS = (RUNS_SEGMENT, PARTS_SEGMENT)
+_AREA_PREFIXES = (f"{RUNS_SEGMENT}/", f"{PARTS_SEGMENT}/")
+
+
 def is_run_key(key: str) -> bool:
     """True for keys in the runs area, or in the parts area of disassembled composites
     (never a default-run dataset's key)."""
-    return key in (RUNS_SEGMENT, PARTS_SEGMENT) or key.startswith(
-        (f"{RUNS_SEGMENT}/", f"{PARTS_SEGMENT}/")
-    )
+    return key in _AREAS or key.startswith(_AREA_PREFIXES)
 
 
 def expand_collections(

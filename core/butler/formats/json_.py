@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .._json import loads
 from .._location import ButlerLocation
 from ._plain import from_plain, is_plain, to_plain
 
@@ -25,17 +26,17 @@ def write(obj: Any, location: ButlerLocation, *, indent: int | None = None) -> N
 
 def read(location: ButlerLocation, **_: Any) -> Any:
     """Read JSON and rebuild the recorded (sub)class."""
-    data = json.loads(location.read_bytes())
+    data = loads(location.read_bytes())
     cls = location.read_type()
     return rebuild(cls, data, location)
 
 
 def rebuild(cls: type, data: Any, location: ButlerLocation) -> Any:
     """Give plain ``data`` the class ``cls`` (dataclass, mapping/list subclass or scalar)."""
+    if type(data) is cls or cls is object:  # the common case (JSON holds no dataclass)
+        return data
     if dataclasses.is_dataclass(cls):
         return from_plain(cls, data)
-    if cls is object or (isinstance(data, cls) and type(data) is cls):
-        return data
     if issubclass(cls, Mapping) and isinstance(data, dict):
         return cls(data)  # type: ignore[call-arg]
     if issubclass(cls, list) and isinstance(data, list):

@@ -39,6 +39,7 @@ _UNSUPPORTED = frozenset({errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG})
 _DEFAULT_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 _lock = threading.Lock()
+_buffers = threading.local()  # each thread's fgetxattr buffer
 _calls: Any = None  # None: not loaded yet; False: unavailable; else the loaded functions
 #: Tests switch the fast path off to exercise the portable one.
 enabled = sys.platform.startswith("linux")
@@ -124,12 +125,14 @@ def fgetxattr(fd: int, name: bytes) -> bytes | None:
     calls = _calls if _calls is not None else _load(_DEFAULT_FLAGS)
     if not calls:
         return None
-    size_limit = XATTR_BUFFER
-    buffer = (calls.ctypes.c_char * size_limit)()  # cheaper than create_string_buffer
-    size = calls.fgetxattr(fd, name, buffer, size_limit)
+    kept = getattr(_buffers, "xattr", None)  # one buffer per thread, reused
+    if kept is None:
+        buffer = (calls.ctypes.c_char * XATTR_BUFFER)()
+        kept = _buffers.xattr = (buffer, memoryview(buffer).cast("B"))
+    size = calls.fgetxattr(fd, name, kept[0], XATTR_BUFFER)
     if size < 0:
         return None
-    return buffer.raw[:size]
+    return kept[1][:size].tobytes()  # the value only (``buffer.raw`` copies all 4 KiB)
 
 
 #: ``renameat2`` flag: fail with ``EEXIST`` instead of replacing the destination.

@@ -17,7 +17,6 @@ import contextlib
 import errno
 import functools
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -27,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidDataIdError, StorageError
+from .._json import loads as loads_json
 from .._storage import COPY_CHUNK, RESERVED_PREFIX, check_key, key_suffix
 from ._linux import openat2_beneath
 
@@ -143,11 +143,7 @@ def fd_sha256(fd: int) -> str:
 def read_json(raw: bytes) -> dict[str, Any]:
     """Stored metadata as a dict; ``{}`` for anything else (untrusted bytes)."""
     try:
-        if raw[:1] == b"{" and raw[1:2] != b"\x00":
-            # What json.loads(bytes) detects for such bytes (UTF-8), without detecting.
-            meta = json.loads(raw.decode("utf-8", "surrogatepass"))
-        else:
-            meta = json.loads(raw)
+        meta = loads_json(raw)
     except (ValueError, RecursionError):  # corrupt or hostile: a foreign file's metadata
         return {}
     return meta if isinstance(meta, dict) else {}
