@@ -244,7 +244,12 @@ def entry_id(data_id: Mapping[str, Any], run: str = DEFAULT_RUN) -> str:
     """The row's primary key: one row per (run, data ID)."""
     if run == DEFAULT_RUN:
         return data_id_digest(data_id)
-    canonical = json.dumps([run, data_id_digest(data_id)], separators=(",", ":"))
+    return _run_entry_id(run, data_id_digest(data_id))
+
+
+def _run_entry_id(run: str, digest: str) -> str:
+    """`entry_id` of a data ID of digest ``digest`` in a run other than the default."""
+    canonical = json.dumps([run, digest], separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -458,8 +463,9 @@ class SqlIndex(Index):
         """Called when a process first queries a table."""
 
     def _row(self, dt: DatasetType, entry: IndexEntry) -> dict[str, Any]:
+        did = data_id_digest(entry.data_id)
         row: dict[str, Any] = {
-            "_id": entry_id(entry.data_id, entry.run),
+            "_id": did if entry.run == DEFAULT_RUN else _run_entry_id(entry.run, did),
             "_key": entry.key,
             "_format": entry.format,
             "_python_type": entry.python_type,
@@ -467,7 +473,7 @@ class SqlIndex(Index):
             "_checksum": entry.checksum,
             "_created": entry.created,
             "_run": entry.run,
-            "_did": data_id_digest(entry.data_id),
+            "_did": did,
             "_provenance": None
             if entry.provenance is None
             else json.dumps(entry.provenance, separators=(",", ":"), sort_keys=True),
