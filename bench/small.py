@@ -15,8 +15,12 @@ about 70 bytes of JSON, 10 directories of 100 files):
   expose a partial file; ``sync_directories=True`` adds the directory fsync).
 * raw get: ``open(path, "rb")``, ``read``, ``json.loads``.
 * butler get: ``Butler.get``: maps the data ID to the key, opens the file under the root
-  refusing links (one ``openat2`` on Linux), reads the metadata, checks the recorded
-  type, reads the bytes and ``json.loads`` them.
+  refusing links (one ``openat2`` on Linux), reads the metadata (``fgetxattr``) and parses
+  it, checks the recorded format and type, reads the bytes from the same descriptor and
+  parses them. Two things are kept between gets: the resolution of a (recorded format,
+  recorded class) pair to a serializer (the same for every dataset of a type), and the
+  validated segments of the last 4,096 keys (a miss costs ~1 us: run with ``--n 10000``
+  to see it).
 * JSON writer (``--writer``): butler's ``json`` serializer encoding a 10,000-key dict
   into an in-memory file, against ``json.dumps(obj, ensure_ascii=False).encode()``.
 
