@@ -1,0 +1,92 @@
+"""Red-team tests of the small-get path (`Butler._resolve_read_at` and what it keeps):
+whatever a get keeps between calls, a later get must return what resolving afresh
+returns, even when the process or the repository changed in between."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from butler import Butler
+
+
+def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> ModuleType:
+    """Import a module ``name`` written to ``tmp_path`` with ``source`` (and forget it
+    after the test).
+
+    Parameters
+    ----------
+    tmp_path
+        Where the module's file goes (a folder ``mods`` in it, put on ``sys.path``).
+    monkeypatch
+        Undoes the ``sys.path`` and ``sys.modules`` changes after the test.
+    name
+        The module's name.
+    source
+        The module's code.
+
+    Returns
+    -------
+    ModuleType
+        The imported module.
+    """
+    folder = tmp_path / "mods"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+POINT = "import dataclasses\n\n@dataclasses.dataclass\nclass Point:\n    x: int\n"
+
+
+def test_a_reloaded_dataset_type_class_is_the_one_returned(
+    posix_repo: Butler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``importlib.reload`` of the dataset type's module (a notebook re-running a
+    cell does the same), a get rebuilds the dataset as the class the module now holds,
+    as the first get of a new Butler does: not as the class the previous get resolved."""
+    mod = _module(tmp_path, monkeypatch, "redteam_point_a", POINT)
+    b = posix_repo
+    b.register_dataset_type("p", "redteam_point_a.Point", "json", template="p/{i:d}.json")
+    b.put(mod.Point(1), "p", i=1)
+    first = b.get("p", i=1)
+    assert type(first) is mod.Point
+    old = mod.Point
+    importlib.reload(mod)
+    assert mod.Point is not old
+    again = b.get("p", i=1)
+    assert type(again) is mod.Point
+    assert again == mod.Point(1)
+    assert type(Butler(b.storage.uri()).get("p", i=1)) is mod.Point
+
+
+def test_a_redefined_recorded_subclass_is_the_one_returned(
+    posix_repo: Butler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset written as a subclass of the dataset type's class is rebuilt as the
+    subclass its module holds now, after that module was reloaded between two gets."""
+    base = _module(tmp_path, monkeypatch, "redteam_base_b", POINT)
+    sub = _module(
+        tmp_path,
+        monkeypatch,
+        "redteam_sub_b",
+        "import dataclasses\nfrom redteam_base_b import Point\n\n"
+        "@dataclasses.dataclass\nclass Point3(Point):\n    z: int = 0\n",
+    )
+    b = posix_repo
+    b.register_dataset_type("p", "redteam_base_b.Point", "json", template="p/{i:d}.json")
+    b.put(sub.Point3(1, 2), "p", i=1)
+    assert type(b.get("p", i=1)) is sub.Point3
+    importlib.reload(sub)
+    again = b.get("p", i=1)
+    assert type(again) is sub.Point3
+    assert again == sub.Point3(1, 2)
+    assert isinstance(again, base.Point)
