@@ -980,7 +980,7 @@ class Butler(CollectionsMixin, BulkMixin):
             stored=stored,
         )
         cacheable = type(recorded) is str and (written is None or type(written) is str)
-        cache_key = (id(base), recorded, written, self.registry._generation)
+        cache_key = (id(base), recorded, written, self.registry._current_generation())
         cached = self._read_resolutions.get(cache_key) if cacheable else None
         imports = self.allow_imports  # a public attribute: kept by identity
         if (

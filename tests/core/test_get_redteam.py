@@ -11,7 +11,8 @@ from types import ModuleType
 
 import pytest
 
-from butler import Butler
+import butler
+from butler import Butler, Registry
 
 
 def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> ModuleType:
@@ -90,3 +91,56 @@ def test_a_redefined_recorded_subclass_is_the_one_returned(
     assert type(again) is sub.Point3
     assert again == sub.Point3(1, 2)
     assert isinstance(again, base.Point)
+
+
+def _own_registry() -> Registry:
+    """A copy of the default registry, so that a test may register serializers without
+    touching other tests'.
+
+    Returns
+    -------
+    Registry
+        A new registry with the default one's serializers, formats and storages.
+    """
+    registry = Registry()
+    default = butler.default_registry()
+    for decl in default.serializers.values():
+        registry.add(decl)
+    for fmt in default.formats.values():
+        registry.register_format(fmt)
+    for spec in default.storages.values():
+        registry.register_storage(spec)
+    return registry
+
+
+def test_a_serializer_registered_by_name_serves_once_its_module_is_imported(
+    posix_repo: Butler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serializer registered by name for an ABC whose module is not imported yet applies
+    from the first get after that module is imported (it makes the dataset's class a
+    virtual subclass): the kept resolution does not hide the registry's change."""
+    thing = _module(tmp_path, monkeypatch, "redteam_thing_c", "class Thing(dict):\n    pass\n")
+    _module(
+        tmp_path,
+        monkeypatch,
+        "redteam_reader_c",
+        "def read(location, **kw):\n    return ('marker', location.key)\n\n"
+        "def write(obj, location, **kw):\n    raise RuntimeError('never written')\n",
+    )
+    marker_source = (
+        "import abc\nimport redteam_thing_c\n\nclass Marker(abc.ABC):\n    pass\n\n"
+        "Marker.register(redteam_thing_c.Thing)\n"
+    )
+    (tmp_path / "mods" / "redteam_marker_c.py").write_text(marker_source)
+    monkeypatch.delitem(sys.modules, "redteam_marker_c", raising=False)
+    registry = _own_registry()
+    registry.register(
+        "redteam_marker_c.Marker", "*", "json", "redteam_reader_c:write", "redteam_reader_c:read"
+    )
+    b = Butler(posix_repo.storage.uri(), registry=registry)
+    b.register_dataset_type("t", "redteam_thing_c.Thing", "json", template="t/{i:d}.json")
+    b.put(thing.Thing(a=1), "t", i=1)
+    first = b.get("t", i=1)
+    assert type(first) is thing.Thing and first == {"a": 1}
+    importlib.import_module("redteam_marker_c")
+    assert b.get("t", i=1) == ("marker", "t/1.json")
