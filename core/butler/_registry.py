@@ -464,6 +464,10 @@ class Registry:
                     f"pass overwrite=True to replace it"
                 )
             self._formats[descriptor.name] = descriptor
+            if old != descriptor:
+                # What a format declares (reads_other_types...) decides resolutions that
+                # callers keep by generation (`Butler._resolve_read_at`).
+                self._changed()
 
     @property
     def formats(self) -> Mapping[str, FormatDescriptor]:

@@ -5,6 +5,8 @@ returns, even when the process or the repository changed in between."""
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -12,7 +14,7 @@ from types import ModuleType
 import pytest
 
 import butler
-from butler import Butler, Registry
+from butler import Butler, FormatDescriptor, FormatError, Registry
 
 
 def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> ModuleType:
@@ -144,3 +146,36 @@ def test_a_serializer_registered_by_name_serves_once_its_module_is_imported(
     assert type(first) is thing.Thing and first == {"a": 1}
     importlib.import_module("redteam_marker_c")
     assert b.get("t", i=1) == ("marker", "t/1.json")
+
+
+def test_a_format_redefined_to_read_no_other_types_refuses_the_next_get(
+    posix_repo: Butler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A format that read a dataset written as an unrelated class (``reads_other_types``)
+    and is then registered again without it (``overwrite=True``) refuses that dataset on
+    the next get, as a new Butler does: the kept resolution is not reused."""
+    _module(
+        tmp_path,
+        monkeypatch,
+        "redteam_reader_d",
+        "def read(location, **kw):\n    return {'read': location.read_bytes().decode()}\n\n"
+        "def write(obj, location, **kw):\n"
+        "    with location.open_write() as f:\n        f.write(obj['text'].encode())\n",
+    )
+    registry = _own_registry()
+    registry.register_format(FormatDescriptor("redteamfmt", (".rt",), reads_other_types=True))
+    registry.register(dict, "*", "redteamfmt", "redteam_reader_d:write", "redteam_reader_d:read")
+    b = Butler(posix_repo.storage.uri(), registry=registry)
+    b.register_dataset_type("r", dict, "redteamfmt", template="r/{i:d}.rt")
+    b.put({"text": "hello"}, "r", i=1)
+    path = os.path.join(b.storage.root, "r/1.rt")  # type: ignore[attr-defined]
+    meta = json.loads(os.getxattr(path, "user.butler"))
+    meta["python_type"] = "builtins.list"  # written as a class unrelated to dict
+    os.setxattr(path, "user.butler", json.dumps(meta).encode())
+    assert b.get("r", i=1) == {"read": "hello"}
+    registry.register_format(FormatDescriptor("redteamfmt", (".rt",)), overwrite=True)
+    message = "was written as 'builtins.list', which is not a subclass of"
+    with pytest.raises(FormatError, match=message):
+        Butler(posix_repo.storage.uri(), registry=registry).get("r", i=1)
+    with pytest.raises(FormatError, match=message):
+        b.get("r", i=1)
