@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -179,3 +180,39 @@ def test_a_format_redefined_to_read_no_other_types_refuses_the_next_get(
         Butler(posix_repo.storage.uri(), registry=registry).get("r", i=1)
     with pytest.raises(FormatError, match=message):
         b.get("r", i=1)
+
+
+def test_metadata_of_several_sizes_read_by_threads_at_once(posix_repo: Butler) -> None:
+    """Threads reading metadata of different sizes at once (each thread reuses one
+    ``fgetxattr`` buffer) each get their own dataset's metadata and bytes, never another
+    thread's nor the tail of a longer value read before. (Sizes stay under the 4 KiB that
+    ext4 allows a value without ``ea_inode``.)"""
+    b = posix_repo
+    b.register_dataset_type("m", dict, "json", template="m/{i:d}.json")
+    sizes = [3900, 0, 10, 2000, 90, 3000, 400]
+    expected = {}
+    for i, size in enumerate(sizes):
+        b.put({"i": i}, "m", i=i)
+        path = os.path.join(b.storage.root, f"m/{i}.json")  # type: ignore[attr-defined]
+        meta = json.loads(os.getxattr(path, "user.butler"))
+        meta["pad"] = "x" * max(0, size - len(json.dumps(meta)) - 10)
+        os.setxattr(path, "user.butler", json.dumps(meta).encode())
+        expected[i] = meta
+    errors: list[BaseException] = []
+
+    def reader(offset: int) -> None:
+        try:
+            for n in range(300):
+                i = (n + offset) % len(sizes)
+                assert b.storage.metadata(f"m/{i}.json")["pad"] == expected[i]["pad"]
+                assert b.get("m", i=i) == {"i": i}
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
