@@ -15,7 +15,7 @@ from types import ModuleType
 import pytest
 
 import butler
-from butler import Butler, FormatDescriptor, FormatError, Registry
+from butler import Butler, DatasetTypeError, FormatDescriptor, FormatError, Registry
 
 
 def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> ModuleType:
@@ -216,3 +216,28 @@ def test_metadata_of_several_sizes_read_by_threads_at_once(posix_repo: Butler) -
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
+
+
+def test_a_type_redefined_by_another_butler_applies_once_the_policy_is_read_again(
+    posix_repo: Butler,
+) -> None:
+    """Another Butler (another process) redefines the dataset type as ``list``; once this
+    Butler reads the policy again (here: looking up a type it does not know), its next get
+    of the dict it read before refuses it, as a new Butler does."""
+    b = posix_repo
+    b.register_dataset_type("cfg", dict, "json", template="cfg/{i:d}.json")
+    b.put({"i": 1}, "cfg", i=1)
+    assert b.get("cfg", i=1) == {"i": 1}
+    other = Butler(b.storage.uri())
+    other.register_dataset_type("cfg", list, "json", template="cfg/{i:d}.json", overwrite=True)
+    assert b.get("cfg", i=1) == {"i": 1}  # the policy this Butler read: as before
+    with pytest.raises(DatasetTypeError, match="unknown dataset type 'nope'"):
+        b.get("nope", i=1)
+    message = (
+        "written as 'builtins.dict', which is not a subclass of the dataset type's "
+        "python type 'builtins.list'"
+    )
+    with pytest.raises(FormatError, match=message):
+        Butler(b.storage.uri()).get("cfg", i=1)
+    with pytest.raises(FormatError, match=message):
+        b.get("cfg", i=1)
