@@ -9,13 +9,24 @@ import json
 import os
 import sys
 import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 import butler
-from butler import Butler, DatasetTypeError, FormatDescriptor, FormatError, Registry
+from butler import (
+    Butler,
+    DatasetTypeError,
+    FormatDescriptor,
+    FormatError,
+    InvalidDataIdError,
+    Registry,
+)
+from butler._json import loads
 
 
 def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> ModuleType:
@@ -241,3 +252,68 @@ def test_a_type_redefined_by_another_butler_applies_once_the_policy_is_read_agai
         Butler(b.storage.uri()).get("cfg", i=1)
     with pytest.raises(FormatError, match=message):
         b.get("cfg", i=1)
+
+
+class _ReadOnlyId(Mapping[str, Any]):
+    """A data ID that is a `Mapping` but no dict."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def test_data_ids_of_any_mapping_kind_put_and_get_the_same_dataset(posix_repo: Butler) -> None:
+    """``defaultdict``, ``OrderedDict`` (keys in another order) and a plain `Mapping`, alone
+    or completed by keywords, address the same dataset on put and get; a missing key of a
+    ``defaultdict`` is reported missing, never filled in by its default."""
+    b = posix_repo
+    b.register_dataset_type("cfg", dict, "json", template="cfg/{i:d}_{j}.json")
+    ids = defaultdict(int, {"i": 1, "j": "a"})
+    assert b.put({"v": 1}, "cfg", ids).key == "cfg/1_a.json"
+    assert b.put({"v": 2}, "cfg", _ReadOnlyId({"j": "b", "i": 2})).key == "cfg/2_b.json"
+    assert b.get("cfg", OrderedDict(j="a", i=1)) == {"v": 1}
+    assert b.get("cfg", _ReadOnlyId({"i": 2}), j="b") == {"v": 2}
+    assert b.get("cfg", ids) == {"v": 1}
+    assert b.get("cfg", {"i": 2}, j="b") == {"v": 2}
+    with pytest.raises(InvalidDataIdError, match=r"data ID keys \['j'\] given twice"):
+        b.get("cfg", {"i": 1, "j": "a"}, j="b")
+    with pytest.raises(InvalidDataIdError, match=r"missing \['j'\]"):
+        b.get("cfg", defaultdict(str, {"i": 1}))
+    with pytest.raises(InvalidDataIdError, match=r"unknown \['k'\]"):
+        b.get("cfg", _ReadOnlyId({"i": 1, "j": "a", "k": 0}))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": NaN, "b": Infinity, "c": -Infinity}',
+        b'{"n": ' + b"9" * 5000 + b"}",  # past int_max_str_digits: a ValueError of its own
+        b'{"n": 1e999, "m": -0.0}',
+        b'["\\ud800", "\\udfff\\ud800"]',  # lone surrogates, escaped
+        b'{"a": "\xed\xa0\x80"}',  # a lone surrogate, encoded (surrogatepass)
+        b'\xef\xbb\xbf{"a": 1}',  # UTF-8 BOM
+        b'{"a": 1}\x00',  # trailing NUL
+        b'{"a": 1}\x0c',  # form feed is no JSON whitespace
+        b'{"a": 1}\xc2\xa0',  # nor is a no-break space
+        b"[" * 50_000 + b"]" * 50_000,
+    ],
+)
+def test_loads_on_odd_bytes_is_json_loads(raw: bytes) -> None:
+    """`butler._json.loads` gives what ``json.loads`` gives (value, or error type and
+    message) for the odd documents a hostile writer may store."""
+
+    def outcome(loader: Any) -> tuple[str, str]:
+        try:
+            return "value", repr(loader(raw))
+        except (ValueError, RecursionError) as exc:
+            return type(exc).__name__, str(exc)
+
+    assert outcome(loads) == outcome(json.loads)
