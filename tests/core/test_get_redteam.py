@@ -7,8 +7,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -317,3 +319,44 @@ def test_loads_on_odd_bytes_is_json_loads(raw: bytes) -> None:
             return type(exc).__name__, str(exc)
 
     assert outcome(loads) == outcome(json.loads)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_metadata_read_by_a_signal_handler_meanwhile_leaves_the_outer_read_whole(
+    posix_repo: Butler,
+) -> None:
+    """A signal handler that reads metadata runs between a read's ``fgetxattr`` and the
+    copy of its value (the thread's reused buffer): the interrupted read still returns
+    its own dataset's metadata, never ``{}`` from the handler's bytes. Signals come every
+    100 microseconds for at most 1.5 s; before the buffer was taken while in use, about
+    one read in twenty came back wrong."""
+    b = posix_repo
+    b.register_dataset_type("m", dict, "json", template="m/{i:d}.json")
+    b.put({"i": 1}, "m", i=1)
+    b.put({"i": 2}, "m", i=2)
+    path = os.path.join(b.storage.root, "m/2.json")  # type: ignore[attr-defined]
+    meta = json.loads(os.getxattr(path, "user.butler"))
+    meta["pad"] = "y" * 2000  # longer than the interrupted read's value
+    os.setxattr(path, "user.butler", json.dumps(meta).encode())
+    storage = b.storage
+    expected = storage.metadata("m/1.json")
+    handled = [0]
+
+    def handler(signum: int, frame: Any) -> None:
+        handled[0] += 1
+        storage.metadata("m/2.json")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    wrong: list[Any] = []
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end and not wrong:
+            got = storage.metadata("m/1.json")
+            if got != expected:
+                wrong.append(got)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert wrong == []
+    assert handled[0] > 100  # the handler did interrupt reads
