@@ -57,7 +57,7 @@ from ._runs import (
     run_prefix,
 )
 from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, is_reserved_key
-from ._types import resolve_policy_type, type_name
+from ._types import loaded_type, resolve_policy_type, type_name
 from ._urls import mask_url, strip_credentials
 
 __all__ = ["Butler", "ReindexReport", "VerifyReport"]
@@ -980,19 +980,30 @@ class Butler(CollectionsMixin, BulkMixin):
             stored=stored,
         )
         cacheable = type(recorded) is str and (written is None or type(written) is str)
-        cache_key = (id(base), recorded, written, self.registry._generation)
+        cache_key = (id(base), recorded, written, self.registry._current_generation())
         cached = self._read_resolutions.get(cache_key) if cacheable else None
         imports = self.allow_imports  # a public attribute: kept by identity
-        if cached is None or cached[0] is not base or cached[1] is not imports:
-            resolved = self._resolve_read(location, recorded)
+        if (
+            cached is None
+            or cached[0] is not base
+            or cached[1] is not imports
+            or not _classes_current(cached[4])
+        ):
+            resolved, cls = self._resolve_read(location, recorded)
             if cacheable:
                 if len(self._read_resolutions) >= _MAX_READ_RESOLUTIONS:
                     self._read_resolutions.clear()
+                # The classes are checked on reuse: a module reloaded (or a class
+                # redefined in it) since gives the class it holds now, as a new get would.
+                named = ((base.python_type, resolved.expected),)
+                if cls is not resolved.expected:
+                    named += ((written, cls),)
                 self._read_resolutions[cache_key] = (
                     base,
                     imports,
                     resolved.expected,
                     resolved.serializer,
+                    named,
                 )
             return resolved
         state = location.__dict__  # built just above and seen by nothing else yet
@@ -1002,8 +1013,9 @@ class Butler(CollectionsMixin, BulkMixin):
         location.check_arguments()  # the only step that depends on the call's arguments
         return location
 
-    def _resolve_read(self, location: ButlerLocation, recorded: Any) -> ButlerLocation:
-        """``location``, whose stored metadata records format ``recorded``, resolved."""
+    def _resolve_read(self, location: ButlerLocation, recorded: Any) -> tuple[ButlerLocation, type]:
+        """``location``, whose stored metadata records format ``recorded``, resolved; and
+        the class its serializer was chosen for."""
         if not isinstance(recorded, str) or not is_format_name(recorded):
             raise FormatError(
                 f"{location.describe()} records format {recorded!r}, which is not a format "
@@ -1022,7 +1034,7 @@ class Butler(CollectionsMixin, BulkMixin):
                 raise
             cls = location.expected_type()
         state["serializer"] = self.registry.find(cls, self.storage.type_name, recorded)
-        return location
+        return location, cls
 
     def exists(
         self,
@@ -1399,6 +1411,27 @@ class Butler(CollectionsMixin, BulkMixin):
 
 #: Read resolutions a Butler keeps (see `Butler._resolve_read_at`); more clears them.
 _MAX_READ_RESOLUTIONS = 512
+
+
+def _classes_current(named: tuple[tuple[Any, type | None], ...]) -> bool:
+    """Whether each (dotted name, class) pair of a kept read resolution still holds.
+
+    Parameters
+    ----------
+    named
+        The names a resolution resolved (the dataset type's python type, and the recorded
+        subclass when the dataset was written as one) with the classes they gave.
+
+    Returns
+    -------
+    bool
+        True when every name's module is imported and holds that very class now; false
+        after a reload or a redefinition (the resolution is then worked out again).
+    """
+    for name, cls in named:  # noqa: SIM110 - a loop: no generator object on every get
+        if loaded_type(name) is not cls:
+            return False
+    return True
 
 
 def _location_base(butler: Butler, dt: DatasetType) -> ButlerLocation:

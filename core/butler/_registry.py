@@ -271,6 +271,22 @@ class Registry:
                 f". Call find({name}, {format!r}, {storage!r})."
             )
 
+    def _current_generation(self) -> int:
+        """The generation of what `find` answers now, for callers that keep its answers.
+
+        A string-registered type whose module was imported since the last lookup changes
+        what `find` answers without a `register`: that is accounted for first, as `find`
+        does (one comparison when nothing is pending).
+
+        Returns
+        -------
+        int
+            A number that changes whenever an answer of `find` may have changed.
+        """
+        if self._pending_modules and len(sys.modules) != self._modules_seen:
+            self._refresh_pending()
+        return self._generation
+
     def _changed(self) -> None:
         """Invalidate cached lookups (caller holds the lock)."""
         self._generation += 1
@@ -448,6 +464,10 @@ class Registry:
                     f"pass overwrite=True to replace it"
                 )
             self._formats[descriptor.name] = descriptor
+            if old != descriptor:
+                # What a format declares (reads_other_types...) decides resolutions that
+                # callers keep by generation (`Butler._resolve_read_at`).
+                self._changed()
 
     @property
     def formats(self) -> Mapping[str, FormatDescriptor]:

@@ -128,11 +128,16 @@ def fgetxattr(fd: int, name: bytes) -> bytes | None:
     kept = getattr(_buffers, "xattr", None)  # one buffer per thread, reused
     if kept is None:
         buffer = (calls.ctypes.c_char * XATTR_BUFFER)()
-        kept = _buffers.xattr = (buffer, memoryview(buffer).cast("B"))
+        kept = (buffer, memoryview(buffer).cast("B"))
+    else:
+        # Taken while in use: a call made on this thread before the value is copied out
+        # (a signal handler or a finalizer doing a get) fills a buffer of its own.
+        _buffers.xattr = None
     size = calls.fgetxattr(fd, name, kept[0], XATTR_BUFFER)
-    if size < 0:
-        return None
-    return kept[1][:size].tobytes()  # the value only (``buffer.raw`` copies all 4 KiB)
+    # The value only (``buffer.raw`` copies all 4 KiB).
+    value = kept[1][:size].tobytes() if size >= 0 else None
+    _buffers.xattr = kept
+    return value
 
 
 #: ``renameat2`` flag: fail with ``EEXIST`` instead of replacing the destination.
