@@ -995,7 +995,9 @@ class Butler(CollectionsMixin, BulkMixin):
                     self._read_resolutions.clear()
                 # The classes are checked on reuse: a module reloaded (or a class
                 # redefined in it) since gives the class it holds now, as a new get would.
-                named = ((base.python_type, resolved.expected),)
+                named: tuple[tuple[Any, type | None], ...] = (
+                    (base.python_type, resolved.expected),
+                )
                 if cls is not resolved.expected:
                     named += ((written, cls),)
                 self._read_resolutions[cache_key] = (
