@@ -17,9 +17,10 @@ from butler import (
     Components,
     DatasetTypeError,
     ParameterError,
-    Registry,
 )
 from butler._components import ComponentCatalog, catalog_for
+
+from ._registries import own_registry
 
 
 @dataclass
@@ -124,13 +125,7 @@ def test_declarations_are_lazy_and_validated() -> None:
 def test_a_user_declaration_and_direct_reader_in_an_own_registry(
     butler_repo: Callable[..., Butler],
 ) -> None:
-    registry = Registry()
-    for decl in butler.default_registry().serializers.values():
-        registry.add(decl)
-    for fmt in butler.default_registry().formats.values():
-        registry.register_format(fmt)
-    for spec in butler.default_registry().storages.values():
-        registry.register_storage(spec)
+    registry = own_registry()
     calls: list[str] = []
 
     def read_one(location: butler.ButlerLocation, component: str, **_: object) -> object:

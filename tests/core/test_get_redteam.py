@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 
-import butler
 from butler import (
     Butler,
     DatasetTypeError,
     FormatDescriptor,
     FormatError,
     InvalidDataIdError,
-    Registry,
 )
 from butler._json import loads
+
+from ._registries import own_registry
 
 
 def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> ModuleType:
@@ -109,26 +109,6 @@ def test_a_redefined_recorded_subclass_is_the_one_returned(
     assert isinstance(again, base.Point)
 
 
-def _own_registry() -> Registry:
-    """A copy of the default registry, so that a test may register serializers without
-    touching other tests'.
-
-    Returns
-    -------
-    Registry
-        A new registry with the default one's serializers, formats and storages.
-    """
-    registry = Registry()
-    default = butler.default_registry()
-    for decl in default.serializers.values():
-        registry.add(decl)
-    for fmt in default.formats.values():
-        registry.register_format(fmt)
-    for spec in default.storages.values():
-        registry.register_storage(spec)
-    return registry
-
-
 def test_a_serializer_registered_by_name_serves_once_its_module_is_imported(
     posix_repo: Butler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,7 +129,7 @@ def test_a_serializer_registered_by_name_serves_once_its_module_is_imported(
     )
     (tmp_path / "mods" / "redteam_marker_c.py").write_text(marker_source)
     monkeypatch.delitem(sys.modules, "redteam_marker_c", raising=False)
-    registry = _own_registry()
+    registry = own_registry()
     registry.register(
         "redteam_marker_c.Marker", "*", "json", "redteam_reader_c:write", "redteam_reader_c:read"
     )
@@ -176,7 +156,7 @@ def test_a_format_redefined_to_read_no_other_types_refuses_the_next_get(
         "def write(obj, location, **kw):\n"
         "    with location.open_write() as f:\n        f.write(obj['text'].encode())\n",
     )
-    registry = _own_registry()
+    registry = own_registry()
     registry.register_format(FormatDescriptor("redteamfmt", (".rt",), reads_other_types=True))
     registry.register(dict, "*", "redteamfmt", "redteam_reader_d:write", "redteam_reader_d:read")
     b = Butler(posix_repo.storage.uri(), registry=registry)

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import butler
-from butler import Butler, DatasetTypeError, FormatError, Registry, UnsafeFormatError
+from butler import Butler, DatasetTypeError, FormatError, UnsafeFormatError
 from butler._json import loads
+
+from ._registries import own_registry
 
 
 class Sub(dict):  # type: ignore[type-arg]
@@ -24,17 +25,8 @@ class Sub(dict):  # type: ignore[type-arg]
 
 
 def _own_registry_butler(b: Butler) -> Butler:
-    """A Butler on ``b``'s repository with a registry of its own (a copy of the default
-    one), so that a test may register serializers without touching other tests'."""
-    registry = Registry()
-    default = butler.default_registry()
-    for decl in default.serializers.values():
-        registry.add(decl)
-    for fmt in default.formats.values():
-        registry.register_format(fmt)
-    for spec in default.storages.values():
-        registry.register_storage(spec)
-    return Butler(b.storage.uri(), registry=registry)
+    """A Butler on ``b``'s repository with a registry of its own (`own_registry`)."""
+    return Butler(b.storage.uri(), registry=own_registry())
 
 
 def _set_metadata(b: Butler, key: str, **changes: Any) -> None:
