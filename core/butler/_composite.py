@@ -456,7 +456,13 @@ def _retrying(location: ButlerLocation, attempt: Any) -> Any:
         try:
             return attempt(record)
         except DatasetNotFoundError:
-            if _record(location, current=True).get("token") == record.get("token"):
+            try:
+                now = _record(location, current=True).get("token")
+            except StorageError:
+                # Replaced again while this check read it (S3: "it changed while being
+                # read"): it changed. An error that persists is raised by the last attempt.
+                now = None
+            if now is not None and now == record.get("token"):
                 raise  # the record did not change: a part is really missing
         current = True
         # Overtaken: wait a little (random, growing) before the next attempt, so that a

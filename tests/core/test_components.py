@@ -295,6 +295,40 @@ def test_a_reader_overtaken_by_an_overwrite_reads_the_new_composite(
     assert len(_parts(arrays)) == 2
 
 
+def test_a_record_replaced_again_while_its_reader_checks_it_is_read_again(
+    arrays: Butler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overtaken by an overwrite, a reader checks the current record; when that read fails
+    because the record was replaced once more (S3: "it changed while being read"), the
+    reader retries with the newest record instead of raising (seen in CI, S3 crash loop)."""
+    import butler._composite as composite
+
+    arrays.put(Arrays(np.zeros(3), np.zeros(3)), "arr", ccd=1)
+    storage = arrays.storage
+    real_metadata, real_record = storage.metadata, composite._record
+    overtaken: list[str] = []
+    refused: list[bool] = []
+
+    def racing(key: str) -> dict:
+        if key.startswith("@parts/") and not overtaken:
+            overtaken.append(key)
+            arrays.put(Arrays(np.ones(3), np.ones(3)), "arr", ccd=1, overwrite=True)
+        return real_metadata(key)
+
+    def checking(location: butler.ButlerLocation, *, current: bool = False) -> dict:
+        if current and overtaken and not refused:
+            refused.append(True)
+            raise butler.StorageError(f"cannot read {location.key!r}: it changed while being read")
+        return real_record(location, current=current)
+
+    monkeypatch.setattr(storage, "metadata", racing)
+    monkeypatch.setattr(composite, "_record", checking)
+    got = arrays.get("arr", ccd=1)
+    assert overtaken and refused
+    np.testing.assert_array_equal(got.image, np.ones(3))
+    np.testing.assert_array_equal(got.weights, np.ones(3))
+
+
 def test_any_dict_key_is_a_safe_part(repo: Butler) -> None:
     """Dict keys with '/', a leading '.', or 300 characters become one safe key segment
     each; the composite reads back whole, and purge leaves its parts alone."""
