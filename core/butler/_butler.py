@@ -613,9 +613,7 @@ class Butler(CollectionsMixin, BulkMixin):
             if collections is not None:
                 raise InvalidDataIdError("pass run= or collections=, not both")
             collections = (data_id_kw.pop("run"),)
-        # ``**data_id_kw`` is the call's own dict: used as it is when it is the whole ID.
-        merged = data_id_kw if data_id is None else _merge_data_id(data_id, data_id_kw)
-        return merged, self._search(collections)
+        return _merge_data_id(data_id, data_id_kw), self._search(collections)
 
     def _search(self, collections: str | Sequence[str] | None = None) -> tuple[str, ...]:
         """The runs searched for ``collections`` (default: this Butler's), chains expanded."""
@@ -637,16 +635,14 @@ class Butler(CollectionsMixin, BulkMixin):
         policy = self._policy
         runs = expand_collections(names, policy.collections)
         if collections is None:
-            known = all(n in policy.collections or n == DEFAULT_RUN for n in names)
-            self._default_runs = (policy, names, runs, known)
+            self._default_runs = (policy, names, runs, _all_known(names, policy.collections))
         return runs
 
     def _fresh_chains(self, names: Sequence[str]) -> None:
         """Re-read the policy when ``names`` include one that is not a known chain and the
         policy is older than `CHAINS_MAX_AGE`: a chain defined by another process since is
         seen within that time (a run name costs at most one policy read per interval)."""
-        chains = self._policy.collections
-        if all(n in chains or n == DEFAULT_RUN for n in names):
+        if _all_known(names, self._policy.collections):
             return
         if time.monotonic() - self._policy_read < CHAINS_MAX_AGE:
             return
@@ -669,11 +665,15 @@ class Butler(CollectionsMixin, BulkMixin):
         progress: ProgressCallback | None = None,
         *,
         run: str = DEFAULT_RUN,
+        base: ButlerLocation | None = None,
+        **fields: Any,
     ) -> ButlerLocation:
-        """The location of an already mapped dataset (key and normalised data ID)."""
+        """The location of an already mapped dataset (key and normalised data ID), from
+        ``base`` (default: ``dt``'s `_location_base`) with any further ``fields``."""
         if allow_pickle is None:  # the reader's choice; the policy's flag only suggests it
             allow_pickle = bool(self._allow_pickle)
-        base = _location_base(self, dt)
+        if base is None:
+            base = _location_base(self, dt)
         return base.evolve(
             locations=[key],
             data_id=data_id,
@@ -684,6 +684,7 @@ class Butler(CollectionsMixin, BulkMixin):
             allow_pickle=allow_pickle,
             progress=progress,
             run=run,
+            **fields,
         )
 
     # -- put / get ---------------------------------------------------------------------
@@ -883,10 +884,7 @@ class Butler(CollectionsMixin, BulkMixin):
         its bytes when the format or a disassembled layout allows; see
         :doc:`components`); ``parameters`` then apply to the component.
         """
-        dt = self._policy.dataset_types.get(dataset_type)
-        component = None
-        if dt is None:  # a component, or a type defined since the policy was read
-            dt, component = self._dataset_type_and_component(dataset_type)
+        dt, component = self._dataset_type_and_component(dataset_type)
         merged, runs = self._split_run(dt, data_id, data_id_kw, collections)
         resolved = self._find(dt, merged, runs, parameters, allow_pickle, progress)
         obj = resolved.read() if component is None else read_component(resolved, component)
@@ -898,6 +896,9 @@ class Butler(CollectionsMixin, BulkMixin):
 
     def _dataset_type_and_component(self, name: str) -> tuple[DatasetType, str | None]:
         """The dataset type and component path a (maybe dotted) name addresses."""
+        found = self._policy.dataset_types.get(name)
+        if found is not None:  # the common case: a defined dataset type, no component
+            return found, None
         base, component = split_name(self._policy.dataset_types, name)
         if base not in self._policy.dataset_types:
             with self._lock:
@@ -968,17 +969,10 @@ class Butler(CollectionsMixin, BulkMixin):
         # may name anything (only names of the right kind are looked up in the cache).
         recorded = stored.get("format", base.format)
         written = stored.get("python_type")
-        location = base.evolve(
-            locations=[key],
-            data_id=data_id,
-            additional_data=dict(base.additional_data) if base.additional_data else {},
-            parameters=dict(parameters) if parameters else {},
-            serializer_args=dict(base.serializer_args) if base.serializer_args else {},
-            allow_pickle=allow_pickle,
-            progress=progress,
-            run=run,
-            stored=stored,
-        )
+        location = self._location_at(
+            dt, key, data_id, parameters, False, allow_pickle, progress,
+            run=run, base=base, stored=stored,
+        )  # fmt: skip
         cacheable = type(recorded) is str and (written is None or type(written) is str)
         cache_key = (id(base), recorded, written, self.registry._current_generation())
         cached = self._read_resolutions.get(cache_key) if cacheable else None
@@ -1498,8 +1492,18 @@ class _All:
 _ALL = _All()
 
 
-def _merge_data_id(data_id: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(data_id or {})
+def _all_known(names: Sequence[str], chains: Mapping[str, Any]) -> bool:
+    """Whether every collection name is a known chain or the default run (so no policy
+    re-read could change what they expand to)."""
+    return all(n in chains or n == DEFAULT_RUN for n in names)
+
+
+def _merge_data_id(data_id: Mapping[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """``data_id`` and ``extra`` (the call's own ``**kw`` dict, returned as it is when
+    there is nothing to merge: no copy on the hot path)."""
+    if data_id is None:
+        return extra
+    merged = dict(data_id)
     clash = [k for k in extra if k in merged and merged[k] != extra[k]]
     if clash:
         raise InvalidDataIdError(f"data ID keys {clash} given twice with different values")

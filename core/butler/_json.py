@@ -30,8 +30,7 @@ def loads(raw: bytes) -> Any:
         try:
             obj, end = _decoder.raw_decode(text)
         except json.JSONDecodeError:
-            pass  # json.loads raises it with its own wording
-        else:
-            if end == len(text) or not text[end:].strip(_WHITESPACE):
-                return obj
+            return json.loads(raw)  # raises it, with json.loads' own wording
+        if end == len(text) or not text[end:].strip(_WHITESPACE):
+            return obj
     return json.loads(raw)

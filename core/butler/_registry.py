@@ -234,8 +234,7 @@ class Registry:
             the keys were given in the pre-0.2 order ``(python_type, format, storage)``.
         """
         key = (python_type, storage, format)
-        if self._pending_modules and len(sys.modules) != self._modules_seen:
-            self._refresh_pending()
+        self._notice_imports()
         try:
             return self._cache[key]
         except KeyError:
@@ -283,9 +282,14 @@ class Registry:
         int
             A number that changes whenever an answer of `find` may have changed.
         """
+        self._notice_imports()
+        return self._generation
+
+    def _notice_imports(self) -> None:
+        """Match string-registered types whose module was imported since the last look
+        (one comparison when nothing is pending)."""
         if self._pending_modules and len(sys.modules) != self._modules_seen:
             self._refresh_pending()
-        return self._generation
 
     def _changed(self) -> None:
         """Invalidate cached lookups (caller holds the lock)."""

@@ -271,14 +271,11 @@ def test_a_failed_disassembled_put_leaves_no_parts_and_the_old_composite(
     assert _parts(repo) == before
 
 
-def test_a_reader_overtaken_by_an_overwrite_reads_the_new_composite(
-    arrays: Butler, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The reader has the old record; an overwrite removes the old parts before the reader
-    reaches them: it reads the new record and assembles the new parts, never a mix."""
+def _overwritten_when_a_part_is_read(arrays: Butler, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Put ``arr`` ccd=1 (zeros), and make the first read of one of its parts' metadata
+    overwrite it (ones) first; returns the list that then names that part."""
     arrays.put(Arrays(np.zeros(3), np.zeros(3)), "arr", ccd=1)
-    storage = arrays.storage
-    real = storage.metadata
+    real = arrays.storage.metadata
     overtaken: list[str] = []
 
     def racing(key: str) -> dict:
@@ -287,7 +284,16 @@ def test_a_reader_overtaken_by_an_overwrite_reads_the_new_composite(
             arrays.put(Arrays(np.ones(3), np.ones(3)), "arr", ccd=1, overwrite=True)
         return real(key)
 
-    monkeypatch.setattr(storage, "metadata", racing)
+    monkeypatch.setattr(arrays.storage, "metadata", racing)
+    return overtaken
+
+
+def test_a_reader_overtaken_by_an_overwrite_reads_the_new_composite(
+    arrays: Butler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader has the old record; an overwrite removes the old parts before the reader
+    reaches them: it reads the new record and assembles the new parts, never a mix."""
+    overtaken = _overwritten_when_a_part_is_read(arrays, monkeypatch)
     got = arrays.get("arr", ccd=1)
     assert overtaken and overtaken[0].endswith("image.npy")
     np.testing.assert_array_equal(got.image, np.ones(3))
@@ -303,17 +309,9 @@ def test_a_record_replaced_again_while_its_reader_checks_it_is_read_again(
     reader retries with the newest record instead of raising (seen in CI, S3 crash loop)."""
     import butler._composite as composite
 
-    arrays.put(Arrays(np.zeros(3), np.zeros(3)), "arr", ccd=1)
-    storage = arrays.storage
-    real_metadata, real_record = storage.metadata, composite._record
-    overtaken: list[str] = []
+    overtaken = _overwritten_when_a_part_is_read(arrays, monkeypatch)
+    real_record = composite._record
     refused: list[bool] = []
-
-    def racing(key: str) -> dict:
-        if key.startswith("@parts/") and not overtaken:
-            overtaken.append(key)
-            arrays.put(Arrays(np.ones(3), np.ones(3)), "arr", ccd=1, overwrite=True)
-        return real_metadata(key)
 
     def checking(location: butler.ButlerLocation, *, current: bool = False) -> dict:
         if current and overtaken and not refused:
@@ -321,7 +319,6 @@ def test_a_record_replaced_again_while_its_reader_checks_it_is_read_again(
             raise butler.StorageError(f"cannot read {location.key!r}: it changed while being read")
         return real_record(location, current=current)
 
-    monkeypatch.setattr(storage, "metadata", racing)
     monkeypatch.setattr(composite, "_record", checking)
     got = arrays.get("arr", ccd=1)
     assert overtaken and refused
