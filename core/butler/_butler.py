@@ -666,10 +666,9 @@ class Butler(CollectionsMixin, BulkMixin):
         *,
         run: str = DEFAULT_RUN,
         base: ButlerLocation | None = None,
-        **fields: Any,
     ) -> ButlerLocation:
-        """The location of an already mapped dataset (key and normalised data ID), from
-        ``base`` (default: ``dt``'s `_location_base`) with any further ``fields``."""
+        """The location of an already mapped dataset (key and normalised data ID), built
+        from ``base`` (default: ``dt``'s `_location_base`)."""
         if allow_pickle is None:  # the reader's choice; the policy's flag only suggests it
             allow_pickle = bool(self._allow_pickle)
         if base is None:
@@ -684,7 +683,6 @@ class Butler(CollectionsMixin, BulkMixin):
             allow_pickle=allow_pickle,
             progress=progress,
             run=run,
-            **fields,
         )
 
     # -- put / get ---------------------------------------------------------------------
@@ -970,9 +968,10 @@ class Butler(CollectionsMixin, BulkMixin):
         recorded = stored.get("format", base.format)
         written = stored.get("python_type")
         location = self._location_at(
-            dt, key, data_id, parameters, False, allow_pickle, progress,
-            run=run, base=base, stored=stored,
-        )  # fmt: skip
+            dt, key, data_id, parameters, False, allow_pickle, progress, run=run, base=base
+        )
+        state = location.__dict__  # built just above and seen by nothing else yet
+        state["stored"] = stored
         cacheable = type(recorded) is str and (written is None or type(written) is str)
         cache_key = (id(base), recorded, written, self.registry._current_generation())
         cached = self._read_resolutions.get(cache_key) if cacheable else None
@@ -1002,7 +1001,6 @@ class Butler(CollectionsMixin, BulkMixin):
                     named,
                 )
             return resolved
-        state = location.__dict__  # built just above and seen by nothing else yet
         state["format"] = recorded
         state["expected"] = cached[2]
         state["serializer"] = cached[3]
