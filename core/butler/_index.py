@@ -274,6 +274,9 @@ class SqlIndex(Index):
     def __init__(self, repository: str) -> None:
         self.repository = repository
         self._ready: set[str] = set()
+        # The table of the last dataset types seen, by identity (`DatasetType` is frozen):
+        # naming one hashes the repository, name and dimensions.
+        self._names: dict[int, tuple[DatasetType, str]] = {}
         self._upserts: dict[str, str] = {}
         self._added: dict[str, int] = {}
         self._ready_lock = threading.Lock()
@@ -369,7 +372,14 @@ class SqlIndex(Index):
     def _table(self, dt: DatasetType, *, create: bool) -> str | None:
         """The table of ``dt``, created (with its catalog row) on first use when
         ``create``; ``None`` if it does not exist and ``create`` is false."""
-        table = table_name(self.repository, dt)
+        named = self._names.get(id(dt))
+        if named is not None and named[0] is dt:
+            table = named[1]
+        else:
+            table = table_name(self.repository, dt)
+            if len(self._names) >= 256:
+                self._names.clear()
+            self._names[id(dt)] = (dt, table)
         if table in self._ready:
             return table
         with self._ready_lock:
@@ -850,11 +860,16 @@ class SqliteIndex(SqlIndex):
             with self._shared_lock:
                 yield self._shared
             return
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = self._local.conn = self._connect()
-            self._local.pid = os.getpid()
-        yield conn
+        yield self._thread_conn()
+
+    def _thread_conn(self) -> sqlite3.Connection:
+        """This thread's connection (a forked child opens its own)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or getattr(local, "pid", None) != os.getpid():
+            conn = local.conn = self._connect()
+            local.pid = os.getpid()
+        return conn
 
     def _run(self, action: Callable[[sqlite3.Connection], Any]) -> Any:
         import sqlite3
@@ -863,6 +878,10 @@ class SqliteIndex(SqlIndex):
         # database locked (a WAL checkpoint, a long reader) retries briefly.
         for attempt in range(50):
             try:
+                if self._shared is None and not self._closed:
+                    # `_conn` without entering a context manager: the common case of
+                    # every put's row.
+                    return action(self._thread_conn())
                 with self._conn() as conn:
                     return action(conn)
             except sqlite3.OperationalError as exc:

@@ -46,17 +46,21 @@ _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
 _last_created = 0
 _created_lock = threading.Lock()
+_second: tuple[int, str] = (-1, "")  # (UNIX second, its ISO 8601 text) of the last put
 
 
 def new_created() -> tuple[float, str]:
     """(UNIX seconds, ISO 8601 UTC with microseconds) of now, strictly increasing within
     the process: two puts never share a creation time, however fast."""
-    global _last_created
+    global _last_created, _second
     with _created_lock:
         micros = max(time.time_ns() // 1000, _last_created + 1)
         _last_created = micros
-    stamp = _dt.datetime.fromtimestamp(micros / 1e6, tz=_dt.UTC)
-    return micros / 1e6, stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, fraction = divmod(micros, 1_000_000)
+    kept = _second  # the formatted second is the same for every put within it
+    if kept[0] != seconds:
+        kept = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return micros / 1e6, f"{kept[1]}.{fraction:06d}Z"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["fgetxattr", "openat2_beneath", "rename_noreplace"]
+__all__ = ["ABSENT", "fgetxattr", "lstat_beneath", "openat2_beneath", "rename_noreplace"]
 
 #: The ``openat2`` system call number (the same on every Linux architecture since 5.6).
 _SYS_OPENAT2 = 437
@@ -32,6 +32,11 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 #: Largest metadata read without a retry (butler writes ~330 bytes; more goes to os).
 XATTR_BUFFER = 4096
+#: `lstat_beneath`'s answer when nothing is at the path (a missing segment or file).
+ABSENT: Any = object()
+#: ``O_PATH``: a descriptor naming the file, without opening it for reading (so no
+#: permission on the file is needed, as for ``stat``); 0 where the system has none.
+_O_PATH = getattr(os, "O_PATH", 0)
 #: Errors that mean "this system cannot": the fast path is then switched off for good.
 _UNSUPPORTED = frozenset({errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG})
 
@@ -63,6 +68,9 @@ class _Calls:
         self.how = OpenHow(read_flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS)
         self.how_ref = ctypes.byref(self.how)
         self.how_size = ctypes.sizeof(self.how)
+        resolve = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS
+        self.how_path = OpenHow(_O_PATH | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0, resolve)
+        self.how_path_ref = ctypes.byref(self.how_path)
         self.syscall = libc.syscall
         self.syscall.restype = ctypes.c_long
         self.syscall.argtypes = [
@@ -115,6 +123,34 @@ def openat2_beneath(dir_fd: int, path: str, flags: int) -> int | None:
     if calls.ctypes.get_errno() in _UNSUPPORTED:
         calls.openat2_ok = False
     return None
+
+
+def lstat_beneath(dir_fd: int, path: str) -> os.stat_result | Any | None:
+    """``lstat`` of ``path`` under ``dir_fd`` with `openat2_beneath`'s guarantees (no link
+    anywhere in the path, no escape), in one ``openat2(O_PATH)`` and an ``fstat``.
+
+    Returns the stat result, `ABSENT` when a segment or the file does not exist
+    (``ENOENT``: a link or an escape is ``ELOOP``/``EXDEV``, never that), or ``None``
+    for anything else (the system cannot, a link, a segment that is a file...): the
+    caller then resolves the path segment by segment, which says what is wrong.
+    """
+    if not enabled or not _O_PATH:
+        return None
+    calls = _calls if _calls is not None else _load(_DEFAULT_FLAGS)
+    if not calls or not calls.openat2_ok:
+        return None
+    fd = calls.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), calls.how_path_ref, calls.how_size)
+    if fd < 0:
+        code = calls.ctypes.get_errno()
+        if code in _UNSUPPORTED:
+            calls.openat2_ok = False
+        return ABSENT if code == errno.ENOENT else None
+    try:
+        return os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def fgetxattr(fd: int, name: bytes) -> bytes | None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InvalidDataIdError, StorageError
 from .._json import loads as loads_json
 from .._storage import COPY_CHUNK, RESERVED_PREFIX, check_key, key_suffix
-from ._linux import openat2_beneath
+from ._linux import ABSENT, lstat_beneath, openat2_beneath
 
 XATTR = "user.butler"
 #: Prefix of temporary files (and xattr probes): no dataset or sidecar name starts with it.
@@ -317,6 +317,19 @@ class DescriptorResolution:
 
     def _lstat(self, key: str) -> os.stat_result | None:
         """stat of a stored regular file (``None`` if absent); refuses links and specials."""
+        split_key(key)  # validated first, whichever path answers
+        root = self._root_fd
+        if root is not None:
+            # The common answers (a regular file, a directory, nothing there) in one
+            # openat2; anything else takes the walk below, which says what is wrong.
+            fast = lstat_beneath(root, key)
+            if fast is not None and fast is not ABSENT:
+                if stat.S_ISREG(fast.st_mode):
+                    return fast
+                if stat.S_ISDIR(fast.st_mode):
+                    return None
+            elif fast is ABSENT and not self._root_replaced():
+                return None
         found = self._lstat_once(key)
         if found is None and self._root_replaced():
             found = self._lstat_once(key)
