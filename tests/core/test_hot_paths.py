@@ -309,6 +309,45 @@ def test_create_only_commit_refuses_an_existing_dataset(
     storage.close()
 
 
+@pytest.mark.skipif(not LINUX, reason="openat2 is a Linux system call")
+@pytest.mark.parametrize("key", ["a/b/c.json", "a/missing.json", "nowhere/c.json", "a/dir.json"])
+def test_exists_takes_the_fast_path_on_linux(
+    storage: PosixStorage, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file, nothing, or a directory is answered by one openat2(O_PATH), without the
+    walk (so the comparison above compares two paths for `exists` too)."""
+
+    def no_walk(*args: Any) -> None:
+        raise AssertionError("the portable walk was used")
+
+    monkeypatch.setattr(storage, "_lstat_once", no_walk)
+    assert storage.exists(key) is (key == "a/b/c.json")
+
+
+@pytest.mark.parametrize("name", ["dir.json", "link.json", "dirlink", "fifo.json", "sock.json"])
+def test_create_only_write_over_a_non_file_is_refused_alike_both_ways(
+    storage: PosixStorage, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create-only commit does not look before renaming: when the rename finds the
+    name taken, what is there decides the error, the same as with the look-first link
+    path. Nothing there is changed and no temporary file is left."""
+    root = Path(storage.root) / "a"
+    before = sorted(os.listdir(root))
+
+    def attempt() -> tuple[str, str]:
+        outcome = _outcome(lambda: storage.write_bytes(f"a/{name}", b"new", overwrite=False))
+        assert sorted(os.listdir(root)) == before
+        return outcome
+
+    fast = attempt()
+    monkeypatch.setattr(_linux, "enabled", False)
+    assert attempt() == fast
+    kind = {"dir.json": "a directory", "fifo.json": "a FIFO", "sock.json": "a socket"}
+    assert fast[0] == "StorageError" and fast[1].startswith("refused"), fast
+    assert f"is {kind.get(name, 'a symbolic link')};" in fast[1], fast
+    assert (Path(storage.root) / "../outside/c.json").read_bytes() == b"secret"
+
+
 def test_rename_noreplace_unsupported_falls_back_to_link(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
