@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ._errors import FormatError, StorageError
+from ._json import dumps_compact, dumps_sorted
 from ._policy import DatasetType
 from ._runs import DEFAULT_RUN
 
@@ -236,7 +237,7 @@ def dimension_column(dimension: str) -> str:
 def data_id_digest(data_id: Mapping[str, Any]) -> str:
     """A digest of the canonical data ID (fixed width, so databases that limit index sizes
     can index it, however long the values): the ``_did`` column."""
-    canonical = json.dumps([[k, data_id[k]] for k in sorted(data_id)], separators=(",", ":"))
+    canonical = dumps_compact([[k, data_id[k]] for k in sorted(data_id)])
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -249,7 +250,7 @@ def entry_id(data_id: Mapping[str, Any], run: str = DEFAULT_RUN) -> str:
 
 def _run_entry_id(run: str, digest: str) -> str:
     """`entry_id` of a data ID of digest ``digest`` in a run other than the default."""
-    canonical = json.dumps([run, digest], separators=(",", ":"))
+    canonical = dumps_compact([run, digest])
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -484,9 +485,7 @@ class SqlIndex(Index):
             "_created": entry.created,
             "_run": entry.run,
             "_did": did,
-            "_provenance": None
-            if entry.provenance is None
-            else json.dumps(entry.provenance, separators=(",", ":"), sort_keys=True),
+            "_provenance": None if entry.provenance is None else dumps_sorted(entry.provenance),
         }
         for d, kind in dt.dimensions.items():
             value = entry.data_id[d]

@@ -1,8 +1,11 @@
-"""`loads`: ``json.loads`` of bytes, with the common case decoded in fewer steps.
+"""`loads`: ``json.loads`` of bytes, with the common case decoded in fewer steps;
+`dumps_compact` and `dumps_sorted`: ``json.dumps`` with fixed options, encoder built once.
 
 A small get parses JSON twice (the metadata and the dataset); for ~300 bytes,
 ``json.loads`` spends a third of its time around the parser: detecting the encoding,
-dispatching on the argument's type, matching trailing whitespace with a regex.
+dispatching on the argument's type, matching trailing whitespace with a regex. A small
+put encodes four small documents (the metadata, the data ID's digest, the index row's
+provenance); ``json.dumps`` with any option builds a new encoder each time (1.3 us).
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["loads"]
+__all__ = ["dumps_compact", "dumps_sorted", "loads"]
 
 _decoder = json.JSONDecoder()
+#: ``json.dumps(obj, separators=(",", ":"))``
+dumps_compact = json.JSONEncoder(separators=(",", ":")).encode
+#: ``json.dumps(obj, separators=(",", ":"), sort_keys=True)``
+dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _WHITESPACE = " \t\n\r"  # what JSON allows around a value
 
 

@@ -1,6 +1,7 @@
 """A get resolves a dataset once and keeps the answer (`Butler._resolve_read_at`): the
 kept answer must be exactly what resolving again would give, for every input it
-depends on, and `butler._json.loads` must be ``json.loads`` of the same bytes."""
+depends on, and `butler._json.loads` must be ``json.loads`` of the same bytes (and its
+kept encoders ``json.dumps``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from butler import Butler, DatasetTypeError, FormatError, UnsafeFormatError
-from butler._json import loads
+from butler._json import dumps_compact, dumps_sorted, loads
 
 from ._registries import own_registry
 
@@ -187,6 +188,28 @@ def test_loads_is_json_loads(value: Any, before: str, after: str, encoding: str)
     the document and however it is encoded."""
     raw = (before + json.dumps(value, ensure_ascii=False) + after).encode(encoding)
     assert _ours(raw) == _outcome(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=JSON_VALUES | st.floats() | st.dictionaries(st.integers(), st.integers(), max_size=3))
+def test_the_kept_encoders_are_json_dumps(value: Any) -> None:
+    """`dumps_compact` / `dumps_sorted` (one encoder, built once) write what ``json.dumps``
+    with the same options writes: the digests stored in indexes depend on it."""
+    assert dumps_compact(value) == json.dumps(value, separators=(",", ":"))
+    assert dumps_sorted(value) == json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def test_the_kept_encoders_raise_what_json_dumps_raises() -> None:
+    for bad in ({"a": object()}, {(1, 2): 1}):
+        with pytest.raises(TypeError) as ours:
+            dumps_compact(bad)
+        with pytest.raises(TypeError) as theirs:
+            json.dumps(bad, separators=(",", ":"))
+        assert str(ours.value) == str(theirs.value)
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular reference"):
+        dumps_sorted(circular)
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ from .._errors import (
     DatasetNotFoundError,
     StorageError,
 )
+from .._json import dumps_compact
 from .._storage import (
     COPY_CHUNK,
     POLICY_KEY,
@@ -703,7 +704,7 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
         """Attach the metadata (xattr) and fsync the temporary file; return its inode,
         which only a sidecar needs (0 with xattrs: one ``fstat`` fewer per put)."""
         if self.use_xattr:
-            os.setxattr(fd, XATTR, json.dumps(meta, separators=(",", ":")).encode())
+            os.setxattr(fd, XATTR, dumps_compact(meta).encode())
         if self.durable:
             os.fsync(fd)
         return 0 if self.use_xattr else os.fstat(fd).st_ino
