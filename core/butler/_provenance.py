@@ -179,6 +179,13 @@ def _where() -> tuple[str | None, str | None]:
     return user, socket.gethostname() or None
 
 
+@functools.cache
+def _python_version() -> str:
+    import platform  # here, not at ``import butler``: only puts need it
+
+    return platform.python_version()
+
+
 def provenance_record(
     storage: Storage,
     *,
@@ -189,8 +196,6 @@ def provenance_record(
 ) -> dict[str, Any]:
     """The provenance to commit with a put's bytes; writes the inputs record first when
     the inputs are too long to keep inline."""
-    import platform  # here, not at ``import butler``: only puts need it
-
     user, host = _where()
     record: dict[str, Any] = {
         "run": run,
@@ -198,7 +203,7 @@ def provenance_record(
         "user": user,
         "host": host,
         "butler": _version("butler-core"),
-        "python": platform.python_version(),
+        "python": _python_version(),
         "serializer": {"distribution": distribution, "version": _version(distribution)},
     }
     if inputs:

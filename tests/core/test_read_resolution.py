@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from butler import Butler, DatasetTypeError, FormatError, UnsafeFormatError
 from butler._json import dumps_compact, dumps_sorted, loads
+from butler.formats import json_ as json_format
 
 from ._registries import own_registry
 
@@ -193,10 +194,12 @@ def test_loads_is_json_loads(value: Any, before: str, after: str, encoding: str)
 @settings(max_examples=200, deadline=None)
 @given(value=JSON_VALUES | st.floats() | st.dictionaries(st.integers(), st.integers(), max_size=3))
 def test_the_kept_encoders_are_json_dumps(value: Any) -> None:
-    """`dumps_compact` / `dumps_sorted` (one encoder, built once) write what ``json.dumps``
-    with the same options writes: the digests stored in indexes depend on it."""
+    """`dumps_compact` / `dumps_sorted` and the json format's writer (one encoder each,
+    built once) write what ``json.dumps`` with the same options writes: the digests stored
+    in indexes and the bytes of json datasets depend on it."""
     assert dumps_compact(value) == json.dumps(value, separators=(",", ":"))
     assert dumps_sorted(value) == json.dumps(value, separators=(",", ":"), sort_keys=True)
+    assert json_format._encode(value) == json.dumps(value, ensure_ascii=False)
 
 
 def test_the_kept_encoders_raise_what_json_dumps_raises() -> None:
