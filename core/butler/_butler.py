@@ -1065,9 +1065,9 @@ class Butler(CollectionsMixin, BulkMixin):
 
     def _remove_at(self, dt: DatasetType, location: ButlerLocation) -> None:
         index = self.index
+        record = composite.record_at(location)  # before anything changes: it may fail
         if index is not None:  # the row first: never a row for removed bytes
             index.discard(dt, [location.data_id], location.run)
-        record = composite.record_at(location)
         try:
             self.storage.remove(location.key)
         except DatasetNotFoundError:

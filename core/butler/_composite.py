@@ -145,7 +145,10 @@ def write(obj: Any, location: ButlerLocation, **serializer_args: Any) -> None:
     except BaseException:
         # Unless the record did commit (an error after the commit itself), its parts are
         # unreferenced: take them away now rather than leave them to purge.
-        if _referenced(location.storage, location.key) != token:
+        # Unknown (the record could not be read just now): keep them for purge, which
+        # checks again; removing them could take a committed dataset's parts.
+        now = _referenced(location.storage, location.key)
+        if now is not _UNKNOWN and now != token:
             remove_parts(location.storage, location.key, record)
         raise
     if previous is not None and previous.get("token") != token:
@@ -532,8 +535,19 @@ def read_part(location: ButlerLocation, name: str) -> Any:
 
 
 def record_at(location: ButlerLocation) -> dict[str, Any] | None:
-    """The composite record stored at the location, or ``None`` (not composite, absent)."""
-    return _record_or_none(location)
+    """The composite record stored at the location, or ``None`` (not composite, absent).
+
+    A record replaced while being read (S3 refuses to mix two versions of an object: "it
+    changed while being read") is read again, as `_retrying` does for readers; an error
+    that persists is raised by the last attempt."""
+    for tries in range(READ_ATTEMPTS):
+        try:
+            return _record_or_none(location)
+        except StorageError:
+            if tries == READ_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.0, RETRY_PAUSE * 2**tries))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def remove_parts(storage: Storage, key: str, record: Mapping[str, Any]) -> None:
@@ -548,22 +562,29 @@ def remove_parts(storage: Storage, key: str, record: Mapping[str, Any]) -> None:
 
 #: `_referenced`'s answer for a record it cannot read: which parts it names is unknown.
 _UNREADABLE = object()
+#: `_referenced`'s answer when the storage failed to answer (replaced while being read,
+#: a transient error): whether a record is there, and which, is unknown.
+_UNKNOWN = object()
 
 
 def _referenced(storage: Storage, key: str) -> Any:
     """The token of the record stored at ``key`` (``None``: no composite there;
-    `_UNREADABLE`: a composite whose record is not valid)."""
+    `_UNREADABLE`: a composite whose record is not valid; `_UNKNOWN`: the storage
+    failed to say)."""
     try:
         record = _stored_record(storage, key)
     except FormatError:
         return _UNREADABLE
+    except StorageError:
+        return _UNKNOWN
     return None if record is None else record["token"]
 
 
 def unreferenced_parts(storage: Storage, older_than: float = 0.0) -> Iterator[str]:
     """Keys of parts no composite record names (left by a killed writer, or by a
     concurrent overwrite), committed more than ``older_than`` seconds ago. Parts under a
-    record that cannot be read are not listed: they may be its parts (verify reports the
+    record that cannot be read, or that the storage failed to read just now, are not
+    listed: they may be its parts (verify reports the
     record itself)."""
     tokens: dict[str, Any] = {}
     now = time.time()
@@ -575,7 +596,7 @@ def unreferenced_parts(storage: Storage, older_than: float = 0.0) -> Iterator[st
         key, token = "/".join(rest[:-2]), rest[-2]
         if key not in tokens:
             tokens[key] = _referenced(storage, key)
-        if tokens[key] == token or tokens[key] is _UNREADABLE:
+        if tokens[key] == token or tokens[key] is _UNREADABLE or tokens[key] is _UNKNOWN:
             continue
         try:
             created = storage.metadata(part).get("created", 0.0)

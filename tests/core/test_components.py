@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -324,6 +325,89 @@ def test_a_record_replaced_again_while_its_reader_checks_it_is_read_again(
     assert overtaken and refused
     np.testing.assert_array_equal(got.image, np.ones(3))
     np.testing.assert_array_equal(got.weights, np.ones(3))
+
+
+def test_a_composite_replaced_while_remove_reads_its_record_is_removed(
+    arrays: Butler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remove reads the record to know which parts to delete; when an overwrite replaces
+    it during that read (S3: "it changed while being read"), remove reads the new record
+    and removes the new version, instead of raising (seen in the S3 crash loop)."""
+    import butler._composite as composite
+
+    arrays.put(Arrays(np.zeros(3), np.zeros(3)), "arr", ccd=1)
+    real_record = composite._record
+    refused: list[bool] = []
+
+    def replaced(location: butler.ButlerLocation, *, current: bool = False) -> dict:
+        if not refused:
+            refused.append(True)
+            arrays.put(Arrays(np.ones(3), np.ones(3)), "arr", ccd=1, overwrite=True)
+            raise butler.StorageError(f"cannot read {location.key!r}: it changed while being read")
+        return real_record(location, current=current)
+
+    monkeypatch.setattr(composite, "_record", replaced)
+    arrays.remove("arr", ccd=1)
+    assert refused
+    assert not arrays.exists("arr", ccd=1)
+    assert _parts(arrays) == []  # the new version's parts went with its record
+
+
+def test_a_record_that_stays_unreadable_fails_the_remove(
+    arrays: Butler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that persists is not retried forever: the last attempt raises it, and
+    nothing was removed (neither the bytes nor the index row)."""
+    import butler._composite as composite
+
+    arrays.put(Arrays(np.zeros(3), np.zeros(3)), "arr", ccd=1)
+    calls: list[int] = []
+
+    def broken(location: butler.ButlerLocation, *, current: bool = False) -> dict:
+        calls.append(1)
+        raise butler.StorageError(f"cannot read {location.key!r}: permission denied")
+
+    monkeypatch.setattr(composite, "_record", broken)
+    with pytest.raises(butler.StorageError, match="permission denied"):
+        arrays.remove("arr", ccd=1)
+    monkeypatch.undo()
+    assert len(calls) == composite.READ_ATTEMPTS
+    np.testing.assert_array_equal(arrays.get("arr", ccd=1).image, np.zeros(3))
+    if arrays.index is not None:  # still indexed: the record is read before the row goes
+        assert list(arrays.datasets("arr")) == [{"ccd": 1}]
+
+
+def test_parts_are_kept_while_the_storage_cannot_say_whether_a_record_names_them(
+    arrays: Butler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put failing between its parts checks whether its record committed; when the
+    storage fails to answer, the put raises its own error and keeps the parts (removing
+    them could take a committed dataset's), and purge, while the storage still fails,
+    keeps them too. Once it answers, purge removes them."""
+    import butler._composite as composite
+
+    real_write, real_stored = composite._write_part, composite._stored_record
+    written: list[bool] = []
+
+    def second_fails(*args: Any, **kwargs: Any) -> None:
+        if written:
+            raise OSError("disk full")
+        written.append(True)
+        real_write(*args, **kwargs)
+
+    def unanswered(storage: Any, key: str) -> None:
+        raise butler.StorageError(f"cannot read {key!r}: it changed while being read")
+
+    monkeypatch.setattr(composite, "_write_part", second_fails)
+    monkeypatch.setattr(composite, "_stored_record", unanswered)
+    with pytest.raises(butler.ButlerError, match="disk full"):
+        arrays.put(Arrays(np.zeros(3), np.zeros(3)), "arr", ccd=1)
+    assert len(_parts(arrays)) == 1
+    assert arrays.purge_debris(older_than=0) == []
+    assert len(_parts(arrays)) == 1
+    monkeypatch.setattr(composite, "_stored_record", real_stored)
+    assert len(arrays.purge_debris(older_than=0)) == 1
+    assert _parts(arrays) == [] and not arrays.exists("arr", ccd=1)
 
 
 def test_any_dict_key_is_a_safe_part(repo: Butler) -> None:
