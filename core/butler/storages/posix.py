@@ -721,8 +721,9 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
     ) -> bool:
         """Make the temporary file ``tmp`` (inode ``inode``) the dataset, in one rename or
         link; without xattrs its sidecar is written first, under a name bound to ``inode``
-        that applies to no file until that very rename. Returns whether ``tmp`` is gone
-        (renamed; after a link the caller unlinks it)."""
+        that applies to no file until that very rename. Returns whether ``tmp`` is surely
+        gone (renamed; after a link, or a rename over a name with other links, the caller
+        unlinks it)."""
         name = parts[-1]
         sidecar: str | None = None
         try:
@@ -742,6 +743,10 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
             renamed = True
             if overwrite:
                 os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                # rename(2) onto another link of the same file succeeds and does nothing:
+                # a replaced name with other links may have been that, so the caller
+                # unlinks the temporary name (a no-op when it is gone).
+                renamed = old is None or old.st_nlink == 1
             else:
                 try:
                     # One atomic create-only rename where the system has it, else link
