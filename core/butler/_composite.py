@@ -438,6 +438,12 @@ def _check_names(location: ButlerLocation, cls: type, found: Components, record:
         )
 
 
+def _back_off(tries: int) -> None:
+    """Wait a little (random, growing with ``tries``) before reading a record again, so
+    that a reader racing writers that overwrite back to back is not overtaken every time."""
+    time.sleep(random.uniform(0.0, RETRY_PAUSE * 2**tries))
+
+
 def _retrying(location: ButlerLocation, attempt: Any) -> Any:
     """Run ``attempt(record)`` on the current record; again on the new record when an
     overwrite removed the parts being read (never parts of two puts)."""
@@ -453,7 +459,7 @@ def _retrying(location: ButlerLocation, attempt: Any) -> Any:
             # pause when even that one was overtaken. An error that persists is raised by
             # the last attempt.
             if current:
-                time.sleep(random.uniform(0.0, RETRY_PAUSE * 2**tries))
+                _back_off(tries)
             current = True
             continue
         try:
@@ -468,9 +474,7 @@ def _retrying(location: ButlerLocation, attempt: Any) -> Any:
             if now is not None and now == record.get("token"):
                 raise  # the record did not change: a part is really missing
         current = True
-        # Overtaken: wait a little (random, growing) before the next attempt, so that a
-        # reader racing writers that overwrite back to back is not overtaken every time.
-        time.sleep(random.uniform(0.0, RETRY_PAUSE * 2**tries))
+        _back_off(tries)  # overtaken
     raise StorageError(
         f"{location.describe()}: overwritten {READ_ATTEMPTS} times while being read; try again"
     )
@@ -546,7 +550,7 @@ def record_at(location: ButlerLocation) -> dict[str, Any] | None:
         except StorageError:
             if tries == READ_ATTEMPTS - 1:
                 raise
-            time.sleep(random.uniform(0.0, RETRY_PAUSE * 2**tries))
+            _back_off(tries)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
