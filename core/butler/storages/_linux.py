@@ -117,12 +117,20 @@ def openat2_beneath(dir_fd: int, path: str, flags: int) -> int | None:
     calls = _calls if _calls is not None else _load(flags)
     if not calls or not calls.openat2_ok or calls.how.flags != flags:
         return None
-    fd = calls.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), calls.how_ref, calls.how_size)
+    fd = _openat2(calls, dir_fd, path, calls.how_ref)
+    return fd if fd >= 0 else None
+
+
+def _openat2(calls: Any, dir_fd: int, path: str, how_ref: Any) -> int:
+    """``openat2`` of ``path`` under ``dir_fd`` as ``how_ref`` says: the descriptor, or
+    minus the error number (one that means "this system cannot" switches the calls off)."""
+    fd = calls.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), how_ref, calls.how_size)
     if fd >= 0:
         return int(fd)
-    if calls.ctypes.get_errno() in _UNSUPPORTED:
+    code = calls.ctypes.get_errno()
+    if code in _UNSUPPORTED:
         calls.openat2_ok = False
-    return None
+    return -code
 
 
 def lstat_beneath(dir_fd: int, path: str) -> os.stat_result | Any | None:
@@ -139,12 +147,9 @@ def lstat_beneath(dir_fd: int, path: str) -> os.stat_result | Any | None:
     calls = _calls if _calls is not None else _load(_DEFAULT_FLAGS)
     if not calls or not calls.openat2_ok:
         return None
-    fd = calls.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), calls.how_path_ref, calls.how_size)
+    fd = _openat2(calls, dir_fd, path, calls.how_path_ref)
     if fd < 0:
-        code = calls.ctypes.get_errno()
-        if code in _UNSUPPORTED:
-            calls.openat2_ok = False
-        return ABSENT if code == errno.ENOENT else None
+        return ABSENT if fd == -errno.ENOENT else None
     try:
         return os.fstat(fd)
     except OSError:
