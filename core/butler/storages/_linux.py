@@ -127,7 +127,7 @@ def _openat2(calls: Any, dir_fd: int, path: str, how_ref: Any) -> int:
     fd = calls.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), how_ref, calls.how_size)
     if fd >= 0:
         return int(fd)
-    code = calls.ctypes.get_errno()
+    code = calls.ctypes.get_errno() or errno.EIO  # never 0: that would read as a descriptor
     if code in _UNSUPPORTED:
         calls.openat2_ok = False
     return -code
