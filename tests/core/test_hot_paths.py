@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from butler import Butler, ButlerError, DatasetTypeError, InvalidDataIdError
+from butler import Butler, DatasetTypeError, InvalidDataIdError
 from butler._location import ButlerLocation
 from butler._mapper import (
     TemplateMapper,
@@ -29,6 +29,8 @@ from butler._mapper import (
 from butler._policy import DatasetType
 from butler.storages import _linux
 from butler.storages.posix import PosixStorage
+
+from ._outcomes import outcome
 
 LINUX = sys.platform.startswith("linux")
 
@@ -54,14 +56,6 @@ def storage(tmp_path: Path) -> Iterator[PosixStorage]:
     storage.close()
 
 
-def _outcome(call: Callable[[], Any]) -> tuple[str, str]:
-    try:
-        value = call()
-    except ButlerError as exc:
-        return type(exc).__name__, str(exc)
-    return "ok", repr(value)
-
-
 KEYS = [
     "a/b/c.json",
     "a/link.json",
@@ -81,9 +75,9 @@ def test_openat2_and_walk_give_the_same_answers(
 ) -> None:
     def answers() -> list[tuple[str, str]]:
         return [
-            _outcome(lambda: storage.metadata(key)),
-            _outcome(lambda: storage.read_bytes(key)),
-            _outcome(lambda: storage.exists(key)),
+            outcome(lambda: storage.metadata(key)),
+            outcome(lambda: storage.read_bytes(key)),
+            outcome(lambda: storage.exists(key)),
         ]
 
     fast = answers()
@@ -214,8 +208,8 @@ def test_template_shortcut_maps_like_the_full_check(
     for first in VALUES:
         for second in VALUES[::3]:
             data_id = dict(zip(names, [first, second, 5][: len(names)], strict=True))
-            got = _outcome(lambda data_id=data_id: fast.map(dt, data_id))
-            assert got == _outcome(lambda data_id=data_id: full.map(dt, data_id)), data_id
+            got = outcome(lambda data_id=data_id: fast.map(dt, data_id))
+            assert got == outcome(lambda data_id=data_id: full.map(dt, data_id)), data_id
             compared += 1
     assert compared >= len(VALUES)
 
@@ -335,9 +329,9 @@ def test_create_only_write_over_a_non_file_is_refused_alike_both_ways(
     before = sorted(os.listdir(root))
 
     def attempt() -> tuple[str, str]:
-        outcome = _outcome(lambda: storage.write_bytes(f"a/{name}", b"new", overwrite=False))
+        answer = outcome(lambda: storage.write_bytes(f"a/{name}", b"new", overwrite=False))
         assert sorted(os.listdir(root)) == before
-        return outcome
+        return answer
 
     fast = attempt()
     monkeypatch.setattr(_linux, "enabled", False)

@@ -17,25 +17,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from butler import Butler, ButlerError, DatasetExistsError, StorageError
+from butler import Butler, DatasetExistsError, StorageError
 from butler import _provenance as provenance
 from butler.storages import _linux
 from butler.storages.posix import PosixStorage
 
+from ._outcomes import outcome
+
 LINUX = sys.platform.startswith("linux")
-
-
-def _outcome(call: Callable[[], Any]) -> tuple[str, str]:
-    """(exception class name or ``"ok"``, message or repr of the value)."""
-    try:
-        value = call()
-    except ButlerError as exc:
-        return type(exc).__name__, str(exc)
-    return "ok", repr(value)
 
 
 def _temporaries(root: Path) -> list[str]:
@@ -139,11 +131,11 @@ def test_exists_size_and_puts_answer_alike_fast_and_portable(
         _hostile(kind)(root)
         key = "a/c/b.json"
         got = [
-            _outcome(lambda: storage.exists(key)),
-            _outcome(lambda: storage.size(key)),
-            _outcome(lambda: storage.write_bytes(key, b"new", overwrite=False)),
-            _outcome(lambda: storage.write_bytes(key, b"newer", overwrite=True)),
-            _outcome(lambda: storage.read_bytes(key)),
+            outcome(lambda: storage.exists(key)),
+            outcome(lambda: storage.size(key)),
+            outcome(lambda: storage.write_bytes(key, b"new", overwrite=False)),
+            outcome(lambda: storage.write_bytes(key, b"newer", overwrite=True)),
+            outcome(lambda: storage.read_bytes(key)),
         ]
         assert _temporaries(root) == []
         storage.close()
