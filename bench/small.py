@@ -49,7 +49,7 @@ implementation that keeps its guarantees):
   put); ``fsync``; ``renameat2(RENAME_NOREPLACE)`` (butler's ctypes wrapper; ``link``
   where the system has none); then the upsert of the index row, the same SQL on a copy of
   butler's SQLite index schema (WAL, ``synchronous=NORMAL``) with the row's values
-  computed as butler does (sha256 digests of the data ID).
+  computed by butler's own ``data_id_digest``.
 * floor-no-index: the same without the row (a repository made with ``index="none"``).
 
 ``--profile`` prints a cProfile summary of 300 butler puts and gets.
@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import hashlib
 import io
 import json
 import os
@@ -77,6 +76,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from butler import Butler
+from butler._index import data_id_digest
 from butler.storages._linux import rename_noreplace
 
 Side = Callable[[int], Any]
@@ -202,9 +202,7 @@ class Floor:
         finally:
             os.close(dfd)
         if index:
-            pairs = sorted({"bucket": i % 10, "i": i}.items())
-            canonical = json.dumps([list(pair) for pair in pairs], separators=(",", ":"))
-            digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+            digest = data_id_digest({"bucket": i % 10, "i": i})
             row = {
                 "_id": digest, "_key": f"cfg/{i % 10}/{i}.json", "_format": "json",
                 "_python_type": "builtins.dict", "_size": len(data), "_checksum": None,
