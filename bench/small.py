@@ -40,17 +40,23 @@ installed (a message names those that are not):
   detector=i)`` and ``get`` of the same.
 
 ``--floor`` also times, in the same rotation, the system calls and the SQLite statement
-butler's put must make, written directly in Python without butler (a lower bound for any
-implementation that keeps its guarantees):
+butler's put and get must make, written directly in Python without butler (a lower bound for
+any implementation that keeps its guarantees):
 
-* floor: ``json.dumps``; ``os.makedirs(exist_ok=True)``; open the directory; create the
+* put floor: ``json.dumps``; ``os.makedirs(exist_ok=True)``; open the directory; create the
   temporary file (``O_EXCL``) in it; write; ``fsetxattr`` of the metadata bytes of a real
   butler dataset (format, type, data ID, provenance: ~330 bytes, encoded once, not per
   put); ``fsync``; ``renameat2(RENAME_NOREPLACE)`` (butler's ctypes wrapper; ``link``
   where the system has none); then the upsert of the index row, the same SQL on a copy of
   butler's SQLite index schema (WAL, ``synchronous=NORMAL``) with the row's values
   computed by butler's own ``data_id_digest``.
-* floor-no-index: the same without the row (a repository made with ``index="none"``).
+* put floor-no-index: the same without the row (a repository made with ``index="none"``).
+* get floor, on the datasets butler's put wrote: ``openat2`` of the key under the
+  repository's root refusing links (butler's ctypes wrapper); ``fstat`` for the size;
+  ``fgetxattr`` of the metadata (butler's ctypes wrapper, a reused buffer) and
+  ``json.loads`` of it; the recorded format compared; one ``read``; ``close``;
+  ``json.loads`` of the bytes. It leaves out what butler also does per get: map the data
+  ID to the key, check the recorded class against the dataset type, pick the serializer.
 
 ``--profile`` prints a cProfile summary of 300 butler puts and gets.
 
@@ -77,7 +83,8 @@ from typing import Any
 
 from butler import Butler
 from butler._index import data_id_digest
-from butler.storages._linux import rename_noreplace
+from butler.storages._linux import fgetxattr, openat2_beneath, rename_noreplace
+from butler.storages._resolve import READ_FLAGS
 
 Side = Callable[[int], Any]
 
@@ -157,6 +164,7 @@ class Floor:
     def __init__(self, base: str, repo: str, sample: str, objs: list[dict[str, Any]]) -> None:
         self.root = os.path.join(base, "floor")
         self.objs = objs
+        self.repo_fd = os.open(repo, os.O_RDONLY | os.O_DIRECTORY)
         self.meta = os.getxattr(os.path.join(repo, sample), "user.butler")
         self.provenance = json.dumps(
             json.loads(self.meta)["provenance"], separators=(",", ":"), sort_keys=True
@@ -181,6 +189,23 @@ class Floor:
             f'INSERT INTO "{table}" ({names}) VALUES ({values}) '
             f'ON CONFLICT ("_id") DO UPDATE SET {updates}'
         )
+
+    def get(self, i: int) -> Any:
+        """The get's floor, on the dataset butler wrote: ``openat2`` under the root (no
+        links), ``fstat``, ``fgetxattr`` and ``json.loads`` of the metadata, the recorded
+        format checked, one ``read``, ``close``, ``json.loads`` of the bytes."""
+        fd = openat2_beneath(self.repo_fd, f"cfg/{i % 10}/{i}.json", READ_FLAGS)
+        if fd is None:
+            raise SystemExit("--floor needs openat2 (Linux 5.6 or later)")
+        try:
+            size = os.fstat(fd).st_size
+            meta = json.loads(fgetxattr(fd, b"user.butler") or b"")
+            if meta["format"] != "json":
+                raise SystemExit(f"unexpected metadata {meta}")
+            data = os.read(fd, size + 1)
+        finally:
+            os.close(fd)
+        return json.loads(data)
 
     def put(self, i: int, index: bool = True) -> None:
         data = json.dumps(self.objs[i]).encode()
@@ -237,6 +262,19 @@ def report(what: str, times: dict[str, list[float]], per_block: int, goal: float
             if name == "butler":
                 line += f" (goal >= {goal})"
         print(line)
+
+
+def floor_summary(what: str, times: dict[str, list[float]], goal: float) -> None:
+    """What butler's code adds over the floor, and whether ``goal`` is above the floor."""
+    floor_ratio = statistics.median(
+        r / f for r, f in zip(times["raw"], times["floor"], strict=True)
+    )
+    over = [f / t for f, t in zip(times["floor"], times["butler"], strict=True)]
+    print(
+        f"  floor/butler (what butler's code adds): {spread(over)}; the floor itself is "
+        f"{floor_ratio:.2f} x raw: the {what} goal of {goal} is "
+        + ("within reach" if floor_ratio >= goal else "below the floor on this machine")
+    )
 
 
 def writer_bench(rounds: int) -> None:
@@ -297,7 +335,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved blocks per side")
     parser.add_argument("--peers", action="store_true", help="also time lsst.daf.butler, pins")
     parser.add_argument("--writer", action="store_true", help="also time the JSON writer")
-    parser.add_argument("--floor", action="store_true", help="also time the put's floor")
+    parser.add_argument("--floor", action="store_true", help="also time the floors")
     parser.add_argument("--profile", action="store_true", help="cProfile of butler put/get")
     args = parser.parse_args()
     n = args.n
@@ -326,6 +364,7 @@ def main() -> None:
             floor = Floor(base, os.path.join(base, "repo"), sample, objs)
             puts["floor"] = floor.put
             puts["floor-no-index"] = lambda i: floor.put(i, index=False)
+            gets["floor"] = floor.get
         put_times = rotate(puts, blocks)
         # Gets are 100 times shorter than puts: each block reads every dataset once.
         get_times = rotate(gets, [range(n)] * args.rounds)
@@ -335,17 +374,11 @@ def main() -> None:
         print("put (each side: one file fsync, no directory fsync):")
         report("put", put_times, len(blocks[0]), 0.8)
         if args.floor:
-            floor_ratio = statistics.median(
-                r / f for r, f in zip(put_times["raw"], put_times["floor"], strict=True)
-            )
-            over = [f / t for f, t in zip(put_times["floor"], put_times["butler"], strict=True)]
-            print(
-                f"  floor/butler (what butler's code adds): {spread(over)}; the floor itself is "
-                f"{floor_ratio:.2f} x raw: the put goal of 0.8 is "
-                + ("within reach" if floor_ratio >= 0.8 else "below the floor on this machine")
-            )
+            floor_summary("put", put_times, 0.8)
         print(f"get (each block reads all {n} datasets):")
         report("get", get_times, n, 0.5)
+        if args.floor:
+            floor_summary("get", get_times, 0.5)
         if args.writer:
             writer_bench(args.rounds)
         if args.profile:
