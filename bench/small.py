@@ -52,7 +52,8 @@ implementation that keeps its guarantees):
   computed by butler's own ``data_id_digest``.
 * floor-no-index: the same without the row (a repository made with ``index="none"``).
 
-``--profile`` prints a cProfile summary of 300 butler puts and gets.
+``--profile`` prints a cProfile summary of 300 butler puts and gets (``--n`` of each when
+``--n`` is smaller).
 
 Usage: ``python bench/small.py [--n 1000] [--rounds 10] [--peers] [--floor] [--profile]``.
 """
@@ -276,16 +277,17 @@ def spread(values: list[float]) -> str:
 
 
 def profile(b: Butler, objs: list[dict[str, Any]]) -> None:
+    calls = min(300, len(objs))  # the datasets the timed blocks put
     for action in ("put", "get"):
         prof = cProfile.Profile()
         prof.enable()
-        for i in range(300):
+        for i in range(calls):
             if action == "put":
                 b.put(objs[i], "cfg", bucket=i % 10, i=i, overwrite=True)
             else:
                 b.get("cfg", bucket=i % 10, i=i)
         prof.disable()
-        print(f"--- cProfile, 300 butler {action}s, top 12 by own time ---")
+        print(f"--- cProfile, {calls} butler {action}s, top 12 by own time ---")
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(12)
         print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
