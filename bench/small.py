@@ -7,8 +7,9 @@ about 70 bytes of JSON, 10 directories of 100 files):
   destination directory; ``fsync`` it; ``os.replace`` it over the final name.
 * butler put: ``Butler.put`` on a repository created with the defaults: validates the data
   ID and the class, writes a temporary file, attaches the metadata (format, type, data
-  ID, provenance) as an extended attribute, ``fsync`` s it, commits with ``link`` (a
-  create-only put), then records the dataset in the repository's SQLite index (WAL,
+  ID, provenance) as an extended attribute, ``fsync`` s it, commits with
+  ``renameat2(RENAME_NOREPLACE)`` (a create-only put; ``link`` where the system has no
+  such rename), then records the dataset in the repository's SQLite index (WAL,
   ``synchronous=NORMAL``: no fsync).
   Both sides ``fsync`` the file once and neither ``fsync`` s the directory (butler's
   default durability: a power loss can revert a put to the previous version, never
