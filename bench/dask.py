@@ -17,7 +17,7 @@ its own RSS every 2 ms during the compute. ``resource.getrusage(RUSAGE_SELF).ru_
 buffers a read allocates.
 
 ``write`` -- the issue's scaling claim. 64 arrays of 16 MiB (float32 2048 x 2048, npy
-format, posix, fsynced puts), three sides interleaved per round (order rotated):
+format, posix, fsynced puts), four sides interleaved per round (order rotated):
   serial: one process, ``for i: b.put(make(i), "arr", i=i)``;
   dask: ``butler.dask.write`` of a bag of 64 partitions whose items are made *on the
   workers* (``make(i)``, the same ``numpy.full``) -- the pipeline case;
@@ -388,12 +388,14 @@ def raw_section(args: argparse.Namespace) -> None:
         times.setdefault(name, []).append(time.perf_counter() - start)
         return result
 
-    with cluster() as c, Client(c):
-        raw_image = os.path.join(work, "image.npy")
-        np.save(raw_image, image)
-        for r in range(args.rounds):
-            one_round(work, r, small, image, raw_image, chunks, timed)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with cluster() as c, Client(c):
+            raw_image = os.path.join(work, "image.npy")
+            np.save(raw_image, image)
+            for r in range(args.rounds):
+                one_round(work, r, small, image, raw_image, chunks, timed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(
         f"{args.n} small datasets (16x16 f4), one {args.side}^2 f4 array, "
         f"2 worker processes, {args.rounds} interleaved rounds, median seconds"
@@ -428,7 +430,7 @@ def main() -> None:
     unknown = set(sections) - {"array", "write", "raw"}
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from array, write, raw")
-    command = f"python bench/dask.py --sections {args.sections} --rounds {args.rounds}"
+    command = "python bench/dask.py " + " ".join(sys.argv[1:])
     print(f"{os.cpu_count()} CPUs; {command}; {load()}")
     results = {}
     if "array" in sections:
