@@ -43,6 +43,7 @@ Times are min / median / max over ``--rounds`` rounds. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -50,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 # Run as a script, this file's folder comes first on sys.path and "dask" would be this file:
@@ -122,8 +124,21 @@ def spread(values: list[float]) -> str:
     )
 
 
-def cluster() -> LocalCluster:
-    return LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+@contextlib.contextmanager
+def cluster() -> Iterator[LocalCluster]:
+    """The cluster, its workers' scratch space in a directory removed afterwards (by default
+    Dask leaves ``dask-scratch-space`` in the system's temporary directory)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-dask-scratch-") as scratch,
+        LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=None,
+            local_directory=scratch,
+        ) as c,
+    ):
+        yield c
 
 
 # -- array: a 1 GiB FITS image, mean on the workers, peak RSS per worker ----------------------
