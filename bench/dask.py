@@ -59,6 +59,7 @@ from typing import Any
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.append(sys.path.pop(0))
 
+import dask
 import dask.array as da
 import dask.bag as db
 import numpy as np
@@ -130,6 +131,7 @@ def cluster() -> Iterator[LocalCluster]:
     Dask leaves ``dask-scratch-space`` in the system's temporary directory)."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-dask-scratch-") as scratch,
+        dask.config.set({"temporary-directory": scratch}),
         LocalCluster(
             n_workers=2,
             processes=True,
