@@ -5,7 +5,8 @@ Run ``python bench/bulk.py [--sections single,many] [--rounds 200] [--size 1024]
 ``single``: butler's put (create-only, a new data ID each time: one conditional PUT, its
 body sent with its headers) and get (one ranged GET whose headers carry the metadata, then
 ``numpy.load``-equivalent parsing of the .npy bytes) are timed interleaved with one raw
-boto3 ``put_object`` / ``get_object`` + ``read()`` of the same bytes on the same moto
+boto3 ``put_object`` / ``get_object`` + ``read()`` of the same bytes (``numpy.save`` of
+the same array: what butler's ``npy`` put sends, without its metadata) on the same moto
 server (boto3's defaults: its PUT waits for ``100 Continue`` before sending the body, a
 loopback round trip), so both see the same load. Prints min / median / max per operation,
 the ratio raw / butler of the medians (target >= 0.9: butler takes at most 1/0.9 of one
@@ -19,6 +20,7 @@ operation (counted on its botocore clients).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
 import sys
@@ -68,7 +70,9 @@ def s3_single_requests(rounds: int, size: int) -> bool:
         b = Butler("s3://bench-bulk/repo", **options)
         b.register_dataset_type("small", "numpy.ndarray", "npy", dimensions=["i"])
         data = np.frombuffer(os.urandom(size), dtype="u1")
-        raw_body = os.urandom(size)
+        npy = io.BytesIO()
+        np.save(npy, data, allow_pickle=False)
+        raw_body = npy.getvalue()  # the bytes butler's npy put sends
         sent: list[str] = []
         b.put(data, "small", i=-1)  # connections, the client and the policy are warm
         for botocore_client in b.storage.botocore_clients():

@@ -40,12 +40,13 @@ def _load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
-def _ccd(size_mib: int, seed: float = 0.0) -> Any:
+def _ccd(size_mib: int, seed: float = 0.0, side: int | None = None) -> Any:
+    """A CCDData of about ``size_mib`` MiB of float32, or ``side`` x ``side`` if given."""
     import numpy as np
     from astropy.nddata import CCDData
     from astropy.wcs import WCS
 
-    side = max(int((size_mib * MIB // 4) ** 0.5), 8)
+    side = side or max(int((size_mib * MIB // 4) ** 0.5), 8)
     data = np.empty((side, side), dtype=np.float32)
     data[...] = np.arange(side, dtype=np.float32)  # touch every page: real memory
     w = WCS(naxis=2)
@@ -152,6 +153,11 @@ class _Counter:
 
 
 def s3(size_mib: int, exposures: int) -> None:
+    from importlib.util import find_spec
+
+    if not (find_spec("butler_s3") and find_spec("moto") and find_spec("boto3")):
+        print("\nS3: skipped (butler-s3, moto or boto3 is not installed)")
+        return
     from astropy.nddata import CCDData
 
     from butler.testing import moto_server
@@ -182,7 +188,7 @@ def many(b: Any, counter: _Counter, exposures: int) -> None:
 
     b.register_dataset_type("small", CCDData, "fits", dimensions={"visit": int})
     start = time.perf_counter()
-    b.put_many("small", [(_ccd(0, seed=i / 1000), {"visit": i}) for i in range(exposures)])
+    b.put_many("small", [(_ccd(0, seed=i / 1000, side=64), {"visit": i}) for i in range(exposures)])
     put_s = time.perf_counter() - start
     ids = [{"visit": i} for i in range(exposures)]
     counter.take()

@@ -17,7 +17,7 @@ its own RSS every 2 ms during the compute. ``resource.getrusage(RUSAGE_SELF).ru_
 buffers a read allocates.
 
 ``write`` -- the issue's scaling claim. 64 arrays of 16 MiB (float32 2048 x 2048, npy
-format, posix, fsynced puts), three sides interleaved per round (order rotated):
+format, posix, fsynced puts), four sides interleaved per round (order rotated):
   serial: one process, ``for i: b.put(make(i), "arr", i=i)``;
   dask: ``butler.dask.write`` of a bag of 64 partitions whose items are made *on the
   workers* (``make(i)``, the same ``numpy.full``) -- the pipeline case;
@@ -43,6 +43,7 @@ Times are min / median / max over ``--rounds`` rounds. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -50,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 # Run as a script, this file's folder comes first on sys.path and "dask" would be this file:
@@ -57,6 +59,7 @@ from typing import Any
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.append(sys.path.pop(0))
 
+import dask
 import dask.array as da
 import dask.bag as db
 import numpy as np
@@ -122,8 +125,22 @@ def spread(values: list[float]) -> str:
     )
 
 
-def cluster() -> LocalCluster:
-    return LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+@contextlib.contextmanager
+def cluster() -> Iterator[LocalCluster]:
+    """The cluster, its workers' scratch space in a directory removed afterwards (by default
+    Dask leaves ``dask-scratch-space`` in the system's temporary directory)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-dask-scratch-") as scratch,
+        dask.config.set({"temporary-directory": scratch}),
+        LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=None,
+            local_directory=scratch,
+        ) as c,
+    ):
+        yield c
 
 
 # -- array: a 1 GiB FITS image, mean on the workers, peak RSS per worker ----------------------
@@ -388,12 +405,14 @@ def raw_section(args: argparse.Namespace) -> None:
         times.setdefault(name, []).append(time.perf_counter() - start)
         return result
 
-    with cluster() as c, Client(c):
-        raw_image = os.path.join(work, "image.npy")
-        np.save(raw_image, image)
-        for r in range(args.rounds):
-            one_round(work, r, small, image, raw_image, chunks, timed)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with cluster() as c, Client(c):
+            raw_image = os.path.join(work, "image.npy")
+            np.save(raw_image, image)
+            for r in range(args.rounds):
+                one_round(work, r, small, image, raw_image, chunks, timed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(
         f"{args.n} small datasets (16x16 f4), one {args.side}^2 f4 array, "
         f"2 worker processes, {args.rounds} interleaved rounds, median seconds"
@@ -428,7 +447,7 @@ def main() -> None:
     unknown = set(sections) - {"array", "write", "raw"}
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from array, write, raw")
-    command = f"python bench/dask.py --sections {args.sections} --rounds {args.rounds}"
+    command = "python bench/dask.py " + " ".join(sys.argv[1:])
     print(f"{os.cpu_count()} CPUs; {command}; {load()}")
     results = {}
     if "array" in sections:

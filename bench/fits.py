@@ -9,8 +9,9 @@ the peak RSS:
 
 * put, like for like on durability. butler's default posix storage writes a temporary file
   in the destination directory, sets its metadata xattr, fsyncs *the file* (not the
-  directory), then links it into place, and records a row in the repository's SQLite index
-  (WAL, ``synchronous=NORMAL``: no fsync of its own). So:
+  directory), then renames it into place, create-only (``renameat2(RENAME_NOREPLACE)``;
+  ``link`` where the system has no such rename), and records a row in the repository's
+  SQLite index (WAL, ``synchronous=NORMAL``: no fsync of its own). So:
 
   - ``Butler.put`` (default) vs ``writeto`` into an open file + ``fsync`` of that file;
   - ``Butler.put`` with ``durable=False`` (no fsync) vs ``HDUList.writeto(path)``;

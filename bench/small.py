@@ -7,8 +7,9 @@ about 70 bytes of JSON, 10 directories of 100 files):
   destination directory; ``fsync`` it; ``os.replace`` it over the final name.
 * butler put: ``Butler.put`` on a repository created with the defaults: validates the data
   ID and the class, writes a temporary file, attaches the metadata (format, type, data
-  ID, provenance) as an extended attribute, ``fsync`` s it, commits with ``link`` (a
-  create-only put), then records the dataset in the repository's SQLite index (WAL,
+  ID, provenance) as an extended attribute, ``fsync`` s it, commits with
+  ``renameat2(RENAME_NOREPLACE)`` (a create-only put; ``link`` where the system has no
+  such rename), then records the dataset in the repository's SQLite index (WAL,
   ``synchronous=NORMAL``: no fsync).
   Both sides ``fsync`` the file once and neither ``fsync`` s the directory (butler's
   default durability: a power loss can revert a put to the previous version, never
@@ -58,7 +59,8 @@ any implementation that keeps its guarantees):
   ``json.loads`` of the bytes. It leaves out what butler also does per get: map the data
   ID to the key, check the recorded class against the dataset type, pick the serializer.
 
-``--profile`` prints a cProfile summary of 300 butler puts and gets.
+``--profile`` prints a cProfile summary of 300 butler puts and gets (``--n`` of each when
+``--n`` is smaller).
 
 Usage: ``python bench/small.py [--n 1000] [--rounds 10] [--peers] [--floor] [--profile]``.
 """
@@ -314,16 +316,17 @@ def spread(values: list[float]) -> str:
 
 
 def profile(b: Butler, objs: list[dict[str, Any]]) -> None:
+    calls = min(300, len(objs))  # the datasets the timed blocks put
     for action in ("put", "get"):
         prof = cProfile.Profile()
         prof.enable()
-        for i in range(300):
+        for i in range(calls):
             if action == "put":
                 b.put(objs[i], "cfg", bucket=i % 10, i=i, overwrite=True)
             else:
                 b.get("cfg", bucket=i % 10, i=i)
         prof.disable()
-        print(f"--- cProfile, 300 butler {action}s, top 12 by own time ---")
+        print(f"--- cProfile, {calls} butler {action}s, top 12 by own time ---")
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(12)
         print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
