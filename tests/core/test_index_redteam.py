@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from butler import Butler, DatasetNotFoundError
+from butler import Butler, ButlerError, DatasetNotFoundError
 
 
 @pytest.fixture
@@ -54,3 +55,48 @@ def test_a_key_that_is_not_the_data_ids_key_is_not_that_dataset(root: str, name:
         assert b.history("c", visit=1) == []
         assert b.remove_run("default") == 1
     assert os.path.exists(f"{root}/c/{name}")  # not butler's: left alone
+
+
+# -- collection chains: expansion cost ---------------------------------------------------
+
+
+def _write_chains(root: str, chains: dict[str, list[str]]) -> None:
+    """Chains written straight into the policy, as anyone who can write the repository can."""
+    with open(f"{root}/butler.yaml") as f:
+        policy = yaml.safe_load(f)
+    policy["collections"] = chains
+    with open(f"{root}/butler.yaml", "w") as f:
+        yaml.safe_dump(policy, f)
+
+
+@pytest.mark.timeout(20)
+def test_chains_sharing_members_expand_in_linear_time(root: str) -> None:
+    """``c0 = [c1, c1]``, ``c1 = [c2, c2]``, ...: each chain was expanded again at every
+    path reaching it, 2**depth visits (here 2**40: never returns). Define them through the
+    API (each definition expands its chain) and read through the top one."""
+    with Butler(root, run="r") as b:
+        b.put({}, "c", visit=1)
+        b.define_collection("c40", ["r"])
+        for i in range(39, -1, -1):
+            assert b.define_collection(f"c{i}", [f"c{i + 1}", f"c{i + 1}"]) == ["r"]
+        assert list(b.datasets("c", collections="c0")) == [{"visit": 1}]
+    # A policy with 1,000 members per chain (the most it accepts): 10**9 paths.
+    _write_chains(root, {"a": ["b"] * 1000, "b": ["c"] * 1000, "c": ["r", "d"] * 500, "d": ["r"]})
+    with Butler(root, collections="a") as b:
+        assert b.get("c", visit=1) == {}
+
+
+def test_a_deep_chain_in_the_policy_is_no_recursion_error(root: str) -> None:
+    """A policy with chains 1,500 deep: expanding them recursed once per level
+    (RecursionError, no ButlerError). Deep chains are valid: they expand."""
+    with Butler(root, run="r") as b:
+        b.put({}, "c", visit=1)
+    chains = {f"c{i}": [f"c{i + 1}"] for i in range(1500)}
+    chains["c1500"] = ["r"]
+    _write_chains(root, chains)
+    with Butler(root, collections="c0") as b:
+        assert list(b.datasets("c")) == [{"visit": 1}]
+    chains["c1500"] = ["c0"]  # and a cycle that deep is the usual error
+    _write_chains(root, chains)
+    with Butler(root) as b, pytest.raises(ButlerError, match="cycle"):
+        b.count("c", collections="c17")
