@@ -6,15 +6,17 @@ Real SQLite files, real repositories on disk, real processes; nothing under test
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from butler import Butler, ButlerError, DatasetNotFoundError
+from butler import Butler, ButlerError, DatasetNotFoundError, FormatError
 
 
 @pytest.fixture
@@ -100,3 +102,80 @@ def test_a_deep_chain_in_the_policy_is_no_recursion_error(root: str) -> None:
     _write_chains(root, chains)
     with Butler(root) as b, pytest.raises(ButlerError, match="cycle"):
         b.count("c", collections="c17")
+
+
+# -- hostile metadata: the creation time ----------------------------------------------------
+
+
+def _set_metadata(path: str, **fields: Any) -> None:
+    """Rewrite fields of a posix dataset's metadata (its ``user.butler`` attribute)."""
+    meta = json.loads(os.getxattr(path, "user.butler"))
+    meta.update(fields)
+    os.setxattr(path, "user.butler", json.dumps(meta).encode())
+
+
+@pytest.mark.parametrize("created", [1e300, 1e18, 2**70, 10**400, -(10**400)])
+def test_an_out_of_range_creation_time_is_no_crash(root: str, created: Any) -> None:
+    """The metadata's ``created`` is a number far beyond any date (and the provenance has
+    none): ``ref``, ``provenance``, ``history`` and ``reindex`` raised OverflowError or
+    OSError. Such a time is unknown (``None``), as a missing one is."""
+    with Butler(root) as b:
+        b.put({}, "c", visit=1)
+        path = f"{root}/c/1.json"
+        meta = json.loads(os.getxattr(path, "user.butler"))
+        del meta["provenance"]["created"]
+        _set_metadata(path, created=created, provenance=meta["provenance"])
+        assert b.ref("c", visit=1).created is None
+        assert b.provenance("c", visit=1).ref.created is None
+        with b.recording() as refs:
+            assert b.get("c", visit=1) == {}
+        assert refs[0].created is None
+        assert b.reindex().indexed == 1
+        assert [v.created for v in b.history("c", visit=1)] == [None]
+    with Butler(root, index=False) as listed:
+        assert [v.created for v in listed.history("c", visit=1)] == [None]
+
+
+# -- a hostile index file ---------------------------------------------------------------
+
+
+def _index_table(root: str) -> tuple[sqlite3.Connection, str]:
+    conn = sqlite3.connect(f"{root}/.butler/index.sqlite3", isolation_level=None)
+    (table,) = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'bidx_%'"
+    ).fetchone()
+    return conn, table
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("_size", "abc"),
+        ("_size", 1.5),
+        ("_created", "abc"),
+        ("_created", b"\x00"),
+        ("_checksum", b"\x01"),
+        ("_format", b"json"),
+    ],
+)
+def test_index_rows_with_values_of_the_wrong_type_are_format_errors(
+    root: str, column: str, value: Any
+) -> None:
+    """A row whose size or time is text (SQLite keeps what it is given): ``history`` and
+    ``verify`` raised ValueError; ``verify`` is the tool that should find it. Now the row is
+    corrupt like one with a mistyped dimension: history raises `FormatError`, verify reports
+    it, reindex repairs it."""
+    with Butler(root) as b:
+        b.put({}, "c", visit=1)
+    conn, table = _index_table(root)
+    conn.execute(f'UPDATE "{table}" SET "{column}" = ?', (value,))
+    conn.close()
+    with Butler(root) as b:
+        with pytest.raises(FormatError, match=f"column '{column}'"):
+            b.history("c", visit=1)
+        report = b.verify()
+        assert not report.healthy
+        assert len(report.stale) == 1 and "unreadable" in report.stale[0]
+        b.reindex()
+        assert b.verify().healthy
+        assert [v.size for v in b.history("c", visit=1)] == [2]
