@@ -664,10 +664,12 @@ class SqlIndex(Index):
         names of the shape this module makes are used."""
         q = self.quote
         self._catalog_row("")  # creates the catalog if needed
+        # Only tables of this layout: an older butler's tables stay in the catalog after an
+        # upgrade (their rows were indexed again in the new ones, and they lack columns).
         rows = self._execute(
             f"SELECT {q('dataset_type')}, {q('table_name')} FROM {q(CATALOG)} "
-            f"WHERE {q('repository')} = :repository",
-            {"repository": self.repository},
+            f"WHERE {q('repository')} = :repository AND {q('schema_version')} = :version",
+            {"repository": self.repository, "version": SCHEMA_VERSION},
         )
         return [
             (str(name), table)
@@ -801,6 +803,12 @@ class SqliteIndex(SqlIndex):
     id_type = "TEXT"
     #: True once a connection could only be opened read-only.
     read_only = False
+
+    def quote(self, identifier: str) -> str:
+        """Grave accents: SQLite reads a double-quoted name that is no column as a string
+        literal (``"d_visit" = 1`` on a table without it is silently false); a name in
+        grave accents is always an identifier, and a missing one an error."""
+        return f"`{identifier}`"
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from butler import Butler, ButlerError, DatasetNotFoundError, FormatError
+from butler import Butler, ButlerError, DatasetNotFoundError, FormatError, StorageError
 
 
 @pytest.fixture
@@ -179,3 +179,44 @@ def test_index_rows_with_values_of_the_wrong_type_are_format_errors(
         b.reindex()
         assert b.verify().healthy
         assert [v.size for v in b.history("c", visit=1)] == [2]
+
+
+def test_a_missing_column_is_an_error_never_a_string(root: str) -> None:
+    """SQLite reads a double-quoted identifier that names no column as a string literal:
+    with ``d_visit`` renamed in a crafted index, ``"d_visit" = 1`` compared the text
+    'd_visit' with 1, and a query answered nothing, silently. Identifiers are now quoted
+    so that SQLite never takes them for strings: the query fails with a `StorageError`."""
+    with Butler(root) as b:
+        b.put({}, "c", visit=1)
+    conn, table = _index_table(root)
+    conn.execute(f'ALTER TABLE "{table}" RENAME COLUMN "d_visit" TO "x"')
+    conn.close()
+    with Butler(root) as b:
+        with pytest.raises(StorageError, match="d_visit"):
+            list(b.datasets("c", visit=1))
+        with pytest.raises(StorageError, match="d_visit"):
+            b.count("c", "visit > 0")
+
+
+def test_tables_of_an_older_layout_are_not_counted(root: str) -> None:
+    """An index written by a butler of layout 1 (no ``_run`` column) and then used by this
+    one keeps the old table in its catalog: ``runs()`` answered ``{'_run': 1, 'default':
+    1}`` (the missing column read as the string '_run') and ``counts()`` (``butler info``)
+    2 for one dataset. Only tables of the current layout count."""
+    with Butler(root) as b:
+        b.put({}, "c", visit=1)
+        repository = b.policy.id
+    conn, _table = _index_table(root)
+    old = "bidx_" + "0" * 20  # the old table: its rows, without the columns runs added
+    conn.execute(f'CREATE TABLE "{old}" ("_id" TEXT PRIMARY KEY, "_key" TEXT, "d_visit" INT)')
+    conn.execute(f"INSERT INTO \"{old}\" VALUES ('x', 'c/1.json', 1)")
+    conn.execute(
+        "INSERT INTO butler_index_catalog (repository, dataset_type, table_name, dimensions,"
+        " schema_version) VALUES (?, 'c', ?, '{\"visit\": \"int\"}', 1)",
+        (repository, old),
+    )
+    conn.close()
+    with Butler(root) as b:
+        assert b.runs() == {"default": 1}
+        assert b.index is not None and b.index.counts() == {"c": 1}
+        assert list(b.datasets("c")) == [{"visit": 1}]
