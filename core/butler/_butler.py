@@ -1367,8 +1367,19 @@ class Butler(CollectionsMixin, BulkMixin):
             raise StorageError(f"no dataset index could be opened for {self.storage.uri()!r}")
         report = ReindexReport()
         names = [dataset_type] if dataset_type else sorted(self._policy.dataset_types)
+        refused: list[str] = []
         for name in names:
-            reindex_type(self, target, self.dataset_type(name), report, progress)
+            refused += reindex_type(self, target, self.dataset_type(name), report, progress)
+        if refused:
+            shown = "; ".join(refused[:5]) + (
+                f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+            )
+            raise StorageError(
+                f"reindexed everything else, but {len(refused)} stored file(s) cannot be "
+                f"indexed: the index keeps integers in 64 bits, and their data IDs hold "
+                f"larger ones: {shown}. Move them out of the repository (no put with an "
+                f"index writes them)"
+            )
         return report
 
     def purge_debris(self, older_than: float = 3600.0) -> list[str]:

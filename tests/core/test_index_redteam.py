@@ -220,3 +220,29 @@ def test_tables_of_an_older_layout_are_not_counted(root: str) -> None:
         assert b.runs() == {"default": 1}
         assert b.index is not None and b.index.counts() == {"c": 1}
         assert list(b.datasets("c")) == [{"visit": 1}]
+
+
+# -- reindex of a hostile repository ------------------------------------------------------
+
+
+def test_one_file_the_index_cannot_hold_does_not_stop_reindex(root: str) -> None:
+    """A file planted as ``c/99999999999999999999.json`` (visit beyond 64 bits: a put
+    with an index refuses it) made reindex raise at its batch: the batch's other rows, the
+    dataset types after it and the dropping of stale rows were never done, however often
+    reindex ran. Now everything else is indexed, then a `StorageError` names the file."""
+    with Butler(root) as b:
+        b.register_dataset_type("d", dict, "json", dimensions={"visit": int})
+        b.put({}, "c", visit=1)
+        b.put({}, "d", visit=1)
+    os.remove(f"{root}/.butler/index.sqlite3")
+    shutil.copy(f"{root}/c/1.json", f"{root}/c/99999999999999999999.json")
+    with Butler(root) as b:
+        with pytest.raises(StorageError, match=r"64 bits.*c/99999999999999999999\.json"):
+            b.reindex()
+        assert list(b.datasets("c")) == [{"visit": 1}]
+        assert list(b.datasets("d")) == [{"visit": 1}]
+        report = b.verify()
+        assert report.unindexed == [
+            f"dataset 'c' {{'visit': 99999999999999999999}} at "
+            f"'{root}/c/99999999999999999999.json': stored, but not indexed"
+        ]
