@@ -246,3 +246,53 @@ def test_one_file_the_index_cannot_hold_does_not_stop_reindex(root: str) -> None
             f"dataset 'c' {{'visit': 99999999999999999999}} at "
             f"'{root}/c/99999999999999999999.json': stored, but not indexed"
         ]
+
+
+# -- held: attacks that found nothing ---------------------------------------------------------
+
+
+def test_held_wildcards_quotes_and_unicode_are_values_with_and_without_index(
+    tmp_path: Path,
+) -> None:
+    """``%``, ``_``, ``*``, quotes, SQL text, combining accents and case are plain values:
+    equal answers through the index and by listing, in the same order."""
+    path = str(tmp_path / "repo")
+    bands = ["%", "_", "*", "a%b", "O'B", 'x"y', "1; DROP TABLE x", "é", "e\u0301", "G", "g"]
+    with Butler.create(path) as b:
+        b.register_dataset_type("c", dict, "json", dimensions={"band": str, "visit": int})
+        for i, band in enumerate(bands):
+            b.put({}, "c", band=band, visit=i)
+    queries: list[dict[str, Any]] = [
+        {"where": "band = '%'"},
+        {"where": "band in ('_', '*')"},
+        {"where": "band = 'O''B' or band = \"x\"\"y\""},
+        {"where": "band >= 'a' and not band = 'g'", "order_by": "-band"},
+        {"band": "e\u0301"},
+        {"band": ["G"], "limit": 1},
+        {"where": "band < 'a'", "order_by": "-visit", "limit": 3},
+    ]
+    with Butler(path) as indexed, Butler(path, index=False) as listed:
+        for q in queries:
+            assert list(indexed.datasets("c", **q)) == list(listed.datasets("c", **q)), q
+        assert [d["band"] for d in indexed.datasets("c", band="%")] == ["%"]
+        assert [d["band"] for d in indexed.datasets("c", band="e\u0301")] == ["e\u0301"]
+
+
+def test_held_several_runs_limit_and_order_agree_with_listing(root: str) -> None:
+    """A data ID in several runs comes once, from the first run searched, with limit and
+    descending order applied after that choice; index and listing agree."""
+    for run, visits in (("A", [1, 2, 3]), ("B", [2, 3, 4]), ("default", [0, 4])):
+        with Butler(root, run=run) as b:
+            for v in visits:
+                b.put({"run": run}, "c", visit=v)
+    with Butler(root, collections=["B", "A", "default"]) as b:
+        got = list(b.stored_locations("c", order_by="-visit", limit=4))
+        assert [(loc.data_id["visit"], loc.run) for loc in got] == [
+            (4, "B"),
+            (3, "B"),
+            (2, "B"),
+            (1, "A"),
+        ]
+        assert b.count("c") == 5
+    kw: dict[str, Any] = {"collections": ["A", "B"], "order_by": "-visit", "limit": 2}
+    assert _answers(root, **kw) == ([{"visit": 4}, {"visit": 3}],) * 2
