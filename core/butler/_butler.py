@@ -1226,9 +1226,23 @@ class Butler(CollectionsMixin, BulkMixin):
         for key in self.storage.list(prefix):
             if is_reserved_key(key) or (not base and is_run_key(key)):
                 continue
-            data_id = self.mapper.data_id_for(dt, key[len(base) :])
+            data_id = self._key_data_id(dt, key[len(base) :])
             if data_id is not None and predicate.matches(data_id):
                 yield key, data_id
+
+    def _key_data_id(self, dt: DatasetType, key: str) -> dict[str, Any] | None:
+        """The data ID stored under template key ``key``: only when that data ID maps back
+        to exactly ``key``. A file the mapper's pattern merely parses (``c/01.json``,
+        ``c/+1.json``, ``c/\u0661.json`` for visit=1, whose key is ``c/1.json``) is no
+        dataset: it must never answer a query, be indexed, or be removed as one."""
+        data_id = self.mapper.data_id_for(dt, key)
+        if data_id is None:
+            return None
+        try:
+            mapped, normal = self._map(dt, data_id)
+        except InvalidDataIdError:
+            return None
+        return normal if mapped == key else None
 
     def _stored_all(self, dt: DatasetType) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """(key, run, data ID) of every stored dataset of a type, in every run."""
@@ -1239,7 +1253,7 @@ class Butler(CollectionsMixin, BulkMixin):
             if parsed is None:
                 continue
             run, rest = parsed
-            in_run = self.mapper.data_id_for(dt, rest)
+            in_run = self._key_data_id(dt, rest)
             if in_run is not None:
                 yield key, run, in_run
 
@@ -1353,8 +1367,19 @@ class Butler(CollectionsMixin, BulkMixin):
             raise StorageError(f"no dataset index could be opened for {self.storage.uri()!r}")
         report = ReindexReport()
         names = [dataset_type] if dataset_type else sorted(self._policy.dataset_types)
+        refused: list[str] = []
         for name in names:
-            reindex_type(self, target, self.dataset_type(name), report, progress)
+            refused += reindex_type(self, target, self.dataset_type(name), report, progress)
+        if refused:
+            shown = "; ".join(refused[:5]) + (
+                f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+            )
+            raise StorageError(
+                f"reindexed everything else, but {len(refused)} stored file(s) cannot be "
+                f"indexed: the index keeps integers in 64 bits, and their data IDs hold "
+                f"larger ones: {shown}. Move them out of the repository (no put with an "
+                f"index writes them)"
+            )
         return report
 
     def purge_debris(self, older_than: float = 3600.0) -> list[str]:

@@ -93,6 +93,7 @@ class CollectionsMixin:
         def _find(
             self, dt: DatasetType, data_id: Mapping[str, Any], runs: Sequence[str]
         ) -> ButlerLocation: ...
+        def _key_data_id(self, dt: DatasetType, key: str) -> dict[str, Any] | None: ...
         def _stored_all(self, dt: DatasetType) -> Iterator[tuple[str, str, dict[str, Any]]]: ...
         def _location_at(
             self,
@@ -244,7 +245,7 @@ class CollectionsMixin:
         keys = [k for k in self.storage.list(prefix) if prefix or not is_run_key(k)]
         for key in keys:  # one listing of the run's own keys, whatever the dataset types
             for dt in types:
-                data_id = self.mapper.data_id_for(dt, key[len(prefix) :])
+                data_id = self._key_data_id(dt, key[len(prefix) :])
                 if data_id is None:
                     continue
                 with contextlib.suppress(DatasetNotFoundError):  # removed concurrently

@@ -19,6 +19,7 @@ import abc
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -133,9 +134,7 @@ class IndexEntry:
             python_type=text("python_type", dt.python_type),
             size=size if isinstance(size, int) and not isinstance(size, bool) else None,
             checksum=checksum if isinstance(checksum, str) and len(checksum) == 64 else None,
-            created=float(created)
-            if isinstance(created, int | float) and not isinstance(created, bool)
-            else None,
+            created=_finite(created),
             run=run,
             provenance=meta["provenance"] if isinstance(meta.get("provenance"), dict) else None,
         )
@@ -632,6 +631,17 @@ class SqlIndex(Index):
                 if not isinstance(run, str):
                     raise _corrupt(dt, "_run", run)
                 provenance = _provenance(prov)
+                for name, value in (("_format", fmt), ("_python_type", python_type)):
+                    if value is not None and not isinstance(value, str):
+                        raise _corrupt(dt, name, value)
+                if checksum is not None and not isinstance(checksum, str):
+                    raise _corrupt(dt, "_checksum", checksum)
+                size = _whole(dt, "_size", size)
+                if created is not None:
+                    number = _finite(float(created) if isinstance(created, Decimal) else created)
+                    if number is None:
+                        raise _corrupt(dt, "_created", created)
+                    created = number
             except FormatError:
                 if corrupt is None:
                     raise
@@ -642,9 +652,9 @@ class SqlIndex(Index):
                 key=key,
                 format=fmt,
                 python_type=python_type,
-                size=None if size is None else int(size),
+                size=size,
                 checksum=checksum,
-                created=None if created is None else float(created),
+                created=created,
                 run=run,
                 provenance=provenance,
             )
@@ -654,10 +664,12 @@ class SqlIndex(Index):
         names of the shape this module makes are used."""
         q = self.quote
         self._catalog_row("")  # creates the catalog if needed
+        # Only tables of this layout: an older butler's tables stay in the catalog after an
+        # upgrade (their rows were indexed again in the new ones, and they lack columns).
         rows = self._execute(
             f"SELECT {q('dataset_type')}, {q('table_name')} FROM {q(CATALOG)} "
-            f"WHERE {q('repository')} = :repository",
-            {"repository": self.repository},
+            f"WHERE {q('repository')} = :repository AND {q('schema_version')} = :version",
+            {"repository": self.repository, "version": SCHEMA_VERSION},
         )
         return [
             (str(name), table)
@@ -708,6 +720,29 @@ def _data_id(
     return data_id
 
 
+def _whole(dt: DatasetType, column: str, value: Any) -> int | None:
+    """An integer column of an index row (``None`` stays), or `FormatError`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise _corrupt(dt, column, value)
+    if isinstance(value, Decimal) and (not value.is_finite() or value != value.to_integral_value()):
+        raise _corrupt(dt, column, value)
+    return int(value)
+
+
+def _finite(value: Any) -> float | None:
+    """An untrusted number as a finite float (a UNIX time); ``None`` for anything else
+    (text, a bool, NaN, infinities, an integer beyond any float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _rank(value: Any, n: int) -> int:
     """The run rank a multi-run query computed (an int below ``n``, from the database)."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal) or not 0 <= value < n:
@@ -732,8 +767,9 @@ def _provenance(value: Any) -> dict[str, Any] | None:
 
 def _corrupt(dt: DatasetType, dimension: str, value: Any) -> FormatError:
     return FormatError(
-        f"the dataset index holds {type(value).__name__} {str(value)[:40]!r} for dimension "
-        f"{dimension!r} of dataset type {dt.name!r}; it is corrupt or was written by another "
+        f"the dataset index holds {type(value).__name__} {str(value)[:40]!r} for "
+        f"{'column' if dimension.startswith('_') else 'dimension'} {dimension!r} of dataset "
+        f"type {dt.name!r}; it is corrupt or was written by another "
         f"tool: rebuild it with 'butler reindex'"
     )
 
@@ -767,6 +803,12 @@ class SqliteIndex(SqlIndex):
     id_type = "TEXT"
     #: True once a connection could only be opened read-only.
     read_only = False
+
+    def quote(self, identifier: str) -> str:
+        """Grave accents: SQLite reads a double-quoted name that is no column as a string
+        literal (``"d_visit" = 1`` on a table without it is silently false); a name in
+        grave accents is always an identifier, and a missing one an error."""
+        return f"`{identifier}`"
 
     def __init__(
         self,

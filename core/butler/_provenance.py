@@ -286,8 +286,12 @@ def ref_from_metadata(
         when = meta.get("created")
         created = None
         if isinstance(when, int | float) and not isinstance(when, bool) and when > 0:
-            stamp = _dt.datetime.fromtimestamp(float(when), tz=_dt.UTC)
-            created = stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            try:
+                stamp = _dt.datetime.fromtimestamp(float(when), tz=_dt.UTC)
+            except (OverflowError, OSError, ValueError):  # untrusted: beyond any date
+                stamp = None
+            if stamp is not None:
+                created = stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     checksum = meta.get("sha256")
     if not (isinstance(checksum, str) and _HEX64.match(checksum)):
         checksum = None

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import DatasetNotFoundError
-from ._index import BATCH, Index, IndexEntry, entry_id, iter_batches
+from ._index import BATCH, INT_RANGE, Index, IndexEntry, entry_id, iter_batches
 from ._policy import DatasetType, RepositoryPolicy
 
 if TYPE_CHECKING:
@@ -62,8 +62,11 @@ def reindex_type(
     dt: DatasetType,
     report: ReindexReport,
     progress: Callable[[str, int, int], None] | None,
-) -> None:
-    """Reindex one dataset type (see the module docstring)."""
+) -> list[str]:
+    """Reindex one dataset type (see the module docstring). Returns the datasets the index
+    cannot hold (an integer beyond 64 bits: a file no put with an index writes), left out
+    so that one of them never stops the others from being indexed."""
+    refused: list[str] = []
     listed = sorted((key, run, data_id) for key, run, data_id in butler._stored_all(dt))
     report.listed += len(listed)
     done_until = index.checkpoint(dt)
@@ -75,6 +78,14 @@ def reindex_type(
     for batch in iter_batches(todo, BATCH):
         entries = []
         for key, run, data_id in batch:
+            beyond = [
+                f"{d}={v}"
+                for d, v in data_id.items()
+                if dt.dimensions[d] == "int" and not INT_RANGE[0] <= v <= INT_RANGE[1]
+            ]
+            if beyond:
+                refused.append(f"{butler.storage.uri(key)} ({', '.join(beyond)})")
+                continue
             entry = _entry(butler, dt, key, data_id, run)
             if entry is not None:
                 entries.append(entry)
@@ -97,6 +108,7 @@ def reindex_type(
     index.discard_ids(dt, gone + corrupt)
     report.dropped += len(gone) + len(corrupt)
     index.checkpoint(dt, clear=True)
+    return refused
 
 
 def _entry(

@@ -98,25 +98,55 @@ def expand_collections(
     collections: Iterable[str], chains: Mapping[str, Sequence[str]]
 ) -> tuple[str, ...]:
     """The runs searched for ``collections``, in order: chains expanded depth first, each
-    run once (its first position counts). A cycle of chains is an `InvalidDataIdError`."""
+    run once (its first position counts). A cycle of chains is an `InvalidDataIdError`.
+
+    Each chain is expanded once (a chain met again adds no run that is not already
+    listed), without recursion: the cost is linear in the chains' sizes however deep or
+    shared they are (the policy holding them is untrusted input).
+    """
     result: list[str] = []
     seen: set[str] = set()
+    done: set[str] = set()  # chains fully expanded: cycle-free, every run already listed
 
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        if name in path:
-            raise InvalidDataIdError(
-                f"collection chain cycle: {' -> '.join((*path, name))}; a chain cannot "
-                f"contain itself"
-            )
-        members = chains.get(name)
-        if members is None:
+    for top in collections:
+        name = check_run_name(top, what="collection")
+        if name not in chains:
             if name not in seen:
                 seen.add(name)
                 result.append(name)
-            return
-        for member in members:
-            visit(member, (*path, name))
-
-    for name in collections:
-        visit(check_run_name(name, what="collection"), ())
+            continue
+        if name in done:
+            continue
+        path = [name]  # the chains being expanded, outermost first
+        on_path = {name}
+        stack = [iter(chains[name])]
+        while stack:
+            member = next(stack[-1], None)
+            if member is None:
+                stack.pop()
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                continue
+            if member in on_path:
+                raise InvalidDataIdError(
+                    f"collection chain cycle: {_cycle_text([*path, member])}; a chain "
+                    f"cannot contain itself"
+                )
+            if member in chains:
+                if member not in done:
+                    path.append(member)
+                    on_path.add(member)
+                    stack.append(iter(chains[member]))
+            elif member not in seen:
+                seen.add(member)
+                result.append(member)
     return tuple(result)
+
+
+def _cycle_text(names: Sequence[str], most: int = 12) -> str:
+    """``a -> b -> a``, the middle left out of a long one."""
+    if len(names) > most:
+        left = len(names) - most
+        names = [*names[: most // 2], f"... ({left} more)", *names[-(most // 2) :]]
+    return " -> ".join(names)
