@@ -410,3 +410,20 @@ def test_unknown_backend_has_no_index(tmp_path: Path) -> None:
             SqlAlchemyIndex(storage, "0123456789abcdef")
     finally:
         storage.close()
+
+
+def test_sqlite_missing_column_is_an_error_never_a_string(sqlite_root: str) -> None:
+    """SQLite reads a double-quoted name that is no column as a string literal: with
+    ``d_visit`` renamed in a crafted index, ``"d_visit" = 1`` compared the text 'd_visit'
+    with 1 and the query answered nothing, silently. Quoted as identifiers only, a missing
+    column is a `StorageError` naming it."""
+    with Butler.create(sqlite_root) as b:
+        _fill(b, visits=1)
+        engine = b.storage.engine  # type: ignore[attr-defined]
+        (table,) = (t for t in table_names(sqlite_root) if t.startswith("bidx_"))
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'ALTER TABLE "{table}" RENAME COLUMN "d_visit" TO "x"'))
+        with pytest.raises(StorageError, match="d_visit"):
+            list(b.datasets("cfg", visit=0))
+        with pytest.raises(StorageError, match="d_visit"):
+            b.count("cfg", "visit >= 0")

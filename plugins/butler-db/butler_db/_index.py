@@ -107,7 +107,9 @@ class SqlAlchemyIndex(SqlIndex):
     # -- dialects ----------------------------------------------------------------------
 
     def quote(self, identifier: str) -> str:
-        if self.backend == "mysql":
+        # Grave accents on SQLite too, as butler's own SqliteIndex: there a double-quoted
+        # name that is no column reads as a string literal (a query silently false).
+        if self.backend in ("mysql", "sqlite"):
             return f"`{identifier}`"
         return super().quote(identifier)
 
