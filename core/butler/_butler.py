@@ -58,7 +58,7 @@ from ._runs import (
 )
 from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, is_reserved_key
 from ._types import loaded_type, resolve_policy_type, type_name
-from ._urls import mask_url, strip_credentials
+from ._urls import TRUSTED_INDEXES_VARIABLE, index_trusted, mask_url, strip_credentials
 
 __all__ = ["Butler", "ReindexReport", "VerifyReport"]
 
@@ -148,7 +148,10 @@ class Butler(CollectionsMixin, BulkMixin):
         The dataset index to use for queries: ``None`` (default) as the repository's policy
         says, ``False`` for none (queries list the storage), or a database URL with
         credentials (``"postgresql+psycopg://user:pw@host/db"``) for an index the policy
-        records without them.
+        records without them. An index the policy places outside the repository (a
+        database URL) is opened only when given here or listed in the environment
+        variable ``BUTLER_TRUSTED_INDEXES``: the policy is untrusted, and connecting where
+        it says would send this reader's credentials to a server of its writer's choice.
     **storage_options
         Passed to the storage (credentials, endpoints); never written to the repository.
         Unknown options raise `StorageError` listing the valid ones.
@@ -351,6 +354,17 @@ class Butler(CollectionsMixin, BulkMixin):
             )
         if where == "embedded":
             return self.storage.default_index(policy.id)
+        if not isinstance(choice, str) and not index_trusted(where):
+            # The policy is untrusted input: connecting where it says would send this
+            # reader's credentials (PGPASSWORD, ~/.pgpass, an S3 key) to a server of its
+            # writer's choosing, or create tables in any file the reader can write.
+            shown = mask_url(where, hide_user=True)
+            raise StorageError(
+                f"repository {self.storage.uri()!r} keeps its dataset index at {shown!r}; "
+                f"a repository does not choose where its readers connect: list that URL in "
+                f"the environment variable {TRUSTED_INDEXES_VARIABLE} (whitespace-separated"
+                f" URLs), or in Python pass it as Butler(root, index=URL)"
+            )
         other = open_storage(where, self.registry)
         index = other.default_index(policy.id)
         if index is None:

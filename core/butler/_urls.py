@@ -7,6 +7,7 @@ shows a root — errors, reprs, ``uri()``, ``butler info`` — passes it through
 
 from __future__ import annotations
 
+import os
 import re
 
 __all__ = [
@@ -95,6 +96,20 @@ def strip_credentials(url: str) -> str:
         return base
     creds, _, after = authority.rpartition("@")
     return f"{scheme}://{creds.split(':', 1)[0]}@{after}{rest[len(authority) :]}"
+
+
+#: Environment variable listing the dataset index URLs this reader connects to when a
+#: repository's policy names them (whitespace-separated; credentials are ignored).
+TRUSTED_INDEXES_VARIABLE = "BUTLER_TRUSTED_INDEXES"
+
+
+def index_trusted(url: str) -> bool:
+    """True when this reader's environment lists ``url`` (compared without credentials)
+    in `TRUSTED_INDEXES_VARIABLE`: the reader, never the repository, decides which
+    servers a Butler connects to."""
+    listed = os.environ.get(TRUSTED_INDEXES_VARIABLE, "").split()
+    wanted = strip_credentials(url)
+    return any(strip_credentials(item) == wanted for item in listed)
 
 
 def scheme_of(uri: str) -> str:

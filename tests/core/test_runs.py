@@ -76,6 +76,9 @@ def make_repo(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Iter
                 pytest.importorskip("butler_db", reason="butler-db is not installed")
                 base = request.getfixturevalue("postgres_url")
                 create["index"], _ = stack.enter_context(fresh_postgres_schema(base, "bruns"))
+                # This reader trusts the index the policy names (Butlers opened later).
+                monkeypatch = request.getfixturevalue("monkeypatch")
+                monkeypatch.setenv("BUTLER_TRUSTED_INDEXES", create["index"])
             bucket = request.getfixturevalue("s3_bucket")
             options = dict(request.getfixturevalue("s3_credentials"))
             root = f"s3://{bucket}/repo"

@@ -213,7 +213,11 @@ def _index_tables(url: str) -> list[str]:
 
 
 def test_s3_repository_indexed_in_a_database(
-    index_url: str, s3_bucket: str, s3_credentials: dict[str, Any], boto_client: Any
+    index_url: str,
+    s3_bucket: str,
+    s3_credentials: dict[str, Any],
+    boto_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("butler_s3", reason="butler-s3 is not installed")
     root = _s3_root(s3_bucket)
@@ -223,13 +227,16 @@ def test_s3_repository_indexed_in_a_database(
         # The policy in the bucket records the URL, without its password.
         policy = boto_client.get_object(Bucket=s3_bucket, Key="repo/butler.yaml")["Body"].read()
         recorded = sa.engine.make_url(str(b.policy.index))
+        policy_index = str(b.policy.index)
         wanted = sa.engine.make_url(index_url)
         assert recorded.password is None
         assert (recorded.host, recorded.database) == (wanted.host, wanted.database)
         if wanted.password:
             assert wanted.password.encode() not in policy
         assert b.policy.index.encode() in policy  # type: ignore[union-attr]
-    # Another Butler finds the index from the policy alone.
+    # Another Butler finds the index from the policy once its reader trusts that URL (the
+    # recorded one, without credentials, is enough).
+    monkeypatch.setenv("BUTLER_TRUSTED_INDEXES", f"sqlite:///elsewhere.db {policy_index}")
     with Butler(root, **s3_credentials) as b, Butler(root, index=False, **s3_credentials) as ls:
         assert isinstance(b.index, SqlAlchemyIndex)
         assert b.count("cfg") == 2 * len(BANDS)
@@ -263,8 +270,10 @@ def _shared_repo(root: str, index: str, options: dict[str, Any]) -> None:
         b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int, "band": str})
 
 
-def _check_writers(root: str, options: dict[str, Any], writers: int, count: int) -> None:
-    with Butler(root, **options) as b:
+def _check_writers(
+    root: str, index: str, options: dict[str, Any], writers: int, count: int
+) -> None:
+    with Butler(root, index=index, **options) as b:
         assert b.count("cfg") == writers * count
         expected = sorted(w * 1000 + i for w in range(writers) for i in range(count))
         assert [d["visit"] for d in b.datasets("cfg")] == expected
@@ -281,7 +290,7 @@ def test_four_processes_write_to_s3_indexed_in_postgresql(
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
         pool.starmap(_put_many, [(root, pg_index, s3_credentials, w, 25) for w in range(4)])
-    _check_writers(root, s3_credentials, 4, 25)
+    _check_writers(root, pg_index, s3_credentials, 4, 25)
 
 
 def test_eight_threads_write_to_s3_indexed_in_postgresql(
@@ -315,7 +324,7 @@ def test_eight_threads_write_to_s3_indexed_in_postgresql(
             t.join()
     if errors:
         raise errors[0]
-    _check_writers(root, s3_credentials, 8, 10)
+    _check_writers(root, pg_index, s3_credentials, 8, 10)
 
 
 def test_repositories_sharing_an_index_database_stay_apart(pg_index: str, tmp_path: Path) -> None:
