@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -54,10 +55,9 @@ def _scalar(value: str) -> Any:
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
-    try:
+    if re.fullmatch(r"[+-]?[0-9]+", value.strip()):  # not int()'s other digits ('\u0661')
         return int(value)
-    except ValueError:
-        return value
+    return value
 
 
 def _data_id(

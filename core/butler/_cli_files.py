@@ -117,7 +117,9 @@ def hdu_option(value: str | None) -> int | str | None:
     """``--hdu 2`` is an index, ``--hdu SCI`` an EXTNAME."""
     if value is None:
         return None
-    return int(value) if value.strip().isdigit() else value
+    text = value.strip()
+    # ASCII digits only: str.isdigit() takes '²' (int() then fails) and other scripts' digits.
+    return int(text) if text.isascii() and text.isdigit() else value
 
 
 def read_standalone(

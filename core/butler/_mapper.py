@@ -314,7 +314,7 @@ def _coerce_checked(dataset_type: str, key: str, value: Any, kind: str) -> Any:
     if kind == "int":
         if isinstance(value, bool):
             raise InvalidDataIdError(f"{where} must be an integer, not a bool")
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,30}", value.strip()):
+        if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,30}", value.strip()):
             return int(value)
         if isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, str)):
             number = int(value.__index__())  # numpy integers too

@@ -119,3 +119,24 @@ def test_main_help(cli: Cli) -> None:
     assert "Examples:" in result.stdout and "--json" in result.stdout
     for command in COMMANDS:
         assert f"  {command} " in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("2", 2), (" 3 ", 3), ("SCI", "SCI"), ("\u00b2", "\u00b2"), ("\u0661", "\u0661")],
+)
+def test_hdu_number_is_ascii_digits_only(given: str, expected: object) -> None:
+    """``str.isdigit()`` takes '\u00b2' (then ``int()`` raised a traceback) and
+    '\u0661' (read as HDU 1): only ASCII digits make an HDU index."""
+    from butler._cli_files import hdu_option
+
+    assert hdu_option(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [("3", 3), ("-4", -4), ("\u0661", "\u0661"), ("true", True)]
+)
+def test_storage_option_integers_are_ascii_digits_only(given: str, expected: object) -> None:
+    from butler._cli import _scalar
+
+    assert _scalar(given) == expected

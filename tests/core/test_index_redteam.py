@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
-from butler import Butler, ButlerError, DatasetNotFoundError, FormatError, StorageError
+from butler import (
+    Butler,
+    ButlerError,
+    DatasetNotFoundError,
+    FormatError,
+    InvalidDataIdError,
+    StorageError,
+)
 
 
 @pytest.fixture
@@ -296,3 +303,17 @@ def test_held_several_runs_limit_and_order_agree_with_listing(root: str) -> None
         assert b.count("c") == 5
     kw: dict[str, Any] = {"collections": ["A", "B"], "order_by": "-visit", "limit": 2}
     assert _answers(root, **kw) == ([{"visit": 4}, {"visit": 3}],) * 2
+
+
+@pytest.mark.parametrize("text", ["\u0661", "\uff11", "1\u0660", "\u0967"])
+def test_a_non_ascii_digit_is_no_integer(root: str, text: str) -> None:
+    """``int()`` reads any Unicode decimal digit: ``visit="\u0661"`` (an Arabic-Indic 1)
+    was taken as visit=1 by put, get and ``--id``, while the query language refuses it.
+    Only ASCII digits make an integer from text."""
+    with Butler(root) as b:
+        b.put({}, "c", visit=1)
+        with pytest.raises(InvalidDataIdError, match="must be an integer"):
+            b.get("c", visit=text)
+        with pytest.raises(InvalidDataIdError, match="must be an integer"):
+            b.put({}, "c", visit=text)
+        assert b.get("c", visit=" 1") == {}  # ASCII text around spaces still reads
