@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -503,3 +504,84 @@ def test_pending_module_rescanned_only_after_an_import(tmp_path) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("late_cls_butler", None)
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int = 0
+
+
+#: Per format, what is registered: formats where only ABCs match some classes (the lookup
+#: then answers without composing the MRO when a single candidate has an entry), where an
+#: ABC competes with a class in the MRO, and where no ABC has an entry at all.
+_BY_FORMAT = {
+    "abc-only": ["collections.abc:Sized", "butler._abc:DataclassLike", "Duck"],
+    "abc-and-mro": ["collections.abc:Mapping", "collections.abc:Sized", "dict", "Base", "Duck"],
+    "mro-only": ["dict", "Base", "object"],
+    "two-abcs": ["collections.abc:Sized", "collections.abc:Iterable", "collections.abc:Hashable"],
+    "nested-abcs": [
+        "collections.abc:Sized",
+        "collections.abc:Collection",
+        "collections.abc:Mapping",
+    ],
+}
+
+
+def _named(name: str) -> type:
+    if ":" in name:
+        module, attr = name.split(":")
+        return getattr(__import__(module, fromlist=[attr]), attr)  # type: ignore[no-any-return]
+    return {"dict": dict, "object": object, "Base": Base, "Duck": Duck}[name]
+
+
+@pytest.mark.parametrize("format", list(_BY_FORMAT))
+@pytest.mark.parametrize(
+    "cls",
+    [
+        dict,
+        collections.OrderedDict,
+        list,
+        tuple,
+        str,
+        bytes,
+        int,
+        set,
+        frozenset,
+        SizedThing,
+        Quacker,
+        Child,
+        GrandChild,
+        _Point,
+        type(None),
+    ],
+)
+def test_lookup_without_composition_answers_as_singledispatch(format: str, cls: type) -> None:
+    """The lookup composes the MRO with the ABCs only when their order can change the
+    answer; every shortcut gives what `functools.singledispatch` dispatches to (a miss
+    where it reaches only its fallback; cases it calls ambiguous are not compared)."""
+    import functools
+
+    reg = Registry()
+
+    @functools.singledispatch
+    def reference(obj: object) -> str:
+        return "none"
+
+    for i, name in enumerate(_BY_FORMAT[format]):
+        registered = _named(name)
+
+        def w(obj, location, _name=f"f{i}"):  # pragma: no cover - identity matters
+            pass
+
+        w.__name__ = f"f{i}"
+        reg.register(registered, "*", format, w, r_base)
+        reference.register(registered, lambda obj, _name=f"f{i}": _name)
+    try:
+        expected = reference.dispatch(cls)(None)
+    except RuntimeError:  # "Ambiguous dispatch": singledispatch itself has no answer
+        pytest.skip("ambiguous for singledispatch")
+    if expected == "none":
+        with pytest.raises(NoSerializerError):
+            reg.find(cls, "posix", format)
+    else:
+        assert reg.find(cls, "posix", format).write.__name__ == expected
