@@ -321,8 +321,8 @@ def profile(b: Butler, objs: list[dict[str, Any]]) -> None:
         prof = cProfile.Profile()
         prof.enable()
         for i in range(calls):
-            if action == "put":
-                b.put(objs[i], "cfg", bucket=i % 10, i=i, overwrite=True)
+            if action == "put":  # create-only, as the timed puts: new keys in bucket 11
+                b.put(objs[i], "cfg", bucket=11, i=i)
             else:
                 b.get("cfg", bucket=i % 10, i=i)
         prof.disable()
