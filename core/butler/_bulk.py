@@ -375,10 +375,14 @@ class BulkMixin:
                         finished.put((i, None, exc))
                         return
 
-            pool = self._bulk_pool(workers)
             try:
-                for _ in range(min(workers, len(items))):
-                    pool.submit(work)
+                # Under the lock: another thread's bulk call asking for more threads shuts
+                # this pool down and starts a bigger one, which must not happen between
+                # taking the pool and submitting to it (a raw RuntimeError, items lost).
+                with self._lock:
+                    pool = self._bulk_pool(workers)
+                    for _ in range(min(workers, len(items))):
+                        pool.submit(work)
                 for _ in range(len(items)):
                     i, ok, value = finished.get()
                     if ok is None:
