@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._component_read import read_component
-from ._errors import BulkError, ButlerError, InvalidDataIdError
+from ._errors import BulkError, ButlerError, InvalidDataIdError, check_overwrite
 from ._provenance import DatasetRef, ref_from_metadata
 
 if TYPE_CHECKING:
@@ -249,8 +249,11 @@ class BulkMixin:
             Unknown dataset type (nothing is written).
         InvalidDataIdError
             An item that is not an ``(obj, data_id)`` pair (nothing is written).
+        ParameterError
+            ``overwrite`` is not True or False (nothing is written).
         """
         dt = self.dataset_type(dataset_type)
+        check_overwrite(overwrite, f"put_many of dataset type {dt.name!r}")
         pairs = _pairs(items)
         recorded = getattr(self._recording, "refs", None)
         all_inputs = [*(inputs or ()), *(recorded or ())]

@@ -48,6 +48,7 @@ from ._errors import (
     FormatError,
     InvalidDataIdError,
     ParameterError,
+    check_overwrite,
 )
 from ._index import IndexEntry
 from ._provenance import DatasetRef, ref_from_metadata
@@ -237,6 +238,8 @@ def write(
     ------
     DatasetTypeError
         Unknown dataset type, at once.
+    ParameterError
+        ``overwrite`` is not True or False, at once.
     DatasetExistsError
         When computed: a data ID already holds a different object (without
         ``overwrite``).
@@ -247,13 +250,14 @@ def write(
     import dask.bag as db
 
     dt = b.dataset_type(dataset_type)
+    check_overwrite(overwrite, f"butler.dask.write of dataset type {dt.name!r}")
     handle = _Handle(b)
     return db.map_partitions(
         _write_partition,
         bag,
         handle,
         dt.name,
-        bool(overwrite),
+        overwrite,
         dict(parameters or {}),
         token="butler-write",
     )

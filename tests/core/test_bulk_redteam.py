@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from butler import Butler
+from butler import Butler, ParameterError
 
 
 @pytest.fixture(params=["posix", "memory"])
@@ -52,3 +53,27 @@ def test_threads_sharing_a_butler_with_different_max_workers(cfg_repo: Butler) -
         t.join()
     assert failures == []
     assert b.count("cfg") == 6 * rounds * 10
+
+
+@pytest.mark.parametrize("flag", ["no", "false", "False", 1, 0, None, [], "yes"])
+def test_overwrite_that_is_not_a_bool_is_refused(cfg_repo: Butler, flag: Any) -> None:
+    """``overwrite="no"`` (or ``"false"``, as read from a config file or a command line)
+    was truthy: put, put_many and butler.dask.write replaced the existing dataset. Only
+    True and False are accepted now; anything else is refused before anything is written."""
+    b = cfg_repo
+    b.put({"old": 1}, "cfg", visit=1)
+    with pytest.raises(ParameterError, match=r"overwrite must be True or False, not"):
+        b.put({"new": 1}, "cfg", visit=1, overwrite=flag)
+    with pytest.raises(ParameterError, match=r"put_many of dataset type 'cfg': overwrite"):
+        b.put_many("cfg", [({"new": 1}, {"visit": 1}), ({"new": 2}, {"visit": 2})], overwrite=flag)
+    assert b.get("cfg", visit=1) == {"old": 1}
+    assert not b.exists("cfg", visit=2)
+    if flag == "no":
+        dask_bag = pytest.importorskip("dask.bag")
+        bd = pytest.importorskip("butler.dask")
+        pytest.importorskip("distributed")
+        bag = dask_bag.from_sequence([({"new": 1}, {"visit": 1})])
+        with pytest.raises(ParameterError, match=r"butler\.dask\.write of dataset type 'cfg'"):
+            bd.write(b, "cfg", bag, overwrite=flag)
+    b.put({"new": 1}, "cfg", visit=1, overwrite=True)  # the booleans still work
+    assert b.put_many("cfg", [({"n": 2}, {"visit": 2})], overwrite=False)[0].overwrite is False
