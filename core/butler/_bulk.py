@@ -444,7 +444,7 @@ def _data_ids(data_ids: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         raise InvalidDataIdError(
             f"data_ids must be an iterable of data IDs (mappings), not {type(data_ids).__name__}"
         )
-    given = list(data_ids)
+    given = list(_iterate(data_ids, "data_ids", "data IDs (mappings)"))
     for i, data_id in enumerate(given):
         if not isinstance(data_id, Mapping):
             raise InvalidDataIdError(
@@ -459,7 +459,7 @@ def _pairs(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> list[tuple[Any, Ma
             f"items must be an iterable of (obj, data_id) pairs, not {type(items).__name__}"
         )
     pairs = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(_iterate(items, "items", "(obj, data_id) pairs")):
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise InvalidDataIdError(
                 f"items[{i}] is a {type(item).__name__}, not an (obj, data_id) pair"
@@ -471,6 +471,17 @@ def _pairs(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> list[tuple[Any, Ma
             )
         pairs.append((obj, data_id))
     return pairs
+
+
+def _iterate(given: Any, name: str, what: str) -> Iterable[Any]:
+    """``iter(given)``; an object that is not iterable (``None``...) is an
+    `InvalidDataIdError` naming the argument, not a bare ``TypeError``."""
+    try:
+        return iter(given)
+    except TypeError:
+        raise InvalidDataIdError(
+            f"{name} must be an iterable of {what}, not {type(given).__name__}"
+        ) from None
 
 
 def _check_workers(max_workers: int | None, storage: Storage) -> int:

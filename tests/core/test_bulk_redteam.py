@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from butler import Butler, ParameterError
+from butler import Butler, InvalidDataIdError, ParameterError
 
 
 @pytest.fixture(params=["posix", "memory"])
@@ -77,3 +77,13 @@ def test_overwrite_that_is_not_a_bool_is_refused(cfg_repo: Butler, flag: Any) ->
             bd.write(b, "cfg", bag, overwrite=flag)
     b.put({"new": 1}, "cfg", visit=1, overwrite=True)  # the booleans still work
     assert b.put_many("cfg", [({"n": 2}, {"visit": 2})], overwrite=False)[0].overwrite is False
+
+
+@pytest.mark.parametrize("given", [None, 3, object()])
+def test_a_non_iterable_batch_is_a_butler_error(cfg_repo: Butler, given: Any) -> None:
+    """``put_many("cfg", None)`` and ``get_many("cfg", None)`` raised a bare TypeError
+    ("'NoneType' object is not iterable"): not a ButlerError, naming nothing."""
+    with pytest.raises(InvalidDataIdError, match=r"items must be an iterable of \(obj, data_id\)"):
+        cfg_repo.put_many("cfg", given)
+    with pytest.raises(InvalidDataIdError, match="data_ids must be an iterable of data IDs"):
+        cfg_repo.get_many("cfg", given)
