@@ -87,3 +87,28 @@ def test_a_non_iterable_batch_is_a_butler_error(cfg_repo: Butler, given: Any) ->
         cfg_repo.put_many("cfg", given)
     with pytest.raises(InvalidDataIdError, match="data_ids must be an iterable of data IDs"):
         cfg_repo.get_many("cfg", given)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [0, -5, (0, 5), (3,), (3, 3, 3), "bogus", 2.5, None, ((3, 3), (5, 5)), True, (True, 5)],
+)
+def test_array_chunks_that_do_not_fit_are_a_parameter_error(
+    butler_repo: Callable[..., Butler], chunks: Any
+) -> None:
+    """butler.dask.array passed ``chunks`` to Dask unchecked: 0 was a ZeroDivisionError,
+    a wrong axis count or a unit Dask cannot read a bare ValueError, and ``chunks=True``
+    was silently 1 (one task per element: 16 million tasks for a 4096 x 4096 image)."""
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("dask.array")
+    pytest.importorskip("distributed")
+    import butler.dask as bd
+
+    b = butler_repo("posix")
+    b.register_dataset_type("img", np.ndarray, "npy", dimensions={"visit": int})
+    b.put(np.arange(100.0).reshape(10, 10), "img", visit=1)
+    with pytest.raises(ParameterError, match=r"chunks=.* do not fit dataset 'img' .* \(10, 10\)"):
+        bd.array(b, "img", chunks=chunks, visit=1)
+    for good in (4, (3, -1), {0: 3}, "auto", ((3, 7), (5, 5))):  # still accepted
+        x = bd.array(b, "img", chunks=good, visit=1)
+        np.testing.assert_array_equal(x.compute(scheduler="sync"), np.arange(100.0).reshape(10, 10))
