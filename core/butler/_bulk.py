@@ -378,14 +378,14 @@ class BulkMixin:
                         finished.put((i, None, exc))
                         return
 
+            running: list[Any] = []
             try:
                 # Under the lock: another thread's bulk call asking for more threads shuts
                 # this pool down and starts a bigger one, which must not happen between
                 # taking the pool and submitting to it (a raw RuntimeError, items lost).
                 with self._lock:
                     pool = self._bulk_pool(workers)
-                    for _ in range(min(workers, len(items))):
-                        pool.submit(work)
+                    running = [pool.submit(work) for _ in range(min(workers, len(items)))]
                 for _ in range(len(items)):
                     i, ok, value = finished.get()
                     if ok is None:
@@ -396,9 +396,17 @@ class BulkMixin:
                         errors[i] = value
                     done += 1
                     report(done, total)
+            except BaseException:
+                # Interrupted (Ctrl-C, a callback raising): the workers start nothing more,
+                # and the items already running are let finish (bytes and index row) before
+                # the exception goes on: a caller closing the Butler at once must not close
+                # the index under them (their datasets would be stored but not indexed).
+                stop.set()
+                from concurrent.futures import wait
+
+                wait(running)
+                raise
             finally:
-                # Interrupted (Ctrl-C, a callback raising): the workers start nothing more;
-                # the items already running finish on their own (each is atomic).
                 stop.set()
         return results
 

@@ -112,3 +112,37 @@ def test_array_chunks_that_do_not_fit_are_a_parameter_error(
     for good in (4, (3, -1), {0: 3}, "auto", ((3, 7), (5, 5))):  # still accepted
         x = bd.array(b, "img", chunks=good, visit=1)
         np.testing.assert_array_equal(x.compute(scheduler="sync"), np.arange(100.0).reshape(10, 10))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_ctrl_c_mid_batch_leaves_whole_indexed_datasets(
+    butler_repo: Callable[..., Butler], workers: int
+) -> None:
+    """KeyboardInterrupt in the calling thread (here from the progress callback) stops a
+    put_many part way; it propagates as is and nothing more starts.
+
+    The items running on the pool's threads at that moment went on after put_many had
+    raised: closing the Butler right away (what a script does on Ctrl-C) closed the index
+    under them, and their datasets stayed stored but not indexed, invisible to queries
+    (``verify``: "stored, but not indexed"). put_many now lets them finish before it
+    raises, so every dataset there is whole and indexed when it returns."""
+    b = butler_repo("posix")
+    root = b.storage.uri()
+    b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int})
+    items = [({"v": i, "pad": "x" * 1000}, {"visit": i}) for i in range(40)]
+
+    def progress(done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        b.put_many("cfg", items, max_workers=workers, progress=progress)
+    b.close()
+    with Butler(root) as again:
+        stored = sorted(d["visit"] for d in again.datasets("cfg"))
+        assert 3 <= len(stored) < 40
+        got = again.get_many("cfg", [{"visit": v} for v in stored])
+        assert got == [items[v][0] for v in stored]
+        report = again.verify("cfg")
+        assert report.healthy and report.checked == len(stored), report
+        again.put_many("cfg", [({"after": 1}, {"visit": 1000})], max_workers=workers)
