@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._component_read import read_component
-from ._errors import BulkError, ButlerError, InvalidDataIdError
+from ._errors import BulkError, ButlerError, InvalidDataIdError, check_overwrite
 from ._provenance import DatasetRef, ref_from_metadata
 
 if TYPE_CHECKING:
@@ -249,8 +249,11 @@ class BulkMixin:
             Unknown dataset type (nothing is written).
         InvalidDataIdError
             An item that is not an ``(obj, data_id)`` pair (nothing is written).
+        ParameterError
+            ``overwrite`` is not True or False (nothing is written).
         """
         dt = self.dataset_type(dataset_type)
+        check_overwrite(overwrite, f"put_many of dataset type {dt.name!r}")
         pairs = _pairs(items)
         recorded = getattr(self._recording, "refs", None)
         all_inputs = [*(inputs or ()), *(recorded or ())]
@@ -375,10 +378,14 @@ class BulkMixin:
                         finished.put((i, None, exc))
                         return
 
-            pool = self._bulk_pool(workers)
+            running: list[Any] = []
             try:
-                for _ in range(min(workers, len(items))):
-                    pool.submit(work)
+                # Under the lock: another thread's bulk call asking for more threads shuts
+                # this pool down and starts a bigger one, which must not happen between
+                # taking the pool and submitting to it (a raw RuntimeError, items lost).
+                with self._lock:
+                    pool = self._bulk_pool(workers)
+                    running = [pool.submit(work) for _ in range(min(workers, len(items)))]
                 for _ in range(len(items)):
                     i, ok, value = finished.get()
                     if ok is None:
@@ -389,9 +396,17 @@ class BulkMixin:
                         errors[i] = value
                     done += 1
                     report(done, total)
+            except BaseException:
+                # Interrupted (Ctrl-C, a callback raising): the workers start nothing more,
+                # and the items already running are let finish (bytes and index row) before
+                # the exception goes on: a caller closing the Butler at once must not close
+                # the index under them (their datasets would be stored but not indexed).
+                stop.set()
+                from concurrent.futures import wait
+
+                wait(running)
+                raise
             finally:
-                # Interrupted (Ctrl-C, a callback raising): the workers start nothing more;
-                # the items already running finish on their own (each is atomic).
                 stop.set()
         return results
 
@@ -437,7 +452,7 @@ def _data_ids(data_ids: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         raise InvalidDataIdError(
             f"data_ids must be an iterable of data IDs (mappings), not {type(data_ids).__name__}"
         )
-    given = list(data_ids)
+    given = list(_iterate(data_ids, "data_ids", "data IDs (mappings)"))
     for i, data_id in enumerate(given):
         if not isinstance(data_id, Mapping):
             raise InvalidDataIdError(
@@ -452,7 +467,7 @@ def _pairs(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> list[tuple[Any, Ma
             f"items must be an iterable of (obj, data_id) pairs, not {type(items).__name__}"
         )
     pairs = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(_iterate(items, "items", "(obj, data_id) pairs")):
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise InvalidDataIdError(
                 f"items[{i}] is a {type(item).__name__}, not an (obj, data_id) pair"
@@ -464,6 +479,17 @@ def _pairs(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> list[tuple[Any, Ma
             )
         pairs.append((obj, data_id))
     return pairs
+
+
+def _iterate(given: Any, name: str, what: str) -> Iterable[Any]:
+    """``iter(given)``; an object that is not iterable (``None``...) is an
+    `InvalidDataIdError` naming the argument, not a bare ``TypeError``."""
+    try:
+        return iter(given)
+    except TypeError:
+        raise InvalidDataIdError(
+            f"{name} must be an iterable of {what}, not {type(given).__name__}"
+        ) from None
 
 
 def _check_workers(max_workers: int | None, storage: Storage) -> int:

@@ -25,6 +25,7 @@ from ._errors import (
     NoSerializerError,
     QueryError,
     StorageError,
+    check_overwrite,
 )
 from ._index import INT_RANGE, Index, IndexEntry, entry_id
 from ._limits import parse_size
@@ -738,7 +739,7 @@ class Butler(CollectionsMixin, BulkMixin):
             dataset_type,
             data_id,
             parameters=parameters,
-            overwrite=overwrite,
+            overwrite=check_overwrite(overwrite, f"put of dataset type {dataset_type!r}"),
             progress=progress,
             **data_id_kw,
         )

@@ -170,3 +170,11 @@ def _bulk_error(
     ButlerError.__init__(error, message)
     error.errors, error.data_ids, error.results = dict(errors), dict(data_ids), dict(results)
     return error
+
+
+def check_overwrite(overwrite: object, what: str) -> bool:
+    """``overwrite`` itself, refused unless it is True or False: a truthy string such as
+    ``"no"`` or ``"false"`` would otherwise replace existing datasets."""
+    if not isinstance(overwrite, bool):
+        raise ParameterError(f"{what}: overwrite must be True or False, not {overwrite!r}")
+    return overwrite

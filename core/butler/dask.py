@@ -48,6 +48,7 @@ from ._errors import (
     FormatError,
     InvalidDataIdError,
     ParameterError,
+    check_overwrite,
 )
 from ._index import IndexEntry
 from ._provenance import DatasetRef, ref_from_metadata
@@ -237,6 +238,8 @@ def write(
     ------
     DatasetTypeError
         Unknown dataset type, at once.
+    ParameterError
+        ``overwrite`` is not True or False, at once.
     DatasetExistsError
         When computed: a data ID already holds a different object (without
         ``overwrite``).
@@ -247,13 +250,14 @@ def write(
     import dask.bag as db
 
     dt = b.dataset_type(dataset_type)
+    check_overwrite(overwrite, f"butler.dask.write of dataset type {dt.name!r}")
     handle = _Handle(b)
     return db.map_partitions(
         _write_partition,
         bag,
         handle,
         dt.name,
-        bool(overwrite),
+        overwrite,
         dict(parameters or {}),
         token="butler-write",
     )
@@ -384,8 +388,8 @@ def array(
     ------
     ParameterError
         The dataset's format declares no partial read (none of
-        `PARTIAL_READ_PARAMETERS`), naming the format; or ``parameters`` holds the
-        partial-read parameter itself.
+        `PARTIAL_READ_PARAMETERS`), naming the format; ``parameters`` holds the
+        partial-read parameter itself; or ``chunks`` do not fit the array's shape.
     DatasetNotFoundError
         No searched run holds the dataset.
     FormatError
@@ -425,9 +429,37 @@ def array(
         last = source.read((Ellipsis, slice(0, 0)), probe=True)
         shape = (last.shape[0], *first.shape[1:])
     source.shape, source.dtype, source.ndim = shape, first.dtype, len(shape)
+    chunks = _checked_chunks(chunks, shape, first.dtype, found.describe())
     name = f"butler-array-{tokenize(source, chunks)}"
     meta = np.empty((0,) * len(shape), dtype=first.dtype)
     return da.from_array(source, chunks=chunks, name=name, meta=meta, asarray=False)
+
+
+def _checked_chunks(chunks: Any, shape: tuple[int, ...], dtype: Any, what: str) -> Any:
+    """``chunks`` normalised by Dask for ``shape``; anything Dask cannot read (0, negative
+    sizes, the wrong number of axes, sizes not adding up) or a bool (``True`` is 1: one
+    task per element) is a `ParameterError` naming the dataset and its shape."""
+    from dask.array.core import normalize_chunks
+
+    def has_bool(value: Any) -> bool:
+        if isinstance(value, bool):
+            return True
+        if isinstance(value, Mapping):
+            return any(has_bool(v) for v in value.values())
+        if isinstance(value, tuple | list):
+            return any(has_bool(v) for v in value)
+        return False
+
+    problem = "a bool is no chunk size" if has_bool(chunks) else None
+    if problem is None:
+        try:
+            return normalize_chunks(chunks, shape, dtype=dtype)
+        except (ValueError, TypeError, ZeroDivisionError, KeyError, IndexError) as exc:
+            problem = str(exc).splitlines()[0] or type(exc).__name__
+    raise ParameterError(
+        f"butler.dask.array: chunks={chunks!r} do not fit {what} of shape {shape} "
+        f"({problem}); give one positive size (or -1, 'auto') per axis"
+    )
 
 
 def _length(source: _Section) -> int:
