@@ -253,7 +253,7 @@ class BulkMixin:
             ``overwrite`` is not True or False (nothing is written).
         """
         dt = self.dataset_type(dataset_type)
-        check_overwrite(overwrite, f"put_many of dataset type {dt.name!r}")
+        check_overwrite(overwrite, "put_many", dt.name)
         pairs = _pairs(items)
         recorded = getattr(self._recording, "refs", None)
         all_inputs = [*(inputs or ()), *(recorded or ())]

@@ -739,7 +739,7 @@ class Butler(CollectionsMixin, BulkMixin):
             dataset_type,
             data_id,
             parameters=parameters,
-            overwrite=check_overwrite(overwrite, f"put of dataset type {dataset_type!r}"),
+            overwrite=check_overwrite(overwrite, "put", dataset_type),
             progress=progress,
             **data_id_kw,
         )

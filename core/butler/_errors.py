@@ -172,9 +172,12 @@ def _bulk_error(
     return error
 
 
-def check_overwrite(overwrite: object, what: str) -> bool:
+def check_overwrite(overwrite: object, action: str, dataset_type: str) -> bool:
     """``overwrite`` itself, refused unless it is True or False: a truthy string such as
     ``"no"`` or ``"false"`` would otherwise replace existing datasets."""
-    if not isinstance(overwrite, bool):
-        raise ParameterError(f"{what}: overwrite must be True or False, not {overwrite!r}")
-    return overwrite
+    if overwrite is True or overwrite is False:
+        return overwrite
+    raise ParameterError(
+        f"{action} of dataset type {dataset_type!r}: overwrite must be True or False, not "
+        f"{overwrite!r}"
+    )

@@ -250,7 +250,7 @@ def write(
     import dask.bag as db
 
     dt = b.dataset_type(dataset_type)
-    check_overwrite(overwrite, f"butler.dask.write of dataset type {dt.name!r}")
+    check_overwrite(overwrite, "butler.dask.write", dt.name)
     handle = _Handle(b)
     return db.map_partitions(
         _write_partition,
