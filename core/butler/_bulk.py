@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._component_read import read_component
 from ._errors import BulkError, ButlerError, InvalidDataIdError, check_overwrite
-from ._provenance import DatasetRef, ref_from_metadata
+from ._provenance import DatasetRef, check_inputs, ref_from_metadata
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -256,6 +256,7 @@ class BulkMixin:
         check_overwrite(overwrite, "put_many", dt.name)
         pairs = _pairs(items)
         recorded = getattr(self._recording, "refs", None)
+        check_inputs(inputs)  # at once, not per item
         all_inputs = [*(inputs or ()), *(recorded or ())]
         errors: dict[int, BaseException] = {}
         tasks: dict[int, Callable[[], ButlerLocation]] = {}

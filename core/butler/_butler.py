@@ -45,7 +45,13 @@ from ._policy import (
     python_type_name,
     validate_dataset_type_name,
 )
-from ._provenance import DatasetRef, new_created, provenance_record, ref_from_metadata
+from ._provenance import (
+    DatasetRef,
+    check_inputs,
+    new_created,
+    provenance_record,
+    ref_from_metadata,
+)
 from ._registry import Registry
 from ._runs import (
     DEFAULT_RUN,
@@ -767,6 +773,7 @@ class Butler(CollectionsMixin, BulkMixin):
     ) -> ButlerLocation:
         """The write location carrying its provenance record (see `butler._provenance`)."""
         refs: list[DatasetRef] = []
+        check_inputs(inputs)
         for ref in [*(inputs or ()), *(getattr(self._recording, "refs", None) or ())]:
             if not isinstance(ref, DatasetRef):
                 raise DatasetTypeError(

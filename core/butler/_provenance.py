@@ -27,7 +27,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import DatasetExistsError, DatasetNotFoundError, FormatError, InvalidDataIdError
+from ._errors import (
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DatasetTypeError,
+    FormatError,
+    InvalidDataIdError,
+)
 from ._runs import check_run_name
 
 if TYPE_CHECKING:
@@ -274,6 +280,16 @@ def _inputs(storage: Storage, record: Mapping[str, Any]) -> list[DatasetRef]:
     if not isinstance(refs, list):
         raise FormatError(f"the input record {storage.uri(key)!r} is not a list")
     return [DatasetRef.from_dict(r) for r in refs]
+
+
+def check_inputs(inputs: object) -> None:
+    """Refuse ``inputs`` given as one thing instead of a list of refs (``inputs="raw"``
+    was iterated letter by letter, each refused as "not 'r'")."""
+    if isinstance(inputs, str | bytes | Mapping | DatasetRef):
+        raise DatasetTypeError(
+            f"inputs must be a list of DatasetRef objects (from Butler.ref), not a "
+            f"{type(inputs).__name__}"
+        )
 
 
 def ref_from_metadata(

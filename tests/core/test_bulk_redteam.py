@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from butler import Butler, InvalidDataIdError, ParameterError
+from butler import Butler, DatasetTypeError, InvalidDataIdError, ParameterError
 
 
 @pytest.fixture(params=["posix", "memory"])
@@ -146,3 +146,19 @@ def test_ctrl_c_mid_batch_leaves_whole_indexed_datasets(
         report = again.verify("cfg")
         assert report.healthy and report.checked == len(stored), report
         again.put_many("cfg", [({"after": 1}, {"visit": 1000})], max_workers=workers)
+
+
+@pytest.mark.parametrize("given", ["raw", b"raw", {"run": "r"}])
+def test_inputs_given_as_one_thing_are_refused_at_once(cfg_repo: Butler, given: Any) -> None:
+    """``inputs="raw"`` was iterated letter by letter, every item refused as "not 'r'";
+    a single ref, a string or a mapping is now refused as a whole, before any write."""
+    b = cfg_repo
+    b.put({"v": 0}, "cfg", visit=0)
+    ref = b.ref("cfg", visit=0)
+    for one in (given, ref):
+        with pytest.raises(DatasetTypeError, match="a list of DatasetRef"):
+            b.put({"v": 1}, "cfg", visit=1, inputs=one)
+        with pytest.raises(DatasetTypeError, match="a list of DatasetRef"):
+            b.put_many("cfg", [({"v": 2}, {"visit": 2})], inputs=one)
+    assert not b.exists("cfg", visit=1) and not b.exists("cfg", visit=2)
+    b.put({"v": 1}, "cfg", visit=1, inputs=[ref])  # a list of refs is what it takes
