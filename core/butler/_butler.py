@@ -14,6 +14,7 @@ from . import _composite as composite
 from ._bulk import BulkMixin
 from ._collections import CollectionsMixin
 from ._component_read import read_component, split_name
+from ._declarations import parameters_dict
 from ._disassembly import check_declared, check_disassembly, location_data, record_format
 from ._errors import (
     ButlerError,
@@ -698,7 +699,9 @@ class Butler(CollectionsMixin, BulkMixin):
             locations=[key],
             data_id=data_id,
             additional_data=dict(base.additional_data) if base.additional_data else {},
-            parameters=dict(parameters) if parameters else {},
+            parameters=parameters_dict(parameters, f"dataset type {dt.name!r}")
+            if parameters is not None
+            else {},
             serializer_args=dict(base.serializer_args) if base.serializer_args else {},
             overwrite=overwrite,
             allow_pickle=allow_pickle,

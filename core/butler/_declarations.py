@@ -18,6 +18,26 @@ from ._types import type_name
 __all__ = ["Dropped", "FormatDescriptor", "Serializer", "StorageSpec", "resolve_reference"]
 
 
+def parameters_dict(given: Any, what: str) -> dict[str, Any]:
+    """A copy of the ``parameters`` a call was given (``None``: none), refused unless they
+    are a mapping: ``parameters=[1]`` or ``"section"`` raised a bare TypeError or
+    ValueError from ``dict()``.
+
+    Raises
+    ------
+    ParameterError
+        Naming the call and what it was given.
+    """
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise ParameterError(
+            f"parameters of {what} must be a mapping of names to values "
+            f"({{'section': ...}}), not a value of type {type(given).__name__!r}"
+        )
+    return dict(given)
+
+
 def resolve_reference(ref: Any) -> Any:
     """Return ``ref`` itself, or the object named by a ``"module:attribute"`` string.
 

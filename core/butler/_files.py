@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._declarations import parameters_dict
 from ._errors import ButlerError
 from ._location import ButlerLocation
 from ._open import open_storage
@@ -109,7 +110,7 @@ def file_location(
         python_type=type_name(python_type or descriptor.python_type),
         dataset_type=key,
         additional_data={},
-        parameters=dict(parameters or {}),
+        parameters=parameters_dict(parameters, repr(key)),
         registry=reg,
         overwrite=overwrite,
         allow_pickle=allow_pickle,

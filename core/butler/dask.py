@@ -42,6 +42,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._butler import Butler
+from ._declarations import parameters_dict
 from ._errors import (
     ButlerError,
     DatasetExistsError,
@@ -173,19 +174,23 @@ def read(
     from ._disassembly import check_declared
 
     dt, component = b._dataset_type_and_component(dataset_type)
+    given = parameters_dict(parameters, f"dataset type {dt.name!r}")
     if component is not None:  # "calexp.wcs": the datasets of calexp, each read as its WCS
         check_declared(b.registry, dt, component)
-    elif parameters:  # (a component's parameters are its own format's: checked when read)
-        b.registry.format(dt.format).check_parameters(
-            dict(parameters), what=f"dataset type {dt.name!r}"
-        )
+    elif given:  # (a component's parameters are its own format's: checked when read)
+        b.registry.format(dt.format).check_parameters(given, what=f"dataset type {dt.name!r}")
     found = b.stored_locations(dt.name, where, collections=collections, **constraints)
     items = [(dict(location.data_id), location.run) for location in found]
     handle = _Handle(b)
     seq = db.from_sequence(items, **_partitioning(len(items), partition_size, npartitions))
     name = dt.name if component is None else f"{dt.name}.{component}"
     return db.map_partitions(
-        _read_partition, seq, handle, name, dict(parameters or {}), token="butler-read"
+        _read_partition,
+        seq,
+        handle,
+        name,
+        given,
+        token="butler-read",
     )
 
 
@@ -258,7 +263,7 @@ def write(
         handle,
         dt.name,
         overwrite,
-        dict(parameters or {}),
+        parameters_dict(parameters, f"dataset type {dt.name!r}"),
         token="butler-write",
     )
 
@@ -412,7 +417,7 @@ def array(
             f"declares no partial read (none of {list(PARTIAL_READ_PARAMETERS)} among its "
             f"parameters {sorted(declared)}); read it whole with butler.dask.read"
         )
-    extra = dict(parameters or {})
+    extra = parameters_dict(parameters, f"dataset type {dt.name!r}")
     if selector in extra:
         raise ParameterError(
             f"butler.dask.array selects chunks with parameter {selector!r} itself; do not "

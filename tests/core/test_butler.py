@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -330,3 +331,20 @@ def test_replaceable_mapper(tmp_path: Path) -> None:
         b.put({}, "cfg", visit=3, band="../x")
     with pytest.raises(TypeError, match="abstract"):
         Mapper()  # type: ignore[abstract]
+
+
+@pytest.mark.parametrize("given", [[1], "section", 5, [], ("a", 1)])
+def test_parameters_that_are_not_a_mapping_are_a_parameter_error(repo: Butler, given: Any) -> None:
+    """``parameters=[1]`` raised a bare TypeError (``"abc"`` a ValueError) from ``dict()``,
+    and an empty list was silently no parameters: anything but a mapping (or None) is a
+    `ParameterError` naming the dataset type, for get, put and location alike."""
+    repo.register_dataset_type("p", dict, "json", dimensions={"visit": int})
+    repo.put({"x": 1}, "p", visit=1)
+    for call in (
+        lambda: repo.get("p", visit=1, parameters=given),
+        lambda: repo.put({"x": 2}, "p", visit=1, parameters=given, overwrite=True),
+        lambda: repo.location("p", visit=1, parameters=given),
+    ):
+        with pytest.raises(ParameterError, match="parameters of dataset type 'p' must be a"):
+            call()
+    assert repo.get("p", visit=1, parameters={}) == {"x": 1}
