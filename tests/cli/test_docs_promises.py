@@ -1,0 +1,35 @@
+"""Promises of docs/cli.rst and docs/components.rst that no other test tried to break:
+each test names the sentence it checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+Cli = Callable[..., Result]
+
+
+def one_error(result: Result) -> str:
+    """The one ``butler: error:`` line of a failed command (status 1, no traceback)."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("butler: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag", ["--run", "--collections"])
+def test_run_names_hold_no_comma(cli: Cli, repo: Path, files: dict[str, Path], flag: str) -> None:
+    """cli.rst, conventions: names are letters, digits and ``_.-+=``, never a comma. The doc
+    said a name holding a comma could be given to ``--run``: it never could."""
+    if flag == "--run":
+        err = one_error(cli("put", repo, "img", files["npy"], "--id", "visit=1", "--run", "a,b"))
+        assert "InvalidDataIdError: --run a,b: invalid run name 'a,b'" in err
+    else:  # a comma separates the names: 'a' and 'b', both unknown, are warned about
+        result = cli("ls", repo, "img", "--collections", "a,b")
+        assert result.exit_code == 0 and result.stdout == "(no datasets)\n"
+        assert "--collections a:" in result.stderr and "--collections b:" in result.stderr
+    assert not (repo / "@runs").exists()
