@@ -347,9 +347,9 @@ def init(ctx: click.Context, root: str, checksum: bool, allow_pickle: bool, opti
     """
     from ._butler import Butler
 
-    b = Butler.create(
-        root, checksum=checksum, allow_pickle=allow_pickle, **_parse_pairs(options, "--option")
-    )
+    parsed = _parse_pairs(options, "--option")
+    with _option_errors(parsed):
+        b = Butler.create(root, checksum=checksum, allow_pickle=allow_pickle, **parsed)
     _emit(ctx, {"root": b.storage.uri(), "storage": b.storage.type_name},
           f"created {b.storage.type_name} repository {b.storage.uri()}")  # fmt: skip
 

@@ -33,3 +33,20 @@ def test_run_names_hold_no_comma(cli: Cli, repo: Path, files: dict[str, Path], f
         assert result.exit_code == 0 and result.stdout == "(no datasets)\n"
         assert "--collections a:" in result.stderr and "--collections b:" in result.stderr
     assert not (repo / "@runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("durabel=1", "-O/--option: unknown option(s) ['durabel'] for the 'posix' storage"),
+        ("xattrs=maybe", "-O/--option: posix option xattrs must be"),
+    ],
+)
+def test_init_names_the_storage_option(
+    cli: Cli, tmp_path: Path, option: str, expected: str
+) -> None:
+    """cli.rst, conventions: errors about an option name it (``-O/--option: unknown
+    option(s) ['durabel'] ...``). ``init`` reported them without the flag."""
+    err = one_error(cli("init", tmp_path / "repo", "-O", option))
+    assert err.startswith("butler: error: StorageError: " + expected), err
+    assert not (tmp_path / "repo").exists()
