@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -993,13 +994,22 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
         ctx.exit(1)
 
 
+def _seconds(value: float) -> float:
+    # FloatRange lets NaN through (no comparison holds): debris is never older than NaN,
+    # so purge would silently remove nothing.
+    if math.isnan(value):
+        raise click.BadParameter("'nan' is not a number of seconds", param_hint="--older-than")
+    return value
+
+
 @main.command()
 @click.argument("root")
 @click.option(
     "--older-than",
     default=3600.0,
     show_default=True,
-    type=float,
+    type=click.FloatRange(min=0),
+    callback=lambda ctx, param, value: _seconds(value),
     metavar="SECONDS",
     help="Only debris at least this old (a live writer's temporary file is younger).",
 )

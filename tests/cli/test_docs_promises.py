@@ -50,3 +50,19 @@ def test_init_names_the_storage_option(
     err = one_error(cli("init", tmp_path / "repo", "-O", option))
     assert err.startswith("butler: error: StorageError: " + expected), err
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("seconds", ["-5", "-inf", "nan", "NaN"])
+def test_purge_older_than_is_a_number_of_seconds(cli: Cli, repo: Path, seconds: str) -> None:
+    """cli.rst, purge: debris is removed once older than ``--older-than`` seconds. 'nan'
+    silently removed nothing (no age is older than NaN) and negative ages were taken;
+    both are usage errors now, like a negative ``--limit``."""
+    debris = repo / "..butler-tmp.0123456789ab.x.json"
+    debris.write_bytes(b"{")
+    result = cli("purge", repo, "--older-than", seconds)
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert "--older-than" in result.stderr and "Traceback" not in result.stderr
+    assert debris.exists()
+    result = cli("--json", "purge", repo, "--older-than", "0")
+    assert result.exit_code == 0, result.stderr
+    assert not debris.exists()
