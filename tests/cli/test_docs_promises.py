@@ -66,3 +66,36 @@ def test_purge_older_than_is_a_number_of_seconds(cli: Cli, repo: Path, seconds: 
     result = cli("--json", "purge", repo, "--older-than", "0")
     assert result.exit_code == 0, result.stderr
     assert not debris.exists()
+
+
+def test_a_file_is_named_as_a_file(cli: Cli, repo: Path, tmp_path: Path) -> None:
+    """cli.rst, conventions: errors name what was asked. A file that is no dataset was
+    described as one, with a Python dict for its data ID: ``dataset 'bad.json' {} at
+    '/tmp/bad.json'``."""
+    bad = tmp_path / "bad.json"
+    bad.write_text("garbage")
+    for args in (["put", repo, "cfg", bad, "--id", "visit=1", "--id", "band=r"],
+                 ["convert", bad, tmp_path / "out.yaml"]):  # fmt: skip
+        err = one_error(cli(*args))
+        assert f"FormatError: cannot read file {str(bad)!r} as 'json'" in err, err
+        assert "{}" not in err and "dataset 'bad.json'" not in err
+
+
+def test_a_missing_hdu_names_hdu(cli: Cli, repo: Path, tmp_path: Path) -> None:
+    """cli.rst, put/convert: ``--hdu`` (an index or an EXTNAME) reads one HDU; asking for
+    one the file lacks is reported against ``--hdu``, listing the HDUs it has."""
+    np = pytest.importorskip("numpy")
+    fits = pytest.importorskip("astropy.io.fits")
+    pytest.importorskip("butler_fits")
+    multi = tmp_path / "multi.fits"
+    sci = fits.ImageHDU(np.ones((2, 2)), name="SCI")
+    fits.HDUList([fits.PrimaryHDU(np.zeros((2, 2))), sci]).writeto(multi)
+    for hdu in ("7", "NOPE"):
+        shown = hdu if hdu.isdigit() else repr(hdu)
+        for args in (["put", repo, "img", multi, "--id", "visit=1"],
+                     ["convert", multi, tmp_path / "x.npy"]):  # fmt: skip
+            err = one_error(cli(*args, "--hdu", hdu))
+            assert err == (
+                f"butler: error: FormatError: --hdu {hdu}: file {str(multi)!r}: has no HDU "
+                f"{shown}; its HDUs are ['0:PRIMARY', '1:SCI']"
+            )
