@@ -217,6 +217,17 @@ def _butler(root: str, options: tuple[str, ...]) -> Any:
         return Butler(root, **parsed)
 
 
+def _output_format(registry: Any, output: str, what: str, flag: str) -> str:
+    """The format an output's name implies, or an error naming the output and ``flag``."""
+    from ._errors import FormatError
+    from ._urls import split_file_uri
+
+    try:
+        return str(registry.identify_format(split_file_uri(output)[1]))
+    except FormatError as exc:
+        raise FormatError(f"{what} {output!r}: {exc}; or give {flag} FORMAT") from None
+
+
 def _check_format(registry: Any, name: str | None, flag: str) -> None:
     """An unknown ``--format``/``--from``/``--to`` fails first, naming the flag."""
     if name is not None:
@@ -928,6 +939,8 @@ def get(
         found = location.run  # the get below says what was searched
     key = run_key(found, location.key[len(run_prefix(location.run)) :])
     check_output(output, "-o/--output", overwrite, source=b.storage.uri(key))
+    if file_format is None:  # before the dataset is read, which may be long
+        _output_format(b.registry, output, "-o/--output", "--format")
     total = b.storage.size(key) if b.storage.exists(key) else None
     with _progress(f"get {dataset_type}", total) as progress:
         obj = b.get(dataset_type, data_id, progress=progress)
@@ -1061,7 +1074,6 @@ def convert(
       butler convert s3://bucket/img.fits ./img.fits -O endpoint_url=http://127.0.0.1:9000
     """
     from ._files import write_file
-    from ._urls import split_file_uri
 
     storage_options = _parse_pairs(options, "--option")
     # -O options are for the remote end (a local file takes none of S3's): both ends get
@@ -1071,17 +1083,13 @@ def convert(
         (storage_options if remote[0] or not any(remote) else {}),
         (storage_options if remote[1] or not any(remote) else {}),
     )
-    from ._errors import ButlerError as _ButlerError
     from ._plugins import default_registry
 
     reg = default_registry()
     _check_format(reg, src_format, "--from")
     _check_format(reg, dst_format, "--to")
     check_output(dst, "DST", overwrite, source=src)
-    target = dst_format
-    if target is None:
-        with contextlib.suppress(_ButlerError):  # unidentified: write_file reports it
-            target = reg.identify_format(split_file_uri(dst)[1])
+    target = dst_format or _output_format(reg, dst, "DST", "--to")
     with _option_errors(src_options):
         obj = read_standalone(
             input_file(src, "SRC"), src_format, python_type, reg, hdu=hdu_option(hdu),

@@ -99,3 +99,33 @@ def test_a_missing_hdu_names_hdu(cli: Cli, repo: Path, tmp_path: Path) -> None:
                 f"butler: error: FormatError: --hdu {hdu}: file {str(multi)!r}: has no HDU "
                 f"{shown}; its HDUs are ['0:PRIMARY', '1:SCI']"
             )
+
+
+def test_an_output_without_a_format_names_its_flag(
+    cli: Cli, repo: Path, files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cli.rst, get/convert: the output's format is implied by its name (or ``--format`` /
+    ``--to``). A name implying none was reported as 'cannot identify the format of
+    'y.xyz'', naming neither the argument nor the flag, and only after the whole dataset
+    or SRC had been read."""
+    import butler
+
+    assert cli("put", repo, "img", files["npy"], "--id", "visit=1").exit_code == 0
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("read before the output was checked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(butler.Butler, "get", never)
+        patch.setattr(butler._cli, "read_standalone", never)
+        err = one_error(cli("get", repo, "img", "--id", "visit=1", "-o", tmp_path / "y.xyz"))
+        assert f"FormatError: -o/--output {str(tmp_path / 'y.xyz')!r}: cannot identify" in err
+        assert err.endswith("; or give --format FORMAT")
+        err = one_error(cli("convert", files["npy"], tmp_path / "y.xyz"))
+        assert f"FormatError: DST {str(tmp_path / 'y.xyz')!r}: cannot identify" in err
+        assert err.endswith("; or give --to FORMAT")
+    assert not (tmp_path / "y.xyz").exists()
+    result = cli("get", repo, "img", "--id", "visit=1", "-o", tmp_path / "y.xyz", "--format", "npy")
+    assert result.exit_code == 0, result.stderr
+    result = cli("convert", files["npy"], tmp_path / "z.xyz", "--to", "npy")
+    assert result.exit_code == 0, result.stderr
