@@ -104,6 +104,7 @@ def _data_id(
 _CLI_REMEDIES = (
     ("overwrite=True", "--overwrite"),
     ("register_dataset_type()", "'butler define'"),
+    ("only get, get_many and exists read components", "only 'butler get' reads components"),
     ("(index='postgresql+psycopg://...')", "(--index postgresql+psycopg://...)"),
 )
 

@@ -129,3 +129,25 @@ def test_an_output_without_a_format_names_its_flag(
     assert result.exit_code == 0, result.stderr
     result = cli("convert", files["npy"], tmp_path / "z.xyz", "--to", "npy")
     assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls", "{repo}", "cfg.gain"],
+        ["rm", "{repo}", "cfg.gain", "--id", "visit=1", "--id", "band=r"],
+        ["put", "{repo}", "cfg.gain", "{json}", "--id", "visit=1", "--id", "band=r"],
+        ["history", "{repo}", "cfg.gain", "--id", "visit=1", "--id", "band=r"],
+    ],
+)
+def test_components_are_read_by_get_only(
+    cli: Cli, repo: Path, files: dict[str, Path], args: list[str]
+) -> None:
+    """components.rst: ``put``, ``remove``, ``datasets`` take dataset types, not components;
+    the CLI's ``butler get REPO calexp.wcs`` reads one. The refusal named Python methods
+    ('only get, get_many and exists read components') on the command line."""
+    args = [a.format(repo=repo, json=files["json"]) for a in args]
+    err = one_error(cli(*args))
+    assert "DatasetTypeError: 'cfg.gain' names component 'gain' of dataset type 'cfg'" in err
+    assert "only 'butler get' reads components" in err
+    assert "get_many" not in err and "exists" not in err
