@@ -151,3 +151,22 @@ def test_components_are_read_by_get_only(
     assert "DatasetTypeError: 'cfg.gain' names component 'gain' of dataset type 'cfg'" in err
     assert "only 'butler get' reads components" in err
     assert "get_many" not in err and "exists" not in err
+
+
+@pytest.mark.parametrize("template", ["@runs/{a}.json", "@parts/x/{a}.json", "@runs/x.json"])
+def test_a_template_in_butlers_areas_is_refused(cli: Cli, repo: Path, template: str) -> None:
+    """components.rst: the ``@parts/`` area, like the runs area ``@runs/``, can never be a
+    data ID's key. ``define`` accepted a template lying there, so every put of the dataset
+    type was refused afterwards; the definition is refused now, by the library too."""
+    from butler import Butler, DatasetTypeError
+
+    err = one_error(cli("define", repo, "t", "--type", "dict", "--format", "json",
+                        "--template", template))  # fmt: skip
+    area = template.split("/")[0] + "/"
+    assert f"template {template!r} lies in {area!r}, which is reserved for butler" in err
+    with pytest.raises(DatasetTypeError, match="reserved for butler itself"):
+        Butler(str(repo)).register_dataset_type("t", dict, "json", template)
+    assert "t" not in Butler(str(repo)).policy.dataset_types
+    ok = cli("define", repo, "t", "--type", "dict", "--format", "json", "--template",
+             "@runsx/{a}.json")  # fmt: skip
+    assert ok.exit_code == 0, ok.stderr
