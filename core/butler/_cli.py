@@ -400,6 +400,8 @@ def define(
             if kind not in ("", "int", "str") or not key:
                 raise click.BadParameter(f"{item!r} is not NAME, NAME=int or NAME=str",
                                          param_hint="--dimension")  # fmt: skip
+            if key in dims:  # as for --id: a repeated key is an error, never the last one
+                raise click.BadParameter(f"{key!r} is given twice", param_hint="--dimension")
             dims[key] = kind or "str"
     from ._policy import python_type_name
 

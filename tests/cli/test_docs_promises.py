@@ -170,3 +170,17 @@ def test_a_template_in_butlers_areas_is_refused(cli: Cli, repo: Path, template: 
     ok = cli("define", repo, "t", "--type", "dict", "--format", "json", "--template",
              "@runsx/{a}.json")  # fmt: skip
     assert ok.exit_code == 0, ok.stderr
+
+
+@pytest.mark.parametrize("second", ["a=int", "a", "a=str"])
+def test_define_refuses_a_repeated_dimension(cli: Cli, repo: Path, second: str) -> None:
+    """cli.rst, define: ``-d DIM[=int|str]`` declares the data ID keys. ``-d a -d a=int``
+    silently defined ``a`` as the last one said (int); a repeated key is a usage error, as
+    for ``--id``."""
+    result = cli("define", repo, "t", "--type", "dict", "--format", "json",
+                 "-d", "a", "-d", second)  # fmt: skip
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert "Invalid value for --dimension: 'a' is given twice" in result.stderr
+    from butler import Butler
+
+    assert "t" not in Butler(str(repo)).policy.dataset_types
