@@ -184,3 +184,66 @@ def test_define_refuses_a_repeated_dimension(cli: Cli, repo: Path, second: str) 
     from butler import Butler
 
     assert "t" not in Butler(str(repo)).policy.dataset_types
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def console_examples(doc: str, sections: list[str]) -> list[tuple[list[str], list[str]]]:
+    """``(argv, expected output lines)`` of each ``$ butler ...`` line in the console
+    blocks of ``sections`` (their titles) of ``docs/<doc>``, in order."""
+    import re
+    import shlex
+
+    lines = (DOCS / doc).read_text(encoding="utf-8").splitlines()
+    examples: list[tuple[list[str], list[str]]] = []
+    section = None
+    for i, line in enumerate(lines):
+        underline = lines[i + 1] if i + 1 < len(lines) else ""
+        if line and re.fullmatch(r"[-~=]+", underline) and len(underline) == len(line):
+            section = line
+        if section in sections and line.startswith("   $ butler "):
+            expected = []
+            for out in lines[i + 1 :]:
+                if not out.startswith("   ") or out.startswith("   $ "):
+                    break
+                expected.append(out[3:])
+            examples.append((shlex.split(line[len("   $ butler ") :]), expected))
+    return examples
+
+
+def test_cli_rst_examples_run_as_written(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cli.rst: the init, define, put, get and rm examples, run literally one after the
+    other in one directory, print what the doc shows. The put and rm examples with
+    ``--run u/me/test`` used a ``calexp`` of another repository (``--id visit=3`` alone)."""
+    np = pytest.importorskip("numpy")
+    fits = pytest.importorskip("astropy.io.fits")
+    pytest.importorskip("butler_fits")
+    pytest.importorskip("butler_hdf5")
+    monkeypatch.chdir(tmp_path)
+    np.save("image.npy", np.zeros((3, 4), "f4"))
+    Path("exposure-without-extension").write_bytes(Path("image.npy").read_bytes())
+    Path("isr.json").write_text('{"gain": 1.5}')
+    Path("mine.json").write_text('{"gain": 1.6}')
+    primary = fits.PrimaryHDU(np.ones((2, 2), "f4"))
+    primary.header["OBJECT"] = "M31"
+    primary.header["EXPTIME"] = 30.0
+    primary.writeto("image.fits")
+    sci = fits.ImageHDU(np.ones((2, 2), "f4"), name="SCI")
+    fits.HDUList([primary.copy(), fits.BinTableHDU.from_columns(
+        [fits.Column("a", "K", array=np.arange(3))], name="CAT"), sci]).writeto("multi.fits")
+    examples = console_examples("cli.rst", ["init", "define", "put", "get", "rm"])
+    assert len(examples) > 15
+    ran = 0
+    for argv, expected in examples:
+        if any("://" in a for a in argv) or "--collections" in argv:
+            continue  # remote storages; runs that only the runs section creates
+        result = cli(*argv)
+        shown = (result.stderr + result.stdout).replace(str(tmp_path), "/tmp/clidoc")
+        assert result.exit_code == 0, (argv, shown)
+        if expected:
+            assert shown.splitlines() == expected, argv
+        ran += 1
+    assert ran >= 14
