@@ -1092,10 +1092,11 @@ def convert(
     _check_format(reg, src_format, "--from")
     _check_format(reg, dst_format, "--to")
     check_output(dst, "DST", overwrite, source=src)
+    input_file(src, "SRC")
     target = dst_format or _output_format(reg, dst, "DST", "--to")
     with _option_errors(src_options):
         obj = read_standalone(
-            input_file(src, "SRC"), src_format, python_type, reg, hdu=hdu_option(hdu),
+            src, src_format, python_type, reg, hdu=hdu_option(hdu),
             dst_format=target, **src_options,
         )  # fmt: skip
     with _option_errors(dst_options):

@@ -232,8 +232,13 @@ def test_cli_rst_examples_run_as_written(
     primary.header["EXPTIME"] = 30.0
     primary.writeto("image.fits")
     sci = fits.ImageHDU(np.ones((2, 2), "f4"), name="SCI")
-    fits.HDUList([primary.copy(), fits.BinTableHDU.from_columns(
-        [fits.Column("a", "K", array=np.arange(3))], name="CAT"), sci]).writeto("multi.fits")
+    fits.HDUList(
+        [
+            primary.copy(),
+            fits.BinTableHDU.from_columns([fits.Column("a", "K", array=np.arange(3))], name="CAT"),
+            sci,
+        ]
+    ).writeto("multi.fits")
     examples = console_examples("cli.rst", ["init", "define", "put", "get", "rm"])
     assert len(examples) > 15
     ran = 0
@@ -251,9 +256,7 @@ def test_cli_rst_examples_run_as_written(
 
 @pytest.mark.xfail(strict=True, reason="not fixed: a lost embedded index is re-created empty "
                    "and trusted; see the report of the rt-docs audit")  # fmt: skip
-def test_a_lost_index_is_not_an_empty_answer(
-    cli: Cli, repo: Path, files: dict[str, Path]
-) -> None:
+def test_a_lost_index_is_not_an_empty_answer(cli: Cli, repo: Path, files: dict[str, Path]) -> None:
     """cli.rst, ls: answers come from the dataset index, or from listing the storage when
     it has none (slower, same answers); reindex: run it 'after an index was lost'. Deleting
     ``.butler/index.sqlite3`` makes ``ls`` answer nothing and ``info`` count 0, silently:
