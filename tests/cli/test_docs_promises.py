@@ -266,3 +266,21 @@ def test_a_lost_index_is_not_an_empty_answer(cli: Cli, repo: Path, files: dict[s
         path.unlink()
     result = cli("ls", repo, "img", "--count")
     assert result.exit_code != 0 or result.stdout == "1\n", result.stdout
+
+
+def test_info_marks_dynamic_components(cli: Cli, repo: Path) -> None:
+    """components.rst, CLI: in ``butler info``, ``*`` alone stands for dynamic components,
+    ``**`` for dynamic components read directly (an HDUList's HDUs). The doc explained
+    only ``*``; ``**`` was shown unexplained."""
+    pytest.importorskip("butler_fits")
+    from butler import Butler
+
+    Butler(str(repo)).register_dataset_type(
+        "raw", "astropy.io.fits.HDUList", "fits", dimensions={"visit": int}
+    )
+    result = cli("info", repo)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name, shown in (("cfg", "*"), ("raw", "**")):
+        at = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
+        assert lines[at + 1] == f"    components (* read directly): {shown}"
