@@ -56,6 +56,7 @@ from ._provenance import (
 from ._registry import Registry
 from ._runs import (
     DEFAULT_RUN,
+    PARTS_SEGMENT,
     RUNS_SEGMENT,
     check_run_name,
     expand_collections,
@@ -510,6 +511,12 @@ class Butler(CollectionsMixin, BulkMixin):
             disassemble=disassemble,
             component_formats=dict(component_formats or {}),
         )
+        area = template.split("/", 1)[0]
+        if area in (RUNS_SEGMENT, PARTS_SEGMENT):  # every put would be refused
+            raise DatasetTypeError(
+                f"dataset type {name!r}: template {template!r} lies in {area + '/'!r}, which "
+                f"is reserved for butler itself"
+            )
         reserved = self.mapper.data_id_for(new, POLICY_KEY)
         if reserved is not None:
             raise DatasetTypeError(

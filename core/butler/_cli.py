@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -103,6 +104,7 @@ def _data_id(
 _CLI_REMEDIES = (
     ("overwrite=True", "--overwrite"),
     ("register_dataset_type()", "'butler define'"),
+    ("only get, get_many and exists read components", "only 'butler get' reads components"),
     ("(index='postgresql+psycopg://...')", "(--index postgresql+psycopg://...)"),
 )
 
@@ -214,6 +216,17 @@ def _butler(root: str, options: tuple[str, ...]) -> Any:
     parsed = _parse_pairs(options, "--option")
     with _option_errors(parsed):
         return Butler(root, **parsed)
+
+
+def _output_format(registry: Any, output: str, what: str, flag: str) -> str:
+    """The format an output's name implies, or an error naming the output and ``flag``."""
+    from ._errors import FormatError
+    from ._urls import split_file_uri
+
+    try:
+        return str(registry.identify_format(split_file_uri(output)[1]))
+    except FormatError as exc:
+        raise FormatError(f"{what} {output!r}: {exc}; or give {flag} FORMAT") from None
 
 
 def _check_format(registry: Any, name: str | None, flag: str) -> None:
@@ -347,9 +360,9 @@ def init(ctx: click.Context, root: str, checksum: bool, allow_pickle: bool, opti
     """
     from ._butler import Butler
 
-    b = Butler.create(
-        root, checksum=checksum, allow_pickle=allow_pickle, **_parse_pairs(options, "--option")
-    )
+    parsed = _parse_pairs(options, "--option")
+    with _option_errors(parsed):
+        b = Butler.create(root, checksum=checksum, allow_pickle=allow_pickle, **parsed)
     _emit(ctx, {"root": b.storage.uri(), "storage": b.storage.type_name},
           f"created {b.storage.type_name} repository {b.storage.uri()}")  # fmt: skip
 
@@ -387,6 +400,8 @@ def define(
             if kind not in ("", "int", "str") or not key:
                 raise click.BadParameter(f"{item!r} is not NAME, NAME=int or NAME=str",
                                          param_hint="--dimension")  # fmt: skip
+            if key in dims:  # as for --id: a repeated key is an error, never the last one
+                raise click.BadParameter(f"{key!r} is given twice", param_hint="--dimension")
             dims[key] = kind or "str"
     from ._policy import python_type_name
 
@@ -927,6 +942,8 @@ def get(
         found = location.run  # the get below says what was searched
     key = run_key(found, location.key[len(run_prefix(location.run)) :])
     check_output(output, "-o/--output", overwrite, source=b.storage.uri(key))
+    if file_format is None:  # before the dataset is read, which may be long
+        _output_format(b.registry, output, "-o/--output", "--format")
     total = b.storage.size(key) if b.storage.exists(key) else None
     with _progress(f"get {dataset_type}", total) as progress:
         obj = b.get(dataset_type, data_id, progress=progress)
@@ -993,13 +1010,22 @@ def verify(ctx: click.Context, root: str, options: Any) -> None:
         ctx.exit(1)
 
 
+def _seconds(value: float) -> float:
+    # FloatRange lets NaN through (no comparison holds): debris is never older than NaN,
+    # so purge would silently remove nothing.
+    if math.isnan(value):
+        raise click.BadParameter("'nan' is not a number of seconds", param_hint="--older-than")
+    return value
+
+
 @main.command()
 @click.argument("root")
 @click.option(
     "--older-than",
     default=3600.0,
     show_default=True,
-    type=float,
+    type=click.FloatRange(min=0),
+    callback=lambda ctx, param, value: _seconds(value),
     metavar="SECONDS",
     help="Only debris at least this old (a live writer's temporary file is younger).",
 )
@@ -1051,7 +1077,6 @@ def convert(
       butler convert s3://bucket/img.fits ./img.fits -O endpoint_url=http://127.0.0.1:9000
     """
     from ._files import write_file
-    from ._urls import split_file_uri
 
     storage_options = _parse_pairs(options, "--option")
     # -O options are for the remote end (a local file takes none of S3's): both ends get
@@ -1061,20 +1086,17 @@ def convert(
         (storage_options if remote[0] or not any(remote) else {}),
         (storage_options if remote[1] or not any(remote) else {}),
     )
-    from ._errors import ButlerError as _ButlerError
     from ._plugins import default_registry
 
     reg = default_registry()
     _check_format(reg, src_format, "--from")
     _check_format(reg, dst_format, "--to")
     check_output(dst, "DST", overwrite, source=src)
-    target = dst_format
-    if target is None:
-        with contextlib.suppress(_ButlerError):  # unidentified: write_file reports it
-            target = reg.identify_format(split_file_uri(dst)[1])
+    input_file(src, "SRC")
+    target = dst_format or _output_format(reg, dst, "DST", "--to")
     with _option_errors(src_options):
         obj = read_standalone(
-            input_file(src, "SRC"), src_format, python_type, reg, hdu=hdu_option(hdu),
+            src, src_format, python_type, reg, hdu=hdu_option(hdu),
             dst_format=target, **src_options,
         )  # fmt: skip
     with _option_errors(dst_options):

@@ -188,7 +188,8 @@ def read_standalone(
                 + ("" if python_type is not None else "; --hdu N picks another HDU")
             )
     try:
-        return location.read()
+        with naming(f"--hdu {hdu}") if hdu is not None else contextlib.nullcontext():
+            return location.read()  # "--hdu 7: file 'x.fits': has no HDU 7; its HDUs are ..."
     except (NoSerializerError, DatasetTypeError) as exc:
         if python_type is None:
             raise NoSerializerError(

@@ -127,8 +127,12 @@ class ButlerLocation:
         return self.storage.uri(self.key)
 
     def describe(self) -> str:
-        """``dataset 'calexp' {'visit': 1} at /repo/calexp/000001.fits`` for messages."""
+        """``dataset 'calexp' {'visit': 1} at /repo/calexp/000001.fits`` for messages;
+        ``file '/data/img.fits'`` for a standalone file (`butler.read_file`, the CLI's
+        FILE, SRC and DST), which has no dataset type nor data ID."""
         data_id = dict(self.data_id)
+        if not data_id and self.dataset_type == self.key:  # what _files.file_location builds
+            return f"file {self.uri!r}"
         return f"dataset {self.dataset_type!r} {data_id} at {self.uri!r}"
 
     # -- files for serializers ---------------------------------------------------------
