@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import threading
@@ -239,6 +240,7 @@ class Butler(CollectionsMixin, BulkMixin):
         self._index_choice = index
         self._index: Index | None = None
         self._index_opened = False
+        self._index_complete = True
         self._index_storage: Any = None
 
     @classmethod
@@ -298,7 +300,7 @@ class Butler(CollectionsMixin, BulkMixin):
             storage.update_policy(lambda data: policy.to_dict() if data is None else None)
         finally:
             storage.close()
-        return cls(
+        created = cls(
             root,
             registry=registry,
             mapper=mapper,
@@ -310,6 +312,11 @@ class Butler(CollectionsMixin, BulkMixin):
             collections=collections,
             **storage_options,
         )
+        if created.policy.id == repo_id:
+            # A new repository: its index is opened now and recorded complete (it holds
+            # nothing, as the storage), not judged later while the first puts run.
+            created.index  # noqa: B018 - opening it records its state
+        return created
 
     def _load_policy(self) -> RepositoryPolicy:
         self._policy_read = time.monotonic()
@@ -339,15 +346,42 @@ class Butler(CollectionsMixin, BulkMixin):
 
     @property
     def index(self) -> Index | None:
-        """The dataset index queries use, opened on first use; ``None`` when the
-        repository has none (or the Butler was opened with ``index=False``)."""
+        """The dataset index puts record into, opened on first use; ``None`` when the
+        repository has none (or the Butler was opened with ``index=False``). Queries use
+        it only while it is complete (see `_query_index`)."""
         if self._index_opened:
             return self._index
         with self._lock:
             if not self._index_opened:
-                self._index = self._open_index()
+                index = self._open_index()
+                self._index_complete = index is None or self._complete(index)
+                self._index = index
                 self._index_opened = True
         return self._index
+
+    def _query_index(self) -> Index | None:
+        """The index when queries may trust it; ``None`` when the repository has none or
+        it is incomplete (lost and started again, or a reindex that did not finish):
+        queries then list the storage, which is slower and right."""
+        index = self.index
+        return index if self._index_complete else None
+
+    def _complete(self, index: Index) -> bool:
+        """Whether ``index`` holds every stored dataset, as recorded in it; an index that
+        never recorded it is judged here once: complete if it has tables (made before
+        states were recorded) or the repository stores no dataset yet, else it is an
+        index that was lost and created again empty (a deleted ``index.sqlite3``, a
+        dropped schema), which `reindex` completes."""
+        state = index.state()
+        if state is not None:
+            return state == "complete"
+        complete = index.has_tables() or not any(
+            next(self._stored_all(self.dataset_type(name)), None) is not None
+            for name in sorted(self._policy.dataset_types)
+        )
+        with contextlib.suppress(StorageError):  # a read-only index: judged each time
+            index.mark(complete)
+        return complete
 
     def _open_index(self) -> Index | None:
         choice, policy = self._index_choice, self._policy
@@ -1170,7 +1204,7 @@ class Butler(CollectionsMixin, BulkMixin):
         dt = self.dataset_type(dataset_type)
         runs = self._query_runs(dt, collections, constraints)
         predicate = query_predicate(dt, where, constraints)
-        index = self.index
+        index = self._query_index()
         if index is not None:
             return index.count(dt, predicate, runs)
         return len(self._listed_runs(dt, predicate, runs))
@@ -1229,7 +1263,7 @@ class Butler(CollectionsMixin, BulkMixin):
         order = parse_order_by(order_by, dt)
         named = {d for d, _ in order}
         order += [(d, False) for d in dt.dimensions if d not in named]
-        index = self.index
+        index = self._query_index()
         if index is not None:
             return index.query(dt, predicate, order, limit, runs)
         found = self._listed_runs(dt, predicate, runs)
@@ -1400,8 +1434,15 @@ class Butler(CollectionsMixin, BulkMixin):
         report = ReindexReport()
         names = [dataset_type] if dataset_type else sorted(self._policy.dataset_types)
         refused: list[str] = []
+        whole = dataset_type is None
+        if whole:  # until it finishes: a reindex cut short leaves queries listing
+            target.mark(False)
+            self._index_complete = False
         for name in names:
             refused += reindex_type(self, target, self.dataset_type(name), report, progress)
+        if whole or self._index_complete:
+            target.mark(True)  # (what cannot be indexed, below, no query could find)
+            self._index_complete = True
         if refused:
             shown = "; ".join(refused[:5]) + (
                 f"; and {len(refused) - 5} more" if len(refused) > 5 else ""

@@ -739,6 +739,12 @@ def _index_state(b: Any, root: str) -> tuple[str, dict[str, int] | None, str | N
     except ButlerError as exc:
         problem = " ".join(str(exc).split())
         return f"{shown}: cannot be used ({problem})", None, problem
+    if index is not None and b._query_index() is None:
+        problem = (
+            "incomplete (lost and created again, or a reindex did not finish): queries "
+            f"list the storage until `butler reindex {mask_url(root, hide_user=True)}`"
+        )
+        return f"{mask_url(index.description, hide_user=True)}: {problem}", None, problem
     if index is not None:
         return mask_url(index.description, hide_user=True), counts, None
     if recorded:

@@ -95,6 +95,7 @@ class CollectionsMixin:
         ) -> ButlerLocation: ...
         def _key_data_id(self, dt: DatasetType, key: str) -> dict[str, Any] | None: ...
         def _stored_all(self, dt: DatasetType) -> Iterator[tuple[str, str, dict[str, Any]]]: ...
+        def _query_index(self) -> Index | None: ...
         def _location_at(
             self,
             dt: DatasetType,
@@ -183,7 +184,7 @@ class CollectionsMixin:
         checksum. From the index when the repository has one, else by listing the runs."""
         dt = self.dataset_type(dataset_type)
         key, normal = self._map(dt, {**(data_id or {}), **data_id_kw})
-        index = self.index
+        index = self._query_index()
         if index is not None:
             return [
                 DatasetVersion(
@@ -214,7 +215,7 @@ class CollectionsMixin:
 
     def runs(self) -> dict[str, int]:
         """The runs holding datasets, with how many each holds."""
-        index = self.index
+        index = self._query_index()
         if index is not None:
             return index.runs()
         counts: dict[str, int] = {}

@@ -205,6 +205,20 @@ class Index(abc.ABC):
         """Reindexing progress: store ``key`` as the last key done (or ``clear`` it); return
         the stored one (``""`` if none)."""
 
+    def state(self) -> str | None:
+        """``"complete"`` (the index holds every stored dataset), ``"incomplete"`` (it was
+        lost and started again, or a reindex did not finish: queries must list the
+        storage), or ``None``: never recorded (a new index, or one from before states).
+        An index that keeps no state says ``"complete"``."""
+        return "complete"
+
+    def mark(self, complete: bool) -> None:  # noqa: B027 - optional hook
+        """Record whether the index is complete (see `state`)."""
+
+    def has_tables(self) -> bool:
+        """Whether the index holds any dataset type's table for this repository."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -679,6 +693,45 @@ class SqlIndex(Index):
 
     def _tables(self) -> list[str]:
         return [table for _, table in self._catalog()]
+
+    # The state is the catalog row of table name "" (no table is named so; `_catalog`
+    # yields only names of the shape `table_name` makes): its checkpoint column holds
+    # "incomplete", or NULL for complete.
+
+    def state(self) -> str | None:
+        self._catalog_row("")  # creates the catalog if needed
+        q = self.quote
+        rows = self._execute(
+            f"SELECT {q('checkpoint')} FROM {q(CATALOG)} "
+            f"WHERE {q('repository')} = :repository AND {q('table_name')} = ''",
+            {"repository": self.repository},
+        )
+        if not rows:
+            return None
+        return "complete" if rows[0][0] is None else "incomplete"
+
+    def mark(self, complete: bool) -> None:
+        q = self.quote
+        value = None if complete else "incomplete"
+        params = {"repository": self.repository, "checkpoint": value}
+        if self.state() is None:
+            with contextlib.suppress(StorageError):  # another writer recorded it first
+                self._execute(
+                    f"INSERT INTO {q(CATALOG)} ({q('repository')}, {q('dataset_type')}, "
+                    f"{q('table_name')}, {q('dimensions')}, {q('schema_version')}, "
+                    f"{q('checkpoint')}) VALUES (:repository, '', '', '{{}}', "
+                    f"{SCHEMA_VERSION}, :checkpoint)",
+                    params,
+                )
+                return
+        self._execute(
+            f"UPDATE {q(CATALOG)} SET {q('checkpoint')} = :checkpoint "
+            f"WHERE {q('repository')} = :repository AND {q('table_name')} = ''",
+            params,
+        )
+
+    def has_tables(self) -> bool:
+        return bool(self._catalog())
 
     def counts(self) -> dict[str, int]:
         result: dict[str, int] = {}

@@ -254,18 +254,27 @@ def test_cli_rst_examples_run_as_written(
     assert ran >= 14
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: a lost embedded index is re-created empty "
-                   "and trusted; see the report of the rt-docs audit")  # fmt: skip
 def test_a_lost_index_is_not_an_empty_answer(cli: Cli, repo: Path, files: dict[str, Path]) -> None:
     """cli.rst, ls: answers come from the dataset index, or from listing the storage when
     it has none (slower, same answers); reindex: run it 'after an index was lost'. Deleting
-    ``.butler/index.sqlite3`` makes ``ls`` answer nothing and ``info`` count 0, silently:
-    the index is re-created empty and trusted (only ``verify`` reports 'unindexed')."""
+    ``.butler/index.sqlite3`` made ``ls`` answer nothing and ``info`` count 0, silently:
+    the index was created again empty and trusted. Now such an index is recorded as
+    incomplete: queries list the storage (also after new puts), ``info`` says so, and
+    ``reindex`` makes it complete again."""
     assert cli("put", repo, "img", files["npy"], "--id", "visit=1").exit_code == 0
     for path in (repo / ".butler").glob("index.sqlite3*"):
         path.unlink()
     result = cli("ls", repo, "img", "--count")
-    assert result.exit_code != 0 or result.stdout == "1\n", result.stdout
+    assert result.exit_code == 0 and result.stdout == "1\n", result.stdout
+    assert cli("put", repo, "img", files["npy"], "--id", "visit=2").exit_code == 0
+    assert cli("ls", repo, "img", "--count").stdout == "2\n"  # not just the new row
+    info = cli("info", repo)
+    assert "incomplete" in info.stdout and "butler reindex" in info.stdout, info.stdout
+    assert cli("verify", repo).exit_code == 1  # visit=1: stored, but not indexed
+    assert cli("reindex", repo).exit_code == 0
+    assert "incomplete" not in cli("info", repo).stdout
+    assert cli("ls", repo, "img", "--count").stdout == "2\n"
+    assert cli("verify", repo).exit_code == 0
 
 
 def test_info_marks_dynamic_components(cli: Cli, repo: Path) -> None:

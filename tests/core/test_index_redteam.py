@@ -317,3 +317,53 @@ def test_a_non_ascii_digit_is_no_integer(root: str, text: str) -> None:
         with pytest.raises(InvalidDataIdError, match="must be an integer"):
             b.put({}, "c", visit=text)
         assert b.get("c", visit=" 1") == {}  # ASCII text around spaces still reads
+
+
+def _index_file(root: str) -> Path:
+    return Path(root) / ".butler" / "index.sqlite3"
+
+
+def test_a_new_repositorys_index_is_trusted(root: str) -> None:
+    with Butler(root) as b:
+        b.put({}, "c", visit=1)
+        assert b._query_index() is b.index is not None
+        assert b.index.state() == "complete"
+
+
+def test_an_index_from_before_states_with_tables_stays_trusted(root: str) -> None:
+    """An index written before the state row existed (tables, no state): trusted as it
+    always was, and recorded so."""
+    with Butler(root) as b:
+        b.put({}, "c", visit=1)
+    conn = sqlite3.connect(_index_file(root))
+    conn.execute("DELETE FROM butler_index_catalog WHERE table_name = ''")
+    conn.commit()
+    conn.close()
+    with Butler(root) as b:
+        assert b._query_index() is not None and b.count("c") == 1
+        assert b.index is not None and b.index.state() == "complete"
+
+
+def test_an_interrupted_reindex_leaves_queries_listing(root: str) -> None:
+    """A reindex cut short leaves a partial index: recorded incomplete until a reindex
+    finishes, queries list the storage meanwhile (right answers, never the partial
+    ones)."""
+    with Butler(root) as b:
+        b.put({}, "c", visit=0)
+        assert b.index is not None and b.index.state() == "complete"
+    with Butler(root, index=False) as b:  # stored, not indexed: reindex has work
+        for visit in range(1, 5):
+            b.put({}, "c", visit=visit)
+
+    def stop(_name: str, _done: int, _total: int) -> None:
+        raise KeyboardInterrupt
+
+    with Butler(root) as b, pytest.raises(KeyboardInterrupt):
+        b.reindex(progress=stop)
+    with Butler(root) as b:
+        assert b._query_index() is None
+        assert b.count("c") == 5 and len(list(b.datasets("c"))) == 5
+        b.reindex()
+        assert b._query_index() is not None and b.count("c") == 5
+    with Butler(root) as b:
+        assert b._query_index() is not None and b.count("c") == 5
