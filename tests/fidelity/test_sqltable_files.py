@@ -44,8 +44,13 @@ def test_convert_refused_by_sql_table_leaves_no_database(tmp_path: Path) -> None
 
 def test_convert_of_a_bad_input_leaves_no_database(tmp_path: Path) -> None:
     (tmp_path / "bad.fits").write_bytes(b"not a FITS file" * 10)
-    code, output = _convert(str(tmp_path / "bad.fits"), f"sqlite:///{tmp_path}/x.db/cat")
+    dst = f"sqlite:///{tmp_path}/x.db/cat"
+    code, output = _convert(str(tmp_path / "bad.fits"), dst, "--to", "sql-table")
     assert code == 1 and "is not a FITS file" in output
+    assert _leftovers(tmp_path) == ["bad.fits"]
+    # Without --to, the table's name implies no format: refused first, naming --to.
+    code, output = _convert(str(tmp_path / "bad.fits"), dst)
+    assert code == 1 and "or give --to FORMAT" in output
     assert _leftovers(tmp_path) == ["bad.fits"]
 
 
