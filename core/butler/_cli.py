@@ -106,6 +106,8 @@ _CLI_REMEDIES = (
     ("register_dataset_type()", "'butler define'"),
     ("only get, get_many and exists read components", "only 'butler get' reads components"),
     ("(index='postgresql+psycopg://...')", "(--index postgresql+psycopg://...)"),
+    ("must be None, True or False", "must be true, false or null"),
+    (", or in Python pass it as Butler(root, index=URL)", ""),  # the variable is the CLI's way
 )
 
 

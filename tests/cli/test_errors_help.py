@@ -23,6 +23,10 @@ Cli = Callable[..., Result]
         (["init", "gopher://x/y"], "StorageError: "),
         (["rm", "{repo}", "img", "--id", "visit=../x"], "InvalidDataIdError: "),
         (["convert", "{tmp}/a.json", "{tmp}/b.unknown"], "DatasetNotFoundError: SRC '{tmp}/a"),
+        (  # CLI spellings, not Python's None/True/False
+            ["info", "{repo}", "-O", "xattrs=maybe"],
+            "StorageError: -O/--option: posix option xattrs must be true, false or null, not",
+        ),
     ],
 )
 def test_errors_are_one_line(

@@ -108,3 +108,16 @@ def test_a_planted_database_server_gets_no_connection(
         with pytest.raises(StorageError, match="BUTLER_TRUSTED_INDEXES"):
             b.index  # noqa: B018 - opening it is what is refused
     assert _connections(listener) == 0
+
+
+def test_the_command_line_names_the_variable_only(repo: Path, tmp_path: Path) -> None:
+    """On the command line the way to trust an index is the environment variable: the
+    message names it, not Python's ``Butler(root, index=URL)``."""
+    from click.testing import CliRunner
+
+    from butler._cli import main
+
+    _plant_index(repo, str(tmp_path / "elsewhere"))
+    result = CliRunner().invoke(main, ["ls", str(repo), "cfg"], env={"BUTLER_TRUSTED_INDEXES": ""})
+    assert result.exit_code == 1
+    assert "BUTLER_TRUSTED_INDEXES" in result.output and "Butler(" not in result.output
