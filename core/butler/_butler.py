@@ -433,8 +433,18 @@ class Butler(CollectionsMixin, BulkMixin):
         Dask worker unpickling it opens the repository itself. Storage options (explicit
         credentials, if given) travel in the pickle; credentials from the environment or a
         credential chain are read on the worker. The default plugin registry is not
-        pickled: the worker uses its own."""
-        return (_reopen, (self._reopen_args,))
+        pickled: the worker uses its own. An index this process trusts through
+        ``BUTLER_TRUSTED_INDEXES`` travels as the ``index`` argument (its URL as the policy
+        records it, without credentials): the worker connects where this process would."""
+        args = self._reopen_args
+        recorded = self._policy.index
+        if (
+            args["index"] is None
+            and recorded not in (None, "embedded", "none")
+            and index_trusted(str(recorded))
+        ):
+            args = {**args, "index": recorded}
+        return (_reopen, (args,))
 
     # -- dataset types -----------------------------------------------------------------
 

@@ -121,3 +121,26 @@ def test_the_command_line_names_the_variable_only(repo: Path, tmp_path: Path) ->
     result = CliRunner().invoke(main, ["ls", str(repo), "cfg"], env={"BUTLER_TRUSTED_INDEXES": ""})
     assert result.exit_code == 1
     assert "BUTLER_TRUSTED_INDEXES" in result.output and "Butler(" not in result.output
+
+
+def test_a_trusted_index_travels_with_a_pickled_butler(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Dask worker unpickles the Butler in its own environment: an index this process
+    trusts through the variable goes with it as the explicit ``index`` argument (as
+    before the variable existed), and an untrusted one does not."""
+    import pickle
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _plant_index(repo, str(elsewhere))
+    monkeypatch.setenv("BUTLER_TRUSTED_INDEXES", str(elsewhere))
+    with Butler(str(repo)) as b:
+        data = pickle.dumps(b)
+    monkeypatch.delenv("BUTLER_TRUSTED_INDEXES")
+    with pickle.loads(data) as worker:
+        assert worker.count("cfg") == 1
+    with Butler(str(repo)) as b:
+        untrusted = pickle.dumps(b)
+    with pickle.loads(untrusted) as worker, pytest.raises(StorageError, match="TRUSTED"):
+        worker.count("cfg")
