@@ -45,9 +45,42 @@ def _split_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
     return result
 
 
+#: Keyword arguments of `Butler`, `Butler.create` and `write_file` that are no storage
+#: options: ``-O`` never reaches them (``-O run=A`` would bypass ``--run``, ``-O
+#: allow_pickle=true`` turn on unpickling), and says which flag does instead.
+_NOT_STORAGE_OPTIONS = {
+    "run": "use --run RUN",
+    "collections": "use --collections A,B",
+    "checksum": "use 'butler init --checksum'",
+    "allow_pickle": "use 'butler init --allow-pickle'",
+    "index": "use 'butler reindex --index URL' (and $BUTLER_TRUSTED_INDEXES to trust one)",
+    "max_read_bytes": "set $BUTLER_MAX_READ_BYTES",
+    "format": "use --format, --from or --to",
+    "python_type": "use --type",
+    "overwrite": "use --overwrite",
+    "hdu": "use --hdu",
+    "registry": "",
+    "mapper": "",
+    "allow_imports": "",
+    "parameters": "",
+    "progress": "",
+    "writing": "",
+    "dst_format": "",
+    "keep_all": "",
+}
+
+
 def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
     """Storage options: ints, bools and null are typed (``anon=true``, ``max_retries=3``)."""
-    return {key: _scalar(value) for key, value in _split_pairs(pairs, what).items()}
+    parsed = {key: _scalar(value) for key, value in _split_pairs(pairs, what).items()}
+    for key in parsed:
+        if what == "--option" and key in _NOT_STORAGE_OPTIONS:
+            advice = _NOT_STORAGE_OPTIONS[key]
+            raise click.BadParameter(
+                f"{key!r} is not a storage option" + (f"; {advice}" if advice else ""),
+                param_hint="-O/--option",
+            )
+    return parsed
 
 
 def _scalar(value: str) -> Any:

@@ -1,0 +1,61 @@
+"""Promises of docs/runs.rst and docs/reliability.rst (and the CLI sentences they lean on)
+that no other test tried to break: each test names the sentence it checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from butler import Butler
+
+Cli = Callable[..., Result]
+
+
+def usage_error(result: Result, hint: str) -> str:
+    """A click usage error (status 2) naming ``hint``, without a traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.stderr)
+    assert "Traceback" not in result.stderr and hint in result.stderr, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "advice"),
+    [
+        (["init", "{tmp}/new"], "checksum=true", "--checksum"),
+        (["init", "{tmp}/new"], "allow_pickle=true", "--allow-pickle"),
+        (["init", "{tmp}/new"], "registry=x", ""),
+        (["ls", "{repo}", "img"], "run=A", "--run"),
+        (["ls", "{repo}", "img"], "collections=A", "--collections"),
+        (["ls", "{repo}", "img"], "mapper=1", ""),
+        (["get", "{repo}", "img", "--id", "visit=1", "-o", "{tmp}/o.npy"], "allow_pickle=true", ""),
+        (["put", "{repo}", "img", "{npy}", "--id", "visit=2"], "run=A", "--run"),
+        (["runs", "{repo}"], "index=none", ""),
+        (["convert", "{npy}", "{tmp}/c.npy"], "format=json", "--from"),
+    ],
+)
+def test_option_takes_storage_options_only(
+    cli: Cli, repo: Path, files: dict[str, Path], tmp_path: Path,
+    command: list[str], option: str, advice: str,
+) -> None:  # fmt: skip
+    """cli.rst, conventions: ``-O KEY=VALUE`` passes a *storage* option; errors name CLI
+    flags, never Python keywords. ``-O`` went to ``Butler(...)`` as keyword arguments:
+    ``-O checksum=true`` was "TypeError: Butler.create() got multiple values for keyword
+    argument 'checksum'", ``-O registry=x`` an AttributeError, ``-O run=A`` silently read
+    run A behind ``--run``, ``-O mapper=1`` silently listed nothing and ``-O
+    allow_pickle=true`` turned on unpickling for a reader."""
+    np = pytest.importorskip("numpy")
+    with Butler(str(repo), run="A") as b:
+        b.put(np.zeros(2), "img", visit=1)
+    args = [a.format(tmp=tmp_path, repo=repo, npy=files["npy"]) for a in command] + ["-O", option]
+    key = option.partition("=")[0]
+    err = usage_error(cli(*args), "-O/--option")
+    assert f"{key!r} is not a storage option" in err, err
+    assert advice in err
+    assert "TypeError" not in err and "AttributeError" not in err and "keyword" not in err
+    assert not (tmp_path / "new").exists() and not (tmp_path / "o.npy").exists()
+    assert not (tmp_path / "c.npy").exists()
+    with Butler(str(repo)) as b:
+        assert b.runs() == {"A": 1}
