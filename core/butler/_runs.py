@@ -49,7 +49,8 @@ def check_run_name(name: Any, *, what: str = "run") -> str:
         shown = repr(name)[:80]
         raise InvalidDataIdError(
             f"invalid {what} name {shown}: use 1-{_MAX_RUN} letters, digits and '_.-+=', "
-            f"optionally in '/'-separated parts (like 'u/me/rerun-1')"
+            f"optionally in '/'-separated parts (like 'u/me/rerun-1'), no part starting "
+            f"with '.', '-', '+' or '='"
         )
     return name
 

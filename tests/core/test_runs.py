@@ -208,6 +208,17 @@ def test_invalid_run_names_are_refused(posix: Repo, name: Any) -> None:
     assert keys(b) == {"cfg/1/r.json"}
 
 
+@pytest.mark.parametrize("name", [".x", "-x", "+x", "=x", "u/.hidden", "u/-x"])
+def test_a_refused_run_name_is_told_the_rule_it_breaks(posix: Repo, name: str) -> None:
+    """runs.rst, Other runs: names are letters, digits and ``_.-+=``, not starting with one
+    of ``.-+=``; anything else is an `InvalidDataIdError` naming the rule. The message gave
+    only the characters, all of which ``.x`` uses: it did not say what was wrong."""
+    with pytest.raises(InvalidDataIdError) as caught:
+        posix.open(run=name)
+    assert f"invalid run name {name!r}" in str(caught.value)
+    assert "no part starting with '.', '-', '+' or '='" in str(caught.value)
+
+
 def test_valid_run_names_at_the_limits(posix: Repo) -> None:
     define(posix.opened[0])
     for name in ("r" * 128, "a.b+c=d-e_f", "0/1/2", "default/x"):
