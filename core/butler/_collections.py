@@ -240,6 +240,11 @@ class CollectionsMixin:
         removal leaves whole datasets, never half of one, and running it again finishes it.
         """
         check_run_name(name)
+        if name in self.chains:  # a chain holds nothing: 0 would look like a done job
+            raise InvalidDataIdError(
+                f"{name!r} is a collection chain ({', '.join(self.chains[name])}), not a "
+                f"run: remove_run removes one run's datasets"
+            )
         removed = 0
         types = [self.dataset_type(t) for t in sorted(self._policy.dataset_types)]
         prefix = run_prefix(name)

@@ -219,6 +219,21 @@ def test_a_refused_run_name_is_told_the_rule_it_breaks(posix: Repo, name: str) -
     assert "no part starting with '.', '-', '+' or '='" in str(caught.value)
 
 
+def test_remove_run_of_a_chain_is_refused(posix: Repo) -> None:
+    """runs.rst: `Butler.remove_run` removes every dataset of a *run*; never wrong in
+    silence. Given a chain's name it returned 0 (a chain holds nothing itself), as if the
+    runs it names had nothing left to remove; ``butler rm-run`` refused it, Python did not."""
+    b = posix.opened[0]
+    define(b)
+    posix.open(run="A").put({"v": 1}, "cfg", visit=1, band="r")
+    b.define_collection("latest", ["A"])
+    with pytest.raises(
+        InvalidDataIdError, match=r"'latest' is a collection chain \(A\), not a run"
+    ):
+        b.remove_run("latest")
+    assert b.runs() == {"A": 1} and b.chains == {"latest": ["A"]}
+
+
 def test_valid_run_names_at_the_limits(posix: Repo) -> None:
     define(posix.opened[0])
     for name in ("r" * 128, "a.b+c=d-e_f", "0/1/2", "default/x"):
