@@ -59,3 +59,15 @@ def test_option_takes_storage_options_only(
     assert not (tmp_path / "c.npy").exists()
     with Butler(str(repo)) as b:
         assert b.runs() == {"A": 1}
+
+
+def test_runs_rst_rerun_example_runs_as_written() -> None:
+    """runs.rst, A reproducible rerun: the ``>>>`` session (run A, run B through ``[B, A]``,
+    the chain ``latest``, the lineage and the checksums) prints what the page shows. No
+    test ran it."""
+    import doctest
+
+    pytest.importorskip("numpy")
+    page = Path(__file__).parents[2] / "docs" / "runs.rst"
+    failures, tried = doctest.testfile(str(page), module_relative=False, verbose=False)
+    assert tried >= 30 and failures == 0
