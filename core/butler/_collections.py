@@ -15,6 +15,7 @@ from ._runs import (
     DEFAULT_RUN,
     RUNS_SEGMENT,
     check_run_name,
+    collection_names,
     expand_collections,
     is_run_key,
     run_key,
@@ -285,9 +286,10 @@ class CollectionsMixin:
             a chain that would contain itself.
         """
         check_run_name(name, what="collection")
-        if isinstance(members, str):
-            members = [members]
-        members = [check_run_name(m, what="collection") for m in members]
+        members = [
+            check_run_name(m, what="collection")
+            for m in collection_names(members, what=f"the members of chain {name!r}")
+        ]
         if name == DEFAULT_RUN:
             raise InvalidDataIdError(f"{name!r} is the default run; a chain needs another name")
         if next(iter(self.storage.list(run_prefix(name))), None):

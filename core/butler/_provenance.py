@@ -23,7 +23,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -285,7 +285,9 @@ def _inputs(storage: Storage, record: Mapping[str, Any]) -> list[DatasetRef]:
 def check_inputs(inputs: object) -> None:
     """Refuse ``inputs`` given as one thing instead of a list of refs (``inputs="raw"``
     was iterated letter by letter, each refused as "not 'r'")."""
-    if isinstance(inputs, str | bytes | Mapping | DatasetRef):
+    if isinstance(inputs, str | bytes | Mapping | DatasetRef) or not isinstance(
+        inputs, Iterable | None
+    ):
         raise DatasetTypeError(
             f"inputs must be a list of DatasetRef objects (from Butler.ref), not a "
             f"{type(inputs).__name__}"

@@ -24,6 +24,7 @@ from butler import (
     Butler,
     DatasetExistsError,
     DatasetNotFoundError,
+    DatasetTypeError,
     InvalidDataIdError,
 )
 from butler._butler import CHAINS_MAX_AGE
@@ -622,3 +623,30 @@ def test_remove_run_interrupted_then_resumed(
         # The rerun finishes the job.
         assert repo.open().remove_run("gone/1") == left
         _check_removed(repo, repo.open())
+
+
+@pytest.mark.parametrize("value", [5, None, {"A": 1}, b"A", 1.5])
+def test_collections_that_are_no_names_are_butler_errors(posix: Repo, value: Any) -> None:
+    """reliability.rst: every public call raises a `ButlerError`, in the caller's terms.
+    ``collections=5`` (constructor or per call) and ``define_collection("c", 5)`` raised
+    Python's "'int' object is not iterable"; ``put(inputs=5)`` "Value after * must be an
+    iterable"."""
+    b = posix.opened[0]
+    define(b)
+    b.put({"v": 1}, "cfg", visit=1, band="r")
+    for call in (
+        lambda: posix.open(collections=value),
+        lambda: b.get("cfg", visit=1, band="r", collections=value),
+        lambda: list(b.datasets("cfg", collections=value)),
+    ):
+        if value is None:
+            continue  # None is the default: [run, "default"]
+        with pytest.raises(InvalidDataIdError, match="collections must be a collection name"):
+            call()
+    with pytest.raises(InvalidDataIdError, match="the members of chain 'c' must be"):
+        b.define_collection("c", value)
+    assert b.chains == {}
+    if isinstance(value, int | float):
+        with pytest.raises(DatasetTypeError, match="inputs must be a list of DatasetRef"):
+            b.put({"v": 2}, "cfg", visit=2, band="r", inputs=value)
+    assert not b.exists("cfg", visit=2, band="r")
