@@ -67,7 +67,6 @@ def test_runs_rst_rerun_example_runs_as_written() -> None:
     test ran it."""
     import doctest
 
-    pytest.importorskip("numpy")
     page = Path(__file__).parents[2] / "docs" / "runs.rst"
     failures, tried = doctest.testfile(str(page), module_relative=False, verbose=False)
     assert tried >= 30 and failures == 0

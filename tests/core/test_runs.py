@@ -462,6 +462,24 @@ def test_remove_collection_forgets_only_the_chain(local: Repo) -> None:
         b.remove_collection("A")
 
 
+def test_chains_defined_elsewhere_are_seen_changed_ones_are_not(posix: Repo) -> None:
+    """runs.rst, Named chains: an open Butler sees a chain defined elsewhere within
+    `CHAINS_MAX_AGE` (a name that is not a known chain re-reads the policy), but keeps the
+    members it read of a chain changed elsewhere, until a new Butler is opened. The page
+    said a chain defined elsewhere was not seen either."""
+    define(posix.opened[0])
+    for run in ("A", "B"):
+        posix.open(run=run).put({"run": run}, "cfg", visit=1, band="r")
+    reader, other = posix.open(), posix.open()
+    other.define_collection("latest", ["A"])
+    time.sleep(CHAINS_MAX_AGE + 0.05)
+    assert reader.get("cfg", visit=1, band="r", collections="latest") == {"run": "A"}
+    other.define_collection("latest", ["B"])
+    time.sleep(CHAINS_MAX_AGE + 0.05)
+    assert reader.get("cfg", visit=1, band="r", collections="latest") == {"run": "A"}
+    assert posix.open().get("cfg", visit=1, band="r", collections="latest") == {"run": "B"}
+
+
 def test_a_run_defined_as_chain_by_someone_else_refuses_puts(posix: Repo) -> None:
     define(posix.opened[0])
     writer = posix.open(run="later")  # opened before "later" becomes a chain
