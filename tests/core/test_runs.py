@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from butler import (
     Butler,
@@ -668,3 +669,18 @@ def test_collections_that_are_no_names_are_butler_errors(posix: Repo, value: Any
         with pytest.raises(DatasetTypeError, match="inputs must be a list of DatasetRef"):
             b.put({"v": 2}, "cfg", visit=2, band="r", inputs=value)
     assert not b.exists("cfg", visit=2, band="r")
+
+
+def test_runs_keep_policy_version_1_chains_make_it_2(tmp_path: Path) -> None:
+    """runs.rst, Old repositories and older butlers: without an index, puts into runs leave
+    the policy at version 1 (older butlers still read and write it); defining a chain
+    makes it version 2, which older butlers refuse (they would drop the chains). The page
+    said chains kept version 1 and were dropped by an older butler's rewrite."""
+    root = str(tmp_path / "repo")
+    b = Butler.create(root, index="none")
+    define(b)
+    Butler(root, run="A").put({"v": 1}, "cfg", visit=1, band="r")
+    policy = tmp_path / "repo" / "butler.yaml"
+    assert yaml.safe_load(policy.read_text())["butler"]["version"] == 1
+    b.define_collection("latest", ["A"])
+    assert yaml.safe_load(policy.read_text())["butler"]["version"] == 2
