@@ -271,7 +271,12 @@ def _inputs(storage: Storage, record: Mapping[str, Any]) -> list[DatasetRef]:
         raise FormatError(
             f"provenance names the input record {storage.uri(key)!r}, which does not exist"
         ) from None
-    if len(data) > MAX_RECORD_BYTES or hashlib.sha256(data).hexdigest() != digest:
+    if len(data) > MAX_RECORD_BYTES:  # told as such: "does not match its digest" hid it
+        raise FormatError(
+            f"the input record {storage.uri(key)!r} is larger than {MAX_RECORD_BYTES:,} "
+            f"bytes, the most an input record may hold"
+        )
+    if hashlib.sha256(data).hexdigest() != digest:
         raise FormatError(f"the input record {storage.uri(key)!r} does not match its digest")
     try:
         refs = json.loads(data)
