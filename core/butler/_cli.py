@@ -141,6 +141,18 @@ _CLI_REMEDIES = (
     ("(index='postgresql+psycopg://...')", "(--index postgresql+psycopg://...)"),
     ("must be None, True or False", "must be true, false or null"),
     (", or in Python pass it as Butler(root, index=URL)", ""),  # the variable is the CLI's way
+    (
+        "raise it with Butler(..., max_read_bytes=N), read_file(..., max_read_bytes=N) or $",
+        "raise it with $",
+    ),
+)
+
+#: The same, for spellings holding a value: (pattern, replacement).
+_CLI_REMEDY_PATTERNS = (
+    (
+        re.compile(r"create one with Butler\.create\(.*?\) or 'butler init'"),
+        "create one with 'butler init'",
+    ),
 )
 
 
@@ -194,6 +206,8 @@ class _Group(click.Group):
             message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             for python, flag in _CLI_REMEDIES:
                 message = message.replace(python, flag)
+            for pattern, remedy in _CLI_REMEDY_PATTERNS:
+                message = pattern.sub(remedy, message)
             hint = "" if isinstance(exc, ButlerError) else " (--debug shows the traceback)"
             click.echo(f"butler: error: {type(exc).__name__}: {message}{hint}", err=True)
             ctx.exit(1)

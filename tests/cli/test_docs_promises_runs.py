@@ -70,3 +70,26 @@ def test_runs_rst_rerun_example_runs_as_written() -> None:
     page = Path(__file__).parents[2] / "docs" / "runs.rst"
     failures, tried = doctest.testfile(str(page), module_relative=False, verbose=False)
     assert tried >= 30 and failures == 0
+
+
+def test_cli_errors_give_cli_remedies_not_python_calls(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reliability.rst: past the read limit the read is a `FormatError` naming the declared
+    size and how to raise the limit; errors are in the caller's terms. On the command line
+    they told to pass ``Butler(..., max_read_bytes=N)`` or ``read_file(...)`` and to create
+    a repository with ``Butler.create('...')``: only ``$BUTLER_MAX_READ_BYTES`` and
+    ``butler init`` are a CLI user's."""
+    h5py = pytest.importorskip("h5py")
+    np = pytest.importorskip("numpy")
+    src = tmp_path / "a.h5"
+    with h5py.File(src, "w") as f:
+        f["x"] = np.zeros((100, 100))
+    monkeypatch.setenv("BUTLER_MAX_READ_BYTES", "100")
+    result = cli("convert", src, tmp_path / "b.npy")
+    assert result.exit_code == 1 and "declares 80,000 bytes" in result.stderr, result.stderr
+    assert "raise it with $BUTLER_MAX_READ_BYTES if you trust" in result.stderr
+    assert "max_read_bytes=" not in result.stderr and "read_file(" not in result.stderr
+    result = cli("ls", tmp_path / "nothing")
+    assert result.exit_code == 1 and "create one with 'butler init'" in result.stderr
+    assert "Butler.create" not in result.stderr
