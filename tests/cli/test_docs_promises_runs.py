@@ -93,3 +93,25 @@ def test_cli_errors_give_cli_remedies_not_python_calls(
     result = cli("ls", tmp_path / "nothing")
     assert result.exit_code == 1 and "create one with 'butler init'" in result.stderr
     assert "Butler.create" not in result.stderr
+
+
+def test_a_cli_reader_opts_in_to_unpickling_itself(cli: Cli, tmp_path: Path) -> None:
+    """reliability.rst, No code runs: unpickling needs the *reader's* opt-in, the policy's
+    flag is only a suggestion (hole 6). cli.rst said ``init --allow-pickle`` let every
+    reader unpickle without opting in, which it never did; the CLI reader had no way to opt
+    in and was told to "pass allow_pickle=True to get() or Butler()"."""
+    root = tmp_path / "repo"
+    assert cli("init", root, "--allow-pickle").exit_code == 0
+    assert cli("define", root, "obj", "--type", "dict", "--format", "pickle", "-d", "v=int")
+    (tmp_path / "in.json").write_text('{"a": 1}')
+    assert cli("put", root, "obj", tmp_path / "in.json", "--id", "v=1").exit_code == 0
+    refused = cli("get", root, "obj", "--id", "v=1", "-o", tmp_path / "o.json")
+    assert refused.exit_code == 1 and "UnsafeFormatError" in refused.stderr
+    assert "pass --allow-pickle if you trust" in refused.stderr, refused.stderr
+    assert "allow_pickle=True" not in refused.stderr and not (tmp_path / "o.json").exists()
+    got = cli("get", root, "obj", "--id", "v=1", "-o", tmp_path / "o.json", "--allow-pickle")
+    assert got.exit_code == 0 and (tmp_path / "o.json").read_text().startswith('{"a": 1')
+    pickled = next((root / "obj").iterdir())
+    refused = cli("convert", pickled, tmp_path / "c.json")
+    assert refused.exit_code == 1 and "pass --allow-pickle if you trust" in refused.stderr
+    assert cli("convert", pickled, tmp_path / "c.json", "--allow-pickle").exit_code == 0
