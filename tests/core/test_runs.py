@@ -684,3 +684,20 @@ def test_runs_keep_policy_version_1_chains_make_it_2(tmp_path: Path) -> None:
     assert yaml.safe_load(policy.read_text())["butler"]["version"] == 1
     b.define_collection("latest", ["A"])
     assert yaml.safe_load(policy.read_text())["butler"]["version"] == 2
+
+
+def test_a_misspelt_collection_finds_nothing_and_the_error_lists_the_search(
+    posix: Repo,
+) -> None:
+    """runs.rst, Collections: an unknown name is searched as a run that holds nothing; the
+    `DatasetNotFoundError` lists the runs searched, in order (chains expanded)."""
+    b = posix.opened[0]
+    define(b)
+    posix.open(run="A").put({"v": 1}, "cfg", visit=1, band="r")
+    b.define_collection("latest", ["B", "A"])
+    assert not b.exists("cfg", visit=1, band="r", collections=["Ax"])
+    assert list(b.datasets("cfg", collections=["Ax"])) == []
+    with pytest.raises(
+        DatasetNotFoundError, match=r"in runs \['Bx', 'B', 'A', 'Ax'\] \(searched in that order\)"
+    ):
+        b.get("cfg", visit=2, band="r", collections=["Bx", "latest", "Ax"])
