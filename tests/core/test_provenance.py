@@ -699,3 +699,25 @@ def test_an_input_record_over_the_limit_is_a_format_error(
     with pytest.raises(FormatError, match=r"input record .* is larger than 1,000 bytes"):
         b.provenance("cfg", visit=1)
     assert b.get("cfg", visit=1) == {"v": 1}
+
+
+def test_no_login_name_is_recorded_as_none(local: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """runs.rst, What is recorded: ``user`` is the login name, ``None`` where there is none
+    (a container without one: `getpass.getuser` raises); the put still succeeds."""
+    import getpass
+
+    import butler._provenance as provenance
+
+    def no_user() -> str:
+        raise OSError("No username set in the environment")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)
+    provenance._where.cache_clear()
+    try:
+        b = local.opened[0]
+        define(b)
+        b.put({"v": 1}, "cfg", visit=1)
+        p = b.provenance("cfg", visit=1)
+        assert p.user is None and p.host == socket.gethostname()
+    finally:
+        provenance._where.cache_clear()
