@@ -60,6 +60,7 @@ from ._runs import (
     PARTS_SEGMENT,
     RUNS_SEGMENT,
     check_run_name,
+    collection_names,
     expand_collections,
     is_run_key,
     run_key,
@@ -195,7 +196,7 @@ class Butler(CollectionsMixin, BulkMixin):
             if self.run != DEFAULT_RUN:
                 searched += (DEFAULT_RUN,)
         else:
-            searched = (collections,) if isinstance(collections, str) else tuple(collections)
+            searched = collection_names(collections)
         self._collections = tuple(check_run_name(c, what="collection") for c in searched)
         self._recording = threading.local()
         self._policy_read = time.monotonic()
@@ -703,7 +704,7 @@ class Butler(CollectionsMixin, BulkMixin):
                 return kept[2]
             names: Sequence[str] = self._collections
         else:
-            names = (collections,) if isinstance(collections, str) else collections
+            names = collection_names(collections)
         self._fresh_chains(names)
         policy = self._policy
         runs = expand_collections(names, policy.collections)

@@ -45,9 +45,42 @@ def _split_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
     return result
 
 
+#: Keyword arguments of `Butler`, `Butler.create` and `write_file` that are no storage
+#: options: ``-O`` never reaches them (``-O run=A`` would bypass ``--run``, ``-O
+#: allow_pickle=true`` turn on unpickling), and says which flag does instead.
+_NOT_STORAGE_OPTIONS = {
+    "run": "use --run RUN",
+    "collections": "use --collections A,B",
+    "checksum": "use 'butler init --checksum'",
+    "allow_pickle": "use --allow-pickle (butler get, convert)",
+    "index": "use 'butler reindex --index URL' (and $BUTLER_TRUSTED_INDEXES to trust one)",
+    "max_read_bytes": "set $BUTLER_MAX_READ_BYTES",
+    "format": "use --format, --from or --to",
+    "python_type": "use --type",
+    "overwrite": "use --overwrite",
+    "hdu": "use --hdu",
+    "registry": "",
+    "mapper": "",
+    "allow_imports": "",
+    "parameters": "",
+    "progress": "",
+    "writing": "",
+    "dst_format": "",
+    "keep_all": "",
+}
+
+
 def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
     """Storage options: ints, bools and null are typed (``anon=true``, ``max_retries=3``)."""
-    return {key: _scalar(value) for key, value in _split_pairs(pairs, what).items()}
+    parsed = {key: _scalar(value) for key, value in _split_pairs(pairs, what).items()}
+    for key in parsed:
+        if what == "--option" and key in _NOT_STORAGE_OPTIONS:
+            advice = _NOT_STORAGE_OPTIONS[key]
+            raise click.BadParameter(
+                f"{key!r} is not a storage option" + (f"; {advice}" if advice else ""),
+                param_hint="-O/--option",
+            )
+    return parsed
 
 
 def _scalar(value: str) -> Any:
@@ -107,7 +140,23 @@ _CLI_REMEDIES = (
     ("only get, get_many and exists read components", "only 'butler get' reads components"),
     ("(index='postgresql+psycopg://...')", "(--index postgresql+psycopg://...)"),
     ("must be None, True or False", "must be true, false or null"),
+    (
+        "pass allow_pickle=True to get() or Butler() if you trust",
+        "pass --allow-pickle if you trust",
+    ),
     (", or in Python pass it as Butler(root, index=URL)", ""),  # the variable is the CLI's way
+    (
+        "raise it with Butler(..., max_read_bytes=N), read_file(..., max_read_bytes=N) or $",
+        "raise it with $",
+    ),
+)
+
+#: The same, for spellings holding a value: (pattern, replacement).
+_CLI_REMEDY_PATTERNS = (
+    (
+        re.compile(r"create one with Butler\.create\(.*?\) or 'butler init'"),
+        "create one with 'butler init'",
+    ),
 )
 
 
@@ -161,6 +210,8 @@ class _Group(click.Group):
             message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             for python, flag in _CLI_REMEDIES:
                 message = message.replace(python, flag)
+            for pattern, remedy in _CLI_REMEDY_PATTERNS:
+                message = pattern.sub(remedy, message)
             hint = "" if isinstance(exc, ButlerError) else " (--debug shows the traceback)"
             click.echo(f"butler: error: {type(exc).__name__}: {message}{hint}", err=True)
             ctx.exit(1)
@@ -239,6 +290,12 @@ def _check_format(registry: Any, name: str | None, flag: str) -> None:
 
 
 # -- runs and collections ------------------------------------------------------------------
+
+_allow_pickle = click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Unpickle a pickle: runs code chosen by its writer, so only if you trust them.",
+)
 
 _write_run = click.option(
     "--run", metavar="RUN", help="The run to write into (default: the default run)."
@@ -348,7 +405,11 @@ def _writing_butler(root: str, options: tuple[str, ...], run: str | None) -> Any
 @main.command()
 @click.argument("root")
 @click.option("--checksum", is_flag=True, help="Keep a sha256 per dataset for 'butler verify'.")
-@click.option("--allow-pickle", is_flag=True, help="Let readers unpickle without opting in.")
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Record that pickle datasets are expected (readers still opt in: get --allow-pickle).",
+)
 @_option
 @click.pass_context
 def init(ctx: click.Context, root: str, checksum: bool, allow_pickle: bool, options: Any) -> None:
@@ -914,13 +975,14 @@ def put(
 @click.option("-o", "--output", required=True, help="File to write (format from its name).")
 @click.option("--format", "file_format", help="Format of the output (default: from its name).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@_allow_pickle
 @_read_collections
 @_option
 @click.pass_context
 def get(
     ctx: click.Context, root: str, dataset_type: str, ids: Any, output: str,
-    file_format: str | None, overwrite: bool, run: str | None, collections: tuple[str, ...],
-    options: Any,
+    file_format: str | None, overwrite: bool, allow_pickle: bool, run: str | None,
+    collections: tuple[str, ...], options: Any,
 ) -> None:  # fmt: skip
     """Read a dataset and write it to a file, in the format implied by the file name.
 
@@ -954,7 +1016,7 @@ def get(
         _output_format(b.registry, output, "-o/--output", "--format")
     total = b.storage.size(key) if b.storage.exists(key) else None
     with _progress(f"get {dataset_type}", total) as progress:
-        obj = b.get(dataset_type, data_id, progress=progress)
+        obj = b.get(dataset_type, data_id, progress=progress, allow_pickle=allow_pickle or None)
     write_file(obj, output, format=file_format, registry=b.registry, overwrite=overwrite)
     _emit(ctx, {"output": output}, f"wrote {output}")
 
@@ -1064,11 +1126,13 @@ def purge(ctx: click.Context, root: str, older_than: float, options: Any) -> Non
 )  # fmt: skip
 @_hdu_option
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists (never SRC itself).")
+@_allow_pickle
 @_option
 @click.pass_context
 def convert(
     ctx: click.Context, src: str, dst: str, src_format: str | None, dst_format: str | None,
-    python_type: str | None, hdu: str | None, overwrite: bool, options: Any,
+    python_type: str | None, hdu: str | None, overwrite: bool, allow_pickle: bool,
+    options: Any,
 ) -> None:  # fmt: skip
     """Convert a file or URI to another format or place, keeping all it holds.
 
@@ -1105,7 +1169,7 @@ def convert(
     with _option_errors(src_options):
         obj = read_standalone(
             src, src_format, python_type, reg, hdu=hdu_option(hdu),
-            dst_format=target, **src_options,
+            dst_format=target, allow_pickle=allow_pickle, **src_options,
         )  # fmt: skip
     with _option_errors(dst_options):
         write_file(obj, dst, format=dst_format, overwrite=overwrite, registry=reg, **dst_options)

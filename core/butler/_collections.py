@@ -15,6 +15,7 @@ from ._runs import (
     DEFAULT_RUN,
     RUNS_SEGMENT,
     check_run_name,
+    collection_names,
     expand_collections,
     is_run_key,
     run_key,
@@ -240,6 +241,11 @@ class CollectionsMixin:
         removal leaves whole datasets, never half of one, and running it again finishes it.
         """
         check_run_name(name)
+        if name in self.chains:  # a chain holds nothing: 0 would look like a done job
+            raise InvalidDataIdError(
+                f"{name!r} is a collection chain ({', '.join(self.chains[name])}), not a "
+                f"run: remove_run removes one run's datasets"
+            )
         removed = 0
         types = [self.dataset_type(t) for t in sorted(self._policy.dataset_types)]
         prefix = run_prefix(name)
@@ -280,9 +286,10 @@ class CollectionsMixin:
             a chain that would contain itself.
         """
         check_run_name(name, what="collection")
-        if isinstance(members, str):
-            members = [members]
-        members = [check_run_name(m, what="collection") for m in members]
+        members = [
+            check_run_name(m, what="collection")
+            for m in collection_names(members, what=f"the members of chain {name!r}")
+        ]
         if name == DEFAULT_RUN:
             raise InvalidDataIdError(f"{name!r} is the default run; a chain needs another name")
         if next(iter(self.storage.list(run_prefix(name))), None):

@@ -23,7 +23,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -271,7 +271,12 @@ def _inputs(storage: Storage, record: Mapping[str, Any]) -> list[DatasetRef]:
         raise FormatError(
             f"provenance names the input record {storage.uri(key)!r}, which does not exist"
         ) from None
-    if len(data) > MAX_RECORD_BYTES or hashlib.sha256(data).hexdigest() != digest:
+    if len(data) > MAX_RECORD_BYTES:  # told as such: "does not match its digest" hid it
+        raise FormatError(
+            f"the input record {storage.uri(key)!r} is larger than {MAX_RECORD_BYTES:,} "
+            f"bytes, the most an input record may hold"
+        )
+    if hashlib.sha256(data).hexdigest() != digest:
         raise FormatError(f"the input record {storage.uri(key)!r} does not match its digest")
     try:
         refs = json.loads(data)
@@ -285,7 +290,9 @@ def _inputs(storage: Storage, record: Mapping[str, Any]) -> list[DatasetRef]:
 def check_inputs(inputs: object) -> None:
     """Refuse ``inputs`` given as one thing instead of a list of refs (``inputs="raw"``
     was iterated letter by letter, each refused as "not 'r'")."""
-    if isinstance(inputs, str | bytes | Mapping | DatasetRef):
+    if isinstance(inputs, str | bytes | Mapping | DatasetRef) or not isinstance(
+        inputs, Iterable | None
+    ):
         raise DatasetTypeError(
             f"inputs must be a list of DatasetRef objects (from Butler.ref), not a "
             f"{type(inputs).__name__}"

@@ -43,13 +43,27 @@ _RUN_NAME = re.compile(rf"{_PART}(?:/{_PART})*\Z")
 _MAX_RUN = 128
 
 
+def collection_names(value: Any, *, what: str = "collections") -> tuple[str, ...]:
+    """``value`` as a tuple of names: one name, or any iterable of them (each checked by
+    the caller). Anything else is an `InvalidDataIdError`, not Python's "not iterable"."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, bytes | Mapping) or not isinstance(value, Iterable):
+        raise InvalidDataIdError(
+            f"{what} must be a collection name or a list of names, not "
+            f"{type(value).__name__} {repr(value)[:80]}"
+        )
+    return tuple(value)
+
+
 def check_run_name(name: Any, *, what: str = "run") -> str:
     """Return ``name`` if it is a valid run or collection name, else `InvalidDataIdError`."""
     if not isinstance(name, str) or len(name) > _MAX_RUN or not _RUN_NAME.match(name):
         shown = repr(name)[:80]
         raise InvalidDataIdError(
             f"invalid {what} name {shown}: use 1-{_MAX_RUN} letters, digits and '_.-+=', "
-            f"optionally in '/'-separated parts (like 'u/me/rerun-1')"
+            f"optionally in '/'-separated parts (like 'u/me/rerun-1'), no part starting "
+            f"with '.', '-', '+' or '='"
         )
     return name
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from butler import Butler, DatasetTypeError, FormatError
+from butler import Butler, DatasetNotFoundError, DatasetTypeError, FormatError
 from butler._provenance import RECORD_PREFIX, DatasetRef, new_created
 from tests.core.test_runs import LOCAL, SERVERS, Repo, make_repo
 
@@ -641,3 +641,83 @@ def test_rerun_with_changed_config_read_through_a_chain(repo: Repo) -> None:
         assert [h.run for h in latest.history("catalog", visit=v)] == ["A", "B"]
     assert latest.count("catalog") == 2 and latest.count("raw") == 2
     assert latest.runs() == {"A": 6, "B": 4}
+
+
+def test_recording_records_only_successful_gets_of_this_butler(local: Repo) -> None:
+    """runs.rst, Recording inputs: a get that fails appends nothing; `Butler.exists`,
+    `Butler.ref`, `Butler.provenance` and the queries are not recorded, nor gets through
+    another `Butler` object on the same repository."""
+    b = local.opened[0]
+    define(b)
+    b.put(np.arange(3), "raw", visit=1)
+    b.put({"n": 0}, "cfg", visit=0)
+    other = local.open()
+    with b.recording() as recorded:
+        with pytest.raises(DatasetNotFoundError):
+            b.get("raw", visit=99)
+        assert b.exists("raw", visit=1) and b.ref("raw", visit=1).run == "default"
+        b.provenance("raw", visit=1)
+        assert list(b.datasets("raw")) == [{"visit": 1}] and b.count("raw") == 1
+        assert list(b.stored_locations("raw"))
+        other.get("cfg", visit=0)
+        assert recorded == []
+        b.put({"n": 1}, "cfg", visit=1)
+    assert b.provenance("cfg", visit=1).inputs == ()
+
+
+def test_input_records_are_kept_by_remove_and_remove_run(local: Repo) -> None:
+    """runs.rst, Long input lists: records are never removed, not by `Butler.remove` nor
+    `Butler.remove_run` (other datasets may share them); the dataset still sharing one
+    keeps its inputs."""
+    b = local.opened[0]
+    define(b)
+    refs = _fake_refs(100)
+    a, keep = local.open(run="A"), local.open(run="B")
+    a.put({"v": 1}, "cfg", visit=1, inputs=refs)
+    a.put({"v": 2}, "cfg", visit=2, inputs=refs)
+    keep.put({"v": 3}, "cfg", visit=3, inputs=refs)
+    digest = a.storage.metadata(a.location("cfg", visit=1).key)["provenance"]["inputs_record"]
+    a.remove("cfg", visit=1)
+    assert a.remove_run("A") == 1
+    assert b.storage.exists(f"{RECORD_PREFIX}{digest}.json")
+    assert list(keep.provenance("cfg", visit=3).inputs) == refs
+
+
+def test_an_input_record_over_the_limit_is_a_format_error(
+    tamper_repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runs.rst, Reading provenance: a record must be at most 16 MiB, anything else is a
+    `FormatError` (the limit is lowered here so that a real record exceeds it). It said
+    "does not match its digest", which the record does."""
+    import butler._provenance as provenance
+
+    b = tamper_repo.opened[0]
+    define(b)
+    b.put({"v": 1}, "cfg", visit=1, inputs=_fake_refs(100))
+    assert provenance.MAX_RECORD_BYTES == 16 * 2**20
+    monkeypatch.setattr(provenance, "MAX_RECORD_BYTES", 1000)
+    with pytest.raises(FormatError, match=r"input record .* is larger than 1,000 bytes"):
+        b.provenance("cfg", visit=1)
+    assert b.get("cfg", visit=1) == {"v": 1}
+
+
+def test_no_login_name_is_recorded_as_none(local: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """runs.rst, What is recorded: ``user`` is the login name, ``None`` where there is none
+    (a container without one: `getpass.getuser` raises); the put still succeeds."""
+    import getpass
+
+    import butler._provenance as provenance
+
+    def no_user() -> str:
+        raise OSError("No username set in the environment")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)
+    provenance._where.cache_clear()
+    try:
+        b = local.opened[0]
+        define(b)
+        b.put({"v": 1}, "cfg", visit=1)
+        p = b.provenance("cfg", visit=1)
+        assert p.user is None and p.host == socket.gethostname()
+    finally:
+        provenance._where.cache_clear()

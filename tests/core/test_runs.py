@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from butler import (
     Butler,
     DatasetExistsError,
     DatasetNotFoundError,
+    DatasetTypeError,
     InvalidDataIdError,
 )
 from butler._butler import CHAINS_MAX_AGE
@@ -206,6 +208,32 @@ def test_invalid_run_names_are_refused(posix: Repo, name: Any) -> None:
     with pytest.raises(InvalidDataIdError, match="invalid collection name"):
         b.define_collection(name, ["default"])
     assert keys(b) == {"cfg/1/r.json"}
+
+
+@pytest.mark.parametrize("name", [".x", "-x", "+x", "=x", "u/.hidden", "u/-x"])
+def test_a_refused_run_name_is_told_the_rule_it_breaks(posix: Repo, name: str) -> None:
+    """runs.rst, Other runs: names are letters, digits and ``_.-+=``, not starting with one
+    of ``.-+=``; anything else is an `InvalidDataIdError` naming the rule. The message gave
+    only the characters, all of which ``.x`` uses: it did not say what was wrong."""
+    with pytest.raises(InvalidDataIdError) as caught:
+        posix.open(run=name)
+    assert f"invalid run name {name!r}" in str(caught.value)
+    assert "no part starting with '.', '-', '+' or '='" in str(caught.value)
+
+
+def test_remove_run_of_a_chain_is_refused(posix: Repo) -> None:
+    """runs.rst: `Butler.remove_run` removes every dataset of a *run*; never wrong in
+    silence. Given a chain's name it returned 0 (a chain holds nothing itself), as if the
+    runs it names had nothing left to remove; ``butler rm-run`` refused it, Python did not."""
+    b = posix.opened[0]
+    define(b)
+    posix.open(run="A").put({"v": 1}, "cfg", visit=1, band="r")
+    b.define_collection("latest", ["A"])
+    with pytest.raises(
+        InvalidDataIdError, match=r"'latest' is a collection chain \(A\), not a run"
+    ):
+        b.remove_run("latest")
+    assert b.runs() == {"A": 1} and b.chains == {"latest": ["A"]}
 
 
 def test_valid_run_names_at_the_limits(posix: Repo) -> None:
@@ -435,6 +463,24 @@ def test_remove_collection_forgets_only_the_chain(local: Repo) -> None:
         b.remove_collection("A")
 
 
+def test_chains_defined_elsewhere_are_seen_changed_ones_are_not(posix: Repo) -> None:
+    """runs.rst, Named chains: an open Butler sees a chain defined elsewhere within
+    `CHAINS_MAX_AGE` (a name that is not a known chain re-reads the policy), but keeps the
+    members it read of a chain changed elsewhere, until a new Butler is opened. The page
+    said a chain defined elsewhere was not seen either."""
+    define(posix.opened[0])
+    for run in ("A", "B"):
+        posix.open(run=run).put({"run": run}, "cfg", visit=1, band="r")
+    reader, other = posix.open(), posix.open()
+    other.define_collection("latest", ["A"])
+    time.sleep(CHAINS_MAX_AGE + 0.05)
+    assert reader.get("cfg", visit=1, band="r", collections="latest") == {"run": "A"}
+    other.define_collection("latest", ["B"])
+    time.sleep(CHAINS_MAX_AGE + 0.05)
+    assert reader.get("cfg", visit=1, band="r", collections="latest") == {"run": "A"}
+    assert posix.open().get("cfg", visit=1, band="r", collections="latest") == {"run": "B"}
+
+
 def test_a_run_defined_as_chain_by_someone_else_refuses_puts(posix: Repo) -> None:
     define(posix.opened[0])
     writer = posix.open(run="later")  # opened before "later" becomes a chain
@@ -596,3 +642,62 @@ def test_remove_run_interrupted_then_resumed(
         # The rerun finishes the job.
         assert repo.open().remove_run("gone/1") == left
         _check_removed(repo, repo.open())
+
+
+@pytest.mark.parametrize("value", [5, None, {"A": 1}, b"A", 1.5])
+def test_collections_that_are_no_names_are_butler_errors(posix: Repo, value: Any) -> None:
+    """reliability.rst: every public call raises a `ButlerError`, in the caller's terms.
+    ``collections=5`` (constructor or per call) and ``define_collection("c", 5)`` raised
+    Python's "'int' object is not iterable"; ``put(inputs=5)`` "Value after * must be an
+    iterable"."""
+    b = posix.opened[0]
+    define(b)
+    b.put({"v": 1}, "cfg", visit=1, band="r")
+    for call in (
+        lambda: posix.open(collections=value),
+        lambda: b.get("cfg", visit=1, band="r", collections=value),
+        lambda: list(b.datasets("cfg", collections=value)),
+    ):
+        if value is None:
+            continue  # None is the default: [run, "default"]
+        with pytest.raises(InvalidDataIdError, match="collections must be a collection name"):
+            call()
+    with pytest.raises(InvalidDataIdError, match="the members of chain 'c' must be"):
+        b.define_collection("c", value)
+    assert b.chains == {}
+    if isinstance(value, int | float):
+        with pytest.raises(DatasetTypeError, match="inputs must be a list of DatasetRef"):
+            b.put({"v": 2}, "cfg", visit=2, band="r", inputs=value)
+    assert not b.exists("cfg", visit=2, band="r")
+
+
+def test_runs_keep_policy_version_1_chains_make_it_2(tmp_path: Path) -> None:
+    """runs.rst, Old repositories and older butlers: without an index, puts into runs leave
+    the policy at version 1 (older butlers still read and write it); defining a chain
+    makes it version 2, which older butlers refuse (they would drop the chains). The page
+    said chains kept version 1 and were dropped by an older butler's rewrite."""
+    root = str(tmp_path / "repo")
+    b = Butler.create(root, index="none")
+    define(b)
+    Butler(root, run="A").put({"v": 1}, "cfg", visit=1, band="r")
+    policy = tmp_path / "repo" / "butler.yaml"
+    assert yaml.safe_load(policy.read_text())["butler"]["version"] == 1
+    b.define_collection("latest", ["A"])
+    assert yaml.safe_load(policy.read_text())["butler"]["version"] == 2
+
+
+def test_a_misspelt_collection_finds_nothing_and_the_error_lists_the_search(
+    posix: Repo,
+) -> None:
+    """runs.rst, Collections: an unknown name is searched as a run that holds nothing; the
+    `DatasetNotFoundError` lists the runs searched, in order (chains expanded)."""
+    b = posix.opened[0]
+    define(b)
+    posix.open(run="A").put({"v": 1}, "cfg", visit=1, band="r")
+    b.define_collection("latest", ["B", "A"])
+    assert not b.exists("cfg", visit=1, band="r", collections=["Ax"])
+    assert list(b.datasets("cfg", collections=["Ax"])) == []
+    with pytest.raises(
+        DatasetNotFoundError, match=r"in runs \['Bx', 'B', 'A', 'Ax'\] \(searched in that order\)"
+    ):
+        b.get("cfg", visit=2, band="r", collections=["Bx", "latest", "Ax"])
