@@ -154,6 +154,10 @@ _CLI_REMEDIES = (
 #: The same, for spellings holding a value: (pattern, replacement).
 _CLI_REMEDY_PATTERNS = (
     (
+        re.compile(r"import '[^']+' yourself, or pass allow_imports=\['([^']+)'\] to Butler"),
+        r"pass --allow-import \1 (butler get)",
+    ),
+    (
         re.compile(r"create one with Butler\.create\(.*?\) or 'butler init'"),
         "create one with 'butler init'",
     ),
@@ -297,6 +301,15 @@ _allow_pickle = click.option(
     help="Unpickle a pickle: runs code chosen by its writer, so only if you trust them.",
 )
 
+_allow_import = click.option(
+    "--allow-import",
+    "allow_imports",
+    multiple=True,
+    metavar="PACKAGE",
+    help="Import classes of this top-level package when a dataset names one (repeatable): "
+    "runs its code, so only if you trust it.",
+)
+
 _write_run = click.option(
     "--run", metavar="RUN", help="The run to write into (default: the default run)."
 )
@@ -357,7 +370,11 @@ def _has_run(b: Any, name: str) -> bool:
 
 
 def _reading_butler(
-    root: str, options: tuple[str, ...], run: str | None, collections: tuple[str, ...]
+    root: str,
+    options: tuple[str, ...],
+    run: str | None,
+    collections: tuple[str, ...],
+    allow_imports: tuple[str, ...] = (),
 ) -> Any:
     """A Butler reading the collections ``--run``/``--collections`` name (checked before the
     repository is opened); a name that is neither a chain nor a run holding datasets is
@@ -365,9 +382,14 @@ def _reading_butler(
     from ._butler import Butler
 
     searched = _searched(run, collections)
+    for package in allow_imports:
+        if not package.isidentifier():
+            raise click.BadParameter(
+                f"{package!r} is not a top-level package name", param_hint="--allow-import"
+            )
     parsed = _parse_pairs(options, "--option")
     with _option_errors(parsed):
-        b = Butler(root, collections=searched, **parsed)
+        b = Butler(root, collections=searched, allow_imports=allow_imports, **parsed)
     flag = "--run" if run is not None else "--collections"
     for name in searched or ():
         if not _has_run(b, name):
@@ -976,13 +998,15 @@ def put(
 @click.option("--format", "file_format", help="Format of the output (default: from its name).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @_allow_pickle
+@_allow_import
 @_read_collections
 @_option
 @click.pass_context
 def get(
     ctx: click.Context, root: str, dataset_type: str, ids: Any, output: str,
-    file_format: str | None, overwrite: bool, allow_pickle: bool, run: str | None,
-    collections: tuple[str, ...], options: Any,
+    file_format: str | None, overwrite: bool, allow_pickle: bool,
+    allow_imports: tuple[str, ...], run: str | None, collections: tuple[str, ...],
+    options: Any,
 ) -> None:  # fmt: skip
     """Read a dataset and write it to a file, in the format implied by the file name.
 
@@ -1001,7 +1025,7 @@ def get(
     from ._files import write_file
     from ._runs import run_key, run_prefix
 
-    b = _reading_butler(root, options, run, collections)
+    b = _reading_butler(root, options, run, collections, allow_imports)
     base = b._dataset_type_and_component(dataset_type)[0].name  # "calexp.wcs": calexp
     data_id = _data_id(b, base, ids)
     _check_format(b.registry, file_format, "--format")

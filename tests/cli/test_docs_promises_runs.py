@@ -3,6 +3,8 @@ that no other test tried to break: each test names the sentence it checks."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,3 +117,45 @@ def test_a_cli_reader_opts_in_to_unpickling_itself(cli: Cli, tmp_path: Path) -> 
     refused = cli("convert", pickled, tmp_path / "c.json")
     assert refused.exit_code == 1 and "pass --allow-pickle if you trust" in refused.stderr
     assert cli("convert", pickled, tmp_path / "c.json", "--allow-pickle").exit_code == 0
+
+
+def test_a_cli_reader_opts_in_to_imports_itself(tmp_path: Path) -> None:
+    """A dataset whose class lives in a package no plugin registered is read only when
+    the reader allows that package: the error told CLI users to pass
+    ``allow_imports=[...]`` to ``Butler``; ``butler get --allow-import PKG`` does it."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from butler._cli import main
+
+    (tmp_path / "cli_import_probe_pkg.py").write_text("class Thing(dict):\n    pass\n")
+    repo = tmp_path / "repo"
+    script = (
+        "import sys; from butler import Butler; import cli_import_probe_pkg as m\n"
+        f"b = Butler.create({str(repo)!r})\n"
+        "b.register_dataset_type('t', 'cli_import_probe_pkg.Thing', 'json', dimensions=['v'])\n"
+        "b.put(m.Thing(a=1), 't', v=1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    assert "cli_import_probe_pkg" not in sys.modules
+    sys.path.insert(0, str(tmp_path))
+    try:
+        out = tmp_path / "t.json"
+        runner = CliRunner()
+        refused = runner.invoke(main, ["get", str(repo), "t", "--id", "v=1", "-o", str(out)])
+        assert refused.exit_code == 1
+        assert "pass --allow-import cli_import_probe_pkg (butler get)" in refused.output
+        assert "allow_imports=" not in refused.output and not out.exists()
+        bad = runner.invoke(main, ["get", str(repo), "t", "--id", "v=1", "-o", str(out),
+                                   "--allow-import", "a.b"])  # fmt: skip
+        assert bad.exit_code == 2 and "--allow-import" in bad.output
+        done = runner.invoke(main, ["get", str(repo), "t", "--id", "v=1", "-o", str(out),
+                                    "--allow-import", "cli_import_probe_pkg"])  # fmt: skip
+        assert done.exit_code == 0, done.output
+        assert json.loads(out.read_text()) == {"a": 1}
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("cli_import_probe_pkg", None)
