@@ -87,7 +87,10 @@ def _pair(module: str) -> tuple[str, str]:
 
 @hookimpl
 def butler_serializers() -> list[Serializer]:
-    specs = [Serializer(t, "*", "json", *_pair("json_")) for t in _JSON_TYPES]
+    json_decode = "butler.formats.json_:decode"
+    specs = [
+        Serializer(t, "*", "json", *_pair("json_"), decode_ref=json_decode) for t in _JSON_TYPES
+    ]
     specs += [Serializer(t, "*", "config", *_pair("config")) for t in _CONFIG_TYPES]
     specs.append(Serializer("builtins.object", "*", "pickle", *_pair("pickle_")))
     specs.append(Serializer("numpy.ndarray", "*", "npy", *_pair("npy")))

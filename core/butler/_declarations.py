@@ -60,6 +60,10 @@ def resolve_reference(ref: Any) -> Any:
     return obj
 
 
+def _describe(ref: _LazyRef | None) -> str | None:
+    return None if ref is None else ref.describe()
+
+
 class _LazyRef:
     """A callable reference resolved (thread-safely) on first use and then kept."""
 
@@ -93,6 +97,15 @@ class Serializer:
     may be callables or ``"module:function"`` strings resolved on first use. A plugin's
     hook returns these; `Registry.register` builds one and hands it to `Registry.add`.
 
+    ``decode`` (optional, a callable or ``"module:function"`` string) is the small-get
+    shortcut of a format that parses whole bytes: ``decode(data, cls)`` returns what
+    ``read`` would return for a dataset holding ``data`` whose class resolved to ``cls``.
+    Butler calls it only where ``read`` would need nothing else: a read with no
+    parameters, component, serializer arguments or progress callback, of a dataset whose
+    bytes and metadata the storage handed over in one step (`Storage.read_small`). It
+    must not depend on anything but its arguments, and may raise anything: butler then
+    calls ``read``, which reports the problem in its own words.
+
     Raises
     ------
     TypeError
@@ -108,8 +121,10 @@ class Serializer:
     read_ref: Any
     priority: int = 0
     distribution: str = "user"
+    decode_ref: Any = None
     _write: _LazyRef = field(init=False, repr=False)
     _read: _LazyRef = field(init=False, repr=False)
+    _decode: _LazyRef | None = field(init=False, repr=False)
     # The class itself when one was given: local and dynamically created classes cannot
     # be found again by their dotted name.
     _class: type | None = field(init=False, repr=False)
@@ -126,10 +141,16 @@ class Serializer:
                 raise TypeError(
                     f"{what} must be a callable or a 'module:function' string, not {value!r}"
                 )
+        decode = self.decode_ref
+        if not (decode is None or callable(decode) or isinstance(decode, str)):
+            raise TypeError(
+                f"decode must be None, a callable or a 'module:function' string, not {decode!r}"
+            )
         object.__setattr__(self, "python_type", type_name(given))
         object.__setattr__(self, "_class", given if isinstance(given, type) else None)
         object.__setattr__(self, "_write", _LazyRef(self.write_ref))
         object.__setattr__(self, "_read", _LazyRef(self.read_ref))
+        object.__setattr__(self, "_decode", None if decode is None else _LazyRef(decode))
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -146,6 +167,12 @@ class Serializer:
         """The read callable, imported on first access."""
         return self._read.get()  # type: ignore[no-any-return,unused-ignore]
 
+    @property
+    def decode(self) -> Callable[[bytes, type], Any] | None:
+        """The small-get shortcut (see the class text), imported on first access; ``None``
+        when the serializer declares none."""
+        return None if self._decode is None else self._decode.get()
+
     def owned_by(self, distribution: str) -> Serializer:
         """A copy recorded as declared by ``distribution`` (discovery sets the owner)."""
         # The class, when one was given, so the copy still finds local classes.
@@ -157,6 +184,7 @@ class Serializer:
         return (
             self._write.describe() == other._write.describe()
             and self._read.describe() == other._read.describe()
+            and _describe(self._decode) == _describe(other._decode)
         )
 
     def __repr__(self) -> str:

@@ -124,6 +124,7 @@ class Registry:
         overwrite: bool = False,
         priority: int = 0,
         distribution: str = "user",
+        decode: Any = None,
     ) -> Serializer:
         """Register ``write``/``read`` for (python type, storage, format).
 
@@ -144,6 +145,10 @@ class Registry:
             Replace an existing registration for the same key instead of raising.
         priority, distribution
             Recorded for plugin conflict resolution and reporting.
+        decode
+            Optional small-get shortcut ``decode(data, cls)`` (see `Serializer`).
+
+            .. versionadded:: 0.3
 
         Returns
         -------
@@ -158,7 +163,7 @@ class Registry:
             If an argument has the wrong type (see `Serializer`).
         """
         given: Any = python_type  # a class is kept by the Serializer, stored by name
-        new = Serializer(given, storage, format, write, read, priority, distribution)
+        new = Serializer(given, storage, format, write, read, priority, distribution, decode)
         return self.add(new, overwrite=overwrite)
 
     def add(self, serializer: Serializer, *, overwrite: bool = False) -> Serializer:

@@ -667,6 +667,21 @@ class Storage(abc.ABC):
         """Return a whole dataset's bytes."""
         return self._read_all(key)
 
+    def read_small(self, key: str, max_bytes: int) -> tuple[dict[str, Any], bytes] | None:
+        """A small dataset's metadata and whole bytes in one step, or ``None``.
+
+        The shortcut of small gets: a storage that can hand both over cheaply (posix: one
+        descriptor, its extended attribute, one read) answers when the stored file is a
+        plain dataset of at most ``max_bytes`` bytes whose metadata records its ``size``,
+        and the bytes read are exactly that size. ``None`` for anything else (absent,
+        larger, unusual, or a storage without the shortcut, as by default): the caller
+        then takes the general path (`metadata`, then a read), which reports what is
+        wrong. It never raises for the dataset's state.
+
+        .. versionadded:: 0.3
+        """
+        return None
+
     def _read_all(self, key: str) -> bytes:
         """`read_bytes`'s primitive: through `open` by default; a storage that can read a
         whole dataset without a file object (posix: straight from the descriptor) answers
