@@ -201,8 +201,12 @@ class Butler(CollectionsMixin, BulkMixin):
         self._recording = threading.local()
         self._policy_read = time.monotonic()
         # (id of a location base, format, class name, registry generation) -> that base,
-        # allow_imports, the dataset type's class and the serializer: `_resolve_read_at`.
+        # allow_imports, the dataset type's class, the serializer, the names resolved and
+        # the class `decode` is given: `_resolve_read_at`.
         self._read_resolutions: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        #: dataset type name -> [location base, gets left to skip, misses in a row]: whether
+        #: `_get_small` is worth trying (see `_small_miss`).
+        self._small_hints: dict[str, list[Any]] = {}
         # (policy, collections, their runs, whether all are known chains): see `_search`.
         self._default_runs: tuple[Any, ...] | None = None
         if index is True or not (index is None or index is False or isinstance(index, str)):
@@ -999,14 +1003,18 @@ class Butler(CollectionsMixin, BulkMixin):
             return _GENERAL
         key, _ = self._map(dt, data_id)
         base = _location_base(self, dt)
-        if base.serializer_args:
+        hint = self._small_hints.get(dt.name)
+        if hint is None or hint[0] is not base or base.serializer_args:
+            return _GENERAL
+        if hint[1]:  # recent gets of this type missed: not worth the extra read now
+            hint[1] -= 1
             return _GENERAL
         limit = self.max_read_bytes
         got = self.storage.read_small(
             run_key(runs[0], key), _SMALL_GET if limit is None else min(limit, _SMALL_GET)
         )
         if got is None:
-            return _GENERAL
+            return _small_miss(hint)
         stored, data = got
         recorded = stored.get("format", base.format)
         written = stored.get("python_type")
@@ -1025,9 +1033,13 @@ class Butler(CollectionsMixin, BulkMixin):
             return _GENERAL
         try:
             decode = cached[3].decode
-            return _GENERAL if decode is None else decode(data, cached[5])
+            obj = _GENERAL if decode is None else decode(data, cached[5])
         except Exception:  # the general path reads again and reports
-            return _GENERAL
+            obj = _GENERAL
+        if obj is _GENERAL:
+            return _small_miss(hint)
+        hint[2] = 0
+        return obj
 
     def _dataset_type_and_component(self, name: str) -> tuple[DatasetType, str | None]:
         """The dataset type and component path a (maybe dotted) name addresses."""
@@ -1120,6 +1132,12 @@ class Butler(CollectionsMixin, BulkMixin):
             or not _classes_current(cached[4])
         ):
             resolved, cls = self._resolve_read(location, recorded)
+            if cacheable and resolved.serializer is not None:
+                # Worth trying `_get_small` for this type: its serializer can decode.
+                if resolved.serializer.decode_ref is not None:
+                    self._small_hints[dt.name] = [base, 0, 0]
+                else:
+                    self._small_hints.pop(dt.name, None)
             if cacheable:
                 # The class `_get_small` hands ``decode``: the one ``read`` rebuilds, known
                 # only when the recorded class resolved as itself (not for a format
@@ -1581,8 +1599,24 @@ class Butler(CollectionsMixin, BulkMixin):
 _MAX_READ_RESOLUTIONS = 512
 #: The largest dataset `Butler._get_small` reads (a larger one takes the general path).
 _SMALL_GET = 64 * 1024
+#: Misses in a row after which `Butler._get_small` is skipped for `_SMALL_SKIP` gets.
+_SMALL_MISSES = 4
+_SMALL_SKIP = 256
 #: `Butler._get_small`'s answer "take the general path".
 _GENERAL: Any = object()
+
+
+def _small_miss(hint: list[Any]) -> Any:
+    """Count a `Butler._get_small` that read and could not answer (a large dataset, a
+    class ``decode`` refuses...): after `_SMALL_MISSES` in a row, the next `_SMALL_SKIP`
+    gets of the type take the general path at once, so a type that never fits the
+    shortcut pays for its extra read (a query, on a database) on a few gets in hundreds.
+    Returns `_GENERAL`."""
+    hint[2] += 1
+    if hint[2] >= _SMALL_MISSES:
+        hint[2] = 0
+        hint[1] = _SMALL_SKIP
+    return _GENERAL
 
 
 def _classes_current(named: tuple[tuple[Any, type | None], ...]) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from butler import Butler, ButlerError, DatasetNotFoundError, FormatError, UnsafeFormatError
-from butler._butler import _GENERAL, _SMALL_GET
+from butler._butler import _GENERAL, _SMALL_GET, _SMALL_MISSES, _SMALL_SKIP
 from butler._storage import Storage
 from butler.formats import json_ as json_format
 from butler.storages.posix import PosixStorage
@@ -96,16 +96,36 @@ def test_the_shortcut_answers_plain_values_as_the_general_path(tmp_path: Path, v
 @pytest.mark.parametrize(
     "value", [Sub(a=1), OrderedDict(b=2), Point(1, 2)], ids=lambda v: type(v).__name__
 )
-def test_classes_json_does_not_hold_are_left_to_read(tmp_path: Path, value: Any) -> None:
-    """A recorded subclass or dataclass is rebuilt by ``read``: decode refuses, the get
-    still returns the written class."""
+def test_recorded_subclasses_and_dataclasses_are_rebuilt_alike(tmp_path: Path, value: Any) -> None:
+    """A recorded subclass or dataclass: decode rebuilds it as read does."""
     b = _repo(tmp_path, object)
     b.registry.register(type(value), "*", "json", json_format.write, json_format.read)
+    b.registry.register(
+        type(value), "posix", "json", json_format.write, json_format.read,
+        decode=json_format.decode,
+    )  # fmt: skip
     b.put(value, "cfg", i=0)
     _warm(b)
-    assert b._get_small("cfg", {"i": 0}) is _GENERAL
-    got = b.get("cfg", i=0)
-    assert type(got) is type(value) and got == value
+    fast = b._get_small("cfg", {"i": 0})
+    assert type(fast) is type(value) and fast == value
+    general = _general(b, i=0)
+    assert type(general) is type(value) and general == value
+
+
+@needs_linux
+def test_a_dataclass_the_bytes_do_not_fit_is_the_general_error(tmp_path: Path) -> None:
+    b = _repo(tmp_path, Point)
+    b.registry.register(
+        Point, "*", "json", json_format.write, json_format.read, decode=json_format.decode
+    )
+    b.put(Point(1, 2), "cfg", i=0)
+    b.put(Point(3, 4), "cfg", i=1)
+    _warm(b)
+    with open(_path(b, 1), "r+b") as f:  # same size, a field the class does not have
+        f.write(json.dumps({"x": 3, "z": 4}).encode())
+    general = _outcome(lambda: _general(b, i=1))
+    assert general[0] == "error" and general[1][0] is FormatError
+    assert _outcome(lambda: b.get("cfg", i=1)) == general
 
 
 @needs_linux
@@ -337,3 +357,50 @@ def test_read_small_refuses_everything_unusual(storage: PosixStorage, key: str) 
     """Links, escapes, special files, directories, foreign and absent files: ``None``,
     never an error and never another file's bytes."""
     assert storage.read_small(key, 1 << 20) is None
+
+
+def _count_read_small(b: Butler, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = b.storage.read_small
+
+    def counting(key: str, max_bytes: int) -> Any:
+        calls.append(key)
+        return real(key, max_bytes)
+
+    monkeypatch.setattr(b.storage, "read_small", counting)
+    return calls
+
+
+def test_a_serializer_without_decode_costs_no_extra_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """npy declares no decode: its gets never try the shortcut (no second read)."""
+    np = pytest.importorskip("numpy")
+    Butler.create(str(tmp_path / "repo"))
+    b = Butler(str(tmp_path / "repo"), registry=own_registry())
+    b.register_dataset_type("arr", "numpy.ndarray", "npy", template="arr/{i:d}.npy")
+    b.put(np.arange(3), "arr", i=0)
+    calls = _count_read_small(b, monkeypatch)
+    for _ in range(5):
+        assert b.get("arr", i=0).tolist() == [0, 1, 2]
+    assert calls == []
+
+
+@needs_linux
+def test_a_type_whose_datasets_never_fit_is_skipped_then_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large JSON datasets: `_SMALL_MISSES` reads in a row that cannot answer, then the
+    next `_SMALL_SKIP` gets go straight to the general path, then the shortcut is tried."""
+    b = _repo(tmp_path)
+    big = {"x": "y" * _SMALL_GET}
+    b.put(big, "cfg", i=0)
+    b.put({"a": 1}, "cfg", i=1)
+    _warm(b, 1)
+    calls = _count_read_small(b, monkeypatch)
+    for _ in range(_SMALL_MISSES + _SMALL_SKIP):
+        assert b.get("cfg", i=0) == big
+    assert len(calls) == _SMALL_MISSES
+    assert b.get("cfg", i=1) == {"a": 1}  # tried again, and answered
+    assert len(calls) == _SMALL_MISSES + 1
+    assert b._get_small("cfg", {"i": 1}) == {"a": 1}

@@ -38,17 +38,25 @@ def read(location: ButlerLocation, **_: Any) -> Any:
 
 
 def decode(data: bytes, cls: type) -> Any:
-    """`read`'s result for a dataset of bytes ``data`` and resolved class ``cls``, in the
-    common case only (the JSON value already is of class ``cls``); anything else raises,
-    and butler then calls `read`."""
-    obj = loads(data)
-    if type(obj) is cls or cls is object:
-        return obj
-    raise TypeError(f"{type(obj).__name__} is not {cls.__name__}: rebuilt by read")
+    """`read`'s result for a dataset of bytes ``data`` whose class resolved to ``cls``
+    (the serializer's small-get shortcut); it raises where `read` would fail, and butler
+    then calls `read`, which reports."""
+    return _rebuilt(cls, loads(data))
 
 
 def rebuild(cls: type, data: Any, location: ButlerLocation) -> Any:
     """Give plain ``data`` the class ``cls`` (dataclass, mapping/list subclass or scalar)."""
+    try:
+        return _rebuilt(cls, data)
+    except _Mismatch as exc:
+        raise location.format_error(str(exc)) from None
+
+
+class _Mismatch(TypeError):
+    """The JSON value cannot be given the expected class."""
+
+
+def _rebuilt(cls: type, data: Any) -> Any:
     if type(data) is cls or cls is object:  # the common case (JSON holds no dataclass)
         return data
     if dataclasses.is_dataclass(cls):
@@ -61,6 +69,4 @@ def rebuild(cls: type, data: Any, location: ButlerLocation) -> Any:
         return data
     if cls is float and isinstance(data, int):
         return float(data)
-    raise location.format_error(
-        f"holds a {type(data).__name__!r}, not the expected {cls.__qualname__!r}"
-    )
+    raise _Mismatch(f"holds a {type(data).__name__!r}, not the expected {cls.__qualname__!r}")

@@ -21,9 +21,6 @@ from . import _queries as q
 from . import _schema as schema
 from ._blob import ChunkReader
 
-if TYPE_CHECKING:
-    import contextlib
-
 __all__ = ["INLINE_BYTES", "MAX_CHUNK_SIZE", "OpeningMixin"]
 
 #: Largest ``chunk_size``: one chunk is one query parameter and one row.
@@ -52,9 +49,9 @@ class OpeningMixin:
 
         def _connect(self, key: str = "") -> sa.Connection: ...
 
-        def _one_read(
-            self, action: str, key: str = ""
-        ) -> contextlib.AbstractContextManager[sa.Connection]: ...
+        def _first_row(
+            self, action: str, key: str, statement: Any, params: dict[str, Any]
+        ) -> Any: ...
 
         def _require_schema(self, key: str) -> None: ...
 
@@ -106,13 +103,12 @@ class OpeningMixin:
         """The reader of a blob of one chunk, from one query outside any transaction;
         ``None`` for a blob of several chunks (they need a snapshot: `_read_snapshot`)."""
         params = {"key_hash": schema.key_hash(key), "inline": MAX_CHUNK_SIZE}
-        with self._one_read("open", key) as conn:
-            row = q.first_row(conn, q.ROW_WITH_SMALL_CHUNK, params)
-            if row is None:
-                raise self.not_found(key)
-            if row.blob_id is not None and row.first_chunk is None and row.size:
-                return None  # several chunks (or missing ones: the snapshot read says so)
-            return self._reader(key, row, None)
+        row = self._first_row("open", key, q.ROW_WITH_SMALL_CHUNK, params)
+        if row is None:
+            raise self.not_found(key)
+        if row.blob_id is not None and row.first_chunk is None and row.size:
+            return None  # several chunks (or missing ones: the snapshot read says so)
+        return self._reader(key, row, None)
 
     def _read_snapshot(self, key: str) -> ChunkReader:
         """The reader of a blob of several chunks: it keeps a snapshot transaction open on

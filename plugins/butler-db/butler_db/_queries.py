@@ -44,8 +44,10 @@ __all__ = [
     "ROW_WITH_SMALL_CHUNK",
     "UPDATE_DATASET",
     "first_row",
+    "has_cursor_listeners",
     "list_keys",
     "prefix_bounds",
+    "sqlite_first_row_pooled",
 ]
 
 _KEY_HASH: sa.BindParameter[str] = sa.bindparam("key_hash")
@@ -185,6 +187,41 @@ def first_row(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, 
     finally:
         cursor.close()
     return None if row is None else row_type._make(row)
+
+
+def sqlite_first_row_pooled(
+    engine: sa.Engine, statement: sa.Select[Any], params: dict[str, Any]
+) -> Any:
+    """`first_row` on SQLite, on a pooled DB-API connection with no `sa.Connection` around
+    it (checking one out, with its execution options, costs as much as the query on a
+    small get), outside any transaction as `first_row` runs (no ``BEGIN``: the driver's
+    autocommit). The pool's own events (checkout, reset on return) fire as usual; use it
+    only when nothing listens for cursor events (`has_cursor_listeners`), which need a
+    connection object.
+    """
+    sql, names, row_type = _sqlite_form(engine.dialect, statement)
+    args = tuple(params[name] for name in names)
+    pooled = engine.raw_connection()
+    try:
+        cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, args)
+            row = cursor.fetchone()
+        except engine.dialect.loaded_dbapi.Error as e:
+            raise sa.exc.DBAPIError.instance(
+                sql, args, e, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
+            ) from e
+        finally:
+            cursor.close()
+    finally:
+        pooled.close()
+    return None if row is None else row_type._make(row)
+
+
+def has_cursor_listeners(engine: sa.Engine) -> bool:
+    """Whether anything listens for the engine's cursor events."""
+    dispatch = engine.dispatch
+    return bool(dispatch.before_cursor_execute) or bool(dispatch.after_cursor_execute)
 
 
 @functools.lru_cache(maxsize=32)
