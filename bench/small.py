@@ -17,11 +17,13 @@ about 70 bytes of JSON, 10 directories of 100 files):
 * raw get: ``open(path, "rb")``, ``read``, ``json.loads``.
 * butler get: ``Butler.get``: maps the data ID to the key, opens the file under the root
   refusing links (one ``openat2`` on Linux), reads the metadata (``fgetxattr``) and parses
-  it, checks the recorded format and type, reads the bytes from the same descriptor and
-  parses them. Two things are kept between gets: the resolution of a (recorded format,
-  recorded class) pair to a serializer (the same for every dataset of a type), and the
-  validated segments of the last 4,096 keys (a miss costs ~1 us: run with ``--n 10000``
-  to see it).
+  it, reads the bytes from the same descriptor (one ``read`` of the recorded size; a file
+  of another size goes the general way), checks the recorded format and class against
+  the resolution kept for that (format, class) pair (the same for every dataset of a
+  type: the first get of a type resolves it through the general path, which also keeps
+  the validated segments of the last 4,096 keys) and parses the bytes with the JSON
+  serializer's ``decode``. No ``fstat``: the kernel allows user extended attributes on
+  regular files and directories only, and a directory fails the read.
 * JSON writer (``--writer``): butler's ``json`` serializer encoding a 10,000-key dict
   into an in-memory file, against ``json.dumps(obj, ensure_ascii=False).encode()``.
 
@@ -53,9 +55,9 @@ any implementation that keeps its guarantees):
   computed by butler's own ``data_id_digest``.
 * put floor-no-index: the same without the row (a repository made with ``index="none"``).
 * get floor, on the datasets butler's put wrote: ``openat2`` of the key under the
-  repository's root refusing links (butler's ctypes wrapper); ``fstat`` for the size;
-  ``fgetxattr`` of the metadata (butler's ctypes wrapper, a reused buffer) and
-  ``json.loads`` of it; the recorded format compared; one ``read``; ``close``;
+  repository's root refusing links (butler's ctypes wrapper); ``fgetxattr`` of the
+  metadata (butler's ctypes wrapper, a reused buffer) and ``json.loads`` of it; the
+  recorded format compared; one ``read`` of the recorded size plus one; ``close``;
   ``json.loads`` of the bytes. It leaves out what butler also does per get: map the data
   ID to the key, check the recorded class against the dataset type, pick the serializer.
 
@@ -194,17 +196,16 @@ class Floor:
 
     def get(self, i: int) -> Any:
         """The get's floor, on the dataset butler wrote: ``openat2`` under the root (no
-        links), ``fstat``, ``fgetxattr`` and ``json.loads`` of the metadata, the recorded
-        format checked, one ``read``, ``close``, ``json.loads`` of the bytes."""
+        links), ``fgetxattr`` and ``json.loads`` of the metadata, the recorded format
+        checked, one ``read`` of the recorded size, ``close``, ``json.loads`` of the bytes."""
         fd = openat2_beneath(self.repo_fd, f"cfg/{i % 10}/{i}.json", READ_FLAGS)
         if fd is None:
             raise SystemExit("--floor needs openat2 (Linux 5.6 or later)")
         try:
-            size = os.fstat(fd).st_size
             meta = json.loads(fgetxattr(fd, b"user.butler") or b"")
             if meta["format"] != "json":
                 raise SystemExit(f"unexpected metadata {meta}")
-            data = os.read(fd, size + 1)
+            data = os.read(fd, meta["size"] + 1)
         finally:
             os.close(fd)
         return json.loads(data)

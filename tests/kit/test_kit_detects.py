@@ -80,10 +80,30 @@ def bypassing_write(obj: Blob, location: ButlerLocation) -> None:
         f.write(_encode(obj))
 
 
-def _registry(write: Any = good_write, read: Any = careless_read) -> Registry:
+def good_decode(data: bytes, cls: type) -> Blob:
+    """`good_read` from the bytes (the small-get shortcut)."""
+    if data[:4] != MAGIC or len(data) < 12:
+        raise ValueError("not a blob")
+    n_name, n_data = struct.unpack("<II", data[4:12])
+    if len(data) != 12 + n_name + n_data:
+        raise ValueError("wrong size")
+    obj: Blob = object.__new__(cls)
+    Blob.__init__(obj, data[12 : 12 + n_name].decode(), data[12 + n_name :])
+    return obj
+
+
+def lenient_decode(data: bytes, cls: type) -> Blob:
+    """Checks the magic only: truncated bytes come back as a shorter blob."""
+    if data[:4] != MAGIC:
+        raise ValueError("not a blob")
+    n_name = struct.unpack("<I", data[4:8])[0] if len(data) >= 8 else 0
+    return Blob(data[12 : 12 + n_name].decode(errors="replace"), data[12 + n_name :])
+
+
+def _registry(write: Any = good_write, read: Any = careless_read, decode: Any = None) -> Registry:
     registry = discover().registry  # a private copy: the default registry stays clean
     registry.register_format(FormatDescriptor("blob", (".blob",), magic=MAGIC))
-    registry.register(Blob, "*", "blob", write, read)
+    registry.register(Blob, "*", "blob", write, read, decode=decode)
     return registry
 
 
@@ -99,9 +119,9 @@ class BlobSuite(SerializerConformance):
         return [Blob("a", b"\x00" * 100), Blob("ü", b"")]
 
 
-def _suite(write: Any, read: Any) -> BlobSuite:
+def _suite(write: Any, read: Any, decode: Any = None) -> BlobSuite:
     suite = BlobSuite()
-    suite._registry_obj = _registry(write, read)
+    suite._registry_obj = _registry(write, read, decode)
     return suite
 
 
@@ -124,6 +144,17 @@ def test_good_serializer_passes(factory: Any, tmp_path: Path) -> None:
         suite.test_failed_overwrite_keeps_old(suite.new_repository(f), f)
         suite.test_failed_create_leaves_nothing(suite.new_repository(f), f)
     suite.test_file_round_trip(tmp_path)
+
+
+def test_a_decode_agreeing_with_read_passes_and_a_lenient_one_is_caught(factory: Any) -> None:
+    good = _suite(good_write, good_read, good_decode)
+    lenient = _suite(good_write, good_read, lenient_decode)
+    for storage in ("memory", "posix"):
+        for how in ("truncated", "garbage", "empty"):
+            good.test_decode_agrees_with_read(good.new_repository(factory(good, storage)), how)
+        b = lenient.new_repository(factory(lenient, storage))
+        with pytest.raises(AssertionError, match="read raises FormatError, decode returned"):
+            lenient.test_decode_agrees_with_read(b, "truncated")
 
 
 def test_silent_corruption_is_caught(factory: Any) -> None:

@@ -265,6 +265,35 @@ class SerializerConformance:
                 f"{back!r}.{hint if corruption == 'truncated' else ''}"
             )
 
+    def test_decode_agrees_with_read(self, conformance_repo: Butler, corruption: str) -> None:
+        """A serializer declaring ``decode`` (the small-get shortcut): for every object,
+        ``decode(bytes, class)`` returns what the general read returns; on damaged bytes
+        it raises wherever that read raises (a lenient decode would return a wrong object
+        in silence)."""
+        b = conformance_repo
+        for n, obj in enumerate(self._objects()):
+            serializer = b.registry.find(type(obj), b.storage.type_name, self.format)
+            decode = serializer.decode
+            if decode is None:
+                pytest.skip(f"{serializer!r} declares no decode")
+            location = b.put(obj, self.dataset_type, n=n)
+            general = b.get(self.dataset_type, n=n, collections=b.collections)
+            self._check_read(decode(b.storage.read_bytes(location.key), type(obj)), general,
+                             f"decode of object {n}")  # fmt: skip
+            corrupt(b.storage, location.key, corruption)
+            try:
+                b.get(self.dataset_type, n=n, collections=b.collections)
+            except FormatError:
+                damaged = b.storage.read_bytes(location.key)
+                try:
+                    back = decode(damaged, type(obj))
+                except Exception:  # any exception: butler then reads, which reports
+                    continue
+                raise AssertionError(
+                    f"{corruption} object {n}: read raises FormatError, decode returned "
+                    f"{back!r:.200}"
+                ) from None
+
     def _snapshot(self, b: Butler, factory: RepositoryFactory, key: str) -> dict[str, Any]:
         exists = b.storage.exists(key)
         return {
