@@ -137,3 +137,28 @@ def test_pooled_read_errors_are_storage_errors_and_return_the_connection(
             storage.metadata("cfg/1.json")
     assert storage.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     b.close()
+
+
+def test_a_row_read_small_could_not_use_serves_only_the_next_metadata_of_its_key(
+    sqlite_root: str,
+) -> None:
+    """A large dataset: `read_small`'s row goes to the `metadata` call that follows (one
+    query for both), never to another key's, nor after a write, nor twice."""
+    b = _repo(sqlite_root)
+    big = {"pad": "x" * (1 << 17)}
+    b.put(big, "cfg", visit=1)
+    b.put({"small": 1}, "cfg", visit=2)
+    storage: Any = b.storage
+    key, other = b.location("cfg", visit=1).key, b.location("cfg", visit=2).key
+    seen = _wire(storage.engine)
+    assert storage.read_small(key, 1 << 16) is None
+    assert storage.metadata(key)["size"] == len(json.dumps(big))
+    assert seen == ["SELECT"]  # the metadata came from read_small's row
+    assert storage.read_small(key, 1 << 16) is None
+    assert storage.metadata(other)["size"] == len(json.dumps({"small": 1}))
+    assert storage.metadata(key)["size"] == len(json.dumps(big))
+    assert seen == ["SELECT"] * 4  # other key, then the slot already gone: queried
+    assert storage.read_small(key, 1 << 16) is None
+    b.put({"pad": "y"}, "cfg", visit=1, overwrite=True)
+    assert storage.metadata(key)["size"] == len(json.dumps({"pad": "y"}))
+    b.close()

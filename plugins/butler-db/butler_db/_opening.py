@@ -62,7 +62,9 @@ class OpeningMixin:
         def storage_error(self, action: str, key: str, error: BaseException) -> StorageError: ...
 
     def _forget_prefetched(self) -> Any:
-        """Forget (and return) the ``(key, row)`` this thread's last `metadata` fetched."""
+        """Forget (and return) the ``(key, row)`` this thread's last `metadata` fetched (and
+        the row a `read_small` could not use)."""
+        self._prefetched.__dict__.pop("missed", None)
         return self._prefetched.__dict__.pop("row", None)
 
     def _remember(self, key: str, row: Any) -> None:

@@ -69,6 +69,10 @@ _SWAP_ATTEMPTS = 8
 #: trips are saved (SQLite: no ``BEGIN``; PostgreSQL: psycopg's autocommit, set on the
 #: client). MariaDB: PyMySQL's autocommit would be a ``SET`` round trip each way, more than
 #: the ``ROLLBACK`` it saves.
+#: Seconds a row `DatabaseStorage.read_small` could not use stays for the `metadata` call
+#: that follows it in the same get.
+_HANDOFF_SECONDS = 1.0
+
 _ONE_STATEMENT = {
     "sqlite": {"sqlite_begin": "NONE"},
     "postgresql": {"isolation_level": "AUTOCOMMIT"},
@@ -302,8 +306,10 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         `INLINE_BYTES`, the same query fetches its bytes for the `open` that follows."""
         self.check_key(key)
         self._require_schema(key)
-        params = {"key_hash": schema.key_hash(key), "inline": INLINE_BYTES}
-        row = self._first_row("read the metadata of", key, q.ROW_WITH_SMALL_CHUNK, params)
+        row = self._take_missed(key)
+        if row is None:
+            params = {"key_hash": schema.key_hash(key), "inline": INLINE_BYTES}
+            row = self._first_row("read the metadata of", key, q.ROW_WITH_SMALL_CHUNK, params)
         if row is None:
             raise self.not_found(key)
         self._remember(key, row)
@@ -325,10 +331,20 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             size = self._blob_layout(key, row)[1]  # the row is untrusted: checked
         except ButlerError:
             return None
-        if size and row.first_chunk is None:  # several chunks (or a missing one)
+        if size and row.first_chunk is None:  # larger, or several chunks (or a missing one)
+            # The general path's `metadata` of this key, next, takes this row: one query.
+            self._prefetched.missed = (key, row, time.monotonic() + _HANDOFF_SECONDS)
             return None
         data = bytes(row.first_chunk) if size else b""
         return (_row_metadata(row), data) if len(data) == size else None
+
+    def _take_missed(self, key: str) -> Any:
+        """The row `read_small` fetched for ``key`` and could not use, if this thread's last
+        storage call made it just now (once)."""
+        slot = self._prefetched.__dict__.pop("missed", None)
+        if slot is None or slot[0] != key or time.monotonic() > slot[2]:
+            return None
+        return slot[1]
 
     def size(self, key: str) -> int:
         self.check_key(key)
