@@ -68,7 +68,7 @@ from ._runs import (
     run_prefix,
 )
 from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, is_reserved_key
-from ._types import loaded_type, resolve_policy_type, type_name
+from ._types import check_type_findable, loaded_type, resolve_policy_type, type_name
 from ._urls import TRUSTED_INDEXES_VARIABLE, index_trusted, mask_url, strip_credentials
 
 __all__ = ["Butler", "ReindexReport", "VerifyReport"]
@@ -485,6 +485,8 @@ class Butler(CollectionsMixin, BulkMixin):
             Dataset type name.
         python_type
             Class or dotted name of the objects stored (subclasses are accepted on put).
+            A name that can be seen to name nothing without importing anything (no such
+            installed package, no such class in an imported module) is refused here.
         format
             Format of new datasets; changing it later (``overwrite=True``) still reads old
             datasets in the format they were written in.
@@ -549,6 +551,8 @@ class Butler(CollectionsMixin, BulkMixin):
                 f"dimensions are {list(dims)}"
             )
         descriptor.check_serializer_args(dict(serializer_args or {}), what=f"dataset type {name!r}")
+        if isinstance(python_type, str):
+            check_type_findable(python_type, self.registry.type_names, f"dataset type {name!r}")
         new = DatasetType(
             name=name,
             python_type=python_type_name(python_type),

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import sys
 from collections.abc import Iterable
 from typing import Any
 
 from ._errors import DatasetTypeError, FormatError
 
-__all__ = ["import_type", "loaded_type", "resolve_policy_type", "resolve_subclass", "type_name"]
+__all__ = [
+    "check_type_findable",
+    "import_type",
+    "loaded_type",
+    "resolve_policy_type",
+    "resolve_subclass",
+    "type_name",
+]
 
 #: Aliases so a policy can say ``dict`` instead of ``builtins.dict``.
 _BUILTIN_NAMES = {
@@ -70,6 +78,45 @@ def loaded_type(name: str) -> type | None:
                 continue
             return obj if isinstance(obj, type) else None
     return None
+
+
+def check_type_findable(name: str, registered: Iterable[str], what: str) -> None:
+    """Refuse a python type name that can be seen to name nothing, importing nothing: a
+    typo in a definition is an error when it is made, not at the first put.
+
+    Accepted: a name an installed plugin registered; a class of an imported module; a
+    name under an importable top-level package whose modules are not imported yet (the
+    class is then checked when it is first used).
+
+    Raises
+    ------
+    DatasetTypeError
+        Naming what is missing: the module, or the class in an imported module.
+    """
+    full = _BUILTIN_NAMES.get(name, name)
+    if full in registered or loaded_type(full) is not None:
+        return
+    if "." not in full:
+        raise DatasetTypeError(
+            f"{what}: python type {name!r} is not a builtin class; name a class by its "
+            f"dotted path (module.Class)"
+        )
+    for module_name, attrs in _split_candidates(full):
+        module = sys.modules.get(module_name)
+        if module is not None:  # the longest imported module: the rest must be in it
+            raise DatasetTypeError(
+                f"{what}: python type {name!r}: module {module_name!r} has no class "
+                f"{'.'.join(attrs)!r}"
+            )
+    top = full.split(".", 1)[0]
+    try:
+        found = importlib.util.find_spec(top) is not None  # a top-level name: no import
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise DatasetTypeError(
+            f"{what}: python type {name!r}: no module named {top!r} is installed"
+        )
 
 
 def import_type(name: str) -> type:

@@ -1,0 +1,64 @@
+"""A dataset type naming a class that can be seen not to exist is refused when it is
+defined (API and CLI), naming what is missing; nothing is imported to tell."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from butler import Butler, DatasetTypeError
+from butler.cli import main
+
+REFUSED = {
+    "dictt": "is not a builtin class; name a class by its dotted path",
+    "builtins.dictt": "module 'builtins' has no class 'dictt'",
+    "collections.OrderedDictt": "module 'collections' has no class 'OrderedDictt'",
+    "os.path.Nope": "module 'os.path' has no class 'Nope'",
+    "nosuchpkg_for_butler.Thing": "no module named 'nosuchpkg_for_butler' is installed",
+}
+
+
+@pytest.mark.parametrize(("name", "message"), REFUSED.items())
+def test_a_type_that_names_nothing_is_refused(tmp_path: Path, name: str, message: str) -> None:
+    b = Butler.create(str(tmp_path / "repo"))
+    with pytest.raises(DatasetTypeError, match=f"dataset type 'x': python type {name!r}"):
+        b.register_dataset_type("x", name, "json", dimensions=["i"])
+    with pytest.raises(DatasetTypeError, match=message):
+        b.register_dataset_type("x", name, "json", dimensions=["i"])
+    assert "x" not in b.dataset_types
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dict",
+        "builtins.dict",
+        "collections.OrderedDict",
+        "astropy.table.Table",  # registered by butler-fits: accepted without importing
+        "email.mime.text.MIMEText",  # an importable package not imported yet: first use tells
+    ],
+)
+def test_findable_names_are_accepted_without_importing(tmp_path: Path, name: str) -> None:
+    code = (
+        "import sys; from butler import Butler;"
+        f"b = Butler.create({str(tmp_path / 'repo')!r});"
+        f"b.register_dataset_type('x', {name!r}, 'json', dimensions=['i']);"
+        "print(sorted(m for m in ('astropy', 'email.mime.text') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_cli_says_which_module_lacks_the_class(tmp_path: Path) -> None:
+    root = str(tmp_path / "repo")
+    Butler.create(root)
+    result = CliRunner().invoke(
+        main, ["define", root, "cfg", "--type", "collections.Counterr", "--format", "json"]
+    )
+    assert result.exit_code != 0
+    assert "module 'collections' has no class 'Counterr'" in result.output
+    assert "cfg" not in Butler(root).dataset_types
