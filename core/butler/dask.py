@@ -335,12 +335,21 @@ def _already_written(
     return ref_from_metadata(dt.name, found.data_id, found.run, found.stored)
 
 
-def _equal(stored: Any, given: Any) -> bool:
+def _equal(stored: Any, given: Any, depth: int = 0) -> bool:
     """Whether a read-back object equals the one a put was given: same class; arrays by
-    shape, dtype (byte order aside) and values (NaNs equal); anything else by ``==``
-    answering exactly True."""
+    shape, dtype (byte order aside) and values (NaNs equal); dicts, lists and tuples item
+    by item, recursively with these rules (``{"a": True}`` is not ``{"a": 1}``, nor
+    ``[1.0]`` ``[1]``); anything else by ``==`` answering exactly True."""
     if type(stored) is not type(given):
         return False
+    if isinstance(given, dict) and depth < _MAX_DEPTH:
+        return stored.keys() == given.keys() and all(
+            _equal(stored[k], given[k], depth + 1) for k in given
+        )
+    if isinstance(given, list | tuple) and depth < _MAX_DEPTH:
+        return len(stored) == len(given) and all(
+            _equal(a, b, depth + 1) for a, b in zip(stored, given, strict=True)
+        )
     np = sys.modules.get("numpy")  # an ndarray was given only if numpy is imported
     if np is not None and isinstance(given, np.ndarray):
         if stored.shape != given.shape:
@@ -354,6 +363,10 @@ def _equal(stored: Any, given: Any) -> bool:
     except Exception:
         return False
     return same is True
+
+
+#: Nesting `_equal` compares item by item (deeper: by ``==``).
+_MAX_DEPTH = 64
 
 
 # -- array -------------------------------------------------------------------------------
