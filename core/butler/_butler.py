@@ -967,14 +967,13 @@ class Butler(CollectionsMixin, BulkMixin):
         its bytes when the format or a disassembled layout allows; see
         :doc:`components`); ``parameters`` then apply to the component.
         """
-        if (
-            data_id is None
-            and parameters is None
-            and allow_pickle is None
-            and progress is None
-            and collections is None
-        ):
-            found = self._get_small(dataset_type, data_id_kw)
+        if parameters is None and allow_pickle is None and progress is None and collections is None:
+            if data_id is None:
+                found = self._get_small(dataset_type, data_id_kw, "run" in data_id_kw)
+            elif type(data_id) is dict and not data_id_kw:  # a run key there is a value
+                found = self._get_small(dataset_type, data_id, False)
+            else:
+                found = _GENERAL
             if found is not _GENERAL:
                 return found
         dt, component = self._dataset_type_and_component(dataset_type)
@@ -987,7 +986,7 @@ class Butler(CollectionsMixin, BulkMixin):
             refs.append(ref_from_metadata(dt.name, resolved.data_id, resolved.run, resolved.stored))
         return obj
 
-    def _get_small(self, name: str, data_id: dict[str, Any]) -> Any:
+    def _get_small(self, name: str, data_id: dict[str, Any], run_given: bool = False) -> Any:
         """`get`'s common case in fewer steps, or `_GENERAL` to take the general path.
 
         A get of a defined dataset type (no component), from the first run searched by
@@ -997,10 +996,12 @@ class Butler(CollectionsMixin, BulkMixin):
         path, without building a location. Anything else, and anything that fails here
         (decode included), returns `_GENERAL`: the general path then does it all again
         and reports what is wrong. A data ID that does not map raises the error the
-        general path would.
+        general path would. ``run_given``: the call passed ``run=``.
         """
         dt = self._policy.dataset_types.get(name)
-        if dt is None or "run" in data_id or getattr(self._recording, "refs", None) is not None:
+        if dt is None or getattr(self._recording, "refs", None) is not None:
+            return _GENERAL
+        if run_given and "run" not in dt.dimensions:  # run= picks a run (`_split_run`)
             return _GENERAL
         runs = self._search(None)
         if not runs:

@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from butler import Butler, ButlerError, DatasetNotFoundError, FormatError, UnsafeFormatError
+from butler import (
+    Butler,
+    ButlerError,
+    DatasetNotFoundError,
+    FormatError,
+    InvalidDataIdError,
+    UnsafeFormatError,
+)
 from butler._butler import _GENERAL, _SMALL_GET, _SMALL_MISSES, _SMALL_SKIP
 from butler._storage import Storage
 from butler.formats import json_ as json_format
@@ -404,3 +411,27 @@ def test_a_type_whose_datasets_never_fit_is_skipped_then_tried_again(
     assert b.get("cfg", i=1) == {"a": 1}  # tried again, and answered
     assert len(calls) == _SMALL_MISSES + 1
     assert b._get_small("cfg", {"i": 1}) == {"a": 1}
+
+
+@needs_linux
+def test_a_data_id_dict_takes_the_shortcut_and_a_run_key_in_it_is_a_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get("cfg", {"i": 0})`` is as short as ``get("cfg", i=0)``; a dataset type with a
+    ``run`` dimension reads it from the dict (``run=`` as a keyword picks a run)."""
+    b = _repo(tmp_path)
+    b.put({"a": 1}, "cfg", i=0)
+    b.register_dataset_type("r", dict, "json", template="r/{run}.json")
+    b.put({"r": 1}, "r", run="x")
+    assert b.get("cfg", {"i": 0}) == {"a": 1} and b.get("r", {"run": "x"}) == {"r": 1}
+
+    def no_general(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("the general path was taken")
+
+    monkeypatch.setattr(b, "_find", no_general)
+    assert b.get("cfg", {"i": 0}) == {"a": 1}
+    assert b.get("r", {"run": "x"}) == {"r": 1}
+    assert b.get("r", run="x") == {"r": 1}  # a dimension: a data ID value here too
+    monkeypatch.undo()
+    with pytest.raises(InvalidDataIdError, match="missing"):
+        b.get("cfg", {"j": 0})
