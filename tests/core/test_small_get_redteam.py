@@ -1,0 +1,127 @@
+"""Red-team of `Butler._get_small`: cases where the shortcut answered differently from
+the general path (or the commit that added it changed behaviour elsewhere)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from butler import Butler, ButlerError, InvalidDataIdError, Mapper
+from butler._butler import _GENERAL
+from butler.formats import json_ as json_format
+
+from ._registries import own_registry
+
+LINUX = sys.platform.startswith("linux")
+needs_linux = pytest.mark.skipif(not LINUX, reason="the posix shortcut needs openat2 (Linux)")
+
+
+def _repo(tmp_path: Path, python_type: Any = dict, **options: Any) -> Butler:
+    Butler.create(str(tmp_path / "repo"))
+    b = Butler(str(tmp_path / "repo"), registry=own_registry(), **options)
+    b.register_dataset_type("cfg", python_type, "json", template="cfg/{i:d}.json")
+    return b
+
+
+def _general(b: Butler, **data_id: Any) -> Any:
+    """The general path's answer (``collections`` given: the shortcut is not tried)."""
+    return b.get("cfg", collections=b.collections, **data_id)
+
+
+def _outcome(fn: Any) -> tuple[str, Any]:
+    try:
+        value = fn()
+    except ButlerError as exc:
+        return ("error", (type(exc), str(exc)))
+    return ("value", (type(value), value))
+
+
+class NaiveMapper(Mapper):
+    """A user mapper that formats the data ID into the key without validating it (the
+    storage's key check is what refuses ``..`` and hidden names on the general path)."""
+
+    def key_for(self, dataset_type: Any, data_id: Any) -> str:
+        return f"{dataset_type.name}/{data_id['name']}.json"
+
+    def data_id_for(self, dataset_type: Any, key: str) -> dict[str, Any] | None:
+        return None
+
+
+@needs_linux
+@pytest.mark.parametrize(
+    "name", ["../other/secret", "./secret", "sub//secret", "sub/../secret", ".secret"]
+)
+def test_a_key_the_storage_refuses_is_refused_by_the_shortcut_too(
+    tmp_path: Path, name: str
+) -> None:
+    """A mapper's key with ``..``, ``.``, empty or hidden segments: the general path's
+    storage refuses it (InvalidDataIdError); the shortcut must not open it beneath the
+    root (openat2 allows ``..`` that stays inside) and return another dataset's bytes."""
+    Butler.create(str(tmp_path / "repo"))
+    b = Butler(str(tmp_path / "repo"), registry=own_registry(), mapper=NaiveMapper())
+    for dt in ("cfg", "other"):
+        b.register_dataset_type(dt, dict, "json", template=dt + "/{name}.json")
+    b.put({"secret": 1}, "other", name="secret")
+    b.put({"a": 1}, "cfg", name="plain")
+    root = tmp_path / "repo"
+    target = root / "cfg" / "secret.json"
+    os.makedirs(root / "cfg" / "sub", exist_ok=True)
+    for place in (target, root / "cfg" / ".secret.json"):
+        if not place.exists():
+            os.link(root / "other" / "secret.json", place)
+    _general(b, name="plain")  # the resolution the shortcut needs is kept
+    general = _outcome(lambda: _general(b, name=name))
+    assert general[0] == "error" and general[1][0] is InvalidDataIdError
+    assert b._get_small("cfg", {"name": name}) is _GENERAL
+    assert _outcome(lambda: b.get("cfg", name=name)) == general
+
+
+def test_reregistering_the_builtin_json_functions_is_harmless(tmp_path: Path) -> None:
+    """Registering json's own write/read again (as code that registers at import does)
+    returned the existing entry before ``decode`` existed; a missing ``decode`` is only a
+    missing shortcut, not different code."""
+    registry = own_registry()
+    old = registry.find(dict, "posix", "json")
+    assert registry.register(dict, "*", "json", json_format.write, json_format.read) is old
+    assert (
+        registry.register(
+            "builtins.dict", "*", "json", "butler.formats.json_:write", "butler.formats.json_:read"
+        )
+        is old
+    )
+
+
+@needs_linux
+@pytest.mark.parametrize("limit", ["1KiB", 1024.0])
+def test_max_read_bytes_set_on_the_butler_is_not_a_type_error(tmp_path: Path, limit: Any) -> None:
+    """``max_read_bytes`` is a public attribute; one set to a size string (as the
+    constructor takes) must not make the shortcut raise a TypeError the general path
+    does not raise."""
+    b = _repo(tmp_path)
+    b.put({"a": 1}, "cfg", i=0)
+    _general(b, i=0)
+    b.max_read_bytes = limit
+    assert _outcome(lambda: b.get("cfg", i=0)) == _outcome(lambda: _general(b, i=0))
+
+
+@needs_linux
+@pytest.mark.parametrize("key", ["a/../a/c.json", "a/./c.json", "a//c.json", "./a/c.json", "a/.c.json"])
+def test_read_small_applies_the_key_rule(tmp_path: Path, key: str) -> None:
+    """`PosixStorage.read_small` refuses what `split_key` refuses (``metadata`` raises
+    InvalidDataIdError for these), even where openat2 would find a dataset."""
+    from butler.storages.posix import PosixStorage
+
+    storage = PosixStorage(str(tmp_path))
+    try:
+        storage.write_bytes("a/c.json", b"{}", metadata={"format": "json"})
+        os.link(tmp_path / "a" / "c.json", tmp_path / "a" / ".c.json")
+        assert storage.read_small("a/c.json", 100) is not None
+        assert storage.read_small(key, 100) is None
+        with pytest.raises(InvalidDataIdError):
+            storage.metadata(key)
+    finally:
+        storage.close()
