@@ -4,6 +4,7 @@ the general path (or the commit that added it changed behaviour elsewhere)."""
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from butler import Butler, ButlerError, InvalidDataIdError, Mapper
 from butler._butler import _GENERAL
+from butler._limits import LimitError
 from butler.formats import json_ as json_format
 
 from ._registries import own_registry
@@ -22,7 +24,7 @@ needs_linux = pytest.mark.skipif(not LINUX, reason="the posix shortcut needs ope
 
 def _repo(tmp_path: Path, python_type: Any = dict, **options: Any) -> Butler:
     Butler.create(str(tmp_path / "repo"))
-    b = Butler(str(tmp_path / "repo"), registry=own_registry(), **options)
+    b = Butler(str(tmp_path / "repo"), **options)
     b.register_dataset_type("cfg", python_type, "json", template="cfg/{i:d}.json")
     return b
 
@@ -96,20 +98,34 @@ def test_reregistering_the_builtin_json_functions_is_harmless(tmp_path: Path) ->
 
 
 @needs_linux
-@pytest.mark.parametrize("limit", ["1KiB", 1024.0])
-def test_max_read_bytes_set_on_the_butler_is_not_a_type_error(tmp_path: Path, limit: Any) -> None:
+def test_max_read_bytes_set_on_the_butler_is_not_a_type_error(tmp_path: Path) -> None:
     """``max_read_bytes`` is a public attribute; one set to a size string (as the
-    constructor takes) must not make the shortcut raise a TypeError the general path
-    does not raise."""
+    constructor takes) made the shortcut raise a TypeError (``min(limit, 64 KiB)``)
+    where the general path answered. It is parsed as the constructor parses it, and a
+    pickled copy reopens with it."""
     b = _repo(tmp_path)
     b.put({"a": 1}, "cfg", i=0)
     _general(b, i=0)
-    b.max_read_bytes = limit
+    b.max_read_bytes = "1KiB"
+    assert b.max_read_bytes == 1024
     assert _outcome(lambda: b.get("cfg", i=0)) == _outcome(lambda: _general(b, i=0))
+    assert b._get_small("cfg", {"i": 0}) == {"a": 1}
+    b.max_read_bytes = 4  # smaller than the dataset: the general path
+    assert b._get_small("cfg", {"i": 0}) is _GENERAL
+    assert b.get("cfg", i=0) == {"a": 1}
+    assert pickle.loads(pickle.dumps(b)).max_read_bytes == 4
+    for bad in (1024.0, -1, "lots", True):
+        with pytest.raises(LimitError):
+            b.max_read_bytes = bad
+    b.max_read_bytes = None
+    _general(b, i=0)  # another limit, another location base: resolved again
+    assert b._get_small("cfg", {"i": 0}) == {"a": 1}
 
 
 @needs_linux
-@pytest.mark.parametrize("key", ["a/../a/c.json", "a/./c.json", "a//c.json", "./a/c.json", "a/.c.json"])
+@pytest.mark.parametrize(
+    "key", ["a/../a/c.json", "a/./c.json", "a//c.json", "./a/c.json", "a/.c.json"]
+)
 def test_read_small_applies_the_key_rule(tmp_path: Path, key: str) -> None:
     """`PosixStorage.read_small` refuses what `split_key` refuses (``metadata`` raises
     InvalidDataIdError for these), even where openat2 would find a dataset."""
