@@ -1008,7 +1008,12 @@ class Butler(CollectionsMixin, BulkMixin):
         general path would.
         """
         dt = self._policy.dataset_types.get(name)
-        if dt is None or "run" in data_id or getattr(self._recording, "refs", None) is not None:
+        if (
+            dt is None
+            or not self.storage.small_reads  # no shortcut: do not map the data ID twice
+            or "run" in data_id
+            or getattr(self._recording, "refs", None) is not None
+        ):
             return _GENERAL
         runs = self._search(None)
         if not runs:

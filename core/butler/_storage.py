@@ -317,6 +317,12 @@ class Storage(abc.ABC):
     #:
     #: .. versionadded:: 0.2
     cheap_exists: ClassVar[bool] = True
+    #: True when the class overrides `read_small` (set when the class is defined):
+    #: `Butler.get` tries its small-get shortcut only then, so a storage without one
+    #: does not map each data ID twice.
+    #:
+    #: .. versionadded:: 0.3
+    small_reads: ClassVar[bool] = False
     #: Directory for local temporary files (`local_path`, `atomic_local_path`); ``None``:
     #: the system's.
     tmpdir: str | None = None
@@ -325,6 +331,7 @@ class Storage(abc.ABC):
         cls, *, declared_by: Callable[[], Iterable[StorageSpec]] | None = None, **kwargs: Any
     ) -> None:
         super().__init_subclass__(**kwargs)
+        cls.small_reads = cls.read_small is not Storage.read_small
         if declared_by is None:
             return
         ref = f"{cls.__module__}:{cls.__qualname__}"
