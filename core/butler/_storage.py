@@ -683,7 +683,8 @@ class Storage(abc.ABC):
         and the bytes read are exactly that size. ``None`` for anything else (absent,
         larger, unusual, or a storage without the shortcut, as by default): the caller
         then takes the general path (`metadata`, then a read), which reports what is
-        wrong. It never raises for the dataset's state.
+        wrong. It never raises for the dataset's state, and answers ``None`` for a key
+        `check_key` refuses (the general path raises that error).
 
         .. versionadded:: 0.3
         """
