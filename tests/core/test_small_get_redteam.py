@@ -166,3 +166,37 @@ def test_a_storage_without_the_shortcut_maps_a_get_once(tmp_path: Path) -> None:
     b.mapper.map = counting  # type: ignore[method-assign]
     assert b.get("cfg", i=0) == {"a": 1}
     assert len(calls) == 1
+
+
+@needs_linux
+def test_a_storage_subclass_changing_reads_is_not_bypassed(tmp_path: Path) -> None:
+    """A `PosixStorage` subclass that changes what reads return (``read_bytes``: say, it
+    decrypts; ``metadata``: it adds defaults) inherits posix ``read_small``, which reads
+    the file and its xattr itself: the shortcut answered the file's raw bytes where the
+    general path answers what the subclass reads. Only a class whose ``read_small`` is
+    as derived as its read methods takes the shortcut."""
+    from butler.storages.posix import PosixStorage
+
+    class Rewriting(PosixStorage):
+        def read_bytes(self, key: str) -> bytes:
+            return b'{"via": "read_bytes"}'
+
+    class Described(PosixStorage):
+        def metadata(self, key: str) -> dict[str, Any]:
+            return {**super().metadata(key), "python_type": "collections.OrderedDict"}
+
+    class Both(Rewriting):
+        def read_small(self, key: str, max_bytes: int) -> Any:
+            return None
+
+    assert PosixStorage.small_reads and Both.small_reads
+    assert not Rewriting.small_reads and not Described.small_reads
+    b = _repo(tmp_path, object)
+    b.put({"a": 1}, "cfg", i=0)
+    b.storage = Rewriting(b.storage.root)  # type: ignore[attr-defined]
+    _general(b, i=0)
+    assert b.get("cfg", i=0) == _general(b, i=0) == {"via": "read_bytes"}
+    b.storage = Described(b.storage.root)  # type: ignore[attr-defined]
+    _general(b, i=0)
+    got = b.get("cfg", i=0)
+    assert type(got) is type(_general(b, i=0))
