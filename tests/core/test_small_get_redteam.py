@@ -3,6 +3,7 @@ the general path (or the commit that added it changed behaviour elsewhere)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -200,3 +201,35 @@ def test_a_storage_subclass_changing_reads_is_not_bypassed(tmp_path: Path) -> No
     _general(b, i=0)
     got = b.get("cfg", i=0)
     assert type(got) is type(_general(b, i=0))
+
+
+@needs_linux
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": 1, "a": [2]}',  # duplicate keys: the last wins
+        b'\xef\xbb\xbf{"a": 1}',  # UTF-8 BOM
+        '{"a": 1}'.encode("utf-16"),  # UTF-16 with BOM
+        '{"a": 1}'.encode("utf-16-le"),
+        b'{"a": NaN, "b": -Infinity, "c": 1e999}',
+        b'  {"a": "\\ud800"}  ',
+    ],
+    ids=repr,
+)
+def test_json_edge_cases_the_shortcut_answers_as_the_general_path(
+    tmp_path: Path, data: bytes
+) -> None:
+    """Held: bytes rewritten (metadata's size kept right) that the shortcut does decode
+    give the general path's value, class and (for NaN) the same kind of float."""
+    b = _repo(tmp_path)
+    b.put({"a": 1}, "cfg", i=0)
+    b.put({"a": 2}, "cfg", i=1)
+    _general(b, i=0)
+    path = os.path.join(b.storage.root, "cfg/1.json")  # type: ignore[attr-defined]
+    meta = json.loads(os.getxattr(path, "user.butler"))
+    with open(path, "wb") as f:
+        f.write(data)
+    os.setxattr(path, "user.butler", json.dumps({**meta, "size": len(data)}).encode())
+    fast = b._get_small("cfg", {"i": 1})
+    assert fast is not _GENERAL
+    assert repr(fast) == repr(_general(b, i=1)) and type(fast) is dict
