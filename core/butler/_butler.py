@@ -241,7 +241,7 @@ class Butler(CollectionsMixin, BulkMixin):
         self._policy = self._load_policy()
         self._allow_pickle = allow_pickle
         self.allow_imports = tuple(allow_imports)
-        self.max_read_bytes = None if max_read_bytes is None else parse_size(max_read_bytes)
+        self.max_read_bytes = max_read_bytes  # parsed by the setter
         self._index_choice = index
         self._index: Index | None = None
         self._index_opened = False
@@ -450,6 +450,22 @@ class Butler(CollectionsMixin, BulkMixin):
         ):
             args = {**args, "index": recorded}
         return (_reopen, (args,))
+
+    @property
+    def max_read_bytes(self) -> int | None:
+        """Most bytes one read may allocate for what a file declares (``None``: the
+        default, see the class text). Settable, as an int or a size such as ``"4GiB"``:
+        parsed as the constructor parses it (`LimitError` for anything else), so every
+        read (and a pickled copy of this Butler) sees a number of bytes."""
+        return self._max_read_bytes
+
+    @max_read_bytes.setter
+    def max_read_bytes(self, value: int | str | None) -> None:
+        limit = None if value is None else parse_size(value)
+        self._max_read_bytes = limit
+        # What `_get_small` asks the storage for: computed here, not on every get.
+        self._small_limit = _SMALL_GET if limit is None else min(limit, _SMALL_GET)
+        self._reopen_args["max_read_bytes"] = limit
 
     # -- dataset types -----------------------------------------------------------------
 
@@ -999,7 +1015,11 @@ class Butler(CollectionsMixin, BulkMixin):
         general path would. ``run_given``: the call passed ``run=``.
         """
         dt = self._policy.dataset_types.get(name)
-        if dt is None or getattr(self._recording, "refs", None) is not None:
+        if (
+            dt is None
+            or not self.storage.small_reads  # no shortcut: do not map the data ID twice
+            or getattr(self._recording, "refs", None) is not None
+        ):
             return _GENERAL
         if run_given and "run" not in dt.dimensions:  # run= picks a run (`_split_run`)
             return _GENERAL
@@ -1014,10 +1034,7 @@ class Butler(CollectionsMixin, BulkMixin):
         if hint[1]:  # recent gets of this type missed: not worth the extra read now
             hint[1] -= 1
             return _GENERAL
-        limit = self.max_read_bytes
-        got = self.storage.read_small(
-            run_key(runs[0], key), _SMALL_GET if limit is None else min(limit, _SMALL_GET)
-        )
+        got = self.storage.read_small(run_key(runs[0], key), self._small_limit)
         if got is None:
             return _small_miss(hint)
         stored, data = got
@@ -1648,7 +1665,7 @@ def _classes_current(named: tuple[tuple[Any, type | None], ...]) -> bool:
 def _location_base(butler: Butler, dt: DatasetType) -> ButlerLocation:
     """The fields of ``dt``'s locations that do not depend on the data ID, built once per
     dataset type definition (a location has two dozen fields; a get builds one)."""
-    inputs = (dt, butler.storage, butler.registry, butler._policy.checksum, butler.max_read_bytes)
+    inputs = (dt, butler.storage, butler.registry, butler._policy.checksum, butler._max_read_bytes)
     cache: dict[str, tuple[tuple[Any, ...], ButlerLocation]] = butler.__dict__.setdefault(
         "_location_bases", {}
     )
@@ -1673,7 +1690,7 @@ def _location_base(butler: Butler, dt: DatasetType) -> ButlerLocation:
         serializer_args=dt.args_for(butler.storage.type_name),
         registry=butler.registry,
         checksum=butler._policy.checksum,
-        max_read_bytes=butler.max_read_bytes,
+        max_read_bytes=butler._max_read_bytes,
     )
     cache[dt.name] = (inputs, base)
     return base

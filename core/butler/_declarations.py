@@ -60,10 +60,6 @@ def resolve_reference(ref: Any) -> Any:
     return obj
 
 
-def _describe(ref: _LazyRef | None) -> str | None:
-    return None if ref is None else ref.describe()
-
-
 class _LazyRef:
     """A callable reference resolved (thread-safely) on first use and then kept."""
 
@@ -180,11 +176,17 @@ class Serializer:
         return replace(self, python_type=given, distribution=distribution)
 
     def same_callables(self, other: Serializer) -> bool:
-        """True when ``other`` names the very same write and read functions."""
+        """True when ``other`` names the very same write and read functions (and, when
+        both declare one, the same ``decode``: a missing one is only a missing shortcut,
+        so registering json's own write and read again stays harmless)."""
         return (
             self._write.describe() == other._write.describe()
             and self._read.describe() == other._read.describe()
-            and _describe(self._decode) == _describe(other._decode)
+            and (
+                self._decode is None
+                or other._decode is None
+                or self._decode.describe() == other._decode.describe()
+            )
         )
 
     def __repr__(self) -> str:

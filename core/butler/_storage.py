@@ -317,6 +317,15 @@ class Storage(abc.ABC):
     #:
     #: .. versionadded:: 0.2
     cheap_exists: ClassVar[bool] = True
+    #: True when the class overrides `read_small` and no read method (`metadata`,
+    #: `read_bytes`, `_read_all`, `open`, `_open`) is overridden below that override
+    #: (set when the class is defined): `Butler.get` tries its small-get shortcut only
+    #: then, so a storage without one does not map each data ID twice, and a subclass
+    #: changing what reads return (decrypting, adding metadata) is never bypassed by the
+    #: ``read_small`` it inherits.
+    #:
+    #: .. versionadded:: 0.3
+    small_reads: ClassVar[bool] = False
     #: Directory for local temporary files (`local_path`, `atomic_local_path`); ``None``:
     #: the system's.
     tmpdir: str | None = None
@@ -325,6 +334,7 @@ class Storage(abc.ABC):
         cls, *, declared_by: Callable[[], Iterable[StorageSpec]] | None = None, **kwargs: Any
     ) -> None:
         super().__init_subclass__(**kwargs)
+        cls.small_reads = _small_reads(cls)
         if declared_by is None:
             return
         ref = f"{cls.__module__}:{cls.__qualname__}"
@@ -676,7 +686,8 @@ class Storage(abc.ABC):
         and the bytes read are exactly that size. ``None`` for anything else (absent,
         larger, unusual, or a storage without the shortcut, as by default): the caller
         then takes the general path (`metadata`, then a read), which reports what is
-        wrong. It never raises for the dataset's state.
+        wrong. It never raises for the dataset's state, and answers ``None`` for a key
+        `check_key` refuses (the general path raises that error).
 
         .. versionadded:: 0.3
         """
@@ -707,6 +718,24 @@ class Storage(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri()!r})"
+
+
+#: What `read_small` hands over in one step, each of which a subclass may change.
+_SMALL_READ_METHODS = ("metadata", "read_bytes", "_read_all", "open", "_open")
+
+
+def _small_reads(cls: type) -> bool:
+    """`Storage.small_reads` of ``cls``: its ``read_small`` is an override at least as
+    derived as every read method it stands for."""
+
+    def owner(name: str) -> type:
+        return next(k for k in cls.__mro__ if name in vars(k))
+
+    small = owner("read_small")
+    # The MRO, not issubclass: ABCMeta's check is not ready while the class is made.
+    return small is not Storage and all(
+        owner(name) in small.__mro__ for name in _SMALL_READ_METHODS
+    )
 
 
 #: What a key segment may not be.

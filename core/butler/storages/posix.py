@@ -475,6 +475,12 @@ class PosixStorage(DescriptorResolution, Storage, declared_by=butler_storages):
         root = self._root_fd
         if root is None:
             return None
+        try:
+            # The key rule every other method applies (cached): openat2 beneath the root
+            # would take ``..``, ``.``, empty and hidden segments that stay inside it.
+            split_key(key)
+        except ButlerError:  # InvalidDataIdError: the general path raises it
+            return None
         fd = openat2_beneath(root, key, READ_FLAGS)
         if fd is None:
             return None
