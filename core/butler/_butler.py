@@ -441,7 +441,8 @@ class Butler(CollectionsMixin, BulkMixin):
         pickled: the worker uses its own. An index this process trusts through
         ``BUTLER_TRUSTED_INDEXES`` travels as the ``index`` argument (its URL as the policy
         records it, without credentials): the worker connects where this process would."""
-        args = self._reopen_args
+        # What is set now (allow_imports is a public attribute), not what was passed.
+        args = {**self._reopen_args, "allow_imports": self.allow_imports}
         recorded = self._policy.index
         if (
             args["index"] is None

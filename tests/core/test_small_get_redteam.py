@@ -233,3 +233,13 @@ def test_json_edge_cases_the_shortcut_answers_as_the_general_path(
     fast = b._get_small("cfg", {"i": 1})
     assert fast is not _GENERAL
     assert repr(fast) == repr(_general(b, i=1)) and type(fast) is dict
+
+
+def test_allow_imports_set_after_construction_travels_in_a_pickle(tmp_path: Path) -> None:
+    """A pickled Butler (a Dask worker's) reopens with the imports its reader allows now."""
+    b = Butler.create(str(tmp_path / "repo"))
+    b.allow_imports = ("email",)
+    assert pickle.loads(pickle.dumps(b)).allow_imports == ("email",)
+    b.allow_imports = "email"  # type: ignore[assignment]  # not a list: refused on reopening
+    with pytest.raises(ButlerError, match="allow_imports must be a list"):
+        pickle.loads(pickle.dumps(b))
