@@ -207,6 +207,8 @@ class Butler(CollectionsMixin, BulkMixin):
         #: dataset type name -> [location base, gets left to skip, misses in a row]: whether
         #: `_get_small` is worth trying (see `_small_miss`).
         self._small_hints: dict[str, list[Any]] = {}
+        #: (dataset type name, (dimension, value class, value)...) -> (dataset type, key).
+        self._small_keys: dict[tuple[Any, ...], tuple[DatasetType, str]] = {}
         # (policy, collections, their runs, whether all are known chains): see `_search`.
         self._default_runs: tuple[Any, ...] | None = None
         if index is True or not (index is None or index is False or isinstance(index, str)):
@@ -1027,7 +1029,7 @@ class Butler(CollectionsMixin, BulkMixin):
         runs = self._search(None)
         if not runs:
             return _GENERAL
-        key, _ = self._map(dt, data_id)
+        key = self._small_key(dt, data_id)
         base = _location_base(self, dt)
         hint = self._small_hints.get(dt.name)
         if hint is None or hint[0] is not base or base.serializer_args:
@@ -1063,6 +1065,25 @@ class Butler(CollectionsMixin, BulkMixin):
             return _small_miss(hint)
         hint[2] = 0
         return obj
+
+    def _small_key(self, dt: DatasetType, data_id: dict[str, Any]) -> str:
+        """`_map`'s key for ``data_id``, kept for the default mapper (a pure function of
+        the dataset type and the data ID) when every value is exactly an ``int`` or a
+        ``str``: keyed by each value's class too, since ``True == 1`` hashes alike but is
+        refused (other classes may format differently from one call to the next)."""
+        if type(self.mapper) is not TemplateMapper:
+            return self._map(dt, data_id)[0]
+        signature = (dt.name, *[(k, v.__class__, v) for k, v in data_id.items()])
+        if any(item[1] is not int and item[1] is not str for item in signature[1:]):
+            return self._map(dt, data_id)[0]
+        kept = self._small_keys.get(signature)
+        if kept is not None and kept[0] is dt:
+            return kept[1]
+        key = self._map(dt, data_id)[0]
+        if len(self._small_keys) >= _MAX_SMALL_KEYS:
+            self._small_keys.clear()
+        self._small_keys[signature] = (dt, key)
+        return key
 
     def _dataset_type_and_component(self, name: str) -> tuple[DatasetType, str | None]:
         """The dataset type and component path a (maybe dotted) name addresses."""
@@ -1622,6 +1643,8 @@ class Butler(CollectionsMixin, BulkMixin):
 _MAX_READ_RESOLUTIONS = 512
 #: The largest dataset `Butler._get_small` reads (a larger one takes the general path).
 _SMALL_GET = 64 * 1024
+#: Data IDs whose keys `Butler._small_key` keeps (all are dropped when full).
+_MAX_SMALL_KEYS = 4096
 #: Misses in a row after which `Butler._get_small` is skipped for `_SMALL_SKIP` gets.
 _SMALL_MISSES = 4
 _SMALL_SKIP = 256

@@ -435,3 +435,26 @@ def test_a_data_id_dict_takes_the_shortcut_and_a_run_key_in_it_is_a_value(
     monkeypatch.undo()
     with pytest.raises(InvalidDataIdError, match="missing"):
         b.get("cfg", {"j": 0})
+
+
+@needs_linux
+def test_kept_keys_answer_as_the_mapper(tmp_path: Path) -> None:
+    """`Butler._small_key` keeps int and str data IDs' keys per dataset type: a bool where
+    an int was kept is still refused, a redefinition maps again, and a refused value is
+    refused every time."""
+    b = _repo(tmp_path)
+    b.put({"a": 1}, "cfg", i=1)
+    _warm(b, 1)
+    assert b.get("cfg", i=1) == {"a": 1} and b.get("cfg", i=1) == {"a": 1}
+    assert _outcome(lambda: b.get("cfg", i=True)) == _outcome(lambda: _general(b, i=True))
+    assert _outcome(lambda: b.get("cfg", i=True))[0] == "error"
+    assert _outcome(lambda: b.get("cfg", i=1.0)) == _outcome(lambda: _general(b, i=1.0))
+    for _ in range(2):
+        assert _outcome(lambda: b.get("cfg", i="1/../2")) == _outcome(
+            lambda: _general(b, i="1/../2")
+        )
+    b.remove("cfg", i=1)
+    b.register_dataset_type("cfg", dict, "json", template="other/{i:d}.json", overwrite=True)
+    b.put({"b": 2}, "cfg", i=1)
+    assert b.get("cfg", i=1) == {"b": 2}  # the new template's key, not the kept one
+    assert b._small_key(b.dataset_type("cfg"), {"i": 1}) == "other/1.json"
