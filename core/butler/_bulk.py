@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ._component_read import read_component
 from ._errors import BulkError, ButlerError, InvalidDataIdError, check_overwrite
 from ._provenance import DatasetRef, check_inputs, ref_from_metadata
+from ._small_get import _GENERAL
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +101,10 @@ class BulkMixin:
             data_id_kw: dict[str, Any],
             collections: str | Sequence[str] | None,
         ) -> tuple[dict[str, Any], tuple[str, ...]]: ...
+        def _search(self, collections: str | Sequence[str] | None = None) -> tuple[str, ...]: ...
+        def _get_small(
+            self, name: str, data_id: dict[str, Any], run_given: bool = False
+        ) -> Any: ...
         def _find(
             self,
             dt: DatasetType,
@@ -173,6 +178,9 @@ class BulkMixin:
         errors: dict[int, BaseException] = {}
         tasks: dict[int, Callable[[], tuple[Any, DatasetRef | None]]] = {}
         recording = getattr(self._recording, "refs", None) is not None
+        # Items `Butler.get` would try its small-get shortcut for: try it too.
+        plain = component is None and parameters is None and allow_pickle is None and not recording
+        default_runs = self._search(None) if plain else None
         for i, data_id in enumerate(given):
             try:
                 merged, runs = self._split_run(dt, None, dict(data_id), collections)
@@ -180,8 +188,9 @@ class BulkMixin:
                 errors[i] = exc
                 continue
             tasks[i] = _reader(
-                self, dt, merged, runs, parameters, allow_pickle, recording, component
-            )
+                self, dt, merged, runs, parameters, allow_pickle, recording, component,
+                small=runs == default_runs,
+            )  # fmt: skip
         probe = max_workers is None and (
             self.storage.has_local_paths or self.storage.type_name == "memory"
         )
@@ -421,8 +430,14 @@ def _reader(
     allow_pickle: bool | None,
     recording: bool,
     component: str | None = None,
+    *,
+    small: bool = False,
 ) -> Callable[[], tuple[Any, DatasetRef | None]]:
     def read() -> tuple[Any, DatasetRef | None]:
+        if small:
+            found = b._get_small(dt.name, data_id)
+            if found is not _GENERAL:
+                return found, None
         resolved = b._find(dt, data_id, runs, parameters, allow_pickle)
         obj = resolved.read() if component is None else read_component(resolved, component)
         if not recording:

@@ -67,6 +67,12 @@ from ._runs import (
     run_of_key,
     run_prefix,
 )
+from ._small_get import (
+    _GENERAL,
+    _MAX_SMALL_KEYS,
+    _SMALL_GET,
+    _small_miss,
+)
 from ._storage import COPY_CHUNK, POLICY_KEY, ProgressCallback, is_reserved_key
 from ._types import check_type_findable, loaded_type, resolve_policy_type, type_name
 from ._urls import TRUSTED_INDEXES_VARIABLE, index_trusted, mask_url, strip_credentials
@@ -1641,28 +1647,6 @@ class Butler(CollectionsMixin, BulkMixin):
 
 #: Read resolutions a Butler keeps (see `Butler._resolve_read_at`); more clears them.
 _MAX_READ_RESOLUTIONS = 512
-#: The largest dataset `Butler._get_small` reads (a larger one takes the general path).
-_SMALL_GET = 64 * 1024
-#: Data IDs whose keys `Butler._small_key` keeps (all are dropped when full).
-_MAX_SMALL_KEYS = 4096
-#: Misses in a row after which `Butler._get_small` is skipped for `_SMALL_SKIP` gets.
-_SMALL_MISSES = 4
-_SMALL_SKIP = 256
-#: `Butler._get_small`'s answer "take the general path".
-_GENERAL: Any = object()
-
-
-def _small_miss(hint: list[Any]) -> Any:
-    """Count a `Butler._get_small` that read and could not answer (a large dataset, a
-    class ``decode`` refuses...): after `_SMALL_MISSES` in a row, the next `_SMALL_SKIP`
-    gets of the type take the general path at once, so a type that never fits the
-    shortcut pays for its extra read (a query, on a database) on a few gets in hundreds.
-    Returns `_GENERAL`."""
-    hint[2] += 1
-    if hint[2] >= _SMALL_MISSES:
-        hint[2] = 0
-        hint[1] = _SMALL_SKIP
-    return _GENERAL
 
 
 def _classes_current(named: tuple[tuple[Any, type | None], ...]) -> bool:

@@ -318,15 +318,19 @@ def test_progress_bar(local_repo: Butler, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def _reading_threads(b: Butler, monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """Names of the threads that look datasets up to read them (each get_many item does)."""
+    """Names of the threads that look datasets up to read them (each get_many item does,
+    through the small-get shortcut or the general path)."""
     names: set[str] = set()
-    real = b._find
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        names.add(threading.current_thread().name)
-        return real(*args, **kwargs)
+    def spying(real: Any) -> Any:
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            names.add(threading.current_thread().name)
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(b, "_find", spy)
+        return spy
+
+    monkeypatch.setattr(b, "_find", spying(b._find))
+    monkeypatch.setattr(b, "_get_small", spying(b._get_small))
     return names
 
 

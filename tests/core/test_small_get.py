@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from butler import (
+    BulkError,
     Butler,
     ButlerError,
     DatasetNotFoundError,
@@ -31,7 +32,7 @@ from butler import (
     InvalidDataIdError,
     UnsafeFormatError,
 )
-from butler._butler import _GENERAL, _SMALL_GET, _SMALL_MISSES, _SMALL_SKIP
+from butler._small_get import _GENERAL, _SMALL_GET, _SMALL_MISSES, _SMALL_SKIP
 from butler._storage import Storage
 from butler.formats import json_ as json_format
 from butler.storages.posix import PosixStorage
@@ -458,3 +459,33 @@ def test_kept_keys_answer_as_the_mapper(tmp_path: Path) -> None:
     b.put({"b": 2}, "cfg", i=1)
     assert b.get("cfg", i=1) == {"b": 2}  # the new template's key, not the kept one
     assert b._small_key(b.dataset_type("cfg"), {"i": 1}) == "other/1.json"
+
+
+@needs_linux
+def test_get_many_takes_the_shortcut_for_plain_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`get_many` tries the shortcut where `get` would, with the same answers and errors;
+    parameters, components, recording and other runs go the general way."""
+    b = _repo(tmp_path)
+    for i in range(20):
+        b.put({"i": i}, "cfg", i=i)
+    _warm(b)
+    general = b.get_many("cfg", [{"i": i} for i in range(20)], collections=b.collections)
+    real_find = b._find
+    found: list[Any] = []
+
+    def counting_find(*args: Any, **kw: Any) -> Any:
+        found.append(args[1])
+        return real_find(*args, **kw)
+
+    monkeypatch.setattr(b, "_find", counting_find)
+    assert b.get_many("cfg", [{"i": i} for i in range(20)]) == general
+    assert found == []  # every item from the shortcut
+    with b.recording() as refs:
+        assert b.get_many("cfg", [{"i": 1}, {"i": 2}]) == [{"i": 1}, {"i": 2}]
+    assert len(refs) == 2 and len(found) == 2  # recorded: the general path, which records
+    with pytest.raises(BulkError) as caught:
+        b.get_many("cfg", [{"i": 1}, {"i": 99}, {"i": "x"}])
+    assert sorted(caught.value.errors) == [1, 2]
+    assert type(caught.value.errors[1]) is DatasetNotFoundError

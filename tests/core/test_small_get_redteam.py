@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from butler import Butler, ButlerError, InvalidDataIdError, Mapper
-from butler._butler import _GENERAL
 from butler._limits import LimitError
+from butler._small_get import _GENERAL
 from butler.formats import json_ as json_format
 
 from ._registries import own_registry

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from butler import Butler, StorageError
-from butler._butler import _GENERAL
+from butler._small_get import _GENERAL
 from butler_db import _queries as q
 from butler_db._storage import DatabaseStorage
 
