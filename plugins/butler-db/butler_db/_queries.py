@@ -170,23 +170,9 @@ def first_row(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, 
     """
     if conn.dialect.name != "sqlite":
         return conn.execute(statement, params).first()
-    sql, names, row_type = _sqlite_form(conn.dialect, statement)
-    args = tuple(params[name] for name in names)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    cursor = dbapi.cursor()
-    try:
-        conn.dispatch.before_cursor_execute(conn, cursor, sql, args, None, False)
-        cursor.execute(sql, args)
-        row = cursor.fetchone()
-        conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, False)
-    except conn.dialect.loaded_dbapi.Error as e:
-        raise sa.exc.DBAPIError.instance(
-            sql, args, e, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-        ) from e
-    finally:
-        cursor.close()
-    return None if row is None else row_type._make(row)
+    return _sqlite_fetch_one(dbapi, conn.dialect, statement, params, conn)
 
 
 def sqlite_first_row_pooled(
@@ -199,22 +185,39 @@ def sqlite_first_row_pooled(
     only when nothing listens for cursor events (`has_cursor_listeners`), which need a
     connection object.
     """
-    sql, names, row_type = _sqlite_form(engine.dialect, statement)
-    args = tuple(params[name] for name in names)
     pooled = engine.raw_connection()
     try:
-        cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(sql, args)
-            row = cursor.fetchone()
-        except engine.dialect.loaded_dbapi.Error as e:
-            raise sa.exc.DBAPIError.instance(
-                sql, args, e, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
-            ) from e
-        finally:
-            cursor.close()
+        return _sqlite_fetch_one(pooled.driver_connection, engine.dialect, statement, params)
     finally:
         pooled.close()
+
+
+def _sqlite_fetch_one(
+    dbapi: Any,
+    dialect: Any,
+    statement: sa.Select[Any],
+    params: dict[str, Any],
+    conn: sa.Connection | None = None,
+) -> Any:
+    """The first row of ``statement`` on a SQLite DB-API connection, as a named tuple;
+    ``conn``'s cursor events fired around it when given; driver errors wrapped as
+    SQLAlchemy wraps them."""
+    sql, names, row_type = _sqlite_form(dialect, statement)
+    args = tuple(params[name] for name in names)
+    cursor = dbapi.cursor()
+    try:
+        if conn is not None:
+            conn.dispatch.before_cursor_execute(conn, cursor, sql, args, None, False)
+        cursor.execute(sql, args)
+        row = cursor.fetchone()
+        if conn is not None:
+            conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, False)
+    except dialect.loaded_dbapi.Error as e:
+        raise sa.exc.DBAPIError.instance(
+            sql, args, e, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from e
+    finally:
+        cursor.close()
     return None if row is None else row_type._make(row)
 
 
