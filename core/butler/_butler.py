@@ -1211,6 +1211,10 @@ class Butler(CollectionsMixin, BulkMixin):
                     exact,
                 )
             return resolved
+        if cached[3].decode_ref is not None and dt.name not in self._small_hints:
+            # A type whose datasets were last resolved to another format (no decode)
+            # dropped its hint: a kept resolution that can decode brings it back.
+            self._small_hints[dt.name] = [base, 0, 0]
         state["format"] = recorded
         state["expected"] = cached[2]
         state["serializer"] = cached[3]

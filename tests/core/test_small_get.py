@@ -489,3 +489,21 @@ def test_get_many_takes_the_shortcut_for_plain_items(
         b.get_many("cfg", [{"i": 1}, {"i": 99}, {"i": "x"}])
     assert sorted(caught.value.errors) == [1, 2]
     assert type(caught.value.errors[1]) is DatasetNotFoundError
+
+
+@needs_linux
+def test_a_type_with_datasets_in_two_formats_keeps_the_shortcut_for_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old datasets in pickle, new ones in JSON: reading an old one (no decode) does not
+    cost the new ones the shortcut for good."""
+    Butler.create(str(tmp_path / "repo"))
+    b = Butler(str(tmp_path / "repo"), registry=own_registry(), allow_pickle=True)
+    b.register_dataset_type("cfg", dict, "pickle", template="cfg/{i:d}")
+    b.put({"old": 1}, "cfg", i=1)
+    b.register_dataset_type("cfg", dict, "json", template="cfg/{i:d}", overwrite=True)
+    b.put({"new": 2}, "cfg", i=2)
+    assert b.get("cfg", i=2) == {"new": 2}  # resolves json
+    assert b.get("cfg", i=1) == {"old": 1}  # resolves pickle: no decode
+    assert b.get("cfg", i=2) == {"new": 2}  # the kept json resolution
+    assert b._get_small("cfg", {"i": 2}) == {"new": 2}
