@@ -1,0 +1,240 @@
+"""Red-team tests of the database small-get path (`DatabaseStorage.read_small`, the row it
+hands to `metadata`, and SQLite's pooled one-statement reads): each answers as the general
+path, or as before the shortcut, or keeps a guarantee stated in the docs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+pytest.importorskip("butler_db", reason="butler-db is not installed")
+
+import sqlalchemy as sa
+
+from butler import Butler, DatasetNotFoundError, StorageError
+from butler_db._storage import DatabaseStorage
+
+from ._helpers import raw_engine
+
+BIG = {"pad": "x" * (1 << 17)}  # more than INLINE_BYTES: read_small hands its row over
+
+
+def _repo(root: str, **options: Any) -> Butler:
+    b = Butler.create(root, **options)
+    b.register_dataset_type("cfg", dict, "json", dimensions={"visit": int})
+    return b
+
+
+def _on_thread(fn: Any) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert not errors, errors
+
+
+def _execute(root: str, sql: str) -> None:
+    engine = raw_engine(root)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+# -- the handed-over row ------------------------------------------------------------------
+
+
+def test_a_remove_on_another_thread_after_read_small_is_seen_by_metadata(db_root: str) -> None:
+    """The row read_small could not use is per thread: a remove committed by another
+    thread of the same storage before `metadata` is called must not be answered with it."""
+    b = _repo(db_root)
+    b.put(BIG, "cfg", visit=1)
+    storage: DatabaseStorage = b.storage  # type: ignore[assignment]
+    key = b.location("cfg", visit=1).key
+    assert storage.read_small(key, 1 << 16) is None  # the row is handed over
+    _on_thread(lambda: storage.remove(key))
+    with pytest.raises(DatasetNotFoundError):
+        storage.metadata(key)
+    b.close()
+
+
+def test_an_overwrite_on_another_thread_after_read_small_is_seen_by_metadata(
+    db_root: str,
+) -> None:
+    b = _repo(db_root)
+    b.put(BIG, "cfg", visit=1)
+    storage: DatabaseStorage = b.storage  # type: ignore[assignment]
+    key = b.location("cfg", visit=1).key
+    assert storage.read_small(key, 1 << 16) is None
+    new = {"pad": "y" * (1 << 18)}
+    _on_thread(lambda: b.put(new, "cfg", visit=1, overwrite=True))
+    assert storage.metadata(key)["size"] == len(json.dumps(new))
+    assert b.get("cfg", visit=1) == new
+    b.close()
+
+
+def test_metadata_after_a_read_small_with_a_lower_limit_still_fetches_the_bytes(
+    db_root: str,
+) -> None:
+    """`open` right after `metadata` returns the bytes of the row `metadata` returned, for
+    a blob of one chunk up to INLINE_BYTES (the class docs): a read_small that asked for
+    fewer bytes must not hand `metadata` a row without them (the bytes would then come
+    from a later query, after a concurrent overwrite: another snapshot)."""
+    b = _repo(db_root)
+    old = {"pad": "o" * 100}
+    b.put(old, "cfg", visit=1)
+    storage: DatabaseStorage = b.storage  # type: ignore[assignment]
+    key = b.location("cfg", visit=1).key
+    assert storage.read_small(key, 10) is None  # larger than asked for
+    meta = storage.metadata(key)
+    other = _repo(db_root)  # another process, in effect
+    other.put({"pad": "n" * 300}, "cfg", visit=1, overwrite=True)
+    other.close()
+    with storage.open(key) as f:
+        data = f.read()
+    assert len(data) == meta["size"]
+    assert json.loads(data) == old
+    b.close()
+
+
+# -- tampered rows and chunks (SQLite keeps any value in any column) -----------------------
+
+
+def test_a_chunk_that_is_text_is_a_storage_error(sqlite_root: str) -> None:
+    b = _repo(sqlite_root)
+    b.put({"gain": 1.5}, "cfg", visit=1)
+    b.get("cfg", visit=1)
+    key = b.location("cfg", visit=1).key
+    _execute(sqlite_root, "UPDATE butler_chunks SET data = CAST(data AS TEXT)")
+    assert b.storage.read_small(key, 1 << 16) is None
+    with pytest.raises(StorageError, match="corrupt"):
+        b.get("cfg", visit=1)
+    b.close()
+
+
+def test_a_chunk_that_is_a_number_is_not_read_as_zero_bytes(sqlite_root: str) -> None:
+    b = _repo(sqlite_root)
+    b.put({"gain": 1.5}, "cfg", visit=1)
+    key = b.location("cfg", visit=1).key
+    size = b.storage.metadata(key)["size"]
+    _execute(sqlite_root, f"UPDATE butler_chunks SET data = {size}")
+    assert b.storage.read_small(key, 1 << 16) is None
+    with pytest.raises(StorageError, match="corrupt"):
+        b.storage.read_bytes(key)
+    b.close()
+
+
+def test_a_size_that_is_not_a_number_is_a_storage_error(sqlite_root: str) -> None:
+    b = _repo(sqlite_root)
+    b.put({"gain": 1.5}, "cfg", visit=1)
+    b.get("cfg", visit=1)
+    key = b.location("cfg", visit=1).key
+    _execute(sqlite_root, "UPDATE butler_datasets SET size = 'abc'")
+    assert b.storage.read_small(key, 1 << 16) is None
+    with pytest.raises(StorageError, match="corrupt"):
+        b.storage.metadata(key)
+    with pytest.raises(StorageError, match="corrupt"):
+        b.get("cfg", visit=1)
+    b.close()
+
+
+# -- SQLite's pooled reads ------------------------------------------------------------------
+
+
+def test_echo_still_logs_every_sqlite_read(
+    sqlite_root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``engine_options={"echo": True}`` (or the ``sqlalchemy.engine`` logger at INFO)
+    shows the statements a get runs, as it did before the pooled path."""
+    _repo(sqlite_root).put({"gain": 1.5}, "cfg", visit=1)
+    b = Butler(sqlite_root, engine_options={"echo": True})
+    assert b.get("cfg", visit=1) == {"gain": 1.5}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
+        assert b.get("cfg", visit=1) == {"gain": 1.5}
+        assert b.exists("cfg", visit=1)
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.engine")]
+    assert sum("butler_datasets" in m for m in logged) == 2, logged
+    b.close()
+
+
+def test_a_pooled_read_leaves_no_read_snapshot_on_its_connection(sqlite_root: str) -> None:
+    """One pooled connection: after a pooled read, a write by another connection is seen by
+    the next pooled read and a checkpoint is not held back (no stale read transaction)."""
+    b = _repo(sqlite_root)
+    b.put({"v": 1}, "cfg", visit=1)
+    b.close()
+    b = Butler(sqlite_root, engine_options={"pool_size": 1, "max_overflow": 0})
+    key = b.location("cfg", visit=1).key
+    storage: DatabaseStorage = b.storage  # type: ignore[assignment]
+    assert b.get("cfg", visit=1) == {"v": 1}
+    assert storage.exists(key)
+    other = _repo(sqlite_root)
+    other.put({"v": 2}, "cfg", visit=1, overwrite=True)
+    other.close()
+    engine = raw_engine(sqlite_root)
+    with engine.connect() as conn:
+        busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+    engine.dispose()
+    assert busy is not None and busy[0] == 0  # no reader blocks it
+    assert b.get("cfg", visit=1) == {"v": 2}
+    assert storage.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    with storage.engine.begin() as conn:  # a write on the same connection: not in a read
+        conn.exec_driver_sql("UPDATE butler_datasets SET created = created")
+    b.close()
+
+
+def test_pool_exhaustion_is_a_storage_error_and_the_general_path_reports_it(
+    sqlite_root: str,
+) -> None:
+    value = {"v": "x" * 40}
+    b = _repo(sqlite_root, chunk_size=8)
+    b.put(value, "cfg", visit=1)
+    b.close()
+    b = Butler(sqlite_root, engine_options={"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.2})
+    storage: DatabaseStorage = b.storage  # type: ignore[assignment]
+    key = b.location("cfg", visit=1).key
+    reader = storage.open(key)  # several chunks: holds the only connection
+    try:
+        assert storage.read_small(key, 1 << 16) is None
+        with pytest.raises(StorageError):
+            storage.metadata(key)
+    finally:
+        reader.close()
+    assert storage.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert b.get("cfg", visit=1) == value
+    b.close()
+
+
+def test_a_listener_removed_again_brings_back_the_pooled_path(sqlite_root: str) -> None:
+    b = _repo(sqlite_root)
+    b.put({"v": 1}, "cfg", visit=1)
+    engine = b.storage.engine  # type: ignore[attr-defined]
+    heard: list[str] = []
+
+    def listen(*args: Any) -> None:
+        heard.append(args[2])
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", listen)  # class-wide
+    try:
+        assert b.get("cfg", visit=1) == {"v": 1}
+        assert any("butler_datasets" in s for s in heard)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", listen)
+    heard.clear()
+    assert b.get("cfg", visit=1) == {"v": 1}
+    assert heard == []
+    assert engine.pool.checkedout() == 0
+    b.close()
