@@ -155,6 +155,10 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         self._schema_checked = False
         #: ``row``: ``(key, row)`` fetched by this thread's last `metadata`, for its `open`.
         self._prefetched = threading.local()
+        #: Dataset write transactions of this storage ended so far (on any thread): a row
+        #: `read_small` hands to `metadata` is taken only if none ended in between.
+        self._writes = 0
+        self._writes_lock = threading.Lock()
         self._one_statement = _ONE_STATEMENT.get(self.backend, {})
 
     # -- helpers -------------------------------------------------------------------------
@@ -187,6 +191,10 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
                 with conn.begin():
                     yield conn
             finally:
+                # After the commit (or rollback): a row read before it is stale for every
+                # thread's `_take_missed`.
+                with self._writes_lock:
+                    self._writes += 1
                 pending = conn.info.pop(DROP_AFTER_COMMIT, [])
                 views_to_sync = conn.info.pop(views.SYNC_AFTER_COMMIT, [])
             # MySQL commits implicitly on DDL, so views are re-pointed (first: they may
@@ -325,6 +333,7 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             if not self._check_schema():
                 return None
             params = {"key_hash": schema.key_hash(key), "inline": min(max_bytes, INLINE_BYTES)}
+            writes = self._writes  # before the query: a write committed after it is seen
             row = self._first_row("read", key, q.ROW_WITH_SMALL_CHUNK, params)
             if row is None or row.blob_id is None:
                 return None
@@ -333,16 +342,23 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             return None
         if size and row.first_chunk is None:  # larger, or several chunks (or a missing one)
             # The general path's `metadata` of this key, next, takes this row: one query.
-            self._prefetched.missed = (key, row, time.monotonic() + _HANDOFF_SECONDS)
+            self._prefetched.missed = (key, row, time.monotonic() + _HANDOFF_SECONDS, writes)
             return None
         data = bytes(row.first_chunk) if size else b""
         return (_row_metadata(row), data) if len(data) == size else None
 
     def _take_missed(self, key: str) -> Any:
         """The row `read_small` fetched for ``key`` and could not use, if this thread's last
-        storage call made it just now (once)."""
+        storage call made it just now (once), and no write of this storage (from any thread)
+        ended since its query. (A write by another process within the second is not seen:
+        the row is as old as a `metadata` query made just before that write.)"""
         slot = self._prefetched.__dict__.pop("missed", None)
-        if slot is None or slot[0] != key or time.monotonic() > slot[2]:
+        if (
+            slot is None
+            or slot[0] != key
+            or slot[3] != self._writes
+            or time.monotonic() > slot[2]
+        ):
             return None
         return slot[1]
 
