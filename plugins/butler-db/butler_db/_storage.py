@@ -337,10 +337,14 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             row = self._first_row("read", key, q.ROW_WITH_SMALL_CHUNK, params)
             if row is None or row.blob_id is None:
                 return None
-            size = self._blob_layout(key, row)[1]  # the row is untrusted: checked
+            size, chunk_size = self._blob_layout(key, row)[1:]  # the row is untrusted: checked
         except ButlerError:
             return None
         if size and row.first_chunk is None:  # larger, or several chunks (or a missing one)
+            if params["inline"] < INLINE_BYTES and size <= min(INLINE_BYTES, chunk_size):
+                # `metadata` fetches these bytes with the row (one snapshot for its `open`):
+                # this row, queried for fewer, has none.
+                return None
             # The general path's `metadata` of this key, next, takes this row: one query.
             self._prefetched.missed = (key, row, time.monotonic() + _HANDOFF_SECONDS, writes)
             return None
