@@ -338,6 +338,7 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             if row is None or row.blob_id is None:
                 return None
             size, chunk_size = self._blob_layout(key, row)[1:]  # the row is untrusted: checked
+            data = self._first_chunk(key, row) if size and row.first_chunk is not None else b""
         except ButlerError:
             return None
         if size and row.first_chunk is None:  # larger, or several chunks (or a missing one)
@@ -348,7 +349,6 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             # The general path's `metadata` of this key, next, takes this row: one query.
             self._prefetched.missed = (key, row, time.monotonic() + _HANDOFF_SECONDS, writes)
             return None
-        data = bytes(row.first_chunk) if size else b""
         return (_row_metadata(row), data) if len(data) == size else None
 
     def _take_missed(self, key: str) -> Any:
