@@ -320,8 +320,15 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             row = self._first_row("read the metadata of", key, q.ROW_WITH_SMALL_CHUNK, params)
         if row is None:
             raise self.not_found(key)
+        try:
+            meta = _row_metadata(row)
+        except (TypeError, ValueError):  # SQLite keeps text in an integer column
+            raise StorageError(
+                f"the row of {self.uri(key)!r} in butler_datasets is corrupt (size "
+                f"{row.size!r:.50})"
+            ) from None
         self._remember(key, row)
-        return _row_metadata(row)
+        return meta
 
     def read_small(self, key: str, max_bytes: int) -> tuple[dict[str, Any], bytes] | None:
         """A blob of one chunk of at most ``max_bytes`` with its metadata: the same single
