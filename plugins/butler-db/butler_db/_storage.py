@@ -240,11 +240,17 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
     def _first_row(self, action: str, key: str, statement: Any, params: dict[str, Any]) -> Any:
         """The first row of one read statement outside any transaction (`_one_read`); on
         SQLite, unless something listens for cursor events, without a `sa.Connection`
-        (`_queries.sqlite_first_row_pooled`: half the time of a small get)."""
-        if self.backend == "sqlite" and not q.has_cursor_listeners(self.engine):
-            self._forget_prefetched()
-            with self._translate(action, key):
-                return q.sqlite_first_row_pooled(self.engine, statement, params)
+        (`_queries.sqlite_first_row_pooled`: half the time of a small get). With the
+        engine logging statements (``echo``, or the ``sqlalchemy.engine`` logger at INFO),
+        SQLAlchemy runs it, so it is logged as every other statement."""
+        if self.backend == "sqlite":
+            if self.engine._should_log_info():
+                with self._one_read(action, key) as conn:
+                    return conn.execute(statement, params).first()
+            if not q.has_cursor_listeners(self.engine):
+                self._forget_prefetched()
+                with self._translate(action, key):
+                    return q.sqlite_first_row_pooled(self.engine, statement, params)
         with self._one_read(action, key) as conn:
             return q.first_row(conn, statement, params)
 
