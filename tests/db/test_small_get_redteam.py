@@ -238,3 +238,25 @@ def test_a_listener_removed_again_brings_back_the_pooled_path(sqlite_root: str) 
     assert heard == []
     assert engine.pool.checkedout() == 0
     b.close()
+
+
+def test_metadata_json_nested_too_deep_is_no_crash(sqlite_root: str) -> None:
+    """A tampered ``metadata`` column nested deeper than the interpreter's recursion limit
+    answers as any invalid JSON there ({} plus the row's columns), on both paths."""
+    b = _repo(sqlite_root)
+    b.put({"gain": 1.5}, "cfg", visit=1)
+    key = b.location("cfg", visit=1).key
+    _execute(sqlite_root, "UPDATE butler_datasets SET metadata = '" + "[" * 100_000 + "'")
+    got = b.storage.read_small(key, 1 << 16)
+    assert got is not None and got[0] == b.storage.metadata(key) == {"size": got[0]["size"]}
+    b.close()
+
+
+def test_a_later_chunk_that_is_text_is_a_storage_error(sqlite_root: str) -> None:
+    b = _repo(sqlite_root, chunk_size=8)
+    b.put({"gain": 1.5}, "cfg", visit=1)  # two chunks
+    key = b.location("cfg", visit=1).key
+    _execute(sqlite_root, "UPDATE butler_chunks SET data = CAST(data AS TEXT) WHERE seq = 1")
+    with pytest.raises(StorageError, match="corrupt"):
+        b.storage.read_bytes(key)
+    b.close()
