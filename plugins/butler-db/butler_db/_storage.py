@@ -564,7 +564,7 @@ def _row_metadata(row: Any) -> dict[str, Any]:
     """The metadata committed with a dataset (the JSON document, size and sha256)."""
     try:
         meta = json.loads(row.metadata)
-    except ValueError:
+    except (ValueError, RecursionError):  # untrusted: any JSON, nested any depth
         meta = {}
     if not isinstance(meta, dict):
         meta = {}
