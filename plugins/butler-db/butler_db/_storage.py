@@ -345,7 +345,8 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             self.check_key(key)
             if not self._check_schema():
                 return None
-            params = {"key_hash": schema.key_hash(key), "inline": min(max_bytes, INLINE_BYTES)}
+            inline = min(max_bytes, INLINE_BYTES)
+            params = {"key_hash": schema.key_hash(key), "inline": inline}
             writes = self._writes  # before the query: a write committed after it is seen
             row = self._first_row("read", key, q.ROW_WITH_SMALL_CHUNK, params)
             if row is None or row.blob_id is None:
@@ -355,7 +356,7 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         except ButlerError:
             return None
         if size and row.first_chunk is None:  # larger, or several chunks (or a missing one)
-            if params["inline"] < INLINE_BYTES and size <= min(INLINE_BYTES, chunk_size):
+            if inline < INLINE_BYTES and size <= min(INLINE_BYTES, chunk_size):
                 # `metadata` fetches these bytes with the row (one snapshot for its `open`):
                 # this row, queried for fewer, has none.
                 return None
@@ -370,12 +371,7 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         ended since its query. (A write by another process within the second is not seen:
         the row is as old as a `metadata` query made just before that write.)"""
         slot = self._prefetched.__dict__.pop("missed", None)
-        if (
-            slot is None
-            or slot[0] != key
-            or slot[3] != self._writes
-            or time.monotonic() > slot[2]
-        ):
+        if slot is None or slot[0] != key or slot[3] != self._writes or time.monotonic() > slot[2]:
             return None
         return slot[1]
 
