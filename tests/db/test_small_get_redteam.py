@@ -260,3 +260,18 @@ def test_a_later_chunk_that_is_text_is_a_storage_error(sqlite_root: str) -> None
     with pytest.raises(StorageError, match="corrupt"):
         b.storage.read_bytes(key)
     b.close()
+
+
+def test_engine_connect_listeners_still_hear_every_sqlite_read(sqlite_root: str) -> None:
+    """Before the pooled path, `exists` and `metadata` made a Connection, so an
+    ``engine_connect`` listener (per-use setup, auditing) heard each; it still does."""
+    b = _repo(sqlite_root)
+    b.put({"v": 1}, "cfg", visit=1)
+    b.get("cfg", visit=1)
+    heard: list[Any] = []
+    sa.event.listen(b.storage.engine, "engine_connect", heard.append)  # type: ignore[attr-defined]
+    assert b.exists("cfg", visit=1)
+    assert len(heard) == 1
+    assert b.storage.metadata(b.location("cfg", visit=1).key)["size"] > 0
+    assert len(heard) == 2
+    b.close()
