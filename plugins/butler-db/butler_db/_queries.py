@@ -219,9 +219,17 @@ def sqlite_first_row_pooled(
 
 
 def has_cursor_listeners(engine: sa.Engine) -> bool:
-    """Whether anything listens for the engine's cursor events."""
+    """Whether anything listens for the engine's cursor events, or for the events a
+    `sa.Connection` fires when made (``engine_connect``, and
+    ``set_connection_execution_options`` for the one-statement options): listeners that
+    `sqlite_first_row_pooled`, with no connection object, would never call."""
     dispatch = engine.dispatch
-    return bool(dispatch.before_cursor_execute) or bool(dispatch.after_cursor_execute)
+    return (
+        bool(dispatch.before_cursor_execute)
+        or bool(dispatch.after_cursor_execute)
+        or bool(dispatch.engine_connect)
+        or bool(dispatch.set_connection_execution_options)
+    )
 
 
 @functools.lru_cache(maxsize=32)
