@@ -275,3 +275,26 @@ def test_engine_connect_listeners_still_hear_every_sqlite_read(sqlite_root: str)
     assert b.storage.metadata(b.location("cfg", visit=1).key)["size"] > 0
     assert len(heard) == 2
     b.close()
+
+
+def test_a_driver_error_making_the_cursor_is_a_storage_error(sqlite_root: str) -> None:
+    """``check_same_thread=True`` (a user's connect_args): the pooled connection made on
+    the main thread refuses another thread's cursor; that is a StorageError, not a raw
+    ``sqlite3.ProgrammingError``, and the connection goes back to the pool."""
+    _repo(sqlite_root).put({"v": 1}, "cfg", visit=1)
+    b = Butler(sqlite_root, engine_options={"connect_args": {"check_same_thread": True}})
+    assert b.get("cfg", visit=1) == {"v": 1}  # the pool now holds a main-thread connection
+    storage: DatabaseStorage = b.storage  # type: ignore[assignment]
+    key = b.location("cfg", visit=1).key
+    raised: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            storage.exists(key)
+        except BaseException as e:
+            raised.append(e)
+
+    _on_thread(read)  # (the pool logs its failed reset of that connection)
+    assert raised and isinstance(raised[0], StorageError), raised
+    assert storage.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    b.close()
