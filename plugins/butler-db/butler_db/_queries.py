@@ -174,8 +174,9 @@ def first_row(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, 
     args = tuple(params[name] for name in names)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    cursor = dbapi.cursor()
-    try:
+    cursor = None
+    try:  # making the cursor fails too (a closed connection, another thread's)
+        cursor = dbapi.cursor()
         conn.dispatch.before_cursor_execute(conn, cursor, sql, args, None, False)
         cursor.execute(sql, args)
         row = cursor.fetchone()
@@ -185,7 +186,8 @@ def first_row(conn: sa.Connection, statement: sa.Select[Any], params: dict[str, 
             sql, args, e, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
         ) from e
     finally:
-        cursor.close()
+        if cursor is not None:
+            cursor.close()
     return None if row is None else row_type._make(row)
 
 
@@ -202,19 +204,21 @@ def sqlite_first_row_pooled(
     sql, names, row_type = _sqlite_form(engine.dialect, statement)
     args = tuple(params[name] for name in names)
     pooled = engine.raw_connection()
-    try:
+    cursor = None
+    try:  # making the cursor fails too (a closed connection, another thread's)
         cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(sql, args)
-            row = cursor.fetchone()
-        except engine.dialect.loaded_dbapi.Error as e:
-            raise sa.exc.DBAPIError.instance(
-                sql, args, e, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
-            ) from e
-        finally:
-            cursor.close()
+        cursor.execute(sql, args)
+        row = cursor.fetchone()
+    except engine.dialect.loaded_dbapi.Error as e:
+        raise sa.exc.DBAPIError.instance(
+            sql, args, e, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
+        ) from e
     finally:
-        pooled.close()
+        try:
+            if cursor is not None:
+                cursor.close()
+        finally:
+            pooled.close()
     return None if row is None else row_type._make(row)
 
 
