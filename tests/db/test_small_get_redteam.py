@@ -298,3 +298,39 @@ def test_a_driver_error_making_the_cursor_is_a_storage_error(sqlite_root: str) -
     assert raised and isinstance(raised[0], StorageError), raised
     assert storage.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     b.close()
+
+
+def test_a_locked_database_while_connecting_is_a_storage_error(
+    sqlite_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled read that needs a new connection (after `close`, ``pool_recycle``, more
+    threads than idle connections) while another process holds the database locked: the
+    connection's setup fails with the driver's "database is locked"; a `StorageError`, as
+    on a Connection, not a raw ``sqlite3.OperationalError`` out of get and exists."""
+    import sqlite3
+
+    from butler_db import _engine
+
+    monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT", 0.2)
+    b = _repo(sqlite_root)
+    b.put({"v": 1}, "cfg", visit=1)
+    assert b.get("cfg", visit=1) == {"v": 1}
+    storage: DatabaseStorage = b.storage  # type: ignore[assignment]
+    key = b.location("cfg", visit=1).key
+    storage.engine.dispose()  # the next read connects anew
+    locker = sqlite3.connect(sa.make_url(sqlite_root).database or "", isolation_level=None)
+    try:
+        locker.execute("PRAGMA locking_mode = EXCLUSIVE")
+        locker.execute("BEGIN EXCLUSIVE")
+        locker.execute("UPDATE butler_datasets SET created = created")
+        assert storage.read_small(key, 1 << 16) is None
+        with pytest.raises(StorageError, match="locked"):
+            storage.exists(key)
+        with pytest.raises(StorageError, match="locked"):
+            b.get("cfg", visit=1)
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+    assert b.get("cfg", visit=1) == {"v": 1}
+    assert storage.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    b.close()
