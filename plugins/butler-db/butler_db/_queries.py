@@ -203,16 +203,18 @@ def sqlite_first_row_pooled(
     """
     sql, names, row_type = _sqlite_form(engine.dialect, statement)
     args = tuple(params[name] for name in names)
-    pooled = engine.raw_connection()
+    error = engine.dialect.loaded_dbapi.Error
+    try:
+        pooled = engine.raw_connection()
+    except error as e:  # a new connection's setup (a locked database...): as a Connection
+        raise sa.exc.DBAPIError.instance(None, None, e, error, dialect=engine.dialect) from e
     cursor = None
     try:  # making the cursor fails too (a closed connection, another thread's)
         cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.execute(sql, args)
         row = cursor.fetchone()
-    except engine.dialect.loaded_dbapi.Error as e:
-        raise sa.exc.DBAPIError.instance(
-            sql, args, e, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
-        ) from e
+    except error as e:
+        raise sa.exc.DBAPIError.instance(sql, args, e, error, dialect=engine.dialect) from e
     finally:
         try:
             if cursor is not None:
