@@ -339,19 +339,29 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
     def read_small(self, key: str, max_bytes: int) -> tuple[dict[str, Any], bytes] | None:
         """A blob of one chunk of at most ``max_bytes`` with its metadata: the same single
         query as `metadata`; ``None`` for anything else (a SQL table, several chunks, a
-        row that does not match its chunk, no such row, a database error: the general
-        path then reads again and reports)."""
+        row that does not match its chunk, no such row, a key `check_key` refuses: the
+        general path then reads again and reports).
+
+        Raises
+        ------
+        StorageError
+            If the database fails the query (locked past the busy timeout, unreachable):
+            the general path would wait and fail the same way again.
+        """
         try:
             self.check_key(key)
-            if not self._check_schema():
-                return None
-            inline = min(max_bytes, INLINE_BYTES)
-            params = {"key_hash": schema.key_hash(key), "inline": inline}
-            writes = self._writes  # before the query: a write committed after it is seen
-            row = self._first_row("read", key, q.ROW_WITH_SMALL_CHUNK, params)
-            if row is None or row.blob_id is None:
-                return None
-            size, chunk_size = self._blob_layout(key, row)[1:]  # the row is untrusted: checked
+        except ButlerError:
+            return None
+        if not self._check_schema():
+            return None
+        inline = min(max_bytes, INLINE_BYTES)
+        params = {"key_hash": schema.key_hash(key), "inline": inline}
+        writes = self._writes  # before the query: a write committed after it is seen
+        row = self._first_row("read", key, q.ROW_WITH_SMALL_CHUNK, params)
+        if row is None or row.blob_id is None:
+            return None
+        try:  # the row is untrusted: checked
+            size, chunk_size = self._blob_layout(key, row)[1:]
             data = self._first_chunk(key, row) if size and row.first_chunk is not None else b""
         except ButlerError:
             return None
