@@ -340,3 +340,49 @@ def test_a_locked_database_while_connecting_is_a_storage_error(
     assert b.get("cfg", visit=1) == {"v": 1}
     assert storage.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     b.close()
+
+
+def test_a_get_right_after_the_server_dropped_the_connection_still_answers(
+    postgresql_root: str,
+) -> None:
+    """A pooled connection the server dropped less than a second after its last use (no
+    ping yet) fails read_small's query and is invalidated: the general path then reads on
+    a new connection and answers, as before read_small reported database errors."""
+    name = "butler_rt_db_" + postgresql_root[-12:]
+    _repo(postgresql_root).put({"v": 1}, "cfg", visit=1)
+    b = Butler(postgresql_root, engine_options={"connect_args": {"application_name": name}})
+    assert b.get("cfg", visit=1) == {"v": 1}
+    admin = raw_engine(postgresql_root)
+    try:
+        with admin.connect() as conn:
+            killed = conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": name},
+            ).all()
+        assert killed
+    finally:
+        admin.dispose()
+    assert b.get("cfg", visit=1) == {"v": 1}
+    b.close()
+
+
+def test_a_get_right_after_mariadb_dropped_the_connection_still_answers(
+    mysql_root: str,
+) -> None:
+    _repo(mysql_root).put({"v": 1}, "cfg", visit=1)
+    b = Butler(mysql_root)
+    assert b.get("cfg", visit=1) == {"v": 1}
+    engine = b.storage.engine  # type: ignore[attr-defined]
+    with engine.connect() as conn:  # the pool's only connection
+        ident = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+    admin = raw_engine(mysql_root)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"KILL {int(ident)}")
+    finally:
+        admin.dispose()
+    assert b.get("cfg", visit=1) == {"v": 1}
+    b.close()

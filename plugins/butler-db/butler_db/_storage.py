@@ -345,8 +345,10 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         Raises
         ------
         StorageError
-            If the database fails the query (locked past the busy timeout, unreachable):
-            the general path would wait and fail the same way again.
+            If the database fails the query (locked past the busy timeout, pool
+            exhausted): the general path would wait and fail the same way again. A
+            connection the server dropped is not an error here (it is invalidated: the
+            general path reads on a new one).
         """
         try:
             self.check_key(key)
@@ -357,7 +359,12 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         inline = min(max_bytes, INLINE_BYTES)
         params = {"key_hash": schema.key_hash(key), "inline": inline}
         writes = self._writes  # before the query: a write committed after it is seen
-        row = self._first_row("read", key, q.ROW_WITH_SMALL_CHUNK, params)
+        try:
+            row = self._first_row("read", key, q.ROW_WITH_SMALL_CHUNK, params)
+        except StorageError as e:
+            if _connection_dropped(e):
+                return None
+            raise
         if row is None or row.blob_id is None:
             return None
         try:  # the row is untrusted: checked
@@ -564,6 +571,17 @@ def _dataset_values(key: str, meta: Mapping[str, Any]) -> dict[str, Any]:
         "created": float(meta.get("created") or time.time()),
         "metadata": json.dumps(dict(meta), default=str),
     }
+
+
+def _connection_dropped(error: StorageError) -> bool:
+    """Whether ``error`` (from `translate`) is a connection SQLAlchemy found dropped and
+    invalidated: the pool's next connection is a new one."""
+    cause = error.__context__
+    for _ in range(4):  # MariaDB: the PendingRollbackError of closing it, then the drop
+        if isinstance(cause, exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        cause = cause.__context__ if cause is not None else None
+    return False
 
 
 def _row_metadata(row: Any) -> dict[str, Any]:
