@@ -189,6 +189,10 @@ class ChunkReader(RandomAccessReader):
             raise self._on_error(
                 OSError(f"chunks {first}..{last} of the dataset are missing from the database")
             )
-        parts = [bytes(row[1]) for row in rows]
+        parts = [row[1] for row in rows]
+        if not all(isinstance(part, (bytes, bytearray, memoryview)) for part in parts):
+            # untrusted: SQLite keeps text or a number in any column (bytes(13): 13 zeros)
+            raise self._on_error(OSError(f"chunks {first}..{last} of the dataset are corrupt"))
+        parts = [bytes(part) for part in parts]
         self._cached_seq, self._cached = last, parts[-1]
         return parts

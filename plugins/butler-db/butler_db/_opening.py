@@ -89,6 +89,17 @@ class OpeningMixin:
             )
         return blob_id, size, chunk_size
 
+    def _first_chunk(self, key: str, row: Any) -> bytes:
+        """The bytes of ``row.first_chunk``, checked (untrusted: SQLite keeps text or a
+        number in any column, and ``bytes(13)`` would be 13 zero bytes)."""
+        value = row.first_chunk
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise StorageError(
+                f"the first chunk of {self.uri(key)!r} in butler_chunks is corrupt (a "
+                f"{type(value).__name__!r}, not bytes)"
+            )
+        return bytes(value)
+
     def _open(self, key: str, hints: ReadHints, progress: ProgressCallback | None) -> BinaryIO:
         self.check_key(key)
         slot = self._forget_prefetched()
@@ -158,7 +169,7 @@ class OpeningMixin:
         if size:
             if row.first_chunk is None:
                 raise StorageError(f"the bytes of {self.uri(key)!r} are missing")
-            first = bytes(row.first_chunk)
+            first = self._first_chunk(key, row)
             if len(first) != min(size, chunk_size):
                 # Checked here, so a row declaring a huge size over a small first chunk
                 # never leads a reader to trust it.

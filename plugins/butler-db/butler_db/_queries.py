@@ -185,7 +185,11 @@ def sqlite_first_row_pooled(
     only when nothing listens for cursor events (`has_cursor_listeners`), which need a
     connection object.
     """
-    pooled = engine.raw_connection()
+    error = engine.dialect.loaded_dbapi.Error
+    try:
+        pooled = engine.raw_connection()
+    except error as e:  # a new connection's setup (a locked database...): as a Connection
+        raise sa.exc.DBAPIError.instance(None, None, e, error, dialect=engine.dialect) from e
     try:
         return _sqlite_fetch_one(pooled.driver_connection, engine.dialect, statement, params)
     finally:
@@ -200,12 +204,13 @@ def _sqlite_fetch_one(
     conn: sa.Connection | None = None,
 ) -> Any:
     """The first row of ``statement`` on a SQLite DB-API connection, as a named tuple;
-    ``conn``'s cursor events fired around it when given; driver errors wrapped as
-    SQLAlchemy wraps them."""
+    ``conn``'s cursor events fired around it when given; driver errors (making the cursor
+    too: a closed connection, another thread's) wrapped as SQLAlchemy wraps them."""
     sql, names, row_type = _sqlite_form(dialect, statement)
     args = tuple(params[name] for name in names)
-    cursor = dbapi.cursor()
+    cursor = None
     try:
+        cursor = dbapi.cursor()
         if conn is not None:
             conn.dispatch.before_cursor_execute(conn, cursor, sql, args, None, False)
         cursor.execute(sql, args)
@@ -217,14 +222,23 @@ def _sqlite_fetch_one(
             sql, args, e, dialect.loaded_dbapi.Error, dialect=dialect
         ) from e
     finally:
-        cursor.close()
+        if cursor is not None:
+            cursor.close()
     return None if row is None else row_type._make(row)
 
 
 def has_cursor_listeners(engine: sa.Engine) -> bool:
-    """Whether anything listens for the engine's cursor events."""
+    """Whether anything listens for the engine's cursor events, or for the events a
+    `sa.Connection` fires when made (``engine_connect``, and
+    ``set_connection_execution_options`` for the one-statement options): listeners that
+    `sqlite_first_row_pooled`, with no connection object, would never call."""
     dispatch = engine.dispatch
-    return bool(dispatch.before_cursor_execute) or bool(dispatch.after_cursor_execute)
+    return (
+        bool(dispatch.before_cursor_execute)
+        or bool(dispatch.after_cursor_execute)
+        or bool(dispatch.engine_connect)
+        or bool(dispatch.set_connection_execution_options)
+    )
 
 
 @functools.lru_cache(maxsize=32)

@@ -155,6 +155,10 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
         self._schema_checked = False
         #: ``row``: ``(key, row)`` fetched by this thread's last `metadata`, for its `open`.
         self._prefetched = threading.local()
+        #: Dataset write transactions of this storage ended so far (on any thread): a row
+        #: `read_small` hands to `metadata` is taken only if none ended in between.
+        self._writes = 0
+        self._writes_lock = threading.Lock()
         self._one_statement = _ONE_STATEMENT.get(self.backend, {})
 
     # -- helpers -------------------------------------------------------------------------
@@ -187,6 +191,10 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
                 with conn.begin():
                     yield conn
             finally:
+                # After the commit (or rollback): a row read before it is stale for every
+                # thread's `_take_missed`.
+                with self._writes_lock:
+                    self._writes += 1
                 pending = conn.info.pop(DROP_AFTER_COMMIT, [])
                 views_to_sync = conn.info.pop(views.SYNC_AFTER_COMMIT, [])
             # MySQL commits implicitly on DDL, so views are re-pointed (first: they may
@@ -232,11 +240,17 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
     def _first_row(self, action: str, key: str, statement: Any, params: dict[str, Any]) -> Any:
         """The first row of one read statement outside any transaction (`_one_read`); on
         SQLite, unless something listens for cursor events, without a `sa.Connection`
-        (`_queries.sqlite_first_row_pooled`: half the time of a small get)."""
-        if self.backend == "sqlite" and not q.has_cursor_listeners(self.engine):
-            self._forget_prefetched()
-            with self._translate(action, key):
-                return q.sqlite_first_row_pooled(self.engine, statement, params)
+        (`_queries.sqlite_first_row_pooled`: half the time of a small get). With the
+        engine logging statements (``echo``, or the ``sqlalchemy.engine`` logger at INFO),
+        SQLAlchemy runs it, so it is logged as every other statement."""
+        if self.backend == "sqlite":
+            if self.engine._should_log_info():
+                with self._one_read(action, key) as conn:
+                    return conn.execute(statement, params).first()
+            if not q.has_cursor_listeners(self.engine):
+                self._forget_prefetched()
+                with self._translate(action, key):
+                    return q.sqlite_first_row_pooled(self.engine, statement, params)
         with self._one_read(action, key) as conn:
             return q.first_row(conn, statement, params)
 
@@ -312,37 +326,69 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             row = self._first_row("read the metadata of", key, q.ROW_WITH_SMALL_CHUNK, params)
         if row is None:
             raise self.not_found(key)
+        try:
+            meta = _row_metadata(row)
+        except (TypeError, ValueError):  # SQLite keeps text in an integer column
+            raise StorageError(
+                f"the row of {self.uri(key)!r} in butler_datasets is corrupt (size "
+                f"{row.size!r:.50})"
+            ) from None
         self._remember(key, row)
-        return _row_metadata(row)
+        return meta
 
     def read_small(self, key: str, max_bytes: int) -> tuple[dict[str, Any], bytes] | None:
         """A blob of one chunk of at most ``max_bytes`` with its metadata: the same single
         query as `metadata`; ``None`` for anything else (a SQL table, several chunks, a
-        row that does not match its chunk, no such row, a database error: the general
-        path then reads again and reports)."""
+        row that does not match its chunk, no such row, a key `check_key` refuses: the
+        general path then reads again and reports).
+
+        Raises
+        ------
+        StorageError
+            If the database fails the query (locked past the busy timeout, pool
+            exhausted): the general path would wait and fail the same way again. A
+            connection the server dropped is not an error here (it is invalidated: the
+            general path reads on a new one).
+        """
         try:
             self.check_key(key)
-            if not self._check_schema():
-                return None
-            params = {"key_hash": schema.key_hash(key), "inline": min(max_bytes, INLINE_BYTES)}
+        except ButlerError:
+            return None
+        if not self._check_schema():
+            return None
+        inline = min(max_bytes, INLINE_BYTES)
+        params = {"key_hash": schema.key_hash(key), "inline": inline}
+        writes = self._writes  # before the query: a write committed after it is seen
+        try:
             row = self._first_row("read", key, q.ROW_WITH_SMALL_CHUNK, params)
-            if row is None or row.blob_id is None:
+        except StorageError as e:
+            if _connection_dropped(e):
                 return None
-            size = self._blob_layout(key, row)[1]  # the row is untrusted: checked
+            raise
+        if row is None or row.blob_id is None:
+            return None
+        try:  # the row is untrusted: checked
+            size, chunk_size = self._blob_layout(key, row)[1:]
+            data = self._first_chunk(key, row) if size and row.first_chunk is not None else b""
         except ButlerError:
             return None
         if size and row.first_chunk is None:  # larger, or several chunks (or a missing one)
+            if inline < INLINE_BYTES and size <= min(INLINE_BYTES, chunk_size):
+                # `metadata` fetches these bytes with the row (one snapshot for its `open`):
+                # this row, queried for fewer, has none.
+                return None
             # The general path's `metadata` of this key, next, takes this row: one query.
-            self._prefetched.missed = (key, row, time.monotonic() + _HANDOFF_SECONDS)
+            self._prefetched.missed = (key, row, time.monotonic() + _HANDOFF_SECONDS, writes)
             return None
-        data = bytes(row.first_chunk) if size else b""
         return (_row_metadata(row), data) if len(data) == size else None
 
     def _take_missed(self, key: str) -> Any:
         """The row `read_small` fetched for ``key`` and could not use, if this thread's last
-        storage call made it just now (once)."""
+        storage call made it just now (once), and no write of this storage (from any thread)
+        ended since its query. (A write by another process within the second is not seen:
+        the row is as old as a `metadata` query made just before that write.)"""
         slot = self._prefetched.__dict__.pop("missed", None)
-        if slot is None or slot[0] != key or time.monotonic() > slot[2]:
+        if slot is None or slot[0] != key or slot[3] != self._writes or time.monotonic() > slot[2]:
             return None
         return slot[1]
 
@@ -527,11 +573,22 @@ def _dataset_values(key: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _connection_dropped(error: StorageError) -> bool:
+    """Whether ``error`` (from `translate`) is a connection SQLAlchemy found dropped and
+    invalidated: the pool's next connection is a new one."""
+    cause = error.__context__
+    for _ in range(4):  # MariaDB: the PendingRollbackError of closing it, then the drop
+        if isinstance(cause, exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        cause = cause.__context__ if cause is not None else None
+    return False
+
+
 def _row_metadata(row: Any) -> dict[str, Any]:
     """The metadata committed with a dataset (the JSON document, size and sha256)."""
     try:
         meta = json.loads(row.metadata)
-    except ValueError:
+    except (ValueError, RecursionError):  # untrusted: any JSON, nested any depth
         meta = {}
     if not isinstance(meta, dict):
         meta = {}
