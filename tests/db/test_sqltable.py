@@ -9,7 +9,7 @@ pytest.importorskip("butler_db", reason="butler-db is not installed")
 import numpy as np
 import sqlalchemy as sa
 
-from butler import Butler, DatasetExistsError, FormatError
+from butler import Butler, DatasetExistsError, FormatError, StorageError
 
 from ._helpers import count_rows, raw_engine, table_names
 
@@ -247,3 +247,18 @@ def test_large_insert_uses_batches(sqlite_root: str) -> None:
     out = b.get("cat", visit=1, parameters={"where": {"id": (n - 5, None)}})
     assert out["id"].tolist() == list(range(n - 5, n))
     assert np.array_equal(b.get("cat", visit=1)["x"], t["x"])
+
+
+def test_append_to_a_row_whose_size_is_not_a_count_is_a_storage_error(sqlite_root: str) -> None:
+    """The dataset row is untrusted: a size that is not a row count (SQLite keeps text in
+    an integer column) makes an append refuse, naming the row, not raise a ValueError."""
+    b = _butler(sqlite_root)
+    t = Table({"id": np.arange(3)})
+    b.put(t, "cat", visit=1, parameters={"mode": "append"})
+    engine = raw_engine(sqlite_root)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE butler_datasets SET size = 'abc'")
+    engine.dispose()
+    with pytest.raises(StorageError, match=r"is corrupt \(size 'abc'\)"):
+        b.put(t, "cat", visit=1, parameters={"mode": "append"})
+    b.close()

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from butler import ButlerLocation, DatasetExistsError, FormatError, ParameterError
+from butler import ButlerLocation, DatasetExistsError, FormatError, ParameterError, StorageError
 
 from . import _schema as schema
 from ._columns import Col, from_columns, to_columns
@@ -177,6 +177,12 @@ def _merge(
             raise location.format_error(
                 f"holds {row.format!r} bytes, not a SQL table; cannot {mode} rows to it"
             )
+        size = row.size  # untrusted: SQLite keeps text in an integer column
+        if type(size) is not int or size < 0:
+            raise StorageError(
+                f"the row of {storage.uri(location.key)!r} in butler_datasets is corrupt (size "
+                f"{size!r:.50}); restore it or remove the dataset"
+            )
         stored = _row_metadata(row)
         info = _table_info(location, stored)
         specs = {s["name"]: s for s in info["columns"]}
@@ -201,7 +207,6 @@ def _merge(
             incoming[spec["name"]].column = column_of(spec)
         cols = [incoming[s["name"]] for s in info["columns"]]
         table = light_table(table_name, [c.column for c in cols])
-        size = int(row.size)
         if mode == "upsert":
             assert key is not None
             cols = _dedupe(cols, key)
