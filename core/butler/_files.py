@@ -109,6 +109,7 @@ def file_location(
         format=format,
         python_type=type_name(python_type or descriptor.python_type),
         dataset_type=key,
+        standalone=True,
         additional_data={},
         parameters=parameters_dict(parameters, repr(key)),
         registry=reg,

@@ -91,6 +91,8 @@ class ButlerLocation:
     #: Write side: the provenance record and creation time committed with the bytes.
     provenance: Mapping[str, Any] | None = field(default=None, repr=False)
     created: float | None = field(default=None, repr=False)
+    #: A standalone file (`butler.read_file`, the CLI's FILE arguments), not a dataset.
+    standalone: bool = False
 
     def evolve(self, **changes: Any) -> ButlerLocation:
         """A copy with ``changes`` (what `dataclasses.replace` does, without re-running
@@ -130,10 +132,9 @@ class ButlerLocation:
         """``dataset 'calexp' {'visit': 1} at /repo/calexp/000001.fits`` for messages;
         ``file '/data/img.fits'`` for a standalone file (`butler.read_file`, the CLI's
         FILE, SRC and DST), which has no dataset type nor data ID."""
-        data_id = dict(self.data_id)
-        if not data_id and self.dataset_type == self.key:  # what _files.file_location builds
+        if self.standalone:
             return f"file {self.uri!r}"
-        return f"dataset {self.dataset_type!r} {data_id} at {self.uri!r}"
+        return f"dataset {self.dataset_type!r} {dict(self.data_id)} at {self.uri!r}"
 
     # -- files for serializers ---------------------------------------------------------
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from butler import Butler, DatasetTypeError
+from butler import Butler, ButlerError, DatasetTypeError
 from butler.cli import main
 
 REFUSED = {
@@ -68,3 +68,19 @@ def test_the_cli_says_which_module_lacks_the_class(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "module 'collections' has no class 'Counterr'" in result.output
     assert "cfg" not in Butler(root).dataset_types
+
+
+def test_a_dataset_whose_key_is_its_type_name_is_named_a_dataset(tmp_path: Path) -> None:
+    """A dataset type without dimensions whose template is its own name: messages name
+    the dataset, not a "file" (only standalone files are described as files)."""
+    from butler import DatasetExistsError, read_file
+
+    b = Butler.create(str(tmp_path / "repo"))
+    b.register_dataset_type("settings", dict, "json", template="settings", dimensions=[])
+    b.put({"a": 1}, "settings")
+    with pytest.raises(DatasetExistsError, match=r"^dataset 'settings' \{\} at .*settings"):
+        b.put({"a": 2}, "settings")
+    plain = tmp_path / "plain.json"
+    plain.write_text('{"x":')
+    with pytest.raises(ButlerError, match=r"^cannot read file '.*plain\.json'"):
+        read_file(str(plain))
