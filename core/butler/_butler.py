@@ -1051,16 +1051,10 @@ class Butler(CollectionsMixin, BulkMixin):
         written = stored.get("python_type")
         if type(recorded) is not str or not (written is None or type(written) is str):
             return _GENERAL
-        cached = self._read_resolutions.get(
-            (id(base), recorded, written, self.registry._current_generation())
+        cached = self._kept_resolution(
+            base, (id(base), recorded, written, self.registry._current_generation())
         )
-        if (
-            cached is None
-            or cached[0] is not base
-            or cached[1] is not self.allow_imports
-            or cached[5] is None
-            or not _classes_current(cached[4])
-        ):
+        if cached is None or cached[5] is None:
             return _GENERAL
         try:
             decode = cached[3].decode
@@ -1173,22 +1167,12 @@ class Butler(CollectionsMixin, BulkMixin):
         state["stored"] = stored
         cacheable = type(recorded) is str and (written is None or type(written) is str)
         cache_key = (id(base), recorded, written, self.registry._current_generation())
-        cached = self._read_resolutions.get(cache_key) if cacheable else None
+        cached = self._kept_resolution(base, cache_key) if cacheable else None
         imports = self.allow_imports  # a public attribute: kept by identity
-        if (
-            cached is None
-            or cached[0] is not base
-            or cached[1] is not imports
-            or not _classes_current(cached[4])
-        ):
+        if cached is None:
             resolved, cls = self._resolve_read(location, recorded)
-            if cacheable and resolved.serializer is not None:
-                # Worth trying `_get_small` for this type: its serializer can decode.
-                if resolved.serializer.decode_ref is not None:
-                    self._small_hints[dt.name] = [base, 0, 0]
-                else:
-                    self._small_hints.pop(dt.name, None)
             if cacheable:
+                self._note_decoder(dt, base, resolved.serializer, fresh=True)
                 # The class `_get_small` hands ``decode``: the one ``read`` rebuilds, known
                 # only when the recorded class resolved as itself (not for a format
                 # reading another class as the dataset type's).
@@ -1211,15 +1195,38 @@ class Butler(CollectionsMixin, BulkMixin):
                     exact,
                 )
             return resolved
-        if cached[3].decode_ref is not None and dt.name not in self._small_hints:
-            # A type whose datasets were last resolved to another format (no decode)
-            # dropped its hint: a kept resolution that can decode brings it back.
-            self._small_hints[dt.name] = [base, 0, 0]
+        self._note_decoder(dt, base, cached[3], fresh=False)
         state["format"] = recorded
         state["expected"] = cached[2]
         state["serializer"] = cached[3]
         location.check_arguments()  # the only step that depends on the call's arguments
         return location
+
+    def _kept_resolution(self, base: ButlerLocation, cache_key: tuple[Any, ...]) -> Any:
+        """The resolution kept under ``cache_key`` (see `_resolve_read_at`) if it still
+        holds: made for ``base`` and this reader's ``allow_imports``, its classes current;
+        else ``None``."""
+        cached = self._read_resolutions.get(cache_key)
+        if (
+            cached is None
+            or cached[0] is not base
+            or cached[1] is not self.allow_imports
+            or not _classes_current(cached[4])
+        ):
+            return None
+        return cached
+
+    def _note_decoder(
+        self, dt: DatasetType, base: ButlerLocation, serializer: Any, *, fresh: bool
+    ) -> None:
+        """Keep `_get_small`'s hint for ``dt`` in step with the serializer a get of it used:
+        a fresh resolution sets it (counts reset) or drops it (no ``decode``); a kept one
+        that can decode restores a hint another format's resolution dropped."""
+        decodes = serializer is not None and serializer.decode_ref is not None
+        if decodes and (fresh or dt.name not in self._small_hints):
+            self._small_hints[dt.name] = [base, 0, 0]
+        elif fresh and not decodes:
+            self._small_hints.pop(dt.name, None)
 
     def _resolve_read(self, location: ButlerLocation, recorded: Any) -> tuple[ButlerLocation, type]:
         """``location``, whose stored metadata records format ``recorded``, resolved; and
