@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from butler import ButlerLocation, DatasetExistsError, FormatError, ParameterError, StorageError
+from butler import ButlerLocation, DatasetExistsError, FormatError, ParameterError
 
 from . import _schema as schema
 from ._columns import Col, from_columns, to_columns
@@ -177,13 +177,8 @@ def _merge(
             raise location.format_error(
                 f"holds {row.format!r} bytes, not a SQL table; cannot {mode} rows to it"
             )
-        size = row.size  # untrusted: SQLite keeps text in an integer column
-        if type(size) is not int or size < 0:
-            raise StorageError(
-                f"the row of {storage.uri(location.key)!r} in butler_datasets is corrupt (size "
-                f"{size!r:.50}); restore it or remove the dataset"
-            )
-        stored = _row_metadata(row)
+        stored = _row_metadata(row, storage.uri(location.key))
+        size = stored["size"]
         info = _table_info(location, stored)
         specs = {s["name"]: s for s in info["columns"]}
         incoming = {c.name: c for c in cols}
@@ -292,7 +287,7 @@ def read(location: ButlerLocation, **_: Any) -> Any:
             raise location.format_error(f"holds {row.format!r} bytes, not a SQL table")
         from ._storage import _row_metadata
 
-        info = _table_info(location, _row_metadata(row))
+        info = _table_info(location, _row_metadata(row, storage.uri(location.key)))
         by_name = {s["name"]: s for s in info["columns"]}
         specs = list(info["columns"])
         if wanted is not None:

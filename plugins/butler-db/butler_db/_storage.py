@@ -64,15 +64,15 @@ __all__ = ["DatabaseStorage"]
 #: Attempts at swapping a dataset row when concurrent overwriters collide.
 _SWAP_ATTEMPTS = 8
 
+#: Seconds a row `DatabaseStorage.read_small` could not use stays for the `metadata` call
+#: that follows it in the same get.
+_HANDOFF_SECONDS = 1.0
+
 #: Options of a connection running one read statement outside any transaction: a single
 #: statement reads a consistent snapshot on every backend, so the BEGIN and ROLLBACK round
 #: trips are saved (SQLite: no ``BEGIN``; PostgreSQL: psycopg's autocommit, set on the
 #: client). MariaDB: PyMySQL's autocommit would be a ``SET`` round trip each way, more than
 #: the ``ROLLBACK`` it saves.
-#: Seconds a row `DatabaseStorage.read_small` could not use stays for the `metadata` call
-#: that follows it in the same get.
-_HANDOFF_SECONDS = 1.0
-
 _ONE_STATEMENT = {
     "sqlite": {"sqlite_begin": "NONE"},
     "postgresql": {"isolation_level": "AUTOCOMMIT"},
@@ -326,13 +326,7 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             row = self._first_row("read the metadata of", key, q.ROW_WITH_SMALL_CHUNK, params)
         if row is None:
             raise self.not_found(key)
-        try:
-            meta = _row_metadata(row)
-        except (TypeError, ValueError):  # SQLite keeps text in an integer column
-            raise StorageError(
-                f"the row of {self.uri(key)!r} in butler_datasets is corrupt (size "
-                f"{row.size!r:.50})"
-            ) from None
+        meta = _row_metadata(row, self.uri(key))
         self._remember(key, row)
         return meta
 
@@ -380,7 +374,7 @@ class DatabaseStorage(OpeningMixin, RepositoryMixin, Storage, declared_by=butler
             # The general path's `metadata` of this key, next, takes this row: one query.
             self._prefetched.missed = (key, row, time.monotonic() + _HANDOFF_SECONDS, writes)
             return None
-        return (_row_metadata(row), data) if len(data) == size else None
+        return (_row_metadata(row, self.uri(key)), data) if len(data) == size else None
 
     def _take_missed(self, key: str) -> Any:
         """The row `read_small` fetched for ``key`` and could not use, if this thread's last
@@ -584,15 +578,24 @@ def _connection_dropped(error: StorageError) -> bool:
     return False
 
 
-def _row_metadata(row: Any) -> dict[str, Any]:
-    """The metadata committed with a dataset (the JSON document, size and sha256)."""
+def _row_metadata(row: Any, where: str) -> dict[str, Any]:
+    """The metadata committed with a dataset (the JSON document, size and sha256) from its
+    row, untrusted: a size that is not a number (SQLite keeps text in an integer column)
+    is a corrupt-row `StorageError` naming ``where``."""
+    try:
+        size = int(row.size)
+    except (TypeError, ValueError):
+        raise StorageError(
+            f"the row of {where!r} in butler_datasets is corrupt (size {row.size!r:.50}); "
+            f"restore it or remove the dataset"
+        ) from None
     try:
         meta = json.loads(row.metadata)
     except (ValueError, RecursionError):  # untrusted: any JSON, nested any depth
         meta = {}
     if not isinstance(meta, dict):
         meta = {}
-    meta["size"] = int(row.size)
+    meta["size"] = size
     if row.sha256 is not None:
         meta["sha256"] = row.sha256
     return meta
