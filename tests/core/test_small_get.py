@@ -26,7 +26,6 @@ import pytest
 from butler import (
     BulkError,
     Butler,
-    ButlerError,
     DatasetNotFoundError,
     FormatError,
     InvalidDataIdError,
@@ -37,6 +36,7 @@ from butler._storage import Storage
 from butler.formats import json_ as json_format
 from butler.storages.posix import PosixStorage
 
+from ._outcomes import typed_outcome
 from ._registries import own_registry
 
 LINUX = sys.platform.startswith("linux")
@@ -73,15 +73,6 @@ def _path(b: Butler, i: int) -> str:
 def _warm(b: Butler, i: int = 0) -> None:
     """One get through the general path: the resolution the shortcut needs is kept."""
     _general(b, i=i)
-
-
-def _outcome(fn: Any) -> tuple[str, Any]:
-    """`._outcomes.outcome` keeping the value's class (a dict subclass reprs as a dict)."""
-    try:
-        value = fn()
-    except ButlerError as exc:
-        return ("error", (type(exc), str(exc)))
-    return ("value", (type(value), value))
 
 
 @needs_linux
@@ -131,9 +122,9 @@ def test_a_dataclass_the_bytes_do_not_fit_is_the_general_error(tmp_path: Path) -
     _warm(b)
     with open(_path(b, 1), "r+b") as f:  # same size, a field the class does not have
         f.write(json.dumps({"x": 3, "z": 4}).encode())
-    general = _outcome(lambda: _general(b, i=1))
+    general = typed_outcome(lambda: _general(b, i=1))
     assert general[0] == "error" and general[1][0] is FormatError
-    assert _outcome(lambda: b.get("cfg", i=1)) == general
+    assert typed_outcome(lambda: b.get("cfg", i=1)) == general
 
 
 @needs_linux
@@ -180,10 +171,10 @@ def test_tampered_metadata_gets_the_general_answer(tmp_path: Path, change: dict[
     meta = json.loads(os.getxattr(_path(b, 1), "user.butler"))
     os.setxattr(_path(b, 1), "user.butler", json.dumps({**meta, **change}).encode())
     fast = b._get_small("cfg", {"i": 1})
-    general = _outcome(lambda: _general(b, i=1))
+    general = typed_outcome(lambda: _general(b, i=1))
     if fast is not _GENERAL:  # only a shortcut that the general path agrees with
         assert general == ("value", (type(fast), fast))
-    assert _outcome(lambda: b.get("cfg", i=1)) == general
+    assert typed_outcome(lambda: b.get("cfg", i=1)) == general
 
 
 @needs_linux
@@ -210,8 +201,8 @@ def test_bytes_changed_after_the_put(tmp_path: Path, data: bytes) -> None:
     with open(_path(b, 0), "r+b") as f:
         f.write(data)
         f.truncate()
-    general = _outcome(lambda: _general(b, i=0))
-    assert _outcome(lambda: b.get("cfg", i=0)) == general
+    general = typed_outcome(lambda: _general(b, i=0))
+    assert typed_outcome(lambda: b.get("cfg", i=0)) == general
     if data == b'{"a":':
         assert general[0] == "error" and general[1][0] is FormatError
 
@@ -225,9 +216,9 @@ def test_a_link_in_place_of_the_dataset_is_refused(tmp_path: Path) -> None:
     os.unlink(_path(b, 0))
     os.symlink(_path(b, 1), _path(b, 0))
     assert b.storage.read_small("cfg/0.json", _SMALL_GET) is None
-    general = _outcome(lambda: _general(b, i=0))
+    general = typed_outcome(lambda: _general(b, i=0))
     assert general[0] == "error"
-    assert _outcome(lambda: b.get("cfg", i=0)) == general
+    assert typed_outcome(lambda: b.get("cfg", i=0)) == general
 
 
 @needs_linux
@@ -267,7 +258,7 @@ def test_a_bad_data_id_raises_what_the_general_path_raises(tmp_path: Path) -> No
     b.put({"a": 1}, "cfg", i=0)
     _warm(b)
     for bad in ({"i": "x"}, {"j": 1}, {}):
-        assert _outcome(lambda bad=bad: b.get("cfg", **bad)) == _outcome(
+        assert typed_outcome(lambda bad=bad: b.get("cfg", **bad)) == typed_outcome(
             lambda bad=bad: _general(b, **bad)
         )
 
@@ -447,11 +438,11 @@ def test_kept_keys_answer_as_the_mapper(tmp_path: Path) -> None:
     b.put({"a": 1}, "cfg", i=1)
     _warm(b, 1)
     assert b.get("cfg", i=1) == {"a": 1} and b.get("cfg", i=1) == {"a": 1}
-    assert _outcome(lambda: b.get("cfg", i=True)) == _outcome(lambda: _general(b, i=True))
-    assert _outcome(lambda: b.get("cfg", i=True))[0] == "error"
-    assert _outcome(lambda: b.get("cfg", i=1.0)) == _outcome(lambda: _general(b, i=1.0))
+    assert typed_outcome(lambda: b.get("cfg", i=True)) == typed_outcome(lambda: _general(b, i=True))
+    assert typed_outcome(lambda: b.get("cfg", i=True))[0] == "error"
+    assert typed_outcome(lambda: b.get("cfg", i=1.0)) == typed_outcome(lambda: _general(b, i=1.0))
     for _ in range(2):
-        assert _outcome(lambda: b.get("cfg", i="1/../2")) == _outcome(
+        assert typed_outcome(lambda: b.get("cfg", i="1/../2")) == typed_outcome(
             lambda: _general(b, i="1/../2")
         )
     b.remove("cfg", i=1)

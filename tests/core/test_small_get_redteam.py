@@ -17,6 +17,7 @@ from butler._limits import LimitError
 from butler._small_get import _GENERAL
 from butler.formats import json_ as json_format
 
+from ._outcomes import typed_outcome
 from ._registries import own_registry
 
 LINUX = sys.platform.startswith("linux")
@@ -33,14 +34,6 @@ def _repo(tmp_path: Path, python_type: Any = dict, **options: Any) -> Butler:
 def _general(b: Butler, **data_id: Any) -> Any:
     """The general path's answer (``collections`` given: the shortcut is not tried)."""
     return b.get("cfg", collections=b.collections, **data_id)
-
-
-def _outcome(fn: Any) -> tuple[str, Any]:
-    try:
-        value = fn()
-    except ButlerError as exc:
-        return ("error", (type(exc), str(exc)))
-    return ("value", (type(value), value))
 
 
 class NaiveMapper(Mapper):
@@ -77,10 +70,10 @@ def test_a_key_the_storage_refuses_is_refused_by_the_shortcut_too(
         if not place.exists():
             os.link(root / "other" / "secret.json", place)
     _general(b, name="plain")  # the resolution the shortcut needs is kept
-    general = _outcome(lambda: _general(b, name=name))
+    general = typed_outcome(lambda: _general(b, name=name))
     assert general[0] == "error" and general[1][0] is InvalidDataIdError
     assert b._get_small("cfg", {"name": name}) is _GENERAL
-    assert _outcome(lambda: b.get("cfg", name=name)) == general
+    assert typed_outcome(lambda: b.get("cfg", name=name)) == general
 
 
 def test_reregistering_the_builtin_json_functions_is_harmless(tmp_path: Path) -> None:
@@ -109,7 +102,7 @@ def test_max_read_bytes_set_on_the_butler_is_not_a_type_error(tmp_path: Path) ->
     _general(b, i=0)
     b.max_read_bytes = "1KiB"
     assert b.max_read_bytes == 1024
-    assert _outcome(lambda: b.get("cfg", i=0)) == _outcome(lambda: _general(b, i=0))
+    assert typed_outcome(lambda: b.get("cfg", i=0)) == typed_outcome(lambda: _general(b, i=0))
     assert b._get_small("cfg", {"i": 0}) == {"a": 1}
     b.max_read_bytes = 4  # smaller than the dataset: the general path
     assert b._get_small("cfg", {"i": 0}) is _GENERAL
